@@ -1,0 +1,13 @@
+"""ros2 launch cloudseg vehicle.launch.py: the 'vehicle' graph of cloudseg.graph.GRAPHS."""
+
+import sys
+from pathlib import Path
+
+from launch import LaunchDescription
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import graph_nodes  # noqa: E402
+
+
+def generate_launch_description() -> LaunchDescription:
+    return LaunchDescription(graph_nodes("vehicle"))

@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# One set-up step for the demo and the tests: creates .venv, installs the ROS 2 wheels and the
+# pinned dependencies, builds the cloudseg messages and installs the package. Idempotent: a
+# second run only rebuilds what changed. Quiet on success.
+#
+#   scripts/setup.sh            CPU build of PyTorch (torch==2.13.0 resolves to the CPU wheel here)
+#   scripts/setup.sh --cuda     on a GPU host: a CUDA build of PyTorch from the PyTorch index
+#                               (override with CLOUDSEG_TORCH_INDEX=<url>)
+set -euo pipefail
+
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+venv="$root/.venv"
+torch_spec="torch==2.13.0"
+torch_args=()
+if [[ "${1:-}" == "--cuda" ]]; then
+  torch_args=(--index-url "${CLOUDSEG_TORCH_INDEX:-https://download.pytorch.org/whl/cu128}")
+fi
+log=$(mktemp -t cloudseg-setup.XXXXXX)
+trap 'rm -f "$log"' EXIT
+
+fail() {
+  echo "setup: $1 failed; the last lines of its output:" >&2
+  tail -n 25 "$log" >&2
+  echo "setup: full log kept at $log.kept" >&2
+  cp "$log" "$log.kept"
+  exit 1
+}
+
+step() {  # step NAME CMD...: run quietly, show the log only on failure
+  local name=$1; shift
+  "$@" >"$log" 2>&1 || fail "$name"
+}
+
+command -v python3 >/dev/null || { echo "setup: python3 (3.10+) is required" >&2; exit 1; }
+[[ -x "$venv/bin/python" ]] || step "creating $venv" python3 -m venv "$venv"
+pip=("$venv/bin/python" -m pip --disable-pip-version-check -q)
+
+# Dependencies: reinstalled only when requirements.txt or the torch choice changed.
+deps_stamp="$venv/.cloudseg-deps"
+deps_key=$(cat "$root/requirements.txt"; echo "$torch_spec ${torch_args[*]:-}")
+if [[ ! -f "$deps_stamp" || "$(cat "$deps_stamp")" != "$deps_key" ]]; then
+  step "installing PyTorch ($torch_spec)" "${pip[@]}" install "${torch_args[@]}" "$torch_spec"
+  step "installing the ROS 2 wheels and dependencies" "${pip[@]}" install -r "$root/requirements.txt"
+  printf '%s' "$deps_key" >"$deps_stamp"
+fi
+
+# The package (messages + code): rebuilt only when its sources changed.
+pkg_stamp="$venv/.cloudseg-pkg"
+pkg_key=$(cd "$root" && find CMakeLists.txt package.xml pyproject.toml msg src launch config scripts \
+  -type f -not -path '*/__pycache__/*' -print0 | sort -z | xargs -0 sha256sum | sha256sum)
+if [[ ! -f "$pkg_stamp" || "$(cat "$pkg_stamp")" != "$pkg_key" ]]; then
+  step "building the cloudseg messages and installing the package" \
+    "${pip[@]}" install --no-build-isolation --no-deps --force-reinstall "$root"
+  step "checking the installed package" "$venv/bin/python" -c \
+    "import rclpy, torch, av, cv2, rosbags; from cloudseg.msg import Frame, Knob; import cloudseg.cli"
+  printf '%s' "$pkg_key" >"$pkg_stamp"
+fi

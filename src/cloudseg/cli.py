@@ -1,0 +1,127 @@
+"""The `cloudseg` command: demo, convert, run, node, eval and bench."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from cloudseg.graph import GRAPHS, NODES
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from cloudseg.demo import run_demo
+
+    stats = run_demo(args.input, scale=args.scale, codec=args.codec, rate=args.rate,
+                     limit=args.frames, crf=args.crf, bitrate_kbps=args.bitrate,
+                     quiet=args.json)
+    print(stats.report())
+    if args.json:
+        print(stats.to_json())
+    return 0 if stats.frames_received else 1
+
+
+def _convert(args: argparse.Namespace) -> int:
+    from cloudseg.data.bag import convert_to_bag
+
+    n = convert_to_bag(args.input, args.output, storage=args.storage, fps=args.fps,
+                       topic=args.topic, progress=True)
+    print(f"wrote {n} frames to {args.output} ({args.storage}, topic {args.topic})")
+    return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    from cloudseg.launcher import run_graph
+
+    overrides = {"source": {"input": args.input}} if args.input else None
+    return run_graph(args.graph, overrides)
+
+
+def _node(args: argparse.Namespace) -> int:
+    import importlib
+
+    module = importlib.import_module(NODES[args.name].module)
+    return module.main(["cloudseg"] + args.ros_args)
+
+
+def _bench(args: argparse.Namespace) -> int:
+    import importlib
+
+    module = importlib.import_module(f"cloudseg.bench.{args.what}")
+    return module.main(args.rest)
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from cloudseg.train.evaluate import main as eval_main
+
+    return eval_main(args.rest)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="cloudseg",
+        description="CloudSeg for ROS 2: stream downsampled frames from a vehicle to a cloud "
+                    "GPU that restores and segments them.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("demo", help="run vehicle and cloud sides over DDS and print a summary")
+    p.add_argument("--input", help="Cityscapes sequence folder, video file or rosbag2; "
+                   "default: a generated test clip")
+    p.add_argument("--scale", type=int, default=4, choices=(1, 2, 4, 8),
+                   help="downsampling factor (default 4)")
+    p.add_argument("--codec", default="h264", choices=("h264", "jpeg", "png"))
+    p.add_argument("--crf", type=int, default=23, help="H.264 CRF (default 23)")
+    p.add_argument("--bitrate", type=int, default=0, help="H.264 kbit/s (0 = use --crf)")
+    p.add_argument("--rate", type=float, default=17.0, help="frames per second (default 17)")
+    p.add_argument("--frames", type=int, default=0, help="stop after N frames (0 = all)")
+    p.add_argument("--json", action="store_true", help="last line: one JSON object")
+    p.set_defaults(func=_demo)
+
+    p = sub.add_parser("convert", help="frames folder or video -> rosbag2 of sensor_msgs/Image")
+    p.add_argument("input", help="Cityscapes sequence folder or video file")
+    p.add_argument("output", help="output bag folder")
+    p.add_argument("--storage", default="mcap", choices=("mcap", "sqlite3"))
+    p.add_argument("--fps", type=float, default=17.0, help="stamp rate (default 17)")
+    p.add_argument("--topic", default="/camera/image_raw")
+    p.set_defaults(func=_convert)
+
+    p = sub.add_parser("run", help="start a graph's nodes as processes (no ros2 launch needed)")
+    p.add_argument("graph", choices=sorted(GRAPHS))
+    p.add_argument("--input", help="input for the source node (pipeline graph)")
+    p.set_defaults(func=_run)
+
+    p = sub.add_parser("node", help="run one node: cloudseg node NAME [--ros-args ...]")
+    p.add_argument("name", choices=sorted(NODES))
+    p.add_argument("ros_args", nargs=argparse.REMAINDER)
+    p.set_defaults(func=_node)
+
+    p = sub.add_parser("bench", help="benchmarks: bitrate, cloud", add_help=False)
+    p.add_argument("what", choices=("bitrate", "cloud"))
+    p.add_argument("rest", nargs=argparse.REMAINDER)
+    p.set_defaults(func=_bench)
+
+    p = sub.add_parser("eval", help="PSNR/SSIM/mIoU table on a Cityscapes folder",
+                       add_help=False)
+    p.add_argument("rest", nargs=argparse.REMAINDER)
+    p.set_defaults(func=_eval)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:  # noqa: BLE001 - one clear line instead of a traceback
+        if args.verbose:
+            raise
+        print(f"cloudseg {args.command}: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,190 @@
+"""The node graph, defined once: topics, QoS roles, nodes and their parameters.
+
+Nodes declare their parameters from here, the launch files and the `cloudseg` command start
+the nodes listed here with the config files named here, and the tests check against it.
+This module imports nothing from ROS.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+PACKAGE = "cloudseg"
+
+
+@dataclass(frozen=True)
+class Topic:
+    """A topic name with the QoS role it is published with (see `nodes.qos`)."""
+
+    name: str
+    type: str
+    qos: str  # "frames" | "sensor" | "knob" | "results"
+    description: str
+
+
+TOPICS: dict[str, Topic] = {
+    t.name: t
+    for t in (
+        Topic("/camera/image_raw", "sensor_msgs/msg/Image", "sensor", "camera images (rgb8)"),
+        Topic(
+            "/camera/image_raw/compressed",
+            "sensor_msgs/msg/CompressedImage",
+            "sensor",
+            "the JPEG/PNG stream for stock viewers (image_transport 'compressed' format)",
+        ),
+        Topic("/cloudseg/frames", "cloudseg/msg/Frame", "frames", "encoded frames over the WAN"),
+        Topic("/cloudseg/knob", "cloudseg/msg/Knob", "knob", "the controller's settings"),
+        Topic(
+            "/cloudseg/restored", "sensor_msgs/msg/Image", "results", "restored full-res images"
+        ),
+        Topic("/cloudseg/labels", "sensor_msgs/msg/Image", "results", "mono8 train ids 0..18"),
+        Topic("/cloudseg/overlay", "sensor_msgs/msg/Image", "results", "rgb8 colour overlay"),
+        Topic("/cloudseg/stats", "cloudseg/msg/FrameStats", "results", "per-frame timings"),
+    )
+}
+
+IMAGE_TOPIC = "/camera/image_raw"
+COMPRESSED_TOPIC = "/camera/image_raw/compressed"
+FRAMES_TOPIC = "/cloudseg/frames"
+KNOB_TOPIC = "/cloudseg/knob"
+RESTORED_TOPIC = "/cloudseg/restored"
+LABELS_TOPIC = "/cloudseg/labels"
+OVERLAY_TOPIC = "/cloudseg/overlay"
+STATS_TOPIC = "/cloudseg/stats"
+
+
+@dataclass(frozen=True)
+class Param:
+    """A node parameter: default, description and allowed range or choices."""
+
+    name: str
+    default: Any
+    description: str
+    min: float | None = None
+    max: float | None = None
+    step: float | None = None
+    choices: tuple[str, ...] | None = None
+
+    def check(self, value: Any) -> Any:
+        """Return `value` if it is allowed, else raise ValueError saying why."""
+        if self.choices is not None and value not in self.choices:
+            raise ValueError(f"{self.name}={value!r}: must be one of {', '.join(self.choices)}")
+        if self.min is not None and value < self.min:
+            raise ValueError(f"{self.name}={value!r}: must be >= {self.min}")
+        if self.max is not None and value > self.max:
+            raise ValueError(f"{self.name}={value!r}: must be <= {self.max}")
+        return value
+
+
+@dataclass(frozen=True)
+class NodeSpec:
+    """One node of the graph: its name, entry module, side and parameters."""
+
+    name: str
+    executable: str
+    side: str  # "vehicle" | "cloud" | "tools"
+    description: str
+    params: tuple[Param, ...] = field(default_factory=tuple)
+
+    @property
+    def module(self) -> str:
+        return f"{PACKAGE}.nodes.{self.executable}"
+
+    def defaults(self) -> dict[str, Any]:
+        return {p.name: p.default for p in self.params}
+
+    def param(self, name: str) -> Param:
+        for p in self.params:
+            if p.name == name:
+                return p
+        raise KeyError(f"node {self.name} has no parameter {name!r}")
+
+
+CODEC_CHOICES = ("h264", "jpeg", "png")
+
+SOURCE = NodeSpec(
+    name="source",
+    executable="source_node",
+    side="vehicle",
+    description="Publishes camera images from a rosbag2 file, a frame folder or a video",
+    params=(
+        Param("input", "", "rosbag2 (mcap/sqlite3), Cityscapes sequence folder, video file; "
+              "empty = generated test clip"),
+        Param("topic_in_bag", IMAGE_TOPIC, "image topic to read from a bag"),
+        Param("rate", 17.0, "publish rate in Hz (0 = follow the bag's or video's stamps)",
+              min=0.0, max=240.0),
+        Param("loop", False, "start again at the end of the input"),
+        Param("limit", 0, "stop after this many frames (0 = all)", min=0, max=10_000_000),
+        Param("stamp_mode", "original", "header stamps: 'original' keeps the input's stamps, "
+              "'now' stamps each frame when it is published (as a live camera)",
+              choices=("original", "now")),
+        Param("frame_id", "camera", "header frame id of the published images"),
+        Param("wait_for_subscribers", 0, "hold the first frame until this many subscribers "
+              "have matched (best-effort frames sent before that are lost)", min=0, max=100),
+        Param("wait_timeout", 10.0, "give up waiting for subscribers after this many seconds",
+              min=0.0, max=600.0),
+    ),
+)
+
+COMPRESSOR = NodeSpec(
+    name="compressor",
+    executable="compressor_node",
+    side="vehicle",
+    description="Downsamples and encodes camera images into Frames for the cloud",
+    params=(
+        Param("scale", 4, "downsampling factor (area interpolation)", min=1, max=16, step=1),
+        Param("codec", "h264", "payload codec", choices=CODEC_CHOICES),
+        Param("bitrate_kbps", 0, "H.264 target bitrate in kbit/s (0 = constant quality, crf)",
+              min=0, max=100_000),
+        Param("crf", 23, "H.264 constant rate factor when bitrate_kbps is 0", min=0, max=51),
+        Param("gop", 17, "H.264 keyframe interval in frames", min=1, max=1000),
+        Param("preset", "ultrafast", "libx264 preset",
+              choices=("ultrafast", "superfast", "veryfast", "faster", "fast", "medium")),
+        Param("quality", 80, "JPEG quality (PNG: compression level 0..9)", min=0, max=100),
+        Param("publish_compressed", True, "also publish sensor_msgs/CompressedImage for "
+              "JPEG/PNG on <image topic>/compressed"),
+    ),
+)
+
+SR = NodeSpec(
+    name="sr",
+    executable="sr_node",
+    side="cloud",
+    description="Decodes Frames and restores full resolution (bilinear or super-resolution)",
+    params=(
+        Param("restore", "bilinear", "how to restore full resolution",
+              choices=("bilinear", "sr")),
+        Param("publish_restored", True, "publish the restored image on /cloudseg/restored"),
+    ),
+)
+
+NODES: dict[str, NodeSpec] = {n.name: n for n in (SOURCE, COMPRESSOR, SR)}
+
+CONFIG_DIR_NAME = "config"
+
+#: Which nodes each launch file / `cloudseg run` target starts, and with which config file.
+GRAPHS: dict[str, tuple[tuple[str, str], ...]] = {
+    "vehicle": (("compressor", "vehicle.yaml"),),
+    "cloud": (("sr", "cloud.yaml"),),
+    "pipeline": (("source", "source.yaml"), ("compressor", "vehicle.yaml"),
+                 ("sr", "cloud.yaml")),
+}
+
+
+def config_dir() -> Path:
+    """The folder holding the parameter files: the source tree's, or the installed share/."""
+    here = Path(__file__).resolve()
+    for candidate in (
+        here.parents[2] / CONFIG_DIR_NAME,  # source checkout: <repo>/src/cloudseg/graph.py
+        here.parents[4] / "share" / PACKAGE / CONFIG_DIR_NAME,  # <prefix>/lib/pythonX/site-packages
+    ):
+        if candidate.is_dir():
+            return candidate
+    try:  # a sourced ROS workspace
+        from ament_index_python.packages import get_package_share_directory
+
+        return Path(get_package_share_directory(PACKAGE)) / CONFIG_DIR_NAME
+    except Exception as exc:  # noqa: BLE001 - any failure means "not found"
+        raise FileNotFoundError(f"cannot find the {PACKAGE} config folder") from exc

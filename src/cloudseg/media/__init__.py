@@ -1,0 +1,10 @@
+"""Media handling shared by the vehicle and the cloud: resizing, codecs, image quality.
+
+- :mod:`cloudseg.media.resize`: the one downsampling function (numpy and torch twins) and the
+  bilinear restore.
+- :mod:`cloudseg.media.codecs`: per-stream H.264 (PyAV) and JPEG/PNG (OpenCV) encoders and
+  decoders behind one interface (``make_encoder`` / ``make_decoder``).
+- :mod:`cloudseg.media.quality`: PSNR and SSIM.
+
+Nothing here imports rclpy or ROS messages; torch is imported only by ``downsample_tensor``.
+"""

@@ -1,0 +1,139 @@
+"""Per-stream compression (vehicle) and restoration (cloud), shared by nodes, demo and bench.
+
+`FrameCompressor` downsamples with the project's one downsampling function and encodes with one
+encoder kept across frames; new settings take effect at the next frame (an H.264 reconfigure
+starts with an IDR). `FrameRestorer` holds one decoder per stream, checks what it decoded
+against the header, and restores full resolution with bilinear upsampling (the paper's
+LR-bilinear baseline; super-resolution plugs in through `cloudseg.restore`).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, replace
+from typing import Any
+
+import numpy as np
+
+from cloudseg.media.codecs import CODECS, CodecError, make_decoder, make_encoder
+from cloudseg.media.resize import downsample, upsample_bilinear
+
+
+@dataclass(frozen=True)
+class CompressorSettings:
+    """The vehicle-side knobs of one stream."""
+
+    scale: int = 4
+    codec: str = "h264"
+    bitrate_kbps: int = 0
+    crf: int = 23
+    gop: int = 17
+    preset: str = "ultrafast"
+    quality: int = 80
+
+    def __post_init__(self) -> None:
+        if self.codec not in CODECS:
+            raise CodecError(f"unknown codec {self.codec!r} (known: {', '.join(CODECS)})")
+        if self.scale < 1:
+            raise ValueError(f"scale must be >= 1, got {self.scale}")
+
+    @classmethod
+    def from_params(cls, params: dict[str, Any]) -> CompressorSettings:
+        names = cls.__dataclass_fields__
+        return cls(**{k: v for k, v in params.items() if k in names})
+
+    def encoder_params(self) -> dict[str, Any]:
+        if self.codec == "h264":
+            return {"gop": self.gop, "preset": self.preset,
+                    **({"bitrate_kbps": self.bitrate_kbps} if self.bitrate_kbps else
+                       {"crf": self.crf})}
+        return {"quality": self.quality}
+
+    def with_changes(self, **changes: Any) -> CompressorSettings:
+        return replace(self, **changes)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class CompressedFrame:
+    payload: bytes
+    keyframe: bool
+    scale: int
+    codec: str
+    width: int  # original size
+    height: int
+    encode_ms: float  # downsampling + encoding
+
+
+class FrameCompressor:
+    """Downsample + encode one stream, keeping the encoder across frames."""
+
+    def __init__(self, settings: CompressorSettings) -> None:
+        self.settings = settings
+        self._pending: CompressorSettings | None = None
+        self._encoder = None
+        self._encoder_key: tuple | None = None
+
+    def apply(self, settings: CompressorSettings) -> None:
+        """Use `settings` from the next frame on."""
+        self._pending = settings
+
+    def compress(self, rgb: np.ndarray) -> CompressedFrame:
+        if self._pending is not None:
+            self.settings, self._pending = self._pending, None
+        s = self.settings
+        t0 = time.perf_counter()
+        small = downsample(rgb, s.scale)
+        key = (s.codec, tuple(sorted(s.encoder_params().items())), small.shape)
+        if key != self._encoder_key:  # new settings or size: a fresh encoder starts with an IDR
+            self._encoder = make_encoder(s.codec, **s.encoder_params())
+            self._encoder_key = key
+        encoded = self._encoder.encode(small)
+        ms = (time.perf_counter() - t0) * 1e3
+        return CompressedFrame(encoded.payload, encoded.keyframe, s.scale, s.codec,
+                               rgb.shape[1], rgb.shape[0], ms)
+
+
+@dataclass
+class RestoredFrame:
+    lr: np.ndarray  # decoded low-resolution image
+    rgb: np.ndarray  # restored full-resolution image
+    decode_ms: float
+    restore_ms: float
+
+
+class FrameRestorer:
+    """Decode one stream (one decoder kept per codec) and restore full resolution bilinearly."""
+
+    def __init__(self) -> None:
+        self._decoders: dict[str, Any] = {}
+
+    def decoder(self, codec: str):
+        if codec not in self._decoders:
+            self._decoders[codec] = make_decoder(codec)
+        return self._decoders[codec]
+
+    def decode(self, payload: bytes, codec: str, seq: int, scale: int, width: int,
+               height: int) -> tuple[np.ndarray | None, float]:
+        """Decode a payload and check its size against the header; None while waiting for IDR."""
+        t0 = time.perf_counter()
+        lr = self.decoder(codec).decode(bytes(payload), seq)
+        ms = (time.perf_counter() - t0) * 1e3
+        if lr is None:
+            return None, ms
+        expected = (max(height // max(scale, 1), 1), max(width // max(scale, 1), 1))
+        if lr.shape[:2] != expected:
+            raise CodecError(f"decoded {lr.shape[1]}x{lr.shape[0]} but the header says "
+                             f"{width}x{height} at scale {scale} ({expected[1]}x{expected[0]})")
+        return lr, ms
+
+    def restore(self, payload: bytes, codec: str, seq: int, scale: int, width: int,
+                height: int) -> RestoredFrame | None:
+        lr, decode_ms = self.decode(payload, codec, seq, scale, width, height)
+        if lr is None:
+            return None
+        t0 = time.perf_counter()
+        rgb = lr if lr.shape[:2] == (height, width) else upsample_bilinear(lr, (width, height))
+        return RestoredFrame(lr, rgb, decode_ms, (time.perf_counter() - t0) * 1e3)

@@ -1,0 +1,96 @@
+"""What every cloudseg node shares: QoS profiles, parameter declaration, a clean main()."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import rclpy
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
+from rclpy.executors import ExternalShutdownException
+from rclpy.node import Node
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+
+from cloudseg.graph import TOPICS, NodeSpec, Param
+
+#: QoS per role (DESIGN.md): a late frame is worthless, so frames and results are best-effort
+#: with a small keep-last depth; knobs are reliable and transient-local (late joiners get the
+#: last one).
+QOS: dict[str, QoSProfile] = {
+    "sensor": QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=5,
+                         reliability=ReliabilityPolicy.BEST_EFFORT,
+                         durability=DurabilityPolicy.VOLATILE),
+    "frames": QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=5,
+                         reliability=ReliabilityPolicy.BEST_EFFORT,
+                         durability=DurabilityPolicy.VOLATILE),
+    "results": QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=5,
+                          reliability=ReliabilityPolicy.BEST_EFFORT,
+                          durability=DurabilityPolicy.VOLATILE),
+    "knob": QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1,
+                       reliability=ReliabilityPolicy.RELIABLE,
+                       durability=DurabilityPolicy.TRANSIENT_LOCAL),
+}
+
+
+def qos_for(topic: str) -> QoSProfile:
+    """The QoS profile of a graph topic."""
+    return QOS[TOPICS[topic].qos]
+
+
+def _descriptor(p: Param) -> ParameterDescriptor:
+    text = p.description
+    if p.choices:
+        text += f" (one of: {', '.join(p.choices)})"
+    d = ParameterDescriptor(description=text)
+    if p.min is not None or p.max is not None:
+        if isinstance(p.default, bool):
+            pass
+        elif isinstance(p.default, int):
+            d.integer_range = [IntegerRange(from_value=int(p.min), to_value=int(p.max),
+                                            step=int(p.step or 1))]
+        elif isinstance(p.default, float):
+            d.floating_point_range = [FloatingPointRange(from_value=float(p.min),
+                                                         to_value=float(p.max), step=0.0)]
+    return d
+
+
+def declare_parameters(node: Node, spec: NodeSpec) -> dict[str, Any]:
+    """Declare every parameter of `spec` on `node` (descriptions, ranges) and return values.
+
+    A value outside its range or choices is refused with the reason, and the default is kept.
+    """
+    values: dict[str, Any] = {}
+    for p in spec.params:
+        try:
+            value = node.declare_parameter(p.name, p.default, _descriptor(p)).value
+            values[p.name] = p.check(value)
+        except Exception as exc:  # noqa: BLE001 - rclpy raises several kinds for bad values
+            node.get_logger().error(f"parameter {p.name}: {exc}; using default {p.default!r}")
+            values[p.name] = p.default
+    return values
+
+
+def run_node(factory: Callable[[], Node], args: list[str] | None = None) -> int:
+    """Init rclpy, spin the node until Ctrl-C or shutdown, and clean up; returns an exit code."""
+    rclpy.init(args=args if args is not None else sys.argv)
+    node = None
+    try:
+        node = factory()
+        finished = getattr(node, "finished", None)  # a node that can end by itself (a player)
+        if finished is None:
+            rclpy.spin(node)
+        else:
+            rclpy.spin_until_future_complete(node, finished)
+            return int(finished.result() or 0)
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    except Exception as exc:  # noqa: BLE001 - report a failed start without a traceback
+        print(f"{getattr(node, 'get_name', lambda: 'cloudseg node')()}: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        if node is not None:
+            node.destroy_node()
+        if rclpy.ok():
+            rclpy.try_shutdown()
+    return 0

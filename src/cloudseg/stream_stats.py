@@ -1,0 +1,78 @@
+"""Summary statistics of a stream run: counts, bitrate, per-stage latency, PSNR.
+
+Plain Python: fed by the monitor node, the demo and tests.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+STAGES = ("encode", "transport", "decode_restore", "end_to_end")
+
+
+def percentile(values: list[float], q: float) -> float:
+    return float(np.percentile(values, q)) if values else math.nan
+
+
+@dataclass
+class StreamStats:
+    """Accumulates what the monitor sees; `summary()` makes the demo's report."""
+
+    fps: float = 17.0
+    frames_in: int = 0
+    frames_sent: int = 0
+    frames_received: int = 0
+    payload_bytes: int = 0
+    latency_ms: dict[str, list[float]] = field(default_factory=lambda: {s: [] for s in STAGES})
+    psnr_db: list[float] = field(default_factory=list)
+    restored_seen: int = 0
+
+    def add_latency(self, stage: str, ms: float) -> None:
+        self.latency_ms[stage].append(float(ms))
+
+    @property
+    def kbps(self) -> float:
+        """Frame-stream bitrate at the nominal frame rate."""
+        if not self.frames_sent:
+            return 0.0
+        return self.payload_bytes * 8 / (self.frames_sent / self.fps) / 1000
+
+    def summary(self) -> dict:
+        finite = [p for p in self.psnr_db if math.isfinite(p)]
+        e2e = self.latency_ms["end_to_end"]
+        return {
+            "frames_in": self.frames_in,
+            "frames_sent": self.frames_sent,
+            "frames_received": self.frames_received,
+            "kbps": round(self.kbps, 1),
+            "psnr_db": round(float(np.mean(finite)), 2) if finite else None,
+            "latency_ms_p50": round(percentile(e2e, 50), 2) if e2e else None,
+            "latency_ms_p95": round(percentile(e2e, 95), 2) if e2e else None,
+            "stages_ms": {
+                s: {"p50": round(percentile(v, 50), 2), "p95": round(percentile(v, 95), 2),
+                    "n": len(v)}
+                for s, v in self.latency_ms.items() if v
+            },
+        }
+
+    def report(self) -> str:
+        """A human-readable table of the summary."""
+        s = self.summary()
+        lines = [
+            f"frames in / sent / received : {s['frames_in']} / {s['frames_sent']} / "
+            f"{s['frames_received']}",
+            f"Frame-stream bitrate        : {s['kbps']:.1f} kbit/s at {self.fps:g} fps",
+            f"PSNR restored vs original   : "
+            + (f"{s['psnr_db']:.2f} dB" if s["psnr_db"] is not None else "n/a"),
+            "latency (ms)                    p50      p95      n",
+        ]
+        for stage, v in s["stages_ms"].items():
+            lines.append(f"  {stage:<28}{v['p50']:8.2f} {v['p95']:8.2f} {v['n']:6d}")
+        return "\n".join(lines)
+
+    def to_json(self) -> str:
+        return json.dumps(self.summary())
