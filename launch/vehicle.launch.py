@@ -6,7 +6,7 @@ from pathlib import Path
 from launch import LaunchDescription
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import graph_nodes  # noqa: E402
+from _common import graph_nodes
 
 
 def generate_launch_description() -> LaunchDescription:

@@ -41,7 +41,7 @@ def _node(args: argparse.Namespace) -> int:
     import importlib
 
     module = importlib.import_module(NODES[args.name].module)
-    return module.main(["cloudseg"] + args.ros_args)
+    return module.main(["cloudseg", *args.ros_args])
 
 
 def _bench(args: argparse.Namespace) -> int:
@@ -116,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
         return 130
-    except Exception as exc:  # noqa: BLE001 - one clear line instead of a traceback
+    except Exception as exc:
         if args.verbose:
             raise
         print(f"cloudseg {args.command}: {exc}", file=sys.stderr)

@@ -16,6 +16,7 @@ from cloudseg.launcher import NodeProcesses
 from cloudseg.nodes.monitor_node import MonitorNode
 from cloudseg.stream_stats import StreamStats
 
+LOCAL_DDS_PROFILE = "fastdds_local.xml"
 REAL_DATA_HINT = (
     "no --input given: streaming a generated test clip. Real data: a Cityscapes "
     "leftImg8bit_sequence folder (e.g. ../shared/data/sequences/aachen_seq0000), a video "
@@ -39,8 +40,12 @@ def run_demo(input_path: str | None, scale: int = 4, codec: str = "h264", rate: 
     if input_path is None and not quiet:
         print(REAL_DATA_HINT, file=sys.stderr)
     stats = StreamStats(fps=rate or 17.0)
-    env = {"ROS_AUTOMATIC_DISCOVERY_RANGE": os.environ.get("ROS_AUTOMATIC_DISCOVERY_RANGE",
-                                                           "LOCALHOST")}
+    env = {
+        "ROS_AUTOMATIC_DISCOVERY_RANGE": os.environ.get("ROS_AUTOMATIC_DISCOVERY_RANGE",
+                                                        "LOCALHOST"),
+        "FASTDDS_DEFAULT_PROFILES_FILE": os.environ.get("FASTDDS_DEFAULT_PROFILES_FILE",
+                                                        str(config_dir() / LOCAL_DDS_PROFILE)),
+    }
     os.environ.update(env)
     log_dir = log_dir or Path(tempfile.mkdtemp(prefix="cloudseg-demo-"))
     rclpy.init(args=[])

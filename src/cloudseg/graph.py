@@ -186,5 +186,5 @@ def config_dir() -> Path:
         from ament_index_python.packages import get_package_share_directory
 
         return Path(get_package_share_directory(PACKAGE)) / CONFIG_DIR_NAME
-    except Exception as exc:  # noqa: BLE001 - any failure means "not found"
+    except Exception as exc:
         raise FileNotFoundError(f"cannot find the {PACKAGE} config folder") from exc

@@ -66,7 +66,7 @@ class StreamStats:
             f"frames in / sent / received : {s['frames_in']} / {s['frames_sent']} / "
             f"{s['frames_received']}",
             f"Frame-stream bitrate        : {s['kbps']:.1f} kbit/s at {self.fps:g} fps",
-            f"PSNR restored vs original   : "
+            "PSNR restored vs original   : "
             + (f"{s['psnr_db']:.2f} dB" if s["psnr_db"] is not None else "n/a"),
             "latency (ms)                    p50      p95      n",
         ]

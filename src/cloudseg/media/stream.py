@@ -47,6 +47,8 @@ class CompressorSettings:
             return {"gop": self.gop, "preset": self.preset,
                     **({"bitrate_kbps": self.bitrate_kbps} if self.bitrate_kbps else
                        {"crf": self.crf})}
+        if self.codec == "png":  # PNG is lossless: quality 0..9 is its compression level
+            return {"quality": self.quality if self.quality <= 9 else None}
         return {"quality": self.quality}
 
     def with_changes(self, **changes: Any) -> CompressorSettings:
@@ -86,6 +88,8 @@ class FrameCompressor:
         s = self.settings
         t0 = time.perf_counter()
         small = downsample(rgb, s.scale)
+        if s.codec == "h264":  # 4:2:0 needs even sides: drop a last odd row/column
+            small = small[: small.shape[0] & ~1, : small.shape[1] & ~1]
         key = (s.codec, tuple(sorted(s.encoder_params().items())), small.shape)
         if key != self._encoder_key:  # new settings or size: a fresh encoder starts with an IDR
             self._encoder = make_encoder(s.codec, **s.encoder_params())
@@ -118,16 +122,14 @@ class FrameRestorer:
     def decode(self, payload: bytes, codec: str, seq: int, scale: int, width: int,
                height: int) -> tuple[np.ndarray | None, float]:
         """Decode a payload and check its size against the header; None while waiting for IDR."""
+        if scale < 1 or width < scale or height < scale:
+            raise CodecError(f"header is inconsistent: {width}x{height} at scale {scale}")
+        h, w = height // scale, width // scale
+        if codec == "h264":  # the encoder dropped a last odd row/column
+            h, w = h & ~1, w & ~1
         t0 = time.perf_counter()
-        lr = self.decoder(codec).decode(bytes(payload), seq)
-        ms = (time.perf_counter() - t0) * 1e3
-        if lr is None:
-            return None, ms
-        expected = (max(height // max(scale, 1), 1), max(width // max(scale, 1), 1))
-        if lr.shape[:2] != expected:
-            raise CodecError(f"decoded {lr.shape[1]}x{lr.shape[0]} but the header says "
-                             f"{width}x{height} at scale {scale} ({expected[1]}x{expected[0]})")
-        return lr, ms
+        lr = self.decoder(codec).decode(bytes(payload), seq, size=(w, h))
+        return lr, (time.perf_counter() - t0) * 1e3
 
     def restore(self, payload: bytes, codec: str, seq: int, scale: int, width: int,
                 height: int) -> RestoredFrame | None:

@@ -65,7 +65,7 @@ def declare_parameters(node: Node, spec: NodeSpec) -> dict[str, Any]:
         try:
             value = node.declare_parameter(p.name, p.default, _descriptor(p)).value
             values[p.name] = p.check(value)
-        except Exception as exc:  # noqa: BLE001 - rclpy raises several kinds for bad values
+        except Exception as exc:
             node.get_logger().error(f"parameter {p.name}: {exc}; using default {p.default!r}")
             values[p.name] = p.default
     return values
@@ -85,7 +85,7 @@ def run_node(factory: Callable[[], Node], args: list[str] | None = None) -> int:
             return int(finished.result() or 0)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
-    except Exception as exc:  # noqa: BLE001 - report a failed start without a traceback
+    except Exception as exc:
         print(f"{getattr(node, 'get_name', lambda: 'cloudseg node')()}: {exc}", file=sys.stderr)
         return 1
     finally:

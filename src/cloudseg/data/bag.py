@@ -1,0 +1,330 @@
+"""rosbag2 files without a ROS install (rosbags): image messages <-> numpy, bag writing.
+
+Reading follows cv_bridge's conventions: ``step`` (row padding) is honoured and
+``is_bigendian`` is irrelevant for 8-bit encodings. The one place that deserialises image
+messages is :func:`read_bag_frames`; :func:`cloudseg.data.sources.iter_bag` uses it.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+import cv2
+import numpy as np
+from rosbags.interfaces import (
+    Qos,
+    QosDurability,
+    QosHistory,
+    QosLiveliness,
+    QosReliability,
+    QosTime,
+)
+from rosbags.rosbag2 import Reader, ReaderError, StoragePlugin, Writer, WriterError
+from rosbags.serde import SerdeError
+from rosbags.typesys import Stores, get_typestore
+from rosbags.typesys.store import Typestore
+from tqdm import tqdm
+
+from cloudseg.data.sources import DataError, _one_line, open_source
+
+log = logging.getLogger(__name__)
+
+IMAGE_TYPE = "sensor_msgs/msg/Image"
+COMPRESSED_TYPE = "sensor_msgs/msg/CompressedImage"
+IMAGE_TYPES = (IMAGE_TYPE, COMPRESSED_TYPE)
+
+# Encodings read as RGB: channels and the OpenCV conversion to RGB (None: already RGB).
+ENCODINGS: dict[str, tuple[int, int | None]] = {
+    "rgb8": (3, None),
+    "bgr8": (3, cv2.COLOR_BGR2RGB),
+    "mono8": (1, cv2.COLOR_GRAY2RGB),
+    "8UC1": (1, cv2.COLOR_GRAY2RGB),
+    "rgba8": (4, cv2.COLOR_RGBA2RGB),
+    "bgra8": (4, cv2.COLOR_BGRA2RGB),
+}
+
+# RMW_DURATION_INFINITE, as a live publisher's offered profile reports it in a recording.
+_INFINITE = QosTime(9223372036, 854775807)
+
+
+def image_qos(depth: int = 10) -> Qos:
+    """The offered QoS recorded for the camera topic: reliable, volatile, keep-last ``depth``.
+
+    ``ros2 bag play`` offers the first recorded profile (with its default history), so this is
+    what subscribers of the replayed topic see; reliable+volatile matches both reliable and
+    best-effort subscriptions.
+    """
+    return Qos(
+        QosHistory.KEEP_LAST,
+        depth,
+        QosReliability.RELIABLE,
+        QosDurability.VOLATILE,
+        _INFINITE,
+        _INFINITE,
+        QosLiveliness.AUTOMATIC,
+        _INFINITE,
+        avoid_ros_namespace_conventions=False,
+    )
+
+
+@cache
+def typestore() -> Typestore:
+    """The rosbags typestore (ROS 2 Kilted definitions) used for every (de)serialisation here."""
+    return get_typestore(Stores.ROS2_KILTED)
+
+
+# --------------------------------------------------------------------------- message <-> numpy
+
+
+def image_to_rgb(msg: object) -> np.ndarray:
+    """A sensor_msgs/Image (rosbags object) as HxWx3 uint8 RGB; DataError when malformed."""
+    encoding = msg.encoding
+    if encoding not in ENCODINGS:
+        raise DataError(
+            f"unsupported image encoding {encoding!r} (supported: {', '.join(ENCODINGS)})"
+        )
+    channels, conversion = ENCODINGS[encoding]
+    height, width, step = int(msg.height), int(msg.width), int(msg.step)
+    row = width * channels
+    data = np.frombuffer(msg.data, np.uint8) if not isinstance(msg.data, np.ndarray) else msg.data
+    if height == 0 or width == 0:
+        raise DataError(f"empty image {width}x{height}")
+    if step < row:
+        raise DataError(f"image step {step} is shorter than a {width}-pixel {encoding} row")
+    if data.size < step * height:
+        raise DataError(
+            f"image data holds {data.size} bytes, {width}x{height} {encoding} with step {step} "
+            f"needs {step * height}"
+        )
+    pixels = data[: step * height].reshape(height, step)[:, :row].reshape(height, width, channels)
+    if conversion is None:
+        return np.array(pixels, copy=True, order="C")
+    return cv2.cvtColor(np.ascontiguousarray(pixels), conversion)
+
+
+def compressed_to_rgb(msg: object) -> np.ndarray:
+    """A sensor_msgs/CompressedImage (jpeg/png...) as HxWx3 uint8 RGB; DataError if undecodable."""
+    data = np.frombuffer(msg.data, np.uint8) if not isinstance(msg.data, np.ndarray) else msg.data
+    bgr = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+    if bgr is None:
+        raise DataError(f"compressed image ({msg.format!r}, {data.size} bytes) cannot be decoded")
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def rgb_to_image(rgb: np.ndarray, stamp_ns: int, frame_id: str = "camera") -> object:
+    """An rgb8 sensor_msgs/Image (rosbags object) holding ``rgb`` (HxWx3 uint8) at ``stamp_ns``."""
+    if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
+        raise ValueError(f"expected an HxWx3 uint8 RGB array, got {rgb.shape} {rgb.dtype}")
+    ts = typestore()
+    Image = ts.types[IMAGE_TYPE]
+    Header = ts.types["std_msgs/msg/Header"]
+    Time = ts.types["builtin_interfaces/msg/Time"]
+    sec, nanosec = divmod(int(stamp_ns), 1_000_000_000)
+    height, width = rgb.shape[:2]
+    return Image(
+        header=Header(stamp=Time(sec=sec, nanosec=nanosec), frame_id=frame_id),
+        height=height,
+        width=width,
+        encoding="rgb8",
+        is_bigendian=0,
+        step=width * 3,
+        data=np.ascontiguousarray(rgb).reshape(-1),
+    )
+
+
+def _header_stamp_ns(msg: object) -> int:
+    stamp = msg.header.stamp
+    return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
+
+
+# --------------------------------------------------------------------------- reading
+
+
+@dataclass(frozen=True)
+class BagTopic:
+    """One image topic of a bag: type, message count and rate (from the bag's log times)."""
+
+    path: Path
+    storage: str
+    topic: str
+    msgtype: str
+    count: int
+    fps: float | None
+
+
+def _storage_name(path: Path) -> str:
+    if path.is_dir():
+        for suffix, name in ((".mcap", "mcap"), (".db3", "sqlite3")):
+            if any(path.glob(f"*{suffix}*")):
+                return name
+        return "unknown storage"
+    return {".mcap": "mcap", ".db3": "sqlite3"}.get(path.suffix.lower(), path.suffix)
+
+
+def _open_reader(path: Path) -> Reader:
+    if not path.exists():
+        raise DataError(f"rosbag2 {path} does not exist")
+    try:
+        reader = Reader(path)
+        reader.open()
+    except (ReaderError, OSError, ValueError, KeyError) as exc:
+        raise DataError(f"rosbag2 {path} cannot be read: {_one_line(exc)}") from exc
+    return reader
+
+
+def _topic_connections(reader: Reader, path: Path, topic: str) -> list:
+    topics = reader.topics
+    if topic not in topics:
+        listing = ", ".join(f"{name} ({info.msgtype})" for name, info in sorted(topics.items()))
+        raise DataError(f"rosbag2 {path} has no topic {topic!r}; it has: {listing or 'none'}")
+    info = topics[topic]
+    if info.msgtype not in IMAGE_TYPES:
+        raise DataError(
+            f"rosbag2 {path}: topic {topic!r} carries {info.msgtype}, "
+            f"not {IMAGE_TYPE} or {COMPRESSED_TYPE}"
+        )
+    return info.connections
+
+
+def probe_bag(path: str | Path, topic: str = "/camera/image_raw") -> BagTopic:
+    """Check that ``path`` is a readable bag with image ``topic``; return what it holds."""
+    path = Path(path)
+    reader = _open_reader(path)
+    try:
+        connections = _topic_connections(reader, path, topic)
+        count = sum(c.msgcount for c in connections)
+        duration = reader.end_time - reader.start_time if reader.message_count else 0
+        only_topic = len(reader.connections) == len(connections)
+        fps = None
+        if count > 1 and duration > 1 and only_topic:
+            fps = round((count - 1) * 1e9 / duration, 3)
+        return BagTopic(path, _storage_name(path), topic, connections[0].msgtype, count, fps)
+    finally:
+        reader.close()
+
+
+def read_bag_frames(
+    path: str | Path, topic: str = "/camera/image_raw"
+) -> Iterator[tuple[int, np.ndarray]]:
+    """(header stamp in ns, HxWx3 uint8 RGB) for every image message of ``topic``, in bag order.
+
+    A message whose header stamp is zero falls back to the bag's receive time. A message that
+    cannot be decoded is skipped with a warning; a topic none of whose messages decodes, a
+    truncated bag or an unsupported encoding raise DataError.
+    """
+    path = Path(path)
+    reader = _open_reader(path)
+    ts = typestore()
+    decoded = failed = 0
+    try:
+        connections = _topic_connections(reader, path, topic)
+        try:
+            for connection, log_time, raw in reader.messages(connections=connections):
+                try:
+                    msg = ts.deserialize_cdr(raw, connection.msgtype)
+                except SerdeError as exc:
+                    failed += 1
+                    log.warning(
+                        "%s: skipping undecodable %s message: %s", path, topic, _one_line(exc)
+                    )
+                    continue
+                if connection.msgtype == IMAGE_TYPE:
+                    if msg.encoding not in ENCODINGS:
+                        raise DataError(
+                            f"rosbag2 {path}, topic {topic}: unsupported image encoding "
+                            f"{msg.encoding!r} (supported: {', '.join(ENCODINGS)})"
+                        )
+                    convert = image_to_rgb
+                else:
+                    convert = compressed_to_rgb
+                try:
+                    rgb = convert(msg)
+                except DataError as exc:
+                    failed += 1
+                    log.warning("%s: skipping %s message: %s", path, topic, exc)
+                    continue
+                stamp = _header_stamp_ns(msg) or log_time
+                decoded += 1
+                yield stamp, rgb
+        except (ReaderError, OSError, ValueError, KeyError) as exc:
+            raise DataError(
+                f"rosbag2 {path} broke off after {decoded} messages: {_one_line(exc)}"
+            ) from exc
+        if decoded == 0:
+            raise DataError(
+                f"rosbag2 {path}: topic {topic} has no readable image "
+                f"({failed} messages failed to decode)"
+            )
+    finally:
+        reader.close()
+
+
+# --------------------------------------------------------------------------- writing
+
+
+def convert_to_bag(
+    input_path: str | Path | None,
+    output_path: str | Path,
+    storage: str = "mcap",
+    fps: float = 17.0,
+    topic: str = "/camera/image_raw",
+    frame_id: str = "camera",
+    progress: bool = True,
+    *,
+    limit: int | None = None,
+    version: int = 9,
+) -> int:
+    """Write the frames of ``input_path`` (anything open_source accepts) as an rgb8 image bag.
+
+    Each frame becomes a ``sensor_msgs/msg/Image`` on ``topic`` whose header stamp and bag
+    receive time are the frame's stamp: frame folders and the synthetic clip are stamped at
+    ``fps``; videos and bags keep their own stamps. The topic records a reliable, volatile,
+    keep-last offered QoS so ``ros2 bag play`` republishes it like a live camera. ``output_path``
+    is the bag folder; an existing one is never overwritten. Returns the number of frames.
+    """
+    plugins = {"mcap": StoragePlugin.MCAP, "sqlite3": StoragePlugin.SQLITE3}
+    if storage not in plugins:
+        raise ValueError(f"storage must be 'mcap' or 'sqlite3', got {storage!r}")
+    output = Path(output_path)
+    if output.exists():
+        raise DataError(f"output {output} exists already; not overwriting it")
+    source = open_source(None if input_path is None else Path(input_path), fps=fps, limit=limit)
+    ts = typestore()
+    try:
+        writer = Writer(output, version=version, storage_plugin=plugins[storage])
+        writer.open()
+    except WriterError as exc:
+        raise DataError(f"cannot create bag {output}: {_one_line(exc)}") from exc
+    count = 0
+    try:
+        connection = writer.add_connection(
+            topic, IMAGE_TYPE, typestore=ts, offered_qos_profiles=[image_qos()]
+        )
+        bar = tqdm(
+            source,
+            total=source.length,
+            unit="frame",
+            disable=not progress,
+            desc=f"-> {output.name}",
+        )
+        for frame in bar:
+            msg = rgb_to_image(frame.rgb, frame.stamp_ns, frame_id)
+            writer.write(connection, frame.stamp_ns, ts.serialize_cdr(msg, IMAGE_TYPE))
+            count += 1
+        bar.close()
+        writer.close()
+    except BaseException:
+        # The folder did not exist before: remove the partial bag instead of leaving it behind.
+        writer.abort()
+        shutil.rmtree(output, ignore_errors=True)
+        raise
+    if count == 0:
+        shutil.rmtree(output, ignore_errors=True)
+        raise DataError(f"input {input_path} yielded no frame; no bag written")
+    log.info("wrote %d frames to %s (%s)", count, output, storage)
+    return count

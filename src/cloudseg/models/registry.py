@@ -1,0 +1,369 @@
+"""Model registry: names -> builder + published weights with their metadata.
+
+In the spirit of torchvision's ``Weights`` enums, simpler: each :class:`ModelSpec` names a
+builder (a callable, or ``"module:function"`` imported at build time so optional backends cost
+nothing until used) and the weight files it can load. :func:`build_model` never returns a
+randomly initialised model by accident: missing weights raise :class:`WeightsError`, and random
+init must be asked for with ``pretrained=False, allow_untrained=True``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from torch import nn
+
+from cloudseg.models.carn import carn, carn_m
+from cloudseg.models.weights import (
+    WeightsError,
+    WeightsInfo,
+    load_state_dict_file,
+    resolve_weights,
+    sha256_file,
+)
+
+__all__ = [
+    "ModelSpec",
+    "UnknownModelError",
+    "WeightsError",
+    "WeightsInfo",
+    "build_model",
+    "get_spec",
+    "list_models",
+    "register",
+]
+
+log = logging.getLogger(__name__)
+
+Task = Literal["sr", "segmentation"]
+
+
+class UnknownModelError(KeyError):
+    """No model is registered under the requested name."""
+
+    def __str__(self) -> str:  # KeyError would repr() the message
+        return str(self.args[0]) if self.args else ""
+
+
+@dataclass
+class ModelSpec:
+    """A registered model: how to build it and which weights it can load."""
+
+    name: str
+    task: Task
+    builder: Callable[..., nn.Module] | str
+    weights: dict[str, WeightsInfo] = field(default_factory=dict)
+    default_weights: str | None = None
+    description: str = ""
+    builder_kwargs: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.task not in ("sr", "segmentation"):
+            raise ValueError(f"model {self.name!r}: task must be 'sr' or 'segmentation'")
+        if self.default_weights is not None and self.default_weights not in self.weights:
+            raise ValueError(
+                f"model {self.name!r}: default_weights {self.default_weights!r} "
+                f"is not one of {sorted(self.weights)}"
+            )
+
+    def resolve_builder(self) -> Callable[..., nn.Module]:
+        """The builder callable, importing ``"module:function"`` strings on first use."""
+        if callable(self.builder):
+            return self.builder
+        module_name, sep, attr = self.builder.partition(":")
+        if not sep or not module_name or not attr:
+            raise ValueError(
+                f"model {self.name!r}: builder {self.builder!r} is not 'module:function'"
+            )
+        try:
+            return getattr(importlib.import_module(module_name), attr)
+        except (ImportError, AttributeError) as exc:
+            raise ImportError(
+                f"model {self.name!r}: cannot import builder {self.builder!r}: {exc}"
+            ) from exc
+
+
+_REGISTRY: dict[str, ModelSpec] = {}
+
+
+def register(spec: ModelSpec, *, replace: bool = False) -> ModelSpec:
+    """Add a model; a second registration of a name needs ``replace=True``."""
+    if spec.name in _REGISTRY and not replace:
+        raise ValueError(f"model {spec.name!r} is already registered")
+    _REGISTRY[spec.name] = spec
+    return spec
+
+
+def get_spec(name: str) -> ModelSpec:
+    """The spec registered under ``name``; :class:`UnknownModelError` lists the known names."""
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise UnknownModelError(
+            f"unknown model {name!r}; registered: {', '.join(sorted(_REGISTRY))}"
+        ) from None
+
+
+def list_models(task: Task | None = None) -> list[str]:
+    """Registered model names (sorted), optionally only those of one task."""
+    return sorted(n for n, s in _REGISTRY.items() if task is None or s.task == task)
+
+
+def _pick_weights(spec: ModelSpec, weights: str | Path) -> tuple[WeightsInfo, Path]:
+    """Resolve ``weights`` (a key of spec.weights, "default" or a file path) to (info, path)."""
+    key = spec.default_weights if weights == "default" else weights
+    if weights == "default" and key is None:
+        raise WeightsError(
+            f"model {spec.name!r} has no registered pretrained weights; pass weights=<path to a "
+            f".pth file>, or pretrained=False, allow_untrained=True for random init"
+        )
+    if isinstance(key, str) and key in spec.weights:
+        info = spec.weights[key]
+        return info, resolve_weights(info, model_name=spec.name)
+    candidate = Path(weights).expanduser()
+    if isinstance(weights, str) and not candidate.exists() and not candidate.suffix:
+        raise WeightsError(
+            f"unknown weights {weights!r} for model {spec.name!r}; registered: "
+            f"{', '.join(sorted(spec.weights)) or 'none'} (or give a path to a .pth file)"
+        )
+    path = resolve_weights(spec.name, explicit=candidate)
+    digest = sha256_file(path)
+    for info in spec.weights.values():
+        if info.sha256 is not None and info.sha256.lower() == digest:
+            return info, path
+    # a user file (e.g. fine-tuned): no published metadata applies
+    return WeightsInfo(path.name, None, digest, {"source": str(path), "task": spec.task}), path
+
+
+def build_model(
+    name: str,
+    weights: str | Path | None = "default",
+    *,
+    pretrained: bool = True,
+    allow_untrained: bool = False,
+    **kw: Any,
+) -> nn.Module:
+    """Build a registered model and load its weights strictly.
+
+    ``weights``: "default", a key of the spec's weights, or a path to a state_dict file;
+    ``None`` means no weights (like ``pretrained=False``). Random init happens only with
+    ``allow_untrained=True``; the model then has ``untrained = True`` and a WARNING is logged.
+    Extra ``kw`` go to the builder (over the spec's ``builder_kwargs``). The returned model
+    carries ``weights_info`` (a :class:`WeightsInfo`, or None when untrained).
+    """
+    spec = get_spec(name)
+    builder = spec.resolve_builder()
+    no_weights = not pretrained or weights is None
+    if no_weights and not allow_untrained:
+        raise ValueError(
+            f"build_model({name!r}) without weights would give a randomly initialised model; "
+            f"pass allow_untrained=True if that is really wanted"
+        )
+    info: WeightsInfo | None = None
+    path: Path | None = None
+    if not no_weights:
+        assert weights is not None
+        info, path = _pick_weights(spec, weights)  # resolve before building: fail fast
+
+    model = builder(**{**spec.builder_kwargs, **kw})
+    if path is None:
+        log.warning("model %r built with RANDOM weights (untrained; outputs are meaningless)", name)
+        model.untrained = True
+    else:
+        state = load_state_dict_file(path)
+        try:
+            model.load_state_dict(state, strict=True)
+        except RuntimeError as exc:
+            first = str(exc).splitlines()[:3]
+            raise WeightsError(
+                f"{path} does not fit model {name!r} (strict load): {' '.join(first)}"
+            ) from exc
+        model.untrained = False
+    model.weights_info = info
+    return model.eval()
+
+
+# --- registrations -----------------------------------------------------------------------------
+
+_CARN_URL = "https://github.com/nmhkahn/CARN-pytorch/raw/master/checkpoint"
+_CARN_RECIPE = (
+    "nmhkahn/CARN-pytorch README/train.py: DIV2K train (800 images), LR by bicubic "
+    "(MATLAB-style, antialiased) downsampling, multi-scale training (one random scale of 2/3/4 "
+    "per batch), 64x64 patches, batch 64, L1 loss, Adam lr 1e-4 halved every 400k steps, "
+    "600k steps, grad-norm clip 10"
+)
+_CARN_INPUT = "RGB float [0,1], NCHW, no normalisation (DIV2K mean subtracted inside the model)"
+_CARN_METRIC_SOURCE = (
+    "paper Table / CARN-pytorch README: Y-channel PSNR/SSIM, MATLAB eval, bicubic LR"
+)
+
+register(
+    ModelSpec(
+        name="carn_m",
+        task="sr",
+        builder=carn_m,
+        weights={
+            "div2k": WeightsInfo(
+                filename="carn_m.pth",
+                url=f"{_CARN_URL}/carn_m.pth",
+                sha256="d48a759a84509351facb6b7c6d5bd6edec98b98519b8c464ee4ab44d2ba964ff",
+                meta={
+                    "params": 414_811,
+                    "task": "sr",
+                    "input": _CARN_INPUT,
+                    "scales": (2, 3, 4),
+                    "group": 4,
+                    "trained_on": "DIV2K",
+                    "metrics": {
+                        "Set5_x4_psnr": 31.92,
+                        "Urban100_x4_psnr": 25.62,
+                        "Set5_x2_psnr": 37.53,
+                        "source": _CARN_METRIC_SOURCE,
+                    },
+                    "gmacs_512x256_in": {2: 51.87, 3: 59.05, 4: 73.93},
+                    "recipe": _CARN_RECIPE,
+                    "license": "MIT",
+                },
+            )
+        },
+        default_weights="div2k",
+        description="CARN-M (Ahn et al., ECCV 2018), multi-scale x2/x3/x4 SR, 0.41 M params",
+    )
+)
+
+register(
+    ModelSpec(
+        name="carn",
+        task="sr",
+        builder=carn,
+        weights={
+            "div2k": WeightsInfo(
+                filename="carn.pth",
+                url=f"{_CARN_URL}/carn.pth",
+                sha256=None,  # not verified here: the file was never fetched
+                meta={
+                    "params": 1_591_963,
+                    "task": "sr",
+                    "input": _CARN_INPUT,
+                    "scales": (2, 3, 4),
+                    "group": 1,
+                    "trained_on": "DIV2K",
+                    "metrics": {
+                        "Set5_x4_psnr": 32.13,
+                        "Urban100_x4_psnr": 26.07,
+                        "Set5_x2_psnr": 37.76,
+                        "source": _CARN_METRIC_SOURCE,
+                    },
+                    "gmacs_512x256_in": {2: 126.8, 3: 152.1, 4: 206.8},
+                    "recipe": _CARN_RECIPE,
+                    "license": "MIT",
+                },
+            )
+        },
+        default_weights="div2k",
+        description="CARN (Ahn et al., ECCV 2018), multi-scale x2/x3/x4 SR, 1.59 M params",
+    )
+)
+
+_ESP_URL = "https://github.com/sacmehta/EdgeNets/raw/master/model/segmentation/model_zoo/espnetv2"
+_ESP_INPUT = (
+    "RGB/255 normalised with ImageNet mean (0.485,0.456,0.406) std (0.229,0.224,0.225), NCHW"
+)
+_ESP_CLASSES = "20 outputs: Cityscapes trainIds 0..18, 19 = background/ignore"
+_ESP_RECIPE = (
+    "sacmehta/EdgeNets segmentation recipe, trained on Cityscapes at the listed resolution"
+)
+_ESP_VARIANTS = {
+    "1024x512": (
+        "a72d59699801c7ce8e8b89a53af9097eaaa60dc12180ecde86fd700ba1222fe8",
+        0.707,
+        66.4,
+        2699.05,
+    ),
+    "512x256": (
+        "6b6f26b567c82bb4d6624387f24ed505613edafad19222e1707993fbe0d1d8f6",
+        0.539,
+        50.4,
+        674.78,
+    ),
+}
+for _res, (_sha, _munster, _val, _mflops) in _ESP_VARIANTS.items():
+    _w, _h = (int(v) for v in _res.split("x"))
+    register(
+        ModelSpec(
+            name=f"espnetv2_s2_city_{_res}",
+            task="segmentation",
+            builder="cloudseg.models.espnetv2:espnetv2_seg",
+            builder_kwargs={"s": 2.0, "num_classes": 20},
+            weights={
+                "city": WeightsInfo(
+                    filename=f"espnetv2_s_2.0_city_{_res}.pth",
+                    url=f"{_ESP_URL}/espnetv2_s_2.0_city_{_res}.pth",
+                    sha256=_sha,
+                    meta={
+                        "params": 789_242,
+                        "task": "segmentation",
+                        "input": _ESP_INPUT,
+                        "resolution": (_w, _h),
+                        "num_classes": 20,
+                        "classes": _ESP_CLASSES,
+                        "background_class": 19,
+                        "metrics": {
+                            "miou_munster_000061": _munster,
+                            "miou_munster_000061_source": "shared/data PROVENANCE.md, 1 frame",
+                            "miou_cityscapes_val_pct": _val,
+                            "miou_cityscapes_val_source": "EdgeNets model_zoo README",
+                        },
+                        "mflops": _mflops,
+                        "recipe": _ESP_RECIPE,
+                        "license": "MIT",
+                    },
+                )
+            },
+            default_weights="city",
+            description=f"ESPNetv2 s=2.0 segmentation, Cityscapes, trained at {_res}",
+        )
+    )
+
+register(
+    ModelSpec(
+        name="icnet_resnet50",
+        task="segmentation",
+        builder="cloudseg.models.icnet:icnet_resnet50",
+        builder_kwargs={"num_classes": 19},
+        weights={
+            "citys": WeightsInfo(
+                filename="icnet_resnet50_citys.pth",
+                url=None,
+                sha256=None,
+                meta={
+                    "params": 28_298_376,
+                    "params_used": 26_249_376,
+                    "task": "segmentation",
+                    "input": _ESP_INPUT.replace(", NCHW", ", NCHW, full-res 2048x1024"),
+                    "resolution": (2048, 1024),
+                    "num_classes": 19,
+                    "classes": "Cityscapes trainIds 0..18",
+                    "metrics": {
+                        "miou_cityscapes_val_pct": 71.0,
+                        "source": "liminn/ICNet-pytorch README (train on train only)",
+                    },
+                    "recipe": "liminn/ICNet-pytorch train.py, ResNet50-v1s, output stride 8",
+                    "download_hint": (
+                        "liminn/ICNet-pytorch issues #2/#16 (Baidu pan / Google Drive mirror; "
+                        "released as icnet_resnet50_197_0.710_best_model.pth, rename to "
+                        "icnet_resnet50_citys.pth)"
+                    ),
+                    "license": "MIT",
+                },
+            )
+        },
+        default_weights="citys",
+        description="ICNet with ResNet50-v1s backbone (liminn/ICNet-pytorch layout), 19 classes",
+    )
+)
