@@ -11,6 +11,13 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("CLOUDSEG_SHARED_DATA", REPO.parent / "shared" / "data"))
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_ros_domain():
+    """Each test session talks on its own DDS domain, on this host only."""
+    os.environ.setdefault("ROS_DOMAIN_ID", str(100 + os.getpid() % 100))
+    os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     """The read-only folder of real Cityscapes frames, sequences and weights (never copied)."""

@@ -29,7 +29,8 @@ class StreamStats:
     payload_bytes: int = 0
     latency_ms: dict[str, list[float]] = field(default_factory=lambda: {s: [] for s in STAGES})
     psnr_db: list[float] = field(default_factory=list)
-    restored_seen: int = 0
+    restored_stamps_ns: list[int] = field(default_factory=list)  # in arrival order
+    restored_sizes: list[tuple[int, int]] = field(default_factory=list)  # (width, height)
 
     def add_latency(self, stage: str, ms: float) -> None:
         self.latency_ms[stage].append(float(ms))

@@ -58,7 +58,9 @@ class MonitorNode(Node):
         self.stats.add_latency("decode_restore", msg.decode_ms + msg.sr_ms)
 
     def on_restored(self, msg: Image) -> None:
-        self.stats.restored_seen += 1
+        self.stats.restored_stamps_ns.append(msg.header.stamp.sec * 10**9
+                                             + msg.header.stamp.nanosec)
+        self.stats.restored_sizes.append((msg.width, msg.height))
         self.stats.add_latency("end_to_end", self.ms_since(msg.header.stamp))
         original = self.originals.pop(_key(msg.header), None)
         if original is not None:

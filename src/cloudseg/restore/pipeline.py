@@ -1,0 +1,484 @@
+"""The cloud-side restoration pipeline: super-resolution and segmentation on one device.
+
+A batch of low-resolution frames (one per stream, all the same size) goes through
+
+* mode ``"sr"``: CARN restores LR to MR (x2) and HR (x4) in ONE pass of its body
+  (:meth:`CARN.forward_pyramid`); ``"bilinear"``: SR bypass, bilinear upsampling on the device
+  (``F.interpolate(align_corners=False)``); ``"full"``: the input already is full resolution;
+* segmentation: ICNet gets the pyramid directly, ``(lr, mr, hr)`` = (the LR input, the x2
+  output, the x4 output), normalised, with no re-downsampling of what SR produced; ESPNetv2 gets
+  HR. Labels are Cityscapes train ids (uint8), 255 where the model says background / ignore.
+
+Everything stays on the device between the stages (no host copy until the caller asks for
+one). Stage times come from ``torch.cuda.Event`` on CUDA and ``time.perf_counter`` on CPU.
+
+**Reduced-resolution CPU mode.** CARN-M x4 to 2048x1024 plus segmentation takes many seconds
+per frame on a 2-core CPU. With ``cpu_max_width=W`` (CPU only), a frame whose output would be
+wider than ``W`` is first area-downsampled by the smallest integer factor ``k`` that brings the
+output to at most ``W`` pixels wide, and the whole pipeline (SR, segmentation) runs at that
+size: labels and restored images are then ``k`` times smaller than the full frame, and
+:attr:`PipelineResult.reduced_by` says ``k``. Off by default (``None``).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from cloudseg.data.cityscapes import IGNORE_ID, NUM_CLASSES, TRAIN_ID_COLORS
+from cloudseg.media.resize import downsample_tensor
+from cloudseg.models.registry import build_model, get_spec
+from cloudseg.models.weights import WeightsError
+
+__all__ = [
+    "BACKENDS",
+    "DTYPES",
+    "MODES",
+    "PipelineError",
+    "PipelineResult",
+    "RestorationPipeline",
+    "overlay",
+]
+
+log = logging.getLogger(__name__)
+
+MODES = ("sr", "bilinear", "full")
+DTYPES: dict[str, torch.dtype] = {
+    "fp32": torch.float32,
+    "fp16": torch.float16,
+    "bf16": torch.bfloat16,
+}
+BACKENDS: dict[str, str] = {
+    "espnetv2": "espnetv2_s2_city_1024x512",
+    "icnet": "icnet_resnet50",
+}
+"""Segmentation backend -> default registry model (a full registry name is accepted too)."""
+
+#: ImageNet normalisation, used by both ESPNetv2 and ICNet checkpoints.
+_MEAN = (0.485, 0.456, 0.406)
+_STD = (0.229, 0.224, 0.225)
+_ESPNET_STRIDE = 16  # ESPNetv2 needs sides that are multiples of 16: pad, then crop
+
+
+class PipelineError(ValueError):
+    """A pipeline that cannot be built or an input it cannot process."""
+
+
+@dataclass
+class PipelineResult:
+    """What :meth:`RestorationPipeline.process` returns (tensors on the pipeline's device).
+
+    ``labels``: (N, H, W) uint8 train ids, 255 = background / ignore. ``restored``: (N, H, W, 3)
+    uint8 RGB of the image that was segmented, or None unless asked for. ``timings_ms``: ``sr``
+    (uint8 -> float and SR / bilinear upsampling), ``segmentation`` (normalisation, network,
+    argmax) and ``total`` (including the host -> device copy of numpy input).
+    ``reduced_by``: the CPU reduction factor (1 = full size, see the module docstring).
+    """
+
+    labels: Tensor
+    restored: Tensor | None
+    timings_ms: dict[str, float]
+    mode: str
+    reduced_by: int = 1
+    untrained: tuple[str, ...] = field(default_factory=tuple)
+
+
+def _resolve_device(device: str | torch.device) -> torch.device:
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise PipelineError(f"unknown device {device!r}: {exc}") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise PipelineError("device 'cuda' requested but CUDA is not available here")
+    if dev.type not in ("cpu", "cuda"):
+        raise PipelineError(f"device must be cpu or cuda, got {device!r}")
+    return dev
+
+
+def _backend_of(name: str) -> tuple[str, str]:
+    """(backend kind, registry model name) for a backend or a registry model name."""
+    model_name = BACKENDS.get(name, name)
+    for kind in ("espnetv2", "icnet"):
+        if model_name.startswith(kind):
+            break
+    else:
+        raise PipelineError(
+            f"unknown segmentation backend {name!r}; known: {', '.join(BACKENDS)} "
+            f"(or a registered espnetv2_*/icnet_* model)"
+        )
+    try:
+        spec = get_spec(model_name)
+    except KeyError as exc:
+        raise PipelineError(str(exc)) from None
+    if spec.task != "segmentation":
+        raise PipelineError(f"model {model_name!r} is not a segmentation model")
+    return kind, model_name
+
+
+def _build(name: str, weights: str | Path | None, allow_untrained: bool) -> nn.Module:
+    """build_model, falling back to random init only when allowed and no weights were named."""
+    if weights is None:
+        return build_model(name, None, pretrained=False, allow_untrained=allow_untrained)
+    try:
+        return build_model(name, weights)
+    except WeightsError as exc:
+        if not (allow_untrained and weights == "default"):
+            raise
+        log.warning("%s: no weights (%s); using RANDOM weights as allowed", name, exc)
+        return build_model(name, None, pretrained=False, allow_untrained=True)
+
+
+class RestorationPipeline:
+    """SR (optional) + segmentation of batches of frames on one device.
+
+    ``sr_model``: a registered SR model name ("carn_m", "carn") or None (modes "bilinear" and
+    "full" only). ``backend``: "espnetv2" or "icnet" (or a registered model name of either).
+    ``dtype``: "fp32", "fp16" or "bf16" (the latter two on CUDA only). ``channels_last``:
+    default on for CUDA. ``sr_weights`` / ``seg_weights``: "default" (registry lookup), a
+    path, or None (random init, needs ``allow_untrained``). ``allow_untrained`` also lets a
+    model without any published checkpoint (ICNet here) run with random weights: then
+    :attr:`untrained` names it and every result carries the names. ``compile``: wrap both
+    networks in ``torch.compile(mode="reduce-overhead")`` (CUDA only, off by default).
+    """
+
+    def __init__(
+        self,
+        sr_model: str | None = "carn_m",
+        backend: str = "espnetv2",
+        *,
+        device: str | torch.device = "cpu",
+        dtype: str = "fp32",
+        channels_last: bool | None = None,
+        sr_weights: str | Path | None = "default",
+        seg_weights: str | Path | None = "default",
+        allow_untrained: bool = False,
+        scale: int = 4,
+        cpu_max_width: int | None = None,
+        compile: bool = False,
+        return_restored: bool = False,
+    ) -> None:
+        kind, seg_name = _backend_of(backend)
+        self._check_options(device, dtype, scale, cpu_max_width, compile)
+        sr = None
+        if sr_model is not None:
+            try:
+                spec = get_spec(sr_model)
+            except KeyError as exc:
+                raise PipelineError(str(exc)) from None
+            if spec.task != "sr":
+                raise PipelineError(f"model {sr_model!r} is not a super-resolution model")
+            sr = _build(sr_model, sr_weights, allow_untrained)
+        segmenter = _build(seg_name, seg_weights, allow_untrained)
+        self._setup(
+            sr,
+            segmenter,
+            kind,
+            device=device,
+            dtype=dtype,
+            channels_last=channels_last,
+            scale=scale,
+            cpu_max_width=cpu_max_width,
+            compile=compile,
+            return_restored=return_restored,
+            names=(sr_model, seg_name),
+        )
+
+    @classmethod
+    def from_modules(
+        cls,
+        sr: nn.Module | None,
+        segmenter: nn.Module,
+        backend: str,
+        **options: Any,
+    ) -> RestorationPipeline:
+        """A pipeline over already built models (e.g. a fine-tuned CARN sharing a segmenter).
+
+        ``backend`` says how to feed ``segmenter`` ("espnetv2" or "icnet"); ``options`` are
+        the keyword options of the constructor that do not build models (device, dtype, ...).
+        """
+        kind, _ = _backend_of(backend)
+        self = cls.__new__(cls)
+        device = options.pop("device", "cpu")
+        dtype = options.pop("dtype", "fp32")
+        scale = options.pop("scale", 4)
+        cpu_max_width = options.pop("cpu_max_width", None)
+        compile_ = options.pop("compile", False)
+        self._check_options(device, dtype, scale, cpu_max_width, compile_)
+        names = (type(sr).__name__ if sr is not None else None, type(segmenter).__name__)
+        self._setup(
+            sr,
+            segmenter,
+            kind,
+            device=device,
+            dtype=dtype,
+            scale=scale,
+            cpu_max_width=cpu_max_width,
+            compile=compile_,
+            names=names,
+            **options,
+        )
+        return self
+
+    @staticmethod
+    def _check_options(
+        device: str | torch.device,
+        dtype: str,
+        scale: int,
+        cpu_max_width: int | None,
+        compile: bool,
+    ) -> None:
+        dev = _resolve_device(device)
+        if dtype not in DTYPES:
+            raise PipelineError(f"unknown dtype {dtype!r}; known: {', '.join(DTYPES)}")
+        if dev.type == "cpu" and dtype != "fp32":
+            raise PipelineError(f"dtype {dtype} needs CUDA; the CPU path runs fp32")
+        if isinstance(scale, bool) or not isinstance(scale, int) or scale < 1:
+            raise PipelineError(f"scale must be a positive integer, got {scale!r}")
+        if cpu_max_width is not None and int(cpu_max_width) < 32:
+            raise PipelineError(f"cpu_max_width must be at least 32, got {cpu_max_width}")
+        if compile and dev.type != "cuda":
+            raise PipelineError("compile=True is for CUDA (CUDA graphs); not on CPU")
+
+    def _setup(
+        self,
+        sr: nn.Module | None,
+        segmenter: nn.Module,
+        kind: str,
+        *,
+        device: str | torch.device,
+        dtype: str,
+        scale: int,
+        cpu_max_width: int | None,
+        compile: bool,
+        names: tuple[str | None, str],
+        channels_last: bool | None = None,
+        return_restored: bool = False,
+    ) -> None:
+        self.device = _resolve_device(device)
+        self.dtype_name = dtype
+        self.dtype = DTYPES[dtype]
+        self.cuda = self.device.type == "cuda"
+        self.channels_last = self.cuda if channels_last is None else bool(channels_last)
+        self.scale = int(scale)
+        self.cpu_max_width = None if cpu_max_width is None else int(cpu_max_width)
+        self.return_restored = bool(return_restored)
+        self.backend = kind
+        self.sr_name, self.seg_name = names
+        if sr is not None and self.scale != 1 and self.scale not in getattr(sr, "scales", ()):
+            raise PipelineError(
+                f"SR model has no x{self.scale} head (heads: {getattr(sr, 'scales', ())})"
+            )
+        fmt = torch.channels_last if self.channels_last else torch.contiguous_format
+        self.sr = None if sr is None else sr.eval().to(self.device, self.dtype, memory_format=fmt)
+        self.segmenter = segmenter.eval().to(self.device, self.dtype, memory_format=fmt)
+        self.untrained = tuple(
+            n or type(m).__name__
+            for n, m in zip(names, (sr, segmenter), strict=True)
+            if m is not None and getattr(m, "untrained", False)
+        )
+        self._mean = torch.tensor(_MEAN, device=self.device, dtype=self.dtype).view(1, 3, 1, 1)
+        self._std = torch.tensor(_STD, device=self.device, dtype=self.dtype).view(1, 3, 1, 1)
+        self._sr_scales = self._pyramid_scales()
+        sr_fn: Callable[..., dict[int, Tensor]] | None = None
+        if self.sr is not None:
+            sr_fn = self.sr.forward_pyramid
+        seg_fn: Callable[..., Tensor] = self.segmenter
+        self.compiled = bool(compile)
+        if compile:
+            sr_fn = None if sr_fn is None else torch.compile(sr_fn, mode="reduce-overhead")
+            seg_fn = torch.compile(seg_fn, mode="reduce-overhead")
+        self._sr_fn, self._seg_fn = sr_fn, seg_fn
+
+    def _pyramid_scales(self) -> tuple[int, ...]:
+        """SR heads run per pass: x2 (MR) and x4 (HR) for scale 4, else just the scale."""
+        if self.sr is None or self.scale == 1:
+            return ()
+        if self.scale == 4 and 2 in getattr(self.sr, "scales", ()):
+            return (2, 4)
+        return (self.scale,)
+
+    def describe(self) -> str:
+        """One line: models, device, dtype, and an UNTRAINED marker where it applies."""
+        text = (
+            f"SR {self.sr_name or 'none'} x{self.scale} + {self.seg_name} ({self.backend}) on "
+            f"{self.device} {self.dtype_name}"
+            + (", channels_last" if self.channels_last else "")
+            + (", compiled" if self.compiled else "")
+        )
+        if self.untrained:
+            text += f" [UNTRAINED: {', '.join(self.untrained)} has random weights]"
+        return text
+
+    # --- processing -------------------------------------------------------------------------
+
+    def _to_device(self, frames: np.ndarray | Tensor) -> Tensor:
+        """Validate a uint8 (N, h, w, 3) batch (or one (h, w, 3) frame) and move it over."""
+        if isinstance(frames, np.ndarray):
+            if frames.dtype != np.uint8:
+                raise PipelineError(f"frames must be uint8, got {frames.dtype}")
+            tensor = torch.from_numpy(np.ascontiguousarray(frames))
+        elif isinstance(frames, Tensor):
+            if frames.dtype != torch.uint8:
+                raise PipelineError(f"frames must be uint8, got {frames.dtype}")
+            tensor = frames
+        else:
+            raise PipelineError(
+                f"frames must be a numpy array or torch tensor, got {type(frames).__name__}"
+            )
+        if tensor.ndim == 3:
+            tensor = tensor.unsqueeze(0)
+        if tensor.ndim != 4 or tensor.shape[-1] != 3 or 0 in tuple(tensor.shape):
+            raise PipelineError(
+                f"frames must be N x h x w x 3 RGB (one size per batch), got "
+                f"{tuple(tensor.shape)}"
+            )
+        return tensor.to(self.device, non_blocking=True)
+
+    def _reduction(self, width: int, mode: str) -> int:
+        """The CPU reduction factor k (1 = none) for an input of this width."""
+        if self.cuda or self.cpu_max_width is None:
+            return 1
+        out_width = width * (1 if mode == "full" else self.scale)
+        return max(1, math.ceil(out_width / self.cpu_max_width))
+
+    def _restore(self, x: Tensor, mode: str) -> dict[int, Tensor]:
+        """{1: hr, 2: mr, 4: lr, ...}: images at 1/k of the output size, RGB float [0, 1]."""
+        if mode == "full" or self.scale == 1:
+            return {1: x}
+        if mode == "bilinear":
+            out = {self.scale: x}
+            for s in (2, 1) if self.scale == 4 else (1,):
+                out[s] = F.interpolate(
+                    x, scale_factor=self.scale // s, mode="bilinear", align_corners=False
+                ).clamp_(0.0, 1.0)
+            return out
+        if self._sr_fn is None:
+            raise PipelineError("mode 'sr' needs an SR model (the pipeline was built without)")
+        pyramid = self._sr_fn(x, scales=self._sr_scales, clamp=True)
+        out = {self.scale: x}
+        for s, img in pyramid.items():
+            out[self.scale // s] = img
+        return out
+
+    def _normalise(self, x: Tensor) -> Tensor:
+        return (x - self._mean) / self._std
+
+    def _segment(self, levels: dict[int, Tensor]) -> Tensor:
+        hr = levels[1]
+        if self.backend == "icnet":
+            pyramid = []
+            for factor in (4, 2):
+                img = levels.get(factor)
+                if img is None:  # not produced by SR or the input: build it as ICNet would
+                    img = F.interpolate(
+                        hr, scale_factor=1 / factor, mode="bilinear", align_corners=True
+                    )
+                pyramid.append(self._normalise(img))
+            logits = self._seg_fn((pyramid[0], pyramid[1], self._normalise(hr)))
+            return logits.argmax(1).to(torch.uint8)
+        height, width = hr.shape[-2:]
+        pad_h, pad_w = (-height) % _ESPNET_STRIDE, (-width) % _ESPNET_STRIDE
+        x = self._normalise(hr)
+        if pad_h or pad_w:
+            x = F.pad(x, (0, pad_w, 0, pad_h), mode="replicate")
+        logits = self._seg_fn(x)[..., :height, :width]
+        labels = logits.argmax(1).to(torch.uint8)
+        return labels.masked_fill_(labels >= NUM_CLASSES, IGNORE_ID)
+
+    @torch.inference_mode()
+    def process(
+        self,
+        frames: np.ndarray | Tensor,
+        mode: str = "sr",
+        *,
+        return_restored: bool | None = None,
+    ) -> PipelineResult:
+        """Restore and segment a batch of frames; see :class:`PipelineResult`.
+
+        ``frames``: uint8 RGB (N, h, w, 3), numpy or a tensor (ideally already on the device);
+        low resolution for modes "sr" and "bilinear", full resolution for "full".
+        """
+        if mode not in MODES:
+            raise PipelineError(f"unknown mode {mode!r}; known: {', '.join(MODES)}")
+        want_restored = self.return_restored if return_restored is None else return_restored
+        marks: list[Any] = []
+
+        def mark() -> None:
+            if self.cuda:
+                event = torch.cuda.Event(enable_timing=True)
+                event.record()
+                marks.append(event)
+            else:
+                marks.append(time.perf_counter())
+
+        if self.compiled:
+            torch.compiler.cudagraph_mark_step_begin()
+        mark()
+        frames_dev = self._to_device(frames)
+        mark()
+        x = frames_dev.permute(0, 3, 1, 2).to(self.dtype).div_(255.0)
+        reduced_by = self._reduction(x.shape[-1], mode)
+        if reduced_by > 1:
+            x = downsample_tensor(x, reduced_by, "area")
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        levels = self._restore(x, mode)
+        mark()
+        labels = self._segment(levels)
+        mark()
+        restored = None
+        if want_restored:
+            hr = levels[1]
+            restored = hr.mul(255.0).round_().clamp_(0, 255).to(torch.uint8)
+            restored = restored.permute(0, 2, 3, 1).contiguous()
+        mark()
+        if self.cuda:
+            marks[-1].synchronize()
+            span = [marks[0].elapsed_time(m) for m in marks]
+        else:
+            span = [(m - marks[0]) * 1e3 for m in marks]
+        timings = {
+            "sr": span[2] - span[1],
+            "segmentation": span[3] - span[2],
+            "total": span[4],
+        }
+        return PipelineResult(labels, restored, timings, mode, reduced_by, self.untrained)
+
+
+_OVERLAY_LUT = np.zeros((256, 3), np.uint8)
+_OVERLAY_LUT[:NUM_CLASSES] = TRAIN_ID_COLORS
+
+
+def overlay(rgb_uint8: np.ndarray, labels: np.ndarray | Tensor, alpha: float = 0.5) -> np.ndarray:
+    """Blend Cityscapes train-id colours over an HxWx3 uint8 RGB image (numpy, for RViz).
+
+    ``labels``: HxW train ids of the same size; pixels labelled 255 (or any id > 18) keep the
+    image's own colour. ``alpha`` is the weight of the label colour (0..1).
+    """
+    if isinstance(labels, Tensor):
+        labels = labels.detach().cpu().numpy()
+    rgb = np.asarray(rgb_uint8)
+    labels = np.asarray(labels)
+    if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
+        raise ValueError(f"image must be HxWx3 uint8, got {rgb.shape} {rgb.dtype}")
+    if labels.shape != rgb.shape[:2]:
+        raise ValueError(f"labels {labels.shape} do not match the image {rgb.shape[:2]}")
+    if not 0.0 <= float(alpha) <= 1.0:
+        raise ValueError(f"alpha must be in [0, 1], got {alpha}")
+    if not np.issubdtype(labels.dtype, np.integer):
+        raise ValueError(f"labels must be integer train ids, got {labels.dtype}")
+    ids = np.where((labels >= 0) & (labels < NUM_CLASSES), labels, IGNORE_ID).astype(np.uint8)
+    colours = _OVERLAY_LUT[ids]
+    blended = cv2.addWeighted(rgb, 1.0 - float(alpha), colours, float(alpha), 0.0)
+    return np.where((ids < NUM_CLASSES)[..., None], blended, rgb)
