@@ -100,6 +100,6 @@ def test_launcher_command_uses_the_node_module_and_checks_overrides():
 
     cmd = node_command("compressor", "vehicle.yaml", {"scale": 2, "codec": "jpeg"})
     assert cmd[1:3] == ["-m", "cloudseg.nodes.compressor_node"]
-    assert ["-p", 'codec:="jpeg"'] == cmd[-2:]
+    assert cmd[-2:] == ["-p", 'codec:="jpeg"']
     with pytest.raises(ValueError):
         node_command("compressor", None, {"scale": 0})

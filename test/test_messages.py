@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import functools
+import operator
+
 import numpy as np
 import pytest
+from cloudseg.msg import Frame, FrameStats, Knob
 from rclpy.serialization import deserialize_message, serialize_message
 from sensor_msgs.msg import Image
 
-from cloudseg.msg import Frame, FrameStats, Knob
 from cloudseg.nodes.convert import (
     ImageError,
     compressed_image,
@@ -62,8 +65,8 @@ def test_bgr8_and_mono8_become_rgb():
 
 def test_row_padding_is_honoured():
     msg = Image(height=2, width=3, encoding="rgb8", step=12)  # 9 bytes of pixels + 3 padding
-    rows = [list(range(9)) + [99, 99, 99], list(range(10, 19)) + [99, 99, 99]]
-    msg.data = bytes(sum(rows, []))
+    rows = [[*list(range(9)), 99, 99, 99], [*list(range(10, 19)), 99, 99, 99]]
+    msg.data = bytes(functools.reduce(operator.iadd, rows, []))
     out = image_to_numpy(msg)
     assert out.shape == (2, 3, 3) and 99 not in out
 

@@ -31,7 +31,7 @@ def _run(compressor, restorer, frames, start_seq=0):
 def test_stream_restores_full_size_with_bounded_loss(frames, codec, scale, bound):
     results = _run(FrameCompressor(CompressorSettings(scale=scale, codec=codec)), FrameRestorer(),
                    frames)
-    for rgb, (c, r) in zip(frames, results, strict=True):
+    for rgb, (_c, r) in zip(frames, results, strict=True):
         assert r is not None and r.rgb.shape == rgb.shape
         assert r.lr.shape[:2] == (rgb.shape[0] // scale, rgb.shape[1] // scale)
         assert psnr(rgb, r.rgb) >= bound

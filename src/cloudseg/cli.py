@@ -14,7 +14,9 @@ def _demo(args: argparse.Namespace) -> int:
 
     stats = run_demo(args.input, scale=args.scale, codec=args.codec, rate=args.rate,
                      limit=args.frames, crf=args.crf, bitrate_kbps=args.bitrate,
-                     quiet=args.json)
+                     quiet=args.json, segment=args.restore != "bilinear-only",
+                     sr_bypass=args.restore == "bilinear",
+                     cloud_params={"backend": args.backend, "device": args.device})
     print(stats.report())
     if args.json:
         print(stats.to_json())
@@ -75,6 +77,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bitrate", type=int, default=0, help="H.264 kbit/s (0 = use --crf)")
     p.add_argument("--rate", type=float, default=17.0, help="frames per second (default 17)")
     p.add_argument("--frames", type=int, default=0, help="stop after N frames (0 = all)")
+    p.add_argument("--restore", default="sr", choices=("sr", "bilinear", "bilinear-only"),
+                   help="cloud side: SR + segmentation (default), bilinear + segmentation, or "
+                        "bilinear restoration without segmentation (fast on a CPU)")
+    p.add_argument("--backend", default="espnetv2", choices=("espnetv2", "icnet"),
+                   help="segmentation model (default espnetv2)")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
+                   help="cloud torch device (default: cuda when present)")
     p.add_argument("--json", action="store_true", help="last line: one JSON object")
     p.set_defaults(func=_demo)
 

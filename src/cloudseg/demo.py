@@ -33,10 +33,26 @@ def _wait_for(executor, node, condition, timeout: float) -> bool:
     return condition()
 
 
+def _default_weights_dir() -> str | None:
+    """The shared pretrained weights beside a checkout, when $CLOUDSEG_WEIGHTS is not set."""
+    if os.environ.get("CLOUDSEG_WEIGHTS"):
+        return os.environ["CLOUDSEG_WEIGHTS"]
+    for base in (Path.cwd(), Path(__file__).resolve().parents[2]):
+        candidate = base.parent / "shared" / "data" / "weights"
+        if candidate.is_dir():
+            return str(candidate)
+    return None
+
+
 def run_demo(input_path: str | None, scale: int = 4, codec: str = "h264", rate: float = 17.0,
              limit: int = 0, crf: int = 23, bitrate_kbps: int = 0, quiet: bool = False,
-             log_dir: Path | None = None, timeout: float = 600.0) -> StreamStats:
-    """Stream `input_path` through compressor and receiver processes; return what was seen."""
+             log_dir: Path | None = None, timeout: float = 600.0, segment: bool = True,
+             sr_bypass: bool = False, cloud_params: dict | None = None) -> StreamStats:
+    """Stream `input_path` through vehicle and cloud processes; return what was seen.
+
+    `segment`: the cloud runs SR + segmentation (segmentation node); else it only restores
+    bilinearly (sr node), the paper's LR-bilinear baseline stream.
+    """
     if input_path is None and not quiet:
         print(REAL_DATA_HINT, file=sys.stderr)
     stats = StreamStats(fps=rate or 17.0)
@@ -46,6 +62,9 @@ def run_demo(input_path: str | None, scale: int = 4, codec: str = "h264", rate: 
         "FASTDDS_DEFAULT_PROFILES_FILE": os.environ.get("FASTDDS_DEFAULT_PROFILES_FILE",
                                                         str(config_dir() / LOCAL_DDS_PROFILE)),
     }
+    weights = _default_weights_dir()
+    if weights:
+        env["CLOUDSEG_WEIGHTS"] = weights
     os.environ.update(env)
     log_dir = log_dir or Path(tempfile.mkdtemp(prefix="cloudseg-demo-"))
     rclpy.init(args=[])
@@ -54,14 +73,18 @@ def run_demo(input_path: str | None, scale: int = 4, codec: str = "h264", rate: 
     executor.add_node(monitor)
     try:
         with NodeProcesses(env=env, log_dir=log_dir) as procs:
-            procs.start("sr", config_dir() / "cloud.yaml")
+            if segment:
+                procs.start("segmentation", config_dir() / "cloud.yaml",
+                            {"sr_bypass": sr_bypass, **(cloud_params or {})})
+            else:
+                procs.start("sr", config_dir() / "cloud.yaml")
             procs.start("compressor", config_dir() / "vehicle.yaml",
                         {"scale": scale, "codec": codec, "crf": crf,
                          "bitrate_kbps": bitrate_kbps})
             ready = _wait_for(executor, monitor, lambda: (
                 monitor.count_publishers(FRAMES_TOPIC) >= 1
                 and monitor.count_subscribers(FRAMES_TOPIC) >= 2
-                and monitor.count_publishers(STATS_TOPIC) >= 1), timeout=30)
+                and monitor.count_publishers(STATS_TOPIC) >= 1), timeout=90)
             if not ready:
                 raise RuntimeError(f"compressor and receiver did not come up; logs in {log_dir}")
             procs.start("source", config_dir() / "source.yaml", {
@@ -73,7 +96,7 @@ def run_demo(input_path: str | None, scale: int = 4, codec: str = "h264", rate: 
             code = procs.procs["source"].poll()
             if code:
                 raise RuntimeError(f"the source failed (exit {code}); see {log_dir}/source.log")
-            settle = time.monotonic() + 2.0  # let frames in flight arrive
+            settle = time.monotonic() + (5.0 if segment else 2.0)  # frames in flight
             while time.monotonic() < settle:
                 executor.spin_once(timeout_sec=0.05)
     finally:

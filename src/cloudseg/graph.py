@@ -160,16 +160,44 @@ SR = NodeSpec(
     ),
 )
 
-NODES: dict[str, NodeSpec] = {n.name: n for n in (SOURCE, COMPRESSOR, SR)}
+SEGMENTATION = NodeSpec(
+    name="segmentation",
+    executable="segmentation_node",
+    side="cloud",
+    description="Super-resolution + segmentation in one process (input 'frames'), or "
+                "segmentation of /cloudseg/restored from a separate sr node (input 'restored')",
+    params=(
+        Param("input", "frames", "'frames': decode Frames and run SR + segmentation in this "
+              "process (the pyramid stays on the device); 'restored': segment the images of a "
+              "separate sr node", choices=("frames", "restored")),
+        Param("backend", "espnetv2", "segmentation model", choices=("espnetv2", "icnet")),
+        Param("sr_model", "carn_m", "super-resolution model ('none' = bilinear only)",
+              choices=("carn_m", "carn", "none")),
+        Param("sr_bypass", False, "restore with bilinear upsampling instead of SR"),
+        Param("device", "auto", "torch device", choices=("auto", "cpu", "cuda")),
+        Param("dtype", "fp16", "precision on CUDA (the CPU runs fp32)",
+              choices=("fp32", "fp16", "bf16")),
+        Param("cpu_max_width", 512, "on CPU, run SR + segmentation at most this wide (labels "
+              "are scaled back to the camera size); 0 = full size (slow)", min=0, max=8192),
+        Param("allow_untrained", False, "run a model without weights (random; every output "
+              "says so)"),
+        Param("publish_restored", True, "publish the restored image on /cloudseg/restored"),
+        Param("overlay_alpha", 0.5, "weight of the label colours in the overlay", min=0.0,
+              max=1.0),
+    ),
+)
+
+NODES: dict[str, NodeSpec] = {n.name: n for n in (SOURCE, COMPRESSOR, SR, SEGMENTATION)}
 
 CONFIG_DIR_NAME = "config"
 
 #: Which nodes each launch file / `cloudseg run` target starts, and with which config file.
 GRAPHS: dict[str, tuple[tuple[str, str], ...]] = {
     "vehicle": (("compressor", "vehicle.yaml"),),
-    "cloud": (("sr", "cloud.yaml"),),
+    "cloud": (("segmentation", "cloud.yaml"),),
+    "cloud_split": (("sr", "cloud.yaml"), ("segmentation", "cloud_split.yaml")),
     "pipeline": (("source", "source.yaml"), ("compressor", "vehicle.yaml"),
-                 ("sr", "cloud.yaml")),
+                 ("segmentation", "cloud.yaml")),
 }
 
 

@@ -48,7 +48,7 @@ class NodeProcesses:
         out = None
         if self.log_dir is not None:
             self.log_dir.mkdir(parents=True, exist_ok=True)
-            out = open(self.log_dir / f"{node}.log", "w")  # noqa: SIM115 - closed with the process
+            out = open(self.log_dir / f"{node}.log", "w")
         proc = subprocess.Popen(node_command(node, config_file, overrides), env=self.env,
                                 stdout=out, stderr=subprocess.STDOUT if out else None)
         self.procs[node] = proc

@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-STAGES = ("encode", "transport", "decode_restore", "end_to_end")
+STAGES = ("encode", "transport", "decode_restore", "segmentation", "end_to_end",
+          "labels_end_to_end")
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -29,6 +30,9 @@ class StreamStats:
     payload_bytes: int = 0
     latency_ms: dict[str, list[float]] = field(default_factory=lambda: {s: [] for s in STAGES})
     psnr_db: list[float] = field(default_factory=list)
+    labels_received: int = 0
+    labels_sizes: list[tuple[int, int]] = field(default_factory=list)  # (width, height)
+    label_values: set[int] = field(default_factory=set)
     restored_stamps_ns: list[int] = field(default_factory=list)  # in arrival order
     restored_sizes: list[tuple[int, int]] = field(default_factory=list)  # (width, height)
 
@@ -44,11 +48,13 @@ class StreamStats:
 
     def summary(self) -> dict:
         finite = [p for p in self.psnr_db if math.isfinite(p)]
-        e2e = self.latency_ms["end_to_end"]
+        # the result the vehicle waits for: labels when the cloud segments, else the image
+        e2e = self.latency_ms["labels_end_to_end"] or self.latency_ms["end_to_end"]
         return {
             "frames_in": self.frames_in,
             "frames_sent": self.frames_sent,
             "frames_received": self.frames_received,
+            "labels_received": self.labels_received,
             "kbps": round(self.kbps, 1),
             "psnr_db": round(float(np.mean(finite)), 2) if finite else None,
             "latency_ms_p50": round(percentile(e2e, 50), 2) if e2e else None,

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
+import numpy as np
 from rclpy.node import Node
 from rclpy.time import Time
 from sensor_msgs.msg import Image
 
-from cloudseg.graph import FRAMES_TOPIC, IMAGE_TOPIC, RESTORED_TOPIC, STATS_TOPIC
+from cloudseg.graph import FRAMES_TOPIC, IMAGE_TOPIC, LABELS_TOPIC, RESTORED_TOPIC, STATS_TOPIC
 from cloudseg.media.quality import psnr
+from cloudseg.media.resize import downsample
 from cloudseg.msg import Frame, FrameStats
 from cloudseg.nodes.common import qos_for
-from cloudseg.nodes.convert import image_to_rgb
+from cloudseg.nodes.convert import image_to_numpy, image_to_rgb
 from cloudseg.stream_stats import StreamStats
 
 
@@ -37,6 +39,7 @@ class MonitorNode(Node):
         self.create_subscription(FrameStats, STATS_TOPIC, self.on_stats, qos_for(STATS_TOPIC))
         self.create_subscription(Image, RESTORED_TOPIC, self.on_restored,
                                  qos_for(RESTORED_TOPIC))
+        self.create_subscription(Image, LABELS_TOPIC, self.on_labels, qos_for(LABELS_TOPIC))
 
     def ms_since(self, stamp) -> float:
         return (self.get_clock().now() - Time.from_msg(stamp)).nanoseconds / 1e6
@@ -56,6 +59,14 @@ class MonitorNode(Node):
         self.stats.frames_received += 1
         self.stats.add_latency("transport", msg.transport_ms)
         self.stats.add_latency("decode_restore", msg.decode_ms + msg.sr_ms)
+        if msg.segmentation_ms:
+            self.stats.add_latency("segmentation", msg.segmentation_ms)
+
+    def on_labels(self, msg: Image) -> None:
+        self.stats.labels_received += 1
+        self.stats.labels_sizes.append((msg.width, msg.height))
+        self.stats.label_values.update(np.unique(image_to_numpy(msg)).tolist())
+        self.stats.add_latency("labels_end_to_end", self.ms_since(msg.header.stamp))
 
     def on_restored(self, msg: Image) -> None:
         self.stats.restored_stamps_ns.append(msg.header.stamp.sec * 10**9
@@ -64,4 +75,9 @@ class MonitorNode(Node):
         self.stats.add_latency("end_to_end", self.ms_since(msg.header.stamp))
         original = self.originals.pop(_key(msg.header), None)
         if original is not None:
-            self.stats.psnr_db.append(psnr(original, image_to_rgb(msg)))
+            restored = image_to_rgb(msg)
+            factor = original.shape[1] // restored.shape[1]
+            if factor > 1:  # restored at reduced size (CPU mode): compare at that size
+                original = downsample(original, factor)[: restored.shape[0], : restored.shape[1]]
+            if original.shape == restored.shape:
+                self.stats.psnr_db.append(psnr(original, restored))

@@ -22,6 +22,7 @@ size: labels and restored images are then ``k`` times smaller than the full fram
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import time
@@ -36,7 +37,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from cloudseg.data.cityscapes import IGNORE_ID, NUM_CLASSES, TRAIN_ID_COLORS
 from cloudseg.media.resize import downsample_tensor
 from cloudseg.models.registry import build_model, get_spec
 from cloudseg.models.weights import WeightsError
@@ -65,6 +65,10 @@ BACKENDS: dict[str, str] = {
 }
 """Segmentation backend -> default registry model (a full registry name is accepted too)."""
 
+#: Cityscapes train ids 0..18 and the ignore id (as cloudseg.data.cityscapes, which is not
+#: imported here: it needs cityscapesScripts, absent on a bare GPU host running the benchmark).
+NUM_CLASSES = 19
+IGNORE_ID = 255
 #: ImageNet normalisation, used by both ESPNetv2 and ICNet checkpoints.
 _MEAN = (0.485, 0.456, 0.406)
 _STD = (0.229, 0.224, 0.225)
@@ -456,8 +460,13 @@ class RestorationPipeline:
         return PipelineResult(labels, restored, timings, mode, reduced_by, self.untrained)
 
 
-_OVERLAY_LUT = np.zeros((256, 3), np.uint8)
-_OVERLAY_LUT[:NUM_CLASSES] = TRAIN_ID_COLORS
+@functools.cache
+def _overlay_lut() -> np.ndarray:
+    from cloudseg.data.cityscapes import TRAIN_ID_COLORS  # lazy: needs cityscapesScripts
+
+    lut = np.zeros((256, 3), np.uint8)
+    lut[:NUM_CLASSES] = TRAIN_ID_COLORS
+    return lut
 
 
 def overlay(rgb_uint8: np.ndarray, labels: np.ndarray | Tensor, alpha: float = 0.5) -> np.ndarray:
@@ -479,6 +488,6 @@ def overlay(rgb_uint8: np.ndarray, labels: np.ndarray | Tensor, alpha: float = 0
     if not np.issubdtype(labels.dtype, np.integer):
         raise ValueError(f"labels must be integer train ids, got {labels.dtype}")
     ids = np.where((labels >= 0) & (labels < NUM_CLASSES), labels, IGNORE_ID).astype(np.uint8)
-    colours = _OVERLAY_LUT[ids]
+    colours = _overlay_lut()[ids]
     blended = cv2.addWeighted(rgb, 1.0 - float(alpha), colours, float(alpha), 0.0)
     return np.where((ids < NUM_CLASSES)[..., None], blended, rgb)

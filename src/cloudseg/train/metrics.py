@@ -98,8 +98,13 @@ class ConfusionMatrix:
         else:
             import torch
 
-            pt = torch.as_tensor(pred)
-            tt = torch.as_tensor(target, device=pt.device)
+            def as_tensor(x: np.ndarray | torch.Tensor) -> torch.Tensor:
+                if isinstance(x, np.ndarray):
+                    return torch.from_numpy(np.ascontiguousarray(x))
+                return x
+
+            pt = as_tensor(pred)
+            tt = as_tensor(target).to(pt.device)
             t = tt.reshape(-1).long()
             p = pt.reshape(-1).long()
             valid = t != self.ignore_index

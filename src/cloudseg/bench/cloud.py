@@ -1,0 +1,264 @@
+"""``cloudseg bench cloud``: milliseconds per frame of the cloud side, per batch and dtype.
+
+Stages, each the median over ``--iters`` timed iterations after ``--warmup`` untimed ones:
+
+* ``decode``: H.264 decode of one LR frame on the CPU (a 17-frame-GOP stream of a synthetic
+  moving test pattern, libx264 ultrafast CRF 23), per frame;
+* ``sr``: CARN x``scale`` in one pass (LR -> MR and HR), per frame of the batch;
+* ``segmentation``: the segmenter on the full-size frame (ICNet: the SR pyramid), per frame;
+* ``total``: SR + segmentation (``RestorationPipeline.process`` on a batch already on the
+  device, CUDA events), per frame; ``wall``: the same call timed by the host with
+  ``torch.cuda.synchronize()`` around it; ``bilinear``: total with the SR bypass.
+
+Weights are RANDOM (the timing does not depend on them; the output says so). On CPU the
+defaults shrink to one batch of one 512x256 frame and three iterations (``--size`` etc.
+override them). Imports only torch, numpy, OpenCV and PyAV: runs on a GPU host without ROS.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from cloudseg.media.codecs import CodecError, H264Decoder, H264Encoder
+from cloudseg.models.registry import UnknownModelError
+from cloudseg.models.weights import WeightsError
+from cloudseg.restore.pipeline import BACKENDS, DTYPES, PipelineError, RestorationPipeline
+
+__all__ = ["build_parser", "main", "run_bench"]
+
+PROG = "cloudseg bench cloud"
+WEIGHTS_NOTE = "random weights (timing only; outputs meaningless)"
+CUDA_DEFAULTS = {"size": "2048x1024", "batch": [1, 8], "dtype": ["fp32", "fp16"], "iters": 50}
+CPU_DEFAULTS = {"size": "512x256", "batch": [1], "dtype": ["fp32"], "iters": 3}
+
+
+class BenchError(Exception):
+    """Bad benchmark options; main() prints one line and returns 2."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Per-frame milliseconds of H.264 decode, SR, segmentation and their sum "
+        "on the cloud device, for several batch sizes and dtypes (random weights).",
+        epilog="CUDA defaults: --size 2048x1024 --batch 1 8 --dtype fp32 fp16 --iters 50. "
+        "CPU defaults: --size 512x256 --batch 1 --dtype fp32 --iters 3.",
+    )
+    parser.add_argument("--device", choices=("cuda", "cpu"), help="default: cuda if available")
+    parser.add_argument("--batch", type=int, nargs="+", help="batch sizes (frames per call)")
+    parser.add_argument("--dtype", nargs="+", choices=sorted(DTYPES), help="fp16/bf16: CUDA")
+    parser.add_argument("--backend", default="icnet", choices=sorted(BACKENDS))
+    parser.add_argument("--sr-model", default="carn_m", help="SR model (default carn_m)")
+    parser.add_argument("--size", help="full-resolution WxH (the SR output), e.g. 2048x1024")
+    parser.add_argument("--scale", type=int, default=4, help="SR factor (default 4)")
+    parser.add_argument("--iters", type=int, help="timed iterations")
+    parser.add_argument("--warmup", type=int, help="untimed iterations first (default 10/1)")
+    parser.add_argument("--compile", action="store_true", help="torch.compile (CUDA only)")
+    parser.add_argument(
+        "--no-channels-last", action="store_true", help="keep NCHW on CUDA"
+    )
+    parser.add_argument(
+        "--json", action="store_true", help="last stdout line: the results as one JSON object"
+    )
+    return parser
+
+
+def _parse_size(text: str, scale: int) -> tuple[int, int]:
+    try:
+        width, height = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise BenchError(f"--size must be WxH, e.g. 2048x1024, got {text!r}") from None
+    if width < 32 or height < 32 or width % (2 * scale) or height % (2 * scale):
+        raise BenchError(
+            f"--size {width}x{height}: sides must be >= 32 and multiples of {2 * scale} "
+            f"(even LR for H.264)"
+        )
+    return width, height
+
+
+def synthetic_frame(width: int, height: int, shift: int = 0, seed: int = 0) -> np.ndarray:
+    """A deterministic HxWx3 uint8 frame with edges, gradients and texture (moves with shift)."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
+    x = x + shift
+    img = np.stack(
+        [
+            128 + 100 * np.sin(x / 23.0) * np.cos(y / 17.0),
+            255 * (x % 97 < 48),
+            255 * y / max(height - 1, 1),
+        ],
+        axis=-1,
+    )
+    img += rng.normal(0, 6, img.shape)
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def bench_decode(width: int, height: int, iters: int) -> float:
+    """Median ms to decode one H.264 frame of width x height (a GOP-17 stream)."""
+    encoder = H264Encoder(crf=23, gop=17)
+    payloads = [
+        encoder.encode(synthetic_frame(width, height, shift=2 * i)).payload
+        for i in range(max(iters, 17))
+    ]
+    decoder = H264Decoder()
+    times = []
+    for seq, payload in enumerate(payloads):
+        t0 = time.perf_counter()
+        decoder.decode(payload, seq)
+        times.append((time.perf_counter() - t0) * 1e3)
+    return statistics.median(times)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def bench_pipeline(
+    pipeline: RestorationPipeline, lr: torch.Tensor, mode: str, iters: int, warmup: int
+) -> dict[str, float]:
+    """Median per-call timings (ms, whole batch) of pipeline.process(lr, mode)."""
+    for _ in range(warmup):
+        pipeline.process(lr, mode)
+    samples: dict[str, list[float]] = {}
+    for _ in range(iters):
+        _sync(pipeline.device)
+        t0 = time.perf_counter()
+        result = pipeline.process(lr, mode)
+        _sync(pipeline.device)
+        samples.setdefault("wall", []).append((time.perf_counter() - t0) * 1e3)
+        for key, value in result.timings_ms.items():
+            samples.setdefault(key, []).append(value)
+    return {key: statistics.median(values) for key, values in samples.items()}
+
+
+def run_bench(args: argparse.Namespace) -> dict[str, Any]:
+    """Run every (dtype, batch) configuration; returns the JSON-ready report."""
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise BenchError("--device cuda: CUDA is not available here")
+    defaults = CUDA_DEFAULTS if device == "cuda" else CPU_DEFAULTS
+    batches = args.batch or defaults["batch"]
+    dtypes = args.dtype or defaults["dtype"]
+    iters = args.iters if args.iters is not None else defaults["iters"]
+    warmup = args.warmup if args.warmup is not None else (10 if device == "cuda" else 1)
+    if args.scale not in (2, 3, 4):
+        raise BenchError(f"--scale must be 2, 3 or 4, got {args.scale}")
+    width, height = _parse_size(args.size or defaults["size"], args.scale)
+    if iters < 1 or warmup < 0 or any(b < 1 for b in batches):
+        raise BenchError("--iters and --batch must be >= 1, --warmup >= 0")
+    if device == "cpu" and any(d != "fp32" for d in dtypes):
+        raise BenchError("fp16/bf16 need CUDA; on CPU use --dtype fp32")
+    lr_w, lr_h = width // args.scale, height // args.scale
+
+    report: dict[str, Any] = {
+        "device": device,
+        "gpu": torch.cuda.get_device_name(0) if device == "cuda" else None,
+        "torch": torch.__version__,
+        "backend": args.backend,
+        "sr_model": args.sr_model,
+        "weights": WEIGHTS_NOTE,
+        "size": f"{width}x{height}",
+        "lr_size": f"{lr_w}x{lr_h}",
+        "scale": args.scale,
+        "iters": iters,
+        "warmup": warmup,
+        "compile": bool(args.compile),
+        "cpu_defaults": device == "cpu" and args.size is None,
+        "decode_ms": bench_decode(lr_w, lr_h, max(iters, 17)),
+        "rows": [],
+    }
+    frame = torch.from_numpy(synthetic_frame(lr_w, lr_h))
+    for dtype in dtypes:
+        pipeline = RestorationPipeline(
+            args.sr_model,
+            args.backend,
+            device=device,
+            dtype=dtype,
+            channels_last=False if args.no_channels_last else None,
+            sr_weights=None,
+            seg_weights=None,
+            allow_untrained=True,
+            scale=args.scale,
+            compile=args.compile,
+        )
+        for batch in batches:
+            lr = frame.expand(batch, -1, -1, -1).contiguous().to(pipeline.device)
+            sr = bench_pipeline(pipeline, lr, "sr", iters, warmup)
+            bilinear = bench_pipeline(pipeline, lr, "bilinear", iters, warmup)
+            total = sr["total"] / batch
+            report["rows"].append(
+                {
+                    "dtype": dtype,
+                    "batch": batch,
+                    "decode_ms": report["decode_ms"],
+                    "sr_ms": sr["sr"] / batch,
+                    "segmentation_ms": sr["segmentation"] / batch,
+                    "total_ms": total,
+                    "wall_ms": sr["wall"] / batch,
+                    "bilinear_total_ms": bilinear["total"] / batch,
+                    "fps": 1000.0 / total if total > 0 else None,
+                }
+            )
+        del pipeline
+        if device == "cuda":
+            torch.cuda.empty_cache()
+    return report
+
+
+def format_table(report: dict[str, Any]) -> str:
+    """Aligned text table of a report."""
+    where = report["device"] + (f" ({report['gpu']})" if report["gpu"] else "")
+    lines = [
+        f"{PROG}: {where}, SR {report['sr_model']} x{report['scale']} {report['lr_size']} -> "
+        f"{report['size']} + {report['backend']}, {report['weights']}",
+        f"median ms per frame over {report['iters']} iterations ({report['warmup']} warm-up)"
+        + (", compiled" if report["compile"] else ""),
+    ]
+    if report["cpu_defaults"]:
+        lines.append("CPU: reduced default size/iterations (use --size, --iters to change)")
+    lines.append(
+        f"{'dtype':<6}{'batch':>6}{'decode':>9}{'sr':>9}{'seg':>9}{'total':>9}{'wall':>9}"
+        f"{'bilinear':>10}{'fps':>8}"
+    )
+    for r in report["rows"]:
+        lines.append(
+            f"{r['dtype']:<6}{r['batch']:>6}{r['decode_ms']:>9.2f}{r['sr_ms']:>9.2f}"
+            f"{r['segmentation_ms']:>9.2f}{r['total_ms']:>9.2f}{r['wall_ms']:>9.2f}"
+            f"{r['bilinear_total_ms']:>10.2f}{r['fps']:>8.1f}"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``cloudseg bench cloud``; returns the exit code (2 on bad options)."""
+    args = build_parser().parse_args(None if argv is None else list(argv))
+    try:
+        report = run_bench(args)
+    except (
+        BenchError,
+        PipelineError,
+        WeightsError,
+        UnknownModelError,
+        CodecError,
+        ValueError,
+    ) as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 2
+    print(format_table(report))
+    if args.json:
+        print(json.dumps(report))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,113 @@
+"""The cloud service behind the nodes: decode + (SR + segmentation) per frame, no ROS.
+
+`CloudService` keeps one decoder per stream (`FrameRestorer`) and one `RestorationPipeline`
+per downsampling scale (the models are built once and shared), and turns an encoded payload
+into labels at the camera's size, the restored image and stage timings.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+import torch
+
+from cloudseg.media.stream import FrameRestorer
+from cloudseg.restore.pipeline import RestorationPipeline, overlay
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class CloudResult:
+    labels: np.ndarray  # HxW uint8 train ids at the camera's size
+    restored: np.ndarray  # HxWx3 uint8, the image that was segmented (may be reduced on CPU)
+    decode_ms: float
+    sr_ms: float
+    segmentation_ms: float
+    mode: str
+    untrained: tuple[str, ...]
+
+    def overlay(self, alpha: float = 0.5) -> np.ndarray:
+        h, w = self.restored.shape[:2]
+        labels = self.labels
+        if labels.shape != (h, w):
+            labels = cv2.resize(labels, (w, h), interpolation=cv2.INTER_NEAREST)
+        return overlay(self.restored, labels, alpha)
+
+
+def pick_device(name: str) -> str:
+    """'auto' -> 'cuda' when a GPU is there, else 'cpu'."""
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return name
+
+
+class CloudService:
+    """Decode, restore (SR or bilinear) and segment frames of one stream."""
+
+    def __init__(self, sr_model: str | None = "carn_m", backend: str = "espnetv2",
+                 device: str = "auto", dtype: str = "fp32", cpu_max_width: int | None = 512,
+                 allow_untrained: bool = False) -> None:
+        self.device = pick_device(device)
+        self.options = {"device": self.device, "dtype": dtype if self.device == "cuda" else "fp32",
+                        "cpu_max_width": cpu_max_width if self.device == "cpu" else None,
+                        "return_restored": True}
+        self.backend = backend
+        first = RestorationPipeline(sr_model, backend, allow_untrained=allow_untrained,
+                                    scale=4, **self.options)
+        self.pipelines: dict[int, RestorationPipeline] = {4: first}
+        self.restorer = FrameRestorer()
+        log.info("cloud pipeline: %s", first.describe())
+
+    def describe(self) -> str:
+        return self.pipelines[4].describe()
+
+    def pipeline(self, scale: int) -> RestorationPipeline:
+        if scale not in self.pipelines:
+            first = self.pipelines[4]
+            sr = first.sr if scale in getattr(first.sr, "scales", ()) else None
+            self.pipelines[scale] = RestorationPipeline.from_modules(
+                sr, first.segmenter, self.backend, scale=scale, **self.options)
+        return self.pipelines[scale]
+
+    def decode(self, payload: bytes, codec: str, seq: int, scale: int, width: int,
+               height: int) -> tuple[np.ndarray | None, float]:
+        """Decode every frame (cheap, keeps the H.264 reference chain); None while waiting."""
+        return self.restorer.decode(payload, codec, seq, scale, width, height)
+
+    def segment_lr(self, lr: np.ndarray, scale: int, width: int, height: int,
+                   sr_bypass: bool = False, decode_ms: float = 0.0) -> CloudResult:
+        """Restore (SR or bilinear) and segment one decoded low-resolution frame."""
+        pipe = self.pipeline(scale)
+        mode = "full" if scale == 1 else ("bilinear" if sr_bypass or pipe.sr is None else "sr")
+        result = pipe.process(lr[None], mode)
+        labels = result.labels[0].cpu().numpy()
+        restored = result.restored[0].cpu().numpy()
+        t0 = time.perf_counter()
+        if labels.shape != (height, width):  # reduced on CPU or odd crop: camera size out
+            labels = cv2.resize(labels, (width, height), interpolation=cv2.INTER_NEAREST)
+        return CloudResult(labels, restored, decode_ms, result.timings_ms["sr"],
+                           result.timings_ms["segmentation"] + (time.perf_counter() - t0) * 1e3,
+                           mode, result.untrained)
+
+    def process(self, payload: bytes, codec: str, seq: int, scale: int, width: int, height: int,
+                sr_bypass: bool = False) -> CloudResult | None:
+        """One encoded frame -> labels; None while the decoder waits for an IDR frame."""
+        lr, decode_ms = self.decode(payload, codec, seq, scale, width, height)
+        if lr is None:
+            return None
+        return self.segment_lr(lr, scale, width, height, sr_bypass, decode_ms)
+
+    def segment_restored(self, rgb: np.ndarray) -> CloudResult:
+        """Segment an already restored full-resolution image (SR ran in another process)."""
+        result = self.pipeline(1).process(rgb[None], "full")
+        labels = result.labels[0].cpu().numpy()
+        h, w = rgb.shape[:2]
+        if labels.shape != (h, w):
+            labels = cv2.resize(labels, (w, h), interpolation=cv2.INTER_NEAREST)
+        return CloudResult(labels, result.restored[0].cpu().numpy(), 0.0, 0.0,
+                           result.timings_ms["segmentation"], "full", result.untrained)
