@@ -48,6 +48,8 @@ def test_predicted_only_class_has_zero_iou() -> None:
     cm.update(np.array([3, 0]), np.array([0, 0]))
     assert cm.iou()[3] == 0.0  # predicted, never in the ground truth: a false positive
     assert cm.iou()[0] == 0.5
+    assert cm.miou() == 0.25  # cityscapesScripts: the false-positive-only class counts as 0
+    assert cm.miou(gt_classes_only=True) == 0.5
 
 
 def test_torch_and_numpy_agree_and_accumulate() -> None:
@@ -98,7 +100,9 @@ def test_matches_cityscapes_scripts_on_a_real_label(shared_data: Path) -> None:
 
     from cloudseg.data.cityscapes import LABEL_ID_TO_TRAIN_ID
 
-    label = shared_data / "cityscapes/gtFine/val/frankfurt/frankfurt_000000_000576_gtFine_labelIds.png"
+    label = (
+        shared_data / "cityscapes/gtFine/val/frankfurt/frankfurt_000000_000576_gtFine_labelIds.png"
+    )
     gt_ids = cv2.imread(str(label), cv2.IMREAD_UNCHANGED)[::4, ::4]
     gt_train = LABEL_ID_TO_TRAIN_ID[gt_ids]
     # A plausible wrong prediction: the truth shifted by 7 pixels, plus random noise and
@@ -116,9 +120,7 @@ def test_matches_cityscapes_scripts_on_a_real_label(shared_data: Path) -> None:
     args = ev.CArgs()
     conf = ev.generateMatrix(args)
     encoded = gt_ids.astype(np.int64) * conf.shape[1] + pred_ids
-    conf += np.bincount(encoded.ravel(), minlength=conf.size).reshape(conf.shape).astype(
-        conf.dtype
-    )
+    conf += np.bincount(encoded.ravel(), minlength=conf.size).reshape(conf.shape).astype(conf.dtype)
     expected = [ev.getIouScoreForLabel(trainId2label[t].id, conf, args) for t in range(19)]
 
     cm = ConfusionMatrix()

@@ -63,9 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--iters", type=int, help="timed iterations")
     parser.add_argument("--warmup", type=int, help="untimed iterations first (default 10/1)")
     parser.add_argument("--compile", action="store_true", help="torch.compile (CUDA only)")
-    parser.add_argument(
-        "--no-channels-last", action="store_true", help="keep NCHW on CUDA"
-    )
+    parser.add_argument("--no-channels-last", action="store_true", help="keep NCHW on CUDA")
     parser.add_argument(
         "--json", action="store_true", help="last stdout line: the results as one JSON object"
     )
@@ -241,7 +239,10 @@ def format_table(report: dict[str, Any]) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``cloudseg bench cloud``; returns the exit code (2 on bad options)."""
-    args = build_parser().parse_args(None if argv is None else list(argv))
+    try:
+        args = build_parser().parse_args(None if argv is None else list(argv))
+    except SystemExit as exc:  # --help (0) or a usage error (2, message already printed)
+        return int(exc.code or 0)
     try:
         report = run_bench(args)
     except (

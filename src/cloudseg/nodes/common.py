@@ -13,20 +13,22 @@ from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 
 from cloudseg.graph import TOPICS, NodeSpec, Param
+from cloudseg.media.codecs import CodecError
+
+
+def _best_effort(depth: int = 5) -> QoSProfile:
+    return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=depth,
+                      reliability=ReliabilityPolicy.BEST_EFFORT,
+                      durability=DurabilityPolicy.VOLATILE)
+
 
 #: QoS per role (DESIGN.md): a late frame is worthless, so frames and results are best-effort
 #: with a small keep-last depth; knobs are reliable and transient-local (late joiners get the
 #: last one).
 QOS: dict[str, QoSProfile] = {
-    "sensor": QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=5,
-                         reliability=ReliabilityPolicy.BEST_EFFORT,
-                         durability=DurabilityPolicy.VOLATILE),
-    "frames": QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=5,
-                         reliability=ReliabilityPolicy.BEST_EFFORT,
-                         durability=DurabilityPolicy.VOLATILE),
-    "results": QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=5,
-                          reliability=ReliabilityPolicy.BEST_EFFORT,
-                          durability=DurabilityPolicy.VOLATILE),
+    "sensor": _best_effort(),
+    "frames": _best_effort(),
+    "results": _best_effort(),
     "knob": QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1,
                        reliability=ReliabilityPolicy.RELIABLE,
                        durability=DurabilityPolicy.TRANSIENT_LOCAL),
@@ -69,6 +71,28 @@ def declare_parameters(node: Node, spec: NodeSpec) -> dict[str, Any]:
             node.get_logger().error(f"parameter {p.name}: {exc}; using default {p.default!r}")
             values[p.name] = p.default
     return values
+
+
+def decode_frame(node: Node, frame, decode) -> tuple:
+    """Decode a Frame with `decode(payload, codec, seq, scale, width, height)`.
+
+    Returns (lr, decode_ms), or (None, 0) when the frame is dropped: a bad frame is logged with
+    its reason, and a lost frame once per gap ("waiting for the next IDR frame").
+    """
+    try:
+        lr, ms = decode(frame.data, frame.codec, int(frame.seq), int(frame.scale),
+                        int(frame.width), int(frame.height))
+    except (CodecError, ValueError) as exc:
+        node.get_logger().warning(f"frame {frame.seq} dropped: {exc}")
+        return None, 0.0
+    waiting = getattr(node, "_waiting_for_idr", False)
+    if lr is None and not waiting:
+        node.get_logger().warning(f"frame {frame.seq}: a frame was lost; waiting for the next "
+                                  "IDR frame")
+    elif lr is not None and waiting:
+        node.get_logger().info(f"frame {frame.seq}: IDR received, decoding again")
+    node._waiting_for_idr = lr is None
+    return lr, ms
 
 
 def run_node(factory: Callable[[], Node], args: list[str] | None = None) -> int:

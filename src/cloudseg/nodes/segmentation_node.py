@@ -23,9 +23,8 @@ from cloudseg.graph import (
     SEGMENTATION,
     STATS_TOPIC,
 )
-from cloudseg.media.codecs import CodecError
 from cloudseg.msg import Frame, FrameStats, Knob
-from cloudseg.nodes.common import declare_parameters, qos_for, run_node
+from cloudseg.nodes.common import declare_parameters, decode_frame, qos_for, run_node
 from cloudseg.nodes.convert import ImageError, image_to_rgb, numpy_to_image
 from cloudseg.restore.service import CloudResult, CloudService
 
@@ -52,7 +51,6 @@ class SegmentationNode(Node):
         else:
             self.create_subscription(Image, RESTORED_TOPIC, self.on_restored,
                                      qos_for(RESTORED_TOPIC))
-        self.waiting = False
         # Frames are decoded as they arrive (keeps the H.264 chain); SR + segmentation run in a
         # worker on the latest decoded frame only: a frame that waited is worth less than a new
         # one. `skipped` counts frames decoded but not segmented.
@@ -76,20 +74,9 @@ class SegmentationNode(Node):
     def on_frame(self, frame: Frame) -> None:
         received = self.get_clock().now()
         t0 = time.perf_counter()
-        try:
-            lr, decode_ms = self.service.decode(frame.data, frame.codec, int(frame.seq),
-                                                int(frame.scale), int(frame.width),
-                                                int(frame.height))
-        except (CodecError, ValueError) as exc:
-            self.get_logger().warning(f"frame {frame.seq} dropped: {exc}")
-            return
+        lr, decode_ms = decode_frame(self, frame, self.service.decode)
         if lr is None:
-            if not self.waiting:
-                self.get_logger().warning(f"frame {frame.seq}: a frame was lost; waiting for the "
-                                          "next IDR frame")
-            self.waiting = True
             return
-        self.waiting = False
         transport = (received - Time.from_msg(frame.sent_stamp)).nanoseconds / 1e6
         with self.wake:
             if self.latest is not None:

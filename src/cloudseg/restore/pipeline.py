@@ -38,6 +38,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from cloudseg.media.resize import downsample_tensor
+from cloudseg.models.icnet import INPUT_MEAN, INPUT_STD  # ImageNet: ESPNetv2 uses the same
 from cloudseg.models.registry import build_model, get_spec
 from cloudseg.models.weights import WeightsError
 
@@ -69,9 +70,6 @@ BACKENDS: dict[str, str] = {
 #: imported here: it needs cityscapesScripts, absent on a bare GPU host running the benchmark).
 NUM_CLASSES = 19
 IGNORE_ID = 255
-#: ImageNet normalisation, used by both ESPNetv2 and ICNet checkpoints.
-_MEAN = (0.485, 0.456, 0.406)
-_STD = (0.229, 0.224, 0.225)
 _ESPNET_STRIDE = 16  # ESPNetv2 needs sides that are multiples of 16: pad, then crop
 
 
@@ -291,8 +289,8 @@ class RestorationPipeline:
             for n, m in zip(names, (sr, segmenter), strict=True)
             if m is not None and getattr(m, "untrained", False)
         )
-        self._mean = torch.tensor(_MEAN, device=self.device, dtype=self.dtype).view(1, 3, 1, 1)
-        self._std = torch.tensor(_STD, device=self.device, dtype=self.dtype).view(1, 3, 1, 1)
+        self._mean = torch.tensor(INPUT_MEAN, device=self.device, dtype=self.dtype).view(1, 3, 1, 1)
+        self._std = torch.tensor(INPUT_STD, device=self.device, dtype=self.dtype).view(1, 3, 1, 1)
         self._sr_scales = self._pyramid_scales()
         sr_fn: Callable[..., dict[int, Tensor]] | None = None
         if self.sr is not None:
@@ -344,8 +342,7 @@ class RestorationPipeline:
             tensor = tensor.unsqueeze(0)
         if tensor.ndim != 4 or tensor.shape[-1] != 3 or 0 in tuple(tensor.shape):
             raise PipelineError(
-                f"frames must be N x h x w x 3 RGB (one size per batch), got "
-                f"{tuple(tensor.shape)}"
+                f"frames must be N x h x w x 3 RGB (one size per batch), got {tuple(tensor.shape)}"
             )
         return tensor.to(self.device, non_blocking=True)
 

@@ -76,9 +76,10 @@ class _Row:
 
     def summary(self) -> dict[str, Any]:
         return {
-            "psnr": statistics.fmean(self.psnr) if self.psnr else None,
-            "ssim": statistics.fmean(self.ssim) if self.ssim else None,
+            "psnr": _num(statistics.fmean(self.psnr)) if self.psnr else None,
+            "ssim": _num(statistics.fmean(self.ssim)) if self.ssim else None,
             "miou": _num(self.cm.miou()),
+            "miou_gt_classes": _num(self.cm.miou(gt_classes_only=True)),
             "pixel_accuracy": _num(self.cm.pixel_accuracy()),
         }
 
@@ -115,9 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seg-weights", help="segmenter state_dict (default: registry lookup)")
     parser.add_argument("--sr-model", default="carn_m", help="SR model name (default carn_m)")
     parser.add_argument("--sr-weights", help="SR state_dict for the 'sr' row (default: official)")
-    parser.add_argument(
-        "--sr-ft-weights", help="fine-tuned SR state_dict: adds the 'sr_ft' row"
-    )
+    parser.add_argument("--sr-ft-weights", help="fine-tuned SR state_dict: adds the 'sr_ft' row")
     parser.add_argument(
         "--weights-dir",
         type=Path,
@@ -337,16 +336,22 @@ def format_table(report: dict[str, Any], per_class: bool = False) -> str:
         f"{report['frames']} frames of {report['split']}, {report['segmenter']} on the full "
         f"frame, x{report['scale']} {report['degradation']}, codec {report['codec']}, "
         f"{report['device']} {report['dtype']}{mark}",
-        f"{'row':<10} {'PSNR dB':>8} {'SSIM':>7} {'mIoU':>7} {'pixAcc':>7} {'ms/frame':>9}",
+        f"{'row':<10} {'PSNR dB':>8} {'SSIM':>7} {'mIoU':>7} {'mIoU-gt':>7} {'pixAcc':>7} "
+        f"{'ms/frame':>9}",
     ]
     for name, values in report["rows"].items():
         total = report["timings_ms"][name].get("total")
         label = f"{name}{' ' + UNTRAINED_LABEL if mark else ''}"
         lines.append(
             f"{label:<10} {cell(values['psnr'], '8.2f'):>8} {cell(values['ssim'], '7.4f'):>7} "
-            f"{cell(values['miou'], '7.3f'):>7} {cell(values['pixel_accuracy'], '7.3f'):>7} "
+            f"{cell(values['miou'], '7.3f'):>7} {cell(values['miou_gt_classes'], '7.3f'):>7} "
+            f"{cell(values['pixel_accuracy'], '7.3f'):>7} "
             f"{cell(total, '9.0f'):>9}"
         )
+    lines.append(
+        "mIoU: all classes seen in ground truth or prediction (cityscapesScripts); "
+        "mIoU-gt: classes present in the ground truth only"
+    )
     if per_class:
         names = list(report["per_class"])
         lines.append("")
@@ -377,7 +382,10 @@ _EXPECTED_ERRORS = (
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``cloudseg eval``; returns the exit code (2 on bad input)."""
     parser = build_parser()
-    args = parser.parse_args(None if argv is None else list(argv))
+    try:
+        args = parser.parse_args(None if argv is None else list(argv))
+    except SystemExit as exc:  # --help (0) or a usage error (2, message already printed)
+        return int(exc.code or 0)
     try:
         report = evaluate(args)
     except _EXPECTED_ERRORS as exc:

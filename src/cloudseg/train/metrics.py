@@ -8,7 +8,8 @@ of ignored labels: it adds to that class's false negatives and to no class's fal
 
 IoU of class c = TP / (TP + FP + FN); NaN when the class appears neither in the ground truth
 nor in the predictions (cityscapesScripts' ``nan`` for a zero denominator); mIoU is the mean
-over the non-NaN classes.
+over the non-NaN classes (``miou(gt_classes_only=True)``: over the classes present in the
+ground truth only).
 """
 
 from __future__ import annotations
@@ -136,10 +137,23 @@ class ConfusionMatrix:
         with np.errstate(divide="ignore", invalid="ignore"):
             return np.where(denom > 0, tp / np.where(denom > 0, denom, 1.0), np.nan)
 
-    def miou(self) -> float:
-        """Mean IoU over the classes that are not NaN; NaN when there are none."""
+    def gt_pixels(self) -> np.ndarray:
+        """Ground-truth pixel count per class (misses included)."""
+        return self.counts.sum(axis=1)
+
+    def miou(self, gt_classes_only: bool = False) -> float:
+        """Mean IoU over the classes that are not NaN; NaN when there are none.
+
+        ``gt_classes_only``: average only over classes present in the ground truth (a class
+        that is only predicted, IoU 0, is then left out). On the full Cityscapes val set every
+        class is present and both agree; on a few frames the latter is what many papers and
+        scripts report.
+        """
         iou = self.iou()
-        present = iou[~np.isnan(iou)]
+        keep = ~np.isnan(iou)
+        if gt_classes_only:
+            keep &= self.gt_pixels() > 0
+        present = iou[keep]
         return float(present.mean()) if present.size else math.nan
 
     def pixel_accuracy(self) -> float:

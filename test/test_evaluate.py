@@ -1,0 +1,133 @@
+"""``cloudseg eval`` on a tiny Cityscapes-layout folder built in tmp_path from one real frame."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import pytest
+
+from cloudseg.data.cityscapes import TRAIN_ID_NAMES, load_label_train_ids, load_rgb
+from cloudseg.media.resize import downsample
+from cloudseg.models.weights import ENV_OFFLINE, ENV_WEIGHTS
+from cloudseg.train.evaluate import main
+
+FRAME = "frankfurt_000000_000576"
+
+
+@pytest.fixture(scope="module")
+def tiny_cityscapes(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One real val frame and its label, downscaled 4x to 512x256 (never inside the repo)."""
+    root = tmp_path_factory.mktemp("cityscapes")
+    rgb = load_rgb(shared_data / f"cityscapes/leftImg8bit/val/frankfurt/{FRAME}_leftImg8bit.png")
+    gt = load_label_train_ids(
+        shared_data / f"cityscapes/gtFine/val/frankfurt/{FRAME}_gtFine_labelIds.png"
+    )
+    small = downsample(rgb, 4, "area")
+    labels = cv2.resize(gt, (512, 256), interpolation=cv2.INTER_NEAREST)
+    for sub, name, image in (
+        ("leftImg8bit", f"{FRAME}_leftImg8bit.png", cv2.cvtColor(small, cv2.COLOR_RGB2BGR)),
+        ("gtFine", f"{FRAME}_gtFine_labelTrainIds.png", labels),
+    ):
+        folder = root / sub / "val" / "frankfurt"
+        folder.mkdir(parents=True)
+        assert cv2.imwrite(str(folder / name), image)
+    return root
+
+
+@pytest.fixture
+def weights_env(shared_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Weights from shared/data only: empty cache, no downloads."""
+    monkeypatch.setenv(ENV_WEIGHTS, str(shared_data / "weights"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setenv(ENV_OFFLINE, "1")
+    return shared_data / "weights"
+
+
+def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_eval_json_has_the_three_rows(tiny_cityscapes, weights_env, capsys) -> None:
+    code, out, err = _run(
+        capsys, "--data", str(tiny_cityscapes), "--limit", "1", "--json", "--per-class"
+    )
+    assert code == 0, err
+    report = json.loads(out.strip().splitlines()[-1])
+    rows = report["rows"]
+    assert list(rows) == ["bilinear", "sr", "hr"]
+    assert report["frames"] == 1 and report["untrained"] == [] and report["label"] is None
+    assert rows["hr"]["psnr"] is None and rows["hr"]["ssim"] is None
+    assert rows["sr"]["psnr"] > rows["bilinear"]["psnr"] > 20  # official CARN-M, area LR
+    assert 0 < rows["bilinear"]["ssim"] < rows["sr"]["ssim"] < 1
+    for row in rows.values():
+        assert 0.1 < row["miou"] <= 1 and 0.5 < row["pixel_accuracy"] <= 1
+    assert list(report["per_class"]["hr"]) == list(TRAIN_ID_NAMES)
+    assert report["segmenter"] == "espnetv2_s2_city_1024x512"
+    # the aligned table comes first, with every row and the per-class block
+    assert "PSNR dB" in out and "class IoU" in out and "n/a" in out
+
+
+def test_eval_fine_tuned_row_and_h264_roundtrip(tiny_cityscapes, weights_env, capsys) -> None:
+    """The sr_ft row appears with --sr-ft-weights (here the official file: same numbers)."""
+    code, out, err = _run(
+        capsys,
+        "--data", str(tiny_cityscapes),
+        "--sr-ft-weights", str(weights_env / "carn/carn_m.pth"),
+        "--codec", "h264", "--crf", "30",
+        "--json", "--no-progress",
+    )  # fmt: skip
+    assert code == 0, err
+    report = json.loads(out.strip().splitlines()[-1])
+    assert list(report["rows"]) == ["bilinear", "sr", "sr_ft", "hr"]
+    assert report["rows"]["sr_ft"] == pytest.approx(report["rows"]["sr"])
+    assert "IDR" in report["codec"] and report["lr_bytes_per_frame"] > 100
+    assert report["rows"]["sr"]["psnr"] < 40  # lossy
+
+
+def test_icnet_without_weights_is_refused_then_labelled_untrained(
+    tiny_cityscapes, weights_env, capsys
+) -> None:
+    code, out, err = _run(capsys, "--data", str(tiny_cityscapes), "--backend", "icnet")
+    assert code == 2 and out == ""
+    assert len(err.strip().splitlines()) == 1 and "--allow-untrained" in err
+    code, out, err = _run(
+        capsys,
+        "--data", str(tiny_cityscapes),
+        "--backend", "icnet", "--allow-untrained", "--json", "--no-progress",
+    )  # fmt: skip
+    assert code == 0, err
+    report = json.loads(out.strip().splitlines()[-1])
+    assert report["label"] == "UNTRAINED" and report["untrained"] == ["icnet_resnet50"]
+    table = out.strip().splitlines()[:-1]
+    assert all("UNTRAINED" in line for line in table if line.startswith(("bilinear", "sr", "hr")))
+    assert "UNTRAINED" in table[0]
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--data", "/nonexistent/cityscapes"], "does not exist"),
+        (["--sr-weights", "/nonexistent/carn.pth"], "no file"),
+        (["--split", "test"], "missing"),
+        (["--scale", "0"], "--scale"),
+    ],
+)
+def test_errors_exit_2_with_one_line(
+    tiny_cityscapes, weights_env, capsys, argv: list[str], message: str
+) -> None:
+    argv = argv if "--data" in argv else ["--data", str(tiny_cityscapes), *argv]
+    code, out, err = _run(capsys, *argv)
+    assert code == 2 and out == ""
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0] and "Traceback" not in err
+
+
+def test_unknown_backend_and_help(capsys) -> None:
+    code, _, err = _run(capsys, "--data", ".", "--backend", "deeplab")
+    assert code == 2 and "invalid choice" in err
+    code, out, _ = _run(capsys, "--help")
+    assert code == 0 and "--degradation" in out and "--sr-ft-weights" in out
