@@ -14,7 +14,8 @@ def _demo(args: argparse.Namespace) -> int:
 
     stats = run_demo(args.input, scale=args.scale, codec=args.codec, rate=args.rate,
                      limit=args.frames, crf=args.crf, bitrate_kbps=args.bitrate,
-                     quiet=args.json, segment=args.restore != "bilinear-only",
+                     quiet=args.json,
+                     cloud="cloud_bilinear" if args.restore == "bilinear-only" else args.cloud,
                      sr_bypass=args.restore == "bilinear",
                      cloud_params={"backend": args.backend, "device": args.device})
     print(stats.report())
@@ -80,6 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--restore", default="sr", choices=("sr", "bilinear", "bilinear-only"),
                    help="cloud side: SR + segmentation (default), bilinear + segmentation, or "
                         "bilinear restoration without segmentation (fast on a CPU)")
+    p.add_argument("--cloud", default="cloud", choices=("cloud", "cloud_split"),
+                   help="SR and segmentation in one process (default) or in two")
     p.add_argument("--backend", default="espnetv2", choices=("espnetv2", "icnet"),
                    help="segmentation model (default espnetv2)")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),

@@ -11,7 +11,7 @@ from pathlib import Path
 import rclpy
 from rclpy.executors import SingleThreadedExecutor
 
-from cloudseg.graph import FRAMES_TOPIC, STATS_TOPIC, config_dir
+from cloudseg.graph import FRAMES_TOPIC, GRAPHS, STATS_TOPIC, config_dir
 from cloudseg.launcher import NodeProcesses
 from cloudseg.nodes.monitor_node import MonitorNode
 from cloudseg.stream_stats import StreamStats
@@ -46,13 +46,17 @@ def _default_weights_dir() -> str | None:
 
 def run_demo(input_path: str | None, scale: int = 4, codec: str = "h264", rate: float = 17.0,
              limit: int = 0, crf: int = 23, bitrate_kbps: int = 0, quiet: bool = False,
-             log_dir: Path | None = None, timeout: float = 600.0, segment: bool = True,
+             log_dir: Path | None = None, timeout: float = 600.0, cloud: str = "cloud",
              sr_bypass: bool = False, cloud_params: dict | None = None) -> StreamStats:
     """Stream `input_path` through vehicle and cloud processes; return what was seen.
 
-    `segment`: the cloud runs SR + segmentation (segmentation node); else it only restores
-    bilinearly (sr node), the paper's LR-bilinear baseline stream.
+    `cloud` names the cloud graph (cloudseg.graph.GRAPHS): "cloud" (SR + segmentation in one
+    process), "cloud_split" (sr and segmentation processes) or "cloud_bilinear" (bilinear
+    restoration only, the paper's LR-bilinear stream). `cloud_params` override the
+    segmentation node's parameters.
     """
+    if cloud not in GRAPHS or not cloud.startswith("cloud"):
+        raise ValueError(f"unknown cloud graph {cloud!r}")
     if input_path is None and not quiet:
         print(REAL_DATA_HINT, file=sys.stderr)
     stats = StreamStats(fps=rate or 17.0)
@@ -73,11 +77,8 @@ def run_demo(input_path: str | None, scale: int = 4, codec: str = "h264", rate: 
     executor.add_node(monitor)
     try:
         with NodeProcesses(env=env, log_dir=log_dir) as procs:
-            if segment:
-                procs.start("segmentation", config_dir() / "cloud.yaml",
-                            {"sr_bypass": sr_bypass, **(cloud_params or {})})
-            else:
-                procs.start("sr", config_dir() / "cloud.yaml")
+            procs.start_graph(cloud, {"segmentation": {"sr_bypass": sr_bypass,
+                                                       **(cloud_params or {})}})
             procs.start("compressor", config_dir() / "vehicle.yaml",
                         {"scale": scale, "codec": codec, "crf": crf,
                          "bitrate_kbps": bitrate_kbps})
@@ -96,7 +97,7 @@ def run_demo(input_path: str | None, scale: int = 4, codec: str = "h264", rate: 
             code = procs.procs["source"].poll()
             if code:
                 raise RuntimeError(f"the source failed (exit {code}); see {log_dir}/source.log")
-            settle = time.monotonic() + (5.0 if segment else 2.0)  # frames in flight
+            settle = time.monotonic() + (2.0 if cloud == "cloud_bilinear" else 5.0)
             while time.monotonic() < settle:
                 executor.spin_once(timeout_sec=0.05)
     finally:

@@ -196,6 +196,7 @@ GRAPHS: dict[str, tuple[tuple[str, str], ...]] = {
     "vehicle": (("compressor", "vehicle.yaml"),),
     "cloud": (("segmentation", "cloud.yaml"),),
     "cloud_split": (("sr", "cloud.yaml"), ("segmentation", "cloud_split.yaml")),
+    "cloud_bilinear": (("sr", "cloud.yaml"),),  # the LR-bilinear baseline, no segmentation
     "pipeline": (("source", "source.yaml"), ("compressor", "vehicle.yaml"),
                  ("segmentation", "cloud.yaml")),
 }

@@ -33,6 +33,7 @@ class MonitorNode(Node):
         super().__init__("cloudseg_monitor")
         self.stats = stats
         self.keep = keep_originals
+        self.reported: set[tuple[int, int]] = set()
         self.originals: OrderedDict[tuple[int, int], object] = OrderedDict()
         self.create_subscription(Image, IMAGE_TOPIC, self.on_image, qos_for(IMAGE_TOPIC))
         self.create_subscription(Frame, FRAMES_TOPIC, self.on_frame, qos_for(FRAMES_TOPIC))
@@ -56,7 +57,10 @@ class MonitorNode(Node):
         self.stats.add_latency("encode", frame.encode_ms)
 
     def on_stats(self, msg: FrameStats) -> None:
-        self.stats.frames_received += 1
+        key = _key(msg.header)  # a split cloud reports a frame twice (sr, segmentation)
+        if key not in self.reported:
+            self.reported.add(key)
+            self.stats.frames_received += 1
         self.stats.add_latency("transport", msg.transport_ms)
         self.stats.add_latency("decode_restore", msg.decode_ms + msg.sr_ms)
         if msg.segmentation_ms:
