@@ -45,12 +45,13 @@ class NodeProcesses:
 
     def start(self, node: str, config_file: str | Path | None = None,
               overrides: dict[str, Any] | None = None) -> subprocess.Popen:
-        out = None
-        if self.log_dir is not None:
+        cmd = node_command(node, config_file, overrides)
+        if self.log_dir is None:
+            proc = subprocess.Popen(cmd, env=self.env)
+        else:
             self.log_dir.mkdir(parents=True, exist_ok=True)
-            out = open(self.log_dir / f"{node}.log", "w")
-        proc = subprocess.Popen(node_command(node, config_file, overrides), env=self.env,
-                                stdout=out, stderr=subprocess.STDOUT if out else None)
+            with open(self.log_dir / f"{node}.log", "w") as out:  # the child keeps its own fd
+                proc = subprocess.Popen(cmd, env=self.env, stdout=out, stderr=subprocess.STDOUT)
         self.procs[node] = proc
         return proc
 
