@@ -108,20 +108,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("ros_args", nargs=argparse.REMAINDER)
     p.set_defaults(func=_node)
 
-    p = sub.add_parser("bench", help="benchmarks: bitrate, cloud", add_help=False)
-    p.add_argument("what", choices=("bitrate", "cloud"))
-    p.add_argument("rest", nargs=argparse.REMAINDER)
-    p.set_defaults(func=_bench)
-
-    p = sub.add_parser("eval", help="PSNR/SSIM/mIoU table on a Cityscapes folder",
+    # eval and bench parse their own options: `cloudseg eval --help`, `cloudseg bench cloud -h`
+    p = sub.add_parser("bench", help="benchmarks: bitrate, cloud (see cloudseg bench X --help)",
                        add_help=False)
-    p.add_argument("rest", nargs=argparse.REMAINDER)
-    p.set_defaults(func=_eval)
+    p.add_argument("what", choices=("bitrate", "cloud"))
+    p.set_defaults(func=_bench, passes_options=True)
+
+    p = sub.add_parser("eval", help="PSNR/SSIM/mIoU table on a Cityscapes folder "
+                       "(see cloudseg eval --help)", add_help=False)
+    p.set_defaults(func=_eval, passes_options=True)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, rest = parser.parse_known_args(argv)
+    if rest and not getattr(args, "passes_options", False):
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    args.rest = rest
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")
     try:

@@ -239,8 +239,11 @@ def format_table(report: dict[str, Any]) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``cloudseg bench cloud``; returns the exit code (2 on bad options)."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["--"]:  # `cloudseg <command> -- ARGS` passes the separator through
+        argv = argv[1:]
     try:
-        args = build_parser().parse_args(None if argv is None else list(argv))
+        args = build_parser().parse_args(argv)
     except SystemExit as exc:  # --help (0) or a usage error (2, message already printed)
         return int(exc.code or 0)
     try:

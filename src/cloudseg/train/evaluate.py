@@ -381,9 +381,12 @@ _EXPECTED_ERRORS = (
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``cloudseg eval``; returns the exit code (2 on bad input)."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["--"]:  # `cloudseg <command> -- ARGS` passes the separator through
+        argv = argv[1:]
     parser = build_parser()
     try:
-        args = parser.parse_args(None if argv is None else list(argv))
+        args = parser.parse_args(argv)
     except SystemExit as exc:  # --help (0) or a usage error (2, message already printed)
         return int(exc.code or 0)
     try:
