@@ -18,6 +18,13 @@ def graph_nodes(graph: str, overrides: dict[str, dict] | None = None) -> list[No
         params: list = [str(Path(configs) / config_file)]
         if overrides and node_name in overrides:
             params.append(overrides[node_name])
-        actions.append(Node(package=PACKAGE, executable=spec.executable, name=spec.name,
-                            parameters=params, output="screen"))
+        actions.append(
+            Node(
+                package=PACKAGE,
+                executable=spec.executable,
+                name=spec.name,
+                parameters=params,
+                output="screen",
+            )
+        )
     return actions

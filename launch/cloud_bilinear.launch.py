@@ -1,4 +1,4 @@
-"""ros2 launch cloudseg cloud_bilinear.launch.py: bilinear restoration only (the LR-bilinear baseline)."""
+"""ros2 launch cloudseg cloud_bilinear.launch.py: bilinear restoration only (no segmentation)."""
 
 import sys
 from pathlib import Path

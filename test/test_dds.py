@@ -23,17 +23,27 @@ SEQUENCE_FRAMES = 30
 # lossless PNG at x2 loses only what downsampling loses (>= the JPEG figure). The bounds sit
 # ~2.5 dB below the measured means (frames vary by ~1 dB); a wrong frame, a colour swap or a
 # shifted image falls below 20 dB. (PNG at scale 1 is exact: test_codecs/test_stream.)
-@pytest.mark.parametrize(("scale", "codec", "bound"), [
-    (4, "h264", 31.0),
-    (2, "jpeg", 36.0),
-    (2, "png", 37.0),
-])
+@pytest.mark.parametrize(
+    ("scale", "codec", "bound"),
+    [
+        (4, "h264", 31.0),
+        (2, "jpeg", 36.0),
+        (2, "png", 37.0),
+    ],
+)
 def test_sequence_arrives_in_order_at_full_size(shared_data, tmp_path, scale, codec, bound):
     from cloudseg.demo import run_demo
 
-    stats = run_demo(str(shared_data / "sequences" / "aachen_seq0000"), scale=scale,
-                     codec=codec, rate=6.0, quiet=True, log_dir=tmp_path, timeout=120,
-                     cloud="cloud_bilinear")
+    stats = run_demo(
+        str(shared_data / "sequences" / "aachen_seq0000"),
+        scale=scale,
+        codec=codec,
+        rate=6.0,
+        quiet=True,
+        log_dir=tmp_path,
+        timeout=120,
+        cloud="cloud_bilinear",
+    )
     logs = "\n".join(p.read_text() for p in tmp_path.glob("*.log"))
     assert stats.frames_received == SEQUENCE_FRAMES, logs
     assert len(stats.restored_stamps_ns) == SEQUENCE_FRAMES, logs
@@ -72,10 +82,12 @@ def test_receiver_drops_bad_frames_with_a_reason_and_keeps_serving(tmp_path):
         f.data = payload
         return f
 
-    bad = [frame(0, good[: len(good) // 3]),  # truncated payload
-           frame(1, good, codec="vp9"),  # unknown codec
-           frame(2, good, width=512),  # size disagrees with the header
-           frame(3, b"\x00garbage")]  # corrupt payload
+    bad = [
+        frame(0, good[: len(good) // 3]),  # truncated payload
+        frame(1, good, codec="vp9"),  # unknown codec
+        frame(2, good, width=512),  # size disagrees with the header
+        frame(3, b"\x00garbage"),
+    ]  # corrupt payload
     try:
         with NodeProcesses(log_dir=tmp_path) as procs:
             procs.start("sr", config_dir() / "cloud.yaml")
@@ -102,27 +114,41 @@ def test_receiver_drops_bad_frames_with_a_reason_and_keeps_serving(tmp_path):
 
 def test_source_with_missing_input_says_why_and_exits():
     cmd = node_command("source", None, {"input": "/no/such/bag.mcap"})
-    result = subprocess.run(cmd, capture_output=True, text=True, timeout=60,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    result = subprocess.run(
+        cmd, capture_output=True, text=True, timeout=60, env={**os.environ, "PYTHONUNBUFFERED": "1"}
+    )
     out = result.stdout + result.stderr
     assert result.returncode == 1, out
     assert "/no/such/bag.mcap" in out and "Traceback" not in out
 
 
 def test_demo_help_and_cli_errors_are_one_line():
-    result = subprocess.run([sys.executable, "-m", "cloudseg.cli", "demo", "--help"],
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-m", "cloudseg.cli", "demo", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 0 and "--input" in result.stdout
-    result = subprocess.run([sys.executable, "-m", "cloudseg.cli", "convert", "/no/such/dir",
-                             "/tmp/cloudseg-never-written"], capture_output=True, text=True,
-                            timeout=60)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "cloudseg.cli",
+            "convert",
+            "/no/such/dir",
+            "/tmp/cloudseg-never-written",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert result.stderr.strip().startswith("cloudseg convert:")
 
 
 @pytest.mark.parametrize("cloud", ["cloud", "cloud_split"])
-def test_cloud_turns_real_frames_into_labels_that_reach_the_vehicle(shared_data, tmp_path,
-                                                                     cloud):
+def test_cloud_turns_real_frames_into_labels_that_reach_the_vehicle(shared_data, tmp_path, cloud):
     """SR (official CARN-M) + ESPNetv2 in one cloud process ("cloud"), or bilinear restore in
     the sr process and segmentation of /cloudseg/restored in another ("cloud_split"); the
     labels come back over DDS."""
@@ -130,9 +156,18 @@ def test_cloud_turns_real_frames_into_labels_that_reach_the_vehicle(shared_data,
 
     weights = shared_data / "weights"
     os.environ.setdefault("CLOUDSEG_WEIGHTS", str(weights))
-    stats = run_demo(str(shared_data / "sequences" / "aachen_seq0000"), scale=4, codec="h264",
-                     rate=1.0, limit=3, quiet=True, log_dir=tmp_path, timeout=180, cloud=cloud,
-                     cloud_params={"device": "cpu", "cpu_max_width": 256})
+    stats = run_demo(
+        str(shared_data / "sequences" / "aachen_seq0000"),
+        scale=4,
+        codec="h264",
+        rate=1.0,
+        limit=3,
+        quiet=True,
+        log_dir=tmp_path,
+        timeout=180,
+        cloud=cloud,
+        cloud_params={"device": "cpu", "cpu_max_width": 256},
+    )
     logs = "\n".join(p.read_text() for p in tmp_path.glob("*.log"))
     assert stats.labels_received >= 1, logs
     assert set(stats.labels_sizes) == {(2048, 1024)}  # camera size, whatever the CPU mode did

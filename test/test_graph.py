@@ -56,8 +56,11 @@ def launch_stand_in(monkeypatch):
     actions = types.ModuleType("launch_ros.actions")
     actions.Node = _RecordedNode
     launch_ros.actions = actions
-    for name, module in {"launch": launch, "launch_ros": launch_ros,
-                         "launch_ros.actions": actions}.items():
+    for name, module in {
+        "launch": launch,
+        "launch_ros": launch_ros,
+        "launch_ros.actions": actions,
+    }.items():
         monkeypatch.setitem(sys.modules, name, module)
     monkeypatch.delitem(sys.modules, "_common", raising=False)
 
@@ -71,14 +74,16 @@ def _executables_in_cmake() -> set[str]:
 
 @pytest.mark.parametrize("graph_name", sorted(graph.GRAPHS))
 def test_launch_file_starts_the_graph_with_existing_executables_and_configs(
-        graph_name, launch_stand_in):
+    graph_name, launch_stand_in
+):
     path = REPO / "launch" / f"{graph_name}.launch.py"
     module_globals: dict = {"__file__": str(path), "__name__": f"launch_{graph_name}"}
     exec(compile(path.read_text(), str(path), "exec"), module_globals)
     description = module_globals["generate_launch_description"]()
     nodes = [a for a in description if isinstance(a, _RecordedNode)]
     assert [n.kwargs["name"] for n in nodes] == [
-        graph.NODES[name].name for name, _ in graph.GRAPHS[graph_name]]
+        graph.NODES[name].name for name, _ in graph.GRAPHS[graph_name]
+    ]
     installed = _executables_in_cmake()
     for node in nodes:
         assert node.kwargs["package"] == "cloudseg"

@@ -21,25 +21,59 @@ from cloudseg.nodes.convert import (
 
 
 def test_frame_round_trip_keeps_every_field():
-    f = Frame(seq=7, level=Frame.LEVEL_USEFUL, deviation=0.25, scale=4, width=2048, height=1024,
-              codec="h264", keyframe=True, knob_seq=3, encode_ms=1.5)
+    f = Frame(
+        seq=7,
+        level=Frame.LEVEL_USEFUL,
+        deviation=0.25,
+        scale=4,
+        width=2048,
+        height=1024,
+        codec="h264",
+        keyframe=True,
+        knob_seq=3,
+        encode_ms=1.5,
+    )
     f.header.frame_id = "camera"
     f.header.stamp.sec = 12
     f.data = bytes(range(256)) * 10
     g = deserialize_message(serialize_message(f), Frame)
     assert (g.seq, g.level, g.scale, g.width, g.height, g.codec, g.keyframe, g.knob_seq) == (
-        7, Frame.LEVEL_USEFUL, 4, 2048, 1024, "h264", True, 3)
+        7,
+        Frame.LEVEL_USEFUL,
+        4,
+        2048,
+        1024,
+        "h264",
+        True,
+        3,
+    )
     assert bytes(g.data) == bytes(f.data)
     assert g.header.frame_id == "camera" and g.header.stamp.sec == 12
     assert Frame.LEVEL_KEY != Frame.LEVEL_USEFUL
 
 
 def test_knob_and_stats_round_trip():
-    k = Knob(seq=5, scale=2, max_fps=8.5, key_threshold=0.3, useful_threshold=0.1, codec="jpeg",
-             bitrate_kbps=750, crf=23, quality=80, sr_bypass=True, request_full_frame=True)
+    k = Knob(
+        seq=5,
+        scale=2,
+        max_fps=8.5,
+        key_threshold=0.3,
+        useful_threshold=0.1,
+        codec="jpeg",
+        bitrate_kbps=750,
+        crf=23,
+        quality=80,
+        sr_bypass=True,
+        request_full_frame=True,
+    )
     k2 = deserialize_message(serialize_message(k), Knob)
     assert (k2.seq, k2.scale, k2.codec, k2.sr_bypass, k2.request_full_frame) == (
-        5, 2, "jpeg", True, True)
+        5,
+        2,
+        "jpeg",
+        True,
+        True,
+    )
     assert k2.max_fps == pytest.approx(8.5)
     s = deserialize_message(serialize_message(FrameStats(seq=1, decode_ms=2.5)), FrameStats)
     assert s.decode_ms == pytest.approx(2.5)

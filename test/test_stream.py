@@ -26,11 +26,13 @@ def _run(compressor, restorer, frames, start_seq=0):
     return out
 
 
-@pytest.mark.parametrize(("codec", "scale", "bound"), [("h264", 4, 26.0), ("jpeg", 2, 30.0),
-                                                       ("png", 1, float("inf"))])
+@pytest.mark.parametrize(
+    ("codec", "scale", "bound"), [("h264", 4, 26.0), ("jpeg", 2, 30.0), ("png", 1, float("inf"))]
+)
 def test_stream_restores_full_size_with_bounded_loss(frames, codec, scale, bound):
-    results = _run(FrameCompressor(CompressorSettings(scale=scale, codec=codec)), FrameRestorer(),
-                   frames)
+    results = _run(
+        FrameCompressor(CompressorSettings(scale=scale, codec=codec)), FrameRestorer(), frames
+    )
     for rgb, (_c, r) in zip(frames, results, strict=True):
         assert r is not None and r.rgb.shape == rgb.shape
         assert r.lr.shape[:2] == (rgb.shape[0] // scale, rgb.shape[1] // scale)

@@ -12,12 +12,19 @@ from cloudseg.graph import GRAPHS, NODES
 def _demo(args: argparse.Namespace) -> int:
     from cloudseg.demo import run_demo
 
-    stats = run_demo(args.input, scale=args.scale, codec=args.codec, rate=args.rate,
-                     limit=args.frames, crf=args.crf, bitrate_kbps=args.bitrate,
-                     quiet=args.json,
-                     cloud="cloud_bilinear" if args.restore == "bilinear-only" else args.cloud,
-                     sr_bypass=args.restore == "bilinear",
-                     cloud_params={"backend": args.backend, "device": args.device})
+    stats = run_demo(
+        args.input,
+        scale=args.scale,
+        codec=args.codec,
+        rate=args.rate,
+        limit=args.frames,
+        crf=args.crf,
+        bitrate_kbps=args.bitrate,
+        quiet=args.json,
+        cloud="cloud_bilinear" if args.restore == "bilinear-only" else args.cloud,
+        sr_bypass=args.restore == "bilinear",
+        cloud_params={"backend": args.backend, "device": args.device},
+    )
     print(stats.report())
     if args.json:
         print(stats.to_json())
@@ -27,8 +34,9 @@ def _demo(args: argparse.Namespace) -> int:
 def _convert(args: argparse.Namespace) -> int:
     from cloudseg.data.bag import convert_to_bag
 
-    n = convert_to_bag(args.input, args.output, storage=args.storage, fps=args.fps,
-                       topic=args.topic, progress=True)
+    n = convert_to_bag(
+        args.input, args.output, storage=args.storage, fps=args.fps, topic=args.topic, progress=True
+    )
     print(f"wrote {n} frames to {args.output} ({args.storage}, topic {args.topic})")
     return 0
 
@@ -64,29 +72,49 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cloudseg",
         description="CloudSeg for ROS 2: stream downsampled frames from a vehicle to a cloud "
-                    "GPU that restores and segments them.")
+        "GPU that restores and segments them.",
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("demo", help="run vehicle and cloud sides over DDS and print a summary")
-    p.add_argument("--input", help="Cityscapes sequence folder, video file or rosbag2; "
-                   "default: a generated test clip")
-    p.add_argument("--scale", type=int, default=4, choices=(1, 2, 4, 8),
-                   help="downsampling factor (default 4)")
+    p.add_argument(
+        "--input",
+        help="Cityscapes sequence folder, video file or rosbag2; default: a generated test clip",
+    )
+    p.add_argument(
+        "--scale", type=int, default=4, choices=(1, 2, 4, 8), help="downsampling factor (default 4)"
+    )
     p.add_argument("--codec", default="h264", choices=("h264", "jpeg", "png"))
     p.add_argument("--crf", type=int, default=23, help="H.264 CRF (default 23)")
     p.add_argument("--bitrate", type=int, default=0, help="H.264 kbit/s (0 = use --crf)")
     p.add_argument("--rate", type=float, default=17.0, help="frames per second (default 17)")
     p.add_argument("--frames", type=int, default=0, help="stop after N frames (0 = all)")
-    p.add_argument("--restore", default="sr", choices=("sr", "bilinear", "bilinear-only"),
-                   help="cloud side: SR + segmentation (default), bilinear + segmentation, or "
-                        "bilinear restoration without segmentation (fast on a CPU)")
-    p.add_argument("--cloud", default="cloud", choices=("cloud", "cloud_split"),
-                   help="SR and segmentation in one process (default) or in two")
-    p.add_argument("--backend", default="espnetv2", choices=("espnetv2", "icnet"),
-                   help="segmentation model (default espnetv2)")
-    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
-                   help="cloud torch device (default: cuda when present)")
+    p.add_argument(
+        "--restore",
+        default="sr",
+        choices=("sr", "bilinear", "bilinear-only"),
+        help="cloud side: SR + segmentation (default), bilinear + segmentation, or "
+        "bilinear restoration without segmentation (fast on a CPU)",
+    )
+    p.add_argument(
+        "--cloud",
+        default="cloud",
+        choices=("cloud", "cloud_split"),
+        help="SR and segmentation in one process (default) or in two",
+    )
+    p.add_argument(
+        "--backend",
+        default="espnetv2",
+        choices=("espnetv2", "icnet"),
+        help="segmentation model (default espnetv2)",
+    )
+    p.add_argument(
+        "--device",
+        default="auto",
+        choices=("auto", "cpu", "cuda"),
+        help="cloud torch device (default: cuda when present)",
+    )
     p.add_argument("--json", action="store_true", help="last line: one JSON object")
     p.set_defaults(func=_demo)
 
@@ -109,13 +137,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_node)
 
     # eval and bench parse their own options: `cloudseg eval --help`, `cloudseg bench cloud -h`
-    p = sub.add_parser("bench", help="benchmarks: bitrate, cloud (see cloudseg bench X --help)",
-                       add_help=False)
+    p = sub.add_parser(
+        "bench", help="benchmarks: bitrate, cloud (see cloudseg bench X --help)", add_help=False
+    )
     p.add_argument("what", choices=("bitrate", "cloud"))
     p.set_defaults(func=_bench, passes_options=True)
 
-    p = sub.add_parser("eval", help="PSNR/SSIM/mIoU table on a Cityscapes folder "
-                       "(see cloudseg eval --help)", add_help=False)
+    p = sub.add_parser(
+        "eval",
+        help="PSNR/SSIM/mIoU table on a Cityscapes folder (see cloudseg eval --help)",
+        add_help=False,
+    )
     p.set_defaults(func=_eval, passes_options=True)
     return parser
 
@@ -126,8 +158,10 @@ def main(argv: list[str] | None = None) -> int:
     if rest and not getattr(args, "passes_options", False):
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
     args.rest = rest
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:

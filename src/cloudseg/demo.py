@@ -44,10 +44,21 @@ def _default_weights_dir() -> str | None:
     return None
 
 
-def run_demo(input_path: str | None, scale: int = 4, codec: str = "h264", rate: float = 17.0,
-             limit: int = 0, crf: int = 23, bitrate_kbps: int = 0, quiet: bool = False,
-             log_dir: Path | None = None, timeout: float = 600.0, cloud: str = "cloud",
-             sr_bypass: bool = False, cloud_params: dict | None = None) -> StreamStats:
+def run_demo(
+    input_path: str | None,
+    scale: int = 4,
+    codec: str = "h264",
+    rate: float = 17.0,
+    limit: int = 0,
+    crf: int = 23,
+    bitrate_kbps: int = 0,
+    quiet: bool = False,
+    log_dir: Path | None = None,
+    timeout: float = 600.0,
+    cloud: str = "cloud",
+    sr_bypass: bool = False,
+    cloud_params: dict | None = None,
+) -> StreamStats:
     """Stream `input_path` through vehicle and cloud processes; return what was seen.
 
     `cloud` names the cloud graph (cloudseg.graph.GRAPHS): "cloud" (SR + segmentation in one
@@ -61,10 +72,12 @@ def run_demo(input_path: str | None, scale: int = 4, codec: str = "h264", rate: 
         print(REAL_DATA_HINT, file=sys.stderr)
     stats = StreamStats(fps=rate or 17.0)
     env = {
-        "ROS_AUTOMATIC_DISCOVERY_RANGE": os.environ.get("ROS_AUTOMATIC_DISCOVERY_RANGE",
-                                                        "LOCALHOST"),
-        "FASTDDS_DEFAULT_PROFILES_FILE": os.environ.get("FASTDDS_DEFAULT_PROFILES_FILE",
-                                                        str(config_dir() / LOCAL_DDS_PROFILE)),
+        "ROS_AUTOMATIC_DISCOVERY_RANGE": os.environ.get(
+            "ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST"
+        ),
+        "FASTDDS_DEFAULT_PROFILES_FILE": os.environ.get(
+            "FASTDDS_DEFAULT_PROFILES_FILE", str(config_dir() / LOCAL_DDS_PROFILE)
+        ),
     }
     weights = _default_weights_dir()
     if weights:
@@ -77,20 +90,37 @@ def run_demo(input_path: str | None, scale: int = 4, codec: str = "h264", rate: 
     executor.add_node(monitor)
     try:
         with NodeProcesses(env=env, log_dir=log_dir) as procs:
-            procs.start_graph(cloud, {"segmentation": {"sr_bypass": sr_bypass,
-                                                       **(cloud_params or {})}})
-            procs.start("compressor", config_dir() / "vehicle.yaml",
-                        {"scale": scale, "codec": codec, "crf": crf,
-                         "bitrate_kbps": bitrate_kbps})
-            ready = _wait_for(executor, monitor, lambda: (
-                monitor.count_publishers(FRAMES_TOPIC) >= 1
-                and monitor.count_subscribers(FRAMES_TOPIC) >= 2
-                and monitor.count_publishers(STATS_TOPIC) >= 1), timeout=90)
+            procs.start_graph(
+                cloud, {"segmentation": {"sr_bypass": sr_bypass, **(cloud_params or {})}}
+            )
+            procs.start(
+                "compressor",
+                config_dir() / "vehicle.yaml",
+                {"scale": scale, "codec": codec, "crf": crf, "bitrate_kbps": bitrate_kbps},
+            )
+            ready = _wait_for(
+                executor,
+                monitor,
+                lambda: (
+                    monitor.count_publishers(FRAMES_TOPIC) >= 1
+                    and monitor.count_subscribers(FRAMES_TOPIC) >= 2
+                    and monitor.count_publishers(STATS_TOPIC) >= 1
+                ),
+                timeout=90,
+            )
             if not ready:
                 raise RuntimeError(f"compressor and receiver did not come up; logs in {log_dir}")
-            procs.start("source", config_dir() / "source.yaml", {
-                "input": input_path or "", "rate": rate, "limit": limit, "stamp_mode": "now",
-                "wait_for_subscribers": 2})  # compressor + this monitor
+            procs.start(
+                "source",
+                config_dir() / "source.yaml",
+                {
+                    "input": input_path or "",
+                    "rate": rate,
+                    "limit": limit,
+                    "stamp_mode": "now",
+                    "wait_for_subscribers": 2,
+                },
+            )  # compressor + this monitor
             deadline = time.monotonic() + timeout
             while procs.procs["source"].poll() is None and time.monotonic() < deadline:
                 executor.spin_once(timeout_sec=0.05)

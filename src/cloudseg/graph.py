@@ -36,9 +36,7 @@ TOPICS: dict[str, Topic] = {
         ),
         Topic("/cloudseg/frames", "cloudseg/msg/Frame", "frames", "encoded frames over the WAN"),
         Topic("/cloudseg/knob", "cloudseg/msg/Knob", "knob", "the controller's settings"),
-        Topic(
-            "/cloudseg/restored", "sensor_msgs/msg/Image", "results", "restored full-res images"
-        ),
+        Topic("/cloudseg/restored", "sensor_msgs/msg/Image", "results", "restored full-res images"),
         Topic("/cloudseg/labels", "sensor_msgs/msg/Image", "results", "mono8 train ids 0..18"),
         Topic("/cloudseg/overlay", "sensor_msgs/msg/Image", "results", "rgb8 colour overlay"),
         Topic("/cloudseg/stats", "cloudseg/msg/FrameStats", "results", "per-frame timings"),
@@ -110,21 +108,45 @@ SOURCE = NodeSpec(
     side="vehicle",
     description="Publishes camera images from a rosbag2 file, a frame folder or a video",
     params=(
-        Param("input", "", "rosbag2 (mcap/sqlite3), Cityscapes sequence folder, video file; "
-              "empty = generated test clip"),
+        Param(
+            "input",
+            "",
+            "rosbag2 (mcap/sqlite3), Cityscapes sequence folder, video file; "
+            "empty = generated test clip",
+        ),
         Param("topic_in_bag", IMAGE_TOPIC, "image topic to read from a bag"),
-        Param("rate", 17.0, "publish rate in Hz (0 = follow the bag's or video's stamps)",
-              min=0.0, max=240.0),
+        Param(
+            "rate",
+            17.0,
+            "publish rate in Hz (0 = follow the bag's or video's stamps)",
+            min=0.0,
+            max=240.0,
+        ),
         Param("loop", False, "start again at the end of the input"),
         Param("limit", 0, "stop after this many frames (0 = all)", min=0, max=10_000_000),
-        Param("stamp_mode", "original", "header stamps: 'original' keeps the input's stamps, "
-              "'now' stamps each frame when it is published (as a live camera)",
-              choices=("original", "now")),
+        Param(
+            "stamp_mode",
+            "original",
+            "header stamps: 'original' keeps the input's stamps, "
+            "'now' stamps each frame when it is published (as a live camera)",
+            choices=("original", "now"),
+        ),
         Param("frame_id", "camera", "header frame id of the published images"),
-        Param("wait_for_subscribers", 0, "hold the first frame until this many subscribers "
-              "have matched (best-effort frames sent before that are lost)", min=0, max=100),
-        Param("wait_timeout", 10.0, "give up waiting for subscribers after this many seconds",
-              min=0.0, max=600.0),
+        Param(
+            "wait_for_subscribers",
+            0,
+            "hold the first frame until this many subscribers "
+            "have matched (best-effort frames sent before that are lost)",
+            min=0,
+            max=100,
+        ),
+        Param(
+            "wait_timeout",
+            10.0,
+            "give up waiting for subscribers after this many seconds",
+            min=0.0,
+            max=600.0,
+        ),
     ),
 )
 
@@ -136,15 +158,27 @@ COMPRESSOR = NodeSpec(
     params=(
         Param("scale", 4, "downsampling factor (area interpolation)", min=1, max=16, step=1),
         Param("codec", "h264", "payload codec", choices=CODEC_CHOICES),
-        Param("bitrate_kbps", 0, "H.264 target bitrate in kbit/s (0 = constant quality, crf)",
-              min=0, max=100_000),
+        Param(
+            "bitrate_kbps",
+            0,
+            "H.264 target bitrate in kbit/s (0 = constant quality, crf)",
+            min=0,
+            max=100_000,
+        ),
         Param("crf", 23, "H.264 constant rate factor when bitrate_kbps is 0", min=0, max=51),
         Param("gop", 17, "H.264 keyframe interval in frames", min=1, max=1000),
-        Param("preset", "ultrafast", "libx264 preset",
-              choices=("ultrafast", "superfast", "veryfast", "faster", "fast", "medium")),
+        Param(
+            "preset",
+            "ultrafast",
+            "libx264 preset",
+            choices=("ultrafast", "superfast", "veryfast", "faster", "fast", "medium"),
+        ),
         Param("quality", 80, "JPEG quality (PNG: compression level 0..9)", min=0, max=100),
-        Param("publish_compressed", True, "also publish sensor_msgs/CompressedImage for "
-              "JPEG/PNG on <image topic>/compressed"),
+        Param(
+            "publish_compressed",
+            True,
+            "also publish sensor_msgs/CompressedImage for JPEG/PNG on <image topic>/compressed",
+        ),
     ),
 )
 
@@ -154,8 +188,7 @@ SR = NodeSpec(
     side="cloud",
     description="Decodes Frames and restores full resolution (bilinear or super-resolution)",
     params=(
-        Param("restore", "bilinear", "how to restore full resolution",
-              choices=("bilinear", "sr")),
+        Param("restore", "bilinear", "how to restore full resolution", choices=("bilinear", "sr")),
         Param("publish_restored", True, "publish the restored image on /cloudseg/restored"),
     ),
 )
@@ -165,25 +198,44 @@ SEGMENTATION = NodeSpec(
     executable="segmentation_node",
     side="cloud",
     description="Super-resolution + segmentation in one process (input 'frames'), or "
-                "segmentation of /cloudseg/restored from a separate sr node (input 'restored')",
+    "segmentation of /cloudseg/restored from a separate sr node (input 'restored')",
     params=(
-        Param("input", "frames", "'frames': decode Frames and run SR + segmentation in this "
-              "process (the pyramid stays on the device); 'restored': segment the images of a "
-              "separate sr node", choices=("frames", "restored")),
+        Param(
+            "input",
+            "frames",
+            "'frames': decode Frames and run SR + segmentation in this "
+            "process (the pyramid stays on the device); 'restored': segment the images of a "
+            "separate sr node",
+            choices=("frames", "restored"),
+        ),
         Param("backend", "espnetv2", "segmentation model", choices=("espnetv2", "icnet")),
-        Param("sr_model", "carn_m", "super-resolution model ('none' = bilinear only)",
-              choices=("carn_m", "carn", "none")),
+        Param(
+            "sr_model",
+            "carn_m",
+            "super-resolution model ('none' = bilinear only)",
+            choices=("carn_m", "carn", "none"),
+        ),
         Param("sr_bypass", False, "restore with bilinear upsampling instead of SR"),
         Param("device", "auto", "torch device", choices=("auto", "cpu", "cuda")),
-        Param("dtype", "fp16", "precision on CUDA (the CPU runs fp32)",
-              choices=("fp32", "fp16", "bf16")),
-        Param("cpu_max_width", 512, "on CPU, run SR + segmentation at most this wide (labels "
-              "are scaled back to the camera size); 0 = full size (slow)", min=0, max=8192),
-        Param("allow_untrained", False, "run a model without weights (random; every output "
-              "says so)"),
+        Param(
+            "dtype",
+            "fp16",
+            "precision on CUDA (the CPU runs fp32)",
+            choices=("fp32", "fp16", "bf16"),
+        ),
+        Param(
+            "cpu_max_width",
+            512,
+            "on CPU, run SR + segmentation at most this wide (labels "
+            "are scaled back to the camera size); 0 = full size (slow)",
+            min=0,
+            max=8192,
+        ),
+        Param(
+            "allow_untrained", False, "run a model without weights (random; every output says so)"
+        ),
         Param("publish_restored", True, "publish the restored image on /cloudseg/restored"),
-        Param("overlay_alpha", 0.5, "weight of the label colours in the overlay", min=0.0,
-              max=1.0),
+        Param("overlay_alpha", 0.5, "weight of the label colours in the overlay", min=0.0, max=1.0),
     ),
 )
 
@@ -197,8 +249,11 @@ GRAPHS: dict[str, tuple[tuple[str, str], ...]] = {
     "cloud": (("segmentation", "cloud.yaml"),),
     "cloud_split": (("sr", "cloud.yaml"), ("segmentation", "cloud_split.yaml")),
     "cloud_bilinear": (("sr", "cloud.yaml"),),  # the LR-bilinear baseline, no segmentation
-    "pipeline": (("source", "source.yaml"), ("compressor", "vehicle.yaml"),
-                 ("segmentation", "cloud.yaml")),
+    "pipeline": (
+        ("source", "source.yaml"),
+        ("compressor", "vehicle.yaml"),
+        ("segmentation", "cloud.yaml"),
+    ),
 }
 
 

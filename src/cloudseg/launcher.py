@@ -22,8 +22,9 @@ def _param_value(value: Any) -> str:
     return json.dumps(value)
 
 
-def node_command(node: str, config_file: str | Path | None = None,
-                 overrides: dict[str, Any] | None = None) -> list[str]:
+def node_command(
+    node: str, config_file: str | Path | None = None, overrides: dict[str, Any] | None = None
+) -> list[str]:
     """The command line that runs one node with its parameter file and overrides."""
     spec = NODES[node]
     cmd = [sys.executable, "-m", spec.module, "--ros-args", "-r", f"__node:={spec.name}"]
@@ -43,8 +44,12 @@ class NodeProcesses:
         self.log_dir = log_dir
         self.procs: dict[str, subprocess.Popen] = {}
 
-    def start(self, node: str, config_file: str | Path | None = None,
-              overrides: dict[str, Any] | None = None) -> subprocess.Popen:
+    def start(
+        self,
+        node: str,
+        config_file: str | Path | None = None,
+        overrides: dict[str, Any] | None = None,
+    ) -> subprocess.Popen:
         cmd = node_command(node, config_file, overrides)
         if self.log_dir is None:
             proc = subprocess.Popen(cmd, env=self.env)
@@ -55,8 +60,12 @@ class NodeProcesses:
         self.procs[node] = proc
         return proc
 
-    def start_graph(self, graph: str, overrides: dict[str, dict[str, Any]] | None = None,
-                    only: tuple[str, ...] | None = None) -> None:
+    def start_graph(
+        self,
+        graph: str,
+        overrides: dict[str, dict[str, Any]] | None = None,
+        only: tuple[str, ...] | None = None,
+    ) -> None:
         for node, config in GRAPHS[graph]:
             if only is None or node in only:
                 self.start(node, config_dir() / config, (overrides or {}).get(node))

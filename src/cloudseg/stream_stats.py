@@ -11,8 +11,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-STAGES = ("encode", "transport", "decode_restore", "segmentation", "end_to_end",
-          "labels_end_to_end")
+STAGES = (
+    "encode",
+    "transport",
+    "decode_restore",
+    "segmentation",
+    "end_to_end",
+    "labels_end_to_end",
+)
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -60,9 +66,13 @@ class StreamStats:
             "latency_ms_p50": round(percentile(e2e, 50), 2) if e2e else None,
             "latency_ms_p95": round(percentile(e2e, 95), 2) if e2e else None,
             "stages_ms": {
-                s: {"p50": round(percentile(v, 50), 2), "p95": round(percentile(v, 95), 2),
-                    "n": len(v)}
-                for s, v in self.latency_ms.items() if v
+                s: {
+                    "p50": round(percentile(v, 50), 2),
+                    "p95": round(percentile(v, 95), 2),
+                    "n": len(v),
+                }
+                for s, v in self.latency_ms.items()
+                if v
             },
         }
 

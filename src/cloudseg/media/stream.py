@@ -44,9 +44,11 @@ class CompressorSettings:
 
     def encoder_params(self) -> dict[str, Any]:
         if self.codec == "h264":
-            return {"gop": self.gop, "preset": self.preset,
-                    **({"bitrate_kbps": self.bitrate_kbps} if self.bitrate_kbps else
-                       {"crf": self.crf})}
+            return {
+                "gop": self.gop,
+                "preset": self.preset,
+                **({"bitrate_kbps": self.bitrate_kbps} if self.bitrate_kbps else {"crf": self.crf}),
+            }
         if self.codec == "png":  # PNG is lossless: quality 0..9 is its compression level
             return {"quality": self.quality if self.quality <= 9 else None}
         return {"quality": self.quality}
@@ -96,8 +98,9 @@ class FrameCompressor:
             self._encoder_key = key
         encoded = self._encoder.encode(small)
         ms = (time.perf_counter() - t0) * 1e3
-        return CompressedFrame(encoded.payload, encoded.keyframe, s.scale, s.codec,
-                               rgb.shape[1], rgb.shape[0], ms)
+        return CompressedFrame(
+            encoded.payload, encoded.keyframe, s.scale, s.codec, rgb.shape[1], rgb.shape[0], ms
+        )
 
 
 @dataclass
@@ -119,8 +122,9 @@ class FrameRestorer:
             self._decoders[codec] = make_decoder(codec)
         return self._decoders[codec]
 
-    def decode(self, payload: bytes, codec: str, seq: int, scale: int, width: int,
-               height: int) -> tuple[np.ndarray | None, float]:
+    def decode(
+        self, payload: bytes, codec: str, seq: int, scale: int, width: int, height: int
+    ) -> tuple[np.ndarray | None, float]:
         """Decode a payload and check its size against the header; None while waiting for IDR."""
         if scale < 1 or width < scale or height < scale:
             raise CodecError(f"header is inconsistent: {width}x{height} at scale {scale}")
@@ -131,8 +135,9 @@ class FrameRestorer:
         lr = self.decoder(codec).decode(bytes(payload), seq, size=(w, h))
         return lr, (time.perf_counter() - t0) * 1e3
 
-    def restore(self, payload: bytes, codec: str, seq: int, scale: int, width: int,
-                height: int) -> RestoredFrame | None:
+    def restore(
+        self, payload: bytes, codec: str, seq: int, scale: int, width: int, height: int
+    ) -> RestoredFrame | None:
         lr, decode_ms = self.decode(payload, codec, seq, scale, width, height)
         if lr is None:
             return None

@@ -17,9 +17,12 @@ from cloudseg.media.codecs import CodecError
 
 
 def _best_effort(depth: int = 5) -> QoSProfile:
-    return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=depth,
-                      reliability=ReliabilityPolicy.BEST_EFFORT,
-                      durability=DurabilityPolicy.VOLATILE)
+    return QoSProfile(
+        history=HistoryPolicy.KEEP_LAST,
+        depth=depth,
+        reliability=ReliabilityPolicy.BEST_EFFORT,
+        durability=DurabilityPolicy.VOLATILE,
+    )
 
 
 #: QoS per role (DESIGN.md): a late frame is worthless, so frames and results are best-effort
@@ -29,9 +32,12 @@ QOS: dict[str, QoSProfile] = {
     "sensor": _best_effort(),
     "frames": _best_effort(),
     "results": _best_effort(),
-    "knob": QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1,
-                       reliability=ReliabilityPolicy.RELIABLE,
-                       durability=DurabilityPolicy.TRANSIENT_LOCAL),
+    "knob": QoSProfile(
+        history=HistoryPolicy.KEEP_LAST,
+        depth=1,
+        reliability=ReliabilityPolicy.RELIABLE,
+        durability=DurabilityPolicy.TRANSIENT_LOCAL,
+    ),
 }
 
 
@@ -49,11 +55,13 @@ def _descriptor(p: Param) -> ParameterDescriptor:
         if isinstance(p.default, bool):
             pass
         elif isinstance(p.default, int):
-            d.integer_range = [IntegerRange(from_value=int(p.min), to_value=int(p.max),
-                                            step=int(p.step or 1))]
+            d.integer_range = [
+                IntegerRange(from_value=int(p.min), to_value=int(p.max), step=int(p.step or 1))
+            ]
         elif isinstance(p.default, float):
-            d.floating_point_range = [FloatingPointRange(from_value=float(p.min),
-                                                         to_value=float(p.max), step=0.0)]
+            d.floating_point_range = [
+                FloatingPointRange(from_value=float(p.min), to_value=float(p.max), step=0.0)
+            ]
     return d
 
 
@@ -80,15 +88,22 @@ def decode_frame(node: Node, frame, decode) -> tuple:
     its reason, and a lost frame once per gap ("waiting for the next IDR frame").
     """
     try:
-        lr, ms = decode(frame.data, frame.codec, int(frame.seq), int(frame.scale),
-                        int(frame.width), int(frame.height))
+        lr, ms = decode(
+            frame.data,
+            frame.codec,
+            int(frame.seq),
+            int(frame.scale),
+            int(frame.width),
+            int(frame.height),
+        )
     except (CodecError, ValueError) as exc:
         node.get_logger().warning(f"frame {frame.seq} dropped: {exc}")
         return None, 0.0
     waiting = getattr(node, "_waiting_for_idr", False)
     if lr is None and not waiting:
-        node.get_logger().warning(f"frame {frame.seq}: a frame was lost; waiting for the next "
-                                  "IDR frame")
+        node.get_logger().warning(
+            f"frame {frame.seq}: a frame was lost; waiting for the next IDR frame"
+        )
     elif lr is not None and waiting:
         node.get_logger().info(f"frame {frame.seq}: IDR received, decoding again")
     node._waiting_for_idr = lr is None

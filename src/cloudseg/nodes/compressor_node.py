@@ -22,19 +22,25 @@ class CompressorNode(Node):
         self.knob_seq = 0
         self.full_frame_requested = False
         self.frame_pub = self.create_publisher(Frame, FRAMES_TOPIC, qos_for(FRAMES_TOPIC))
-        self.compressed_pub = self.create_publisher(CompressedImage, COMPRESSED_TOPIC,
-                                                    qos_for(COMPRESSED_TOPIC))
+        self.compressed_pub = self.create_publisher(
+            CompressedImage, COMPRESSED_TOPIC, qos_for(COMPRESSED_TOPIC)
+        )
         self.create_subscription(Image, IMAGE_TOPIC, self.on_image, qos_for(IMAGE_TOPIC))
         self.create_subscription(Knob, KNOB_TOPIC, self.on_knob, qos_for(KNOB_TOPIC))
-        self.get_logger().info(f"compressing {IMAGE_TOPIC} -> {FRAMES_TOPIC} with "
-                               f"{self.compressor.settings}")
+        self.get_logger().info(
+            f"compressing {IMAGE_TOPIC} -> {FRAMES_TOPIC} with {self.compressor.settings}"
+        )
 
     def on_knob(self, knob: Knob) -> None:
         s = self.compressor.settings
         try:
-            new = s.with_changes(scale=int(knob.scale) or s.scale, codec=knob.codec or s.codec,
-                                 bitrate_kbps=int(knob.bitrate_kbps), crf=int(knob.crf or s.crf),
-                                 quality=int(knob.quality or s.quality))
+            new = s.with_changes(
+                scale=int(knob.scale) or s.scale,
+                codec=knob.codec or s.codec,
+                bitrate_kbps=int(knob.bitrate_kbps),
+                crf=int(knob.crf or s.crf),
+                quality=int(knob.quality or s.quality),
+            )
         except (CodecError, ValueError) as exc:
             self.get_logger().error(f"knob {knob.seq} refused: {exc}")
             return
@@ -55,19 +61,31 @@ class CompressorNode(Node):
             else:
                 out = self.compressor.compress(rgb)
         except (ImageError, CodecError, ValueError) as exc:
-            self.get_logger().warning(f"image {msg.header.stamp.sec}.{msg.header.stamp.nanosec:09d}"
-                                      f" dropped: {exc}")
+            self.get_logger().warning(
+                f"image {msg.header.stamp.sec}.{msg.header.stamp.nanosec:09d} dropped: {exc}"
+            )
             return
-        frame = Frame(header=msg.header, seq=self.seq, level=Frame.LEVEL_KEY, deviation=0.0,
-                      scale=out.scale, width=out.width, height=out.height, codec=out.codec,
-                      keyframe=out.keyframe, knob_seq=self.knob_seq, encode_ms=out.encode_ms)
+        frame = Frame(
+            header=msg.header,
+            seq=self.seq,
+            level=Frame.LEVEL_KEY,
+            deviation=0.0,
+            scale=out.scale,
+            width=out.width,
+            height=out.height,
+            codec=out.codec,
+            keyframe=out.keyframe,
+            knob_seq=self.knob_seq,
+            encode_ms=out.encode_ms,
+        )
         frame.data = out.payload
         frame.sent_stamp = self.get_clock().now().to_msg()
         self.frame_pub.publish(frame)
         self.seq += 1
         if out.codec != "h264" and self.params["publish_compressed"]:
             self.compressed_pub.publish(
-                compressed_image(out.payload, compressed_format(out.codec), msg.header))
+                compressed_image(out.payload, compressed_format(out.codec), msg.header)
+            )
 
 
 def main(args: list[str] | None = None) -> int:

@@ -21,15 +21,18 @@ def image_to_numpy(msg: Image) -> np.ndarray:
     """View an Image as HxWxC (or HxW for mono8) uint8, honouring row padding (`step`)."""
     channels = ENCODINGS.get(msg.encoding)
     if channels is None:
-        raise ImageError(f"unsupported encoding {msg.encoding!r} (supported: "
-                         f"{', '.join(ENCODINGS)})")
+        raise ImageError(
+            f"unsupported encoding {msg.encoding!r} (supported: {', '.join(ENCODINGS)})"
+        )
     row = msg.width * channels
     if msg.step < row:
         raise ImageError(f"step {msg.step} is smaller than width*channels {row}")
     data = np.frombuffer(msg.data, dtype=np.uint8)
     if data.size != msg.step * msg.height:
-        raise ImageError(f"data has {data.size} bytes, header says {msg.height} rows of "
-                         f"{msg.step} ({msg.width}x{msg.height} {msg.encoding})")
+        raise ImageError(
+            f"data has {data.size} bytes, header says {msg.height} rows of "
+            f"{msg.step} ({msg.width}x{msg.height} {msg.encoding})"
+        )
     rows = data.reshape(msg.height, msg.step)[:, :row]
     return rows.reshape(msg.height, msg.width, channels) if channels > 1 else rows
 
@@ -49,8 +52,10 @@ def numpy_to_image(array: np.ndarray, encoding: str, header: Header | None = Non
     channels = ENCODINGS.get(encoding)
     if channels is None:
         raise ImageError(f"unsupported encoding {encoding!r}")
-    if array.dtype != np.uint8 or array.ndim != (3 if channels > 1 else 2) or (
-        channels > 1 and array.shape[2] != channels
+    if (
+        array.dtype != np.uint8
+        or array.ndim != (3 if channels > 1 else 2)
+        or (channels > 1 and array.shape[2] != channels)
     ):
         raise ImageError(f"array {array.shape} {array.dtype} does not fit {encoding}")
     msg = Image()

@@ -38,8 +38,7 @@ class MonitorNode(Node):
         self.create_subscription(Image, IMAGE_TOPIC, self.on_image, qos_for(IMAGE_TOPIC))
         self.create_subscription(Frame, FRAMES_TOPIC, self.on_frame, qos_for(FRAMES_TOPIC))
         self.create_subscription(FrameStats, STATS_TOPIC, self.on_stats, qos_for(STATS_TOPIC))
-        self.create_subscription(Image, RESTORED_TOPIC, self.on_restored,
-                                 qos_for(RESTORED_TOPIC))
+        self.create_subscription(Image, RESTORED_TOPIC, self.on_restored, qos_for(RESTORED_TOPIC))
         self.create_subscription(Image, LABELS_TOPIC, self.on_labels, qos_for(LABELS_TOPIC))
 
     def ms_since(self, stamp) -> float:
@@ -73,8 +72,9 @@ class MonitorNode(Node):
         self.stats.add_latency("labels_end_to_end", self.ms_since(msg.header.stamp))
 
     def on_restored(self, msg: Image) -> None:
-        self.stats.restored_stamps_ns.append(msg.header.stamp.sec * 10**9
-                                             + msg.header.stamp.nanosec)
+        self.stats.restored_stamps_ns.append(
+            msg.header.stamp.sec * 10**9 + msg.header.stamp.nanosec
+        )
         self.stats.restored_sizes.append((msg.width, msg.height))
         self.stats.add_latency("end_to_end", self.ms_since(msg.header.stamp))
         original = self.originals.pop(_key(msg.header), None)

@@ -35,22 +35,28 @@ class SegmentationNode(Node):
         self.params = p = declare_parameters(self, SEGMENTATION)
         self.sr_bypass = p["sr_bypass"]
         self.service = CloudService(
-            sr_model=None if p["sr_model"] == "none" else p["sr_model"], backend=p["backend"],
-            device=p["device"], dtype=p["dtype"], cpu_max_width=p["cpu_max_width"] or None,
-            allow_untrained=p["allow_untrained"])
+            sr_model=None if p["sr_model"] == "none" else p["sr_model"],
+            backend=p["backend"],
+            device=p["device"],
+            dtype=p["dtype"],
+            cpu_max_width=p["cpu_max_width"] or None,
+            allow_untrained=p["allow_untrained"],
+        )
         self.labels_pub = self.create_publisher(Image, LABELS_TOPIC, qos_for(LABELS_TOPIC))
         self.overlay_pub = self.create_publisher(Image, OVERLAY_TOPIC, qos_for(OVERLAY_TOPIC))
         self.stats_pub = self.create_publisher(FrameStats, STATS_TOPIC, qos_for(STATS_TOPIC))
         self.restored_pub = None
         if p["input"] == "frames":
             if p["publish_restored"]:
-                self.restored_pub = self.create_publisher(Image, RESTORED_TOPIC,
-                                                          qos_for(RESTORED_TOPIC))
+                self.restored_pub = self.create_publisher(
+                    Image, RESTORED_TOPIC, qos_for(RESTORED_TOPIC)
+                )
             self.create_subscription(Frame, FRAMES_TOPIC, self.on_frame, qos_for(FRAMES_TOPIC))
             self.create_subscription(Knob, KNOB_TOPIC, self.on_knob, qos_for(KNOB_TOPIC))
         else:
-            self.create_subscription(Image, RESTORED_TOPIC, self.on_restored,
-                                     qos_for(RESTORED_TOPIC))
+            self.create_subscription(
+                Image, RESTORED_TOPIC, self.on_restored, qos_for(RESTORED_TOPIC)
+            )
         # Frames are decoded as they arrive (keeps the H.264 chain); SR + segmentation run in a
         # worker on the latest decoded frame only: a frame that waited is worth less than a new
         # one. `skipped` counts frames decoded but not segmented.
@@ -61,10 +67,13 @@ class SegmentationNode(Node):
         self.worker.start()
         untrained = self.service.pipelines[4].untrained
         if untrained:
-            self.get_logger().warning(f"UNTRAINED weights in use ({', '.join(untrained)}): "
-                                      "labels are meaningless")
-        self.get_logger().info(f"segmenting {'Frames' if p['input'] == 'frames' else 'restored'}"
-                               f" -> {LABELS_TOPIC}, {OVERLAY_TOPIC}: {self.service.describe()}")
+            self.get_logger().warning(
+                f"UNTRAINED weights in use ({', '.join(untrained)}): labels are meaningless"
+            )
+        self.get_logger().info(
+            f"segmenting {'Frames' if p['input'] == 'frames' else 'restored'}"
+            f" -> {LABELS_TOPIC}, {OVERLAY_TOPIC}: {self.service.describe()}"
+        )
 
     def on_knob(self, knob: Knob) -> None:
         if bool(knob.sr_bypass) != self.sr_bypass:
@@ -92,16 +101,29 @@ class SegmentationNode(Node):
                 lr, frame, decode_ms, transport, t0 = self.latest
                 self.latest = None
             try:
-                result = self.service.segment_lr(lr, int(frame.scale), int(frame.width),
-                                                 int(frame.height), self.sr_bypass, decode_ms)
+                result = self.service.segment_lr(
+                    lr,
+                    int(frame.scale),
+                    int(frame.width),
+                    int(frame.height),
+                    self.sr_bypass,
+                    decode_ms,
+                )
             except Exception as exc:
                 self.get_logger().error(f"frame {frame.seq}: segmentation failed: {exc}")
                 continue
             if self.restored_pub is not None:
                 self.restored_pub.publish(numpy_to_image(result.restored, "rgb8", frame.header))
-            self.publish(result, frame.header, t0, seq=int(frame.seq), scale=int(frame.scale),
-                         codec=frame.codec, payload_bytes=len(frame.data),
-                         transport_ms=transport)
+            self.publish(
+                result,
+                frame.header,
+                t0,
+                seq=int(frame.seq),
+                scale=int(frame.scale),
+                codec=frame.codec,
+                payload_bytes=len(frame.data),
+                transport_ms=transport,
+            )
 
     def on_restored(self, msg: Image) -> None:
         t0 = time.perf_counter()
@@ -110,17 +132,26 @@ class SegmentationNode(Node):
         except (ImageError, ValueError) as exc:
             self.get_logger().warning(f"restored image dropped: {exc}")
             return
-        self.publish(result, msg.header, t0, seq=0, scale=1, codec="", payload_bytes=0,
-                     transport_ms=0.0)
+        self.publish(
+            result, msg.header, t0, seq=0, scale=1, codec="", payload_bytes=0, transport_ms=0.0
+        )
 
     def publish(self, result: CloudResult, header, t0: float, **stats) -> None:
         self.labels_pub.publish(numpy_to_image(result.labels, "mono8", header))
-        self.overlay_pub.publish(numpy_to_image(result.overlay(self.params["overlay_alpha"]),
-                                                "rgb8", header))
-        self.stats_pub.publish(FrameStats(
-            header=header, sr_bypass=result.mode != "sr", decode_ms=result.decode_ms,
-            sr_ms=result.sr_ms, segmentation_ms=result.segmentation_ms,
-            total_ms=(time.perf_counter() - t0) * 1e3, **stats))
+        self.overlay_pub.publish(
+            numpy_to_image(result.overlay(self.params["overlay_alpha"]), "rgb8", header)
+        )
+        self.stats_pub.publish(
+            FrameStats(
+                header=header,
+                sr_bypass=result.mode != "sr",
+                decode_ms=result.decode_ms,
+                sr_ms=result.sr_ms,
+                segmentation_ms=result.segmentation_ms,
+                total_ms=(time.perf_counter() - t0) * 1e3,
+                **stats,
+            )
+        )
 
 
 def main(args: list[str] | None = None) -> int:

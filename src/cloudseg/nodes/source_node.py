@@ -24,8 +24,12 @@ class SourceNode(Node):
         self.finished = Future()
         self.publisher = self.create_publisher(Image, IMAGE_TOPIC, qos_for(IMAGE_TOPIC))
         try:
-            self.source = open_source(p["input"] or None, loop=p["loop"],
-                                      limit=p["limit"] or None, topic=p["topic_in_bag"])
+            self.source = open_source(
+                p["input"] or None,
+                loop=p["loop"],
+                limit=p["limit"] or None,
+                topic=p["topic_in_bag"],
+            )
         except DataError as exc:
             self.get_logger().error(f"cannot open input: {exc}")
             self.finished.set_result(1)
@@ -33,12 +37,15 @@ class SourceNode(Node):
         if not p["input"]:
             self.get_logger().warning(
                 "no input given: publishing a generated test clip. Real data: a rosbag2 "
-                "(`cloudseg convert`), a Cityscapes leftImg8bit_sequence folder or a video")
+                "(`cloudseg convert`), a Cityscapes leftImg8bit_sequence folder or a video"
+            )
         rate = p["rate"] or self.source.fps or 17.0
         self.frames = iter(self.source)
         self.count = 0
-        self.get_logger().info(f"publishing {self.source.describe()} on {IMAGE_TOPIC} at "
-                               f"{rate:.1f} Hz (stamps: {p['stamp_mode']})")
+        self.get_logger().info(
+            f"publishing {self.source.describe()} on {IMAGE_TOPIC} at "
+            f"{rate:.1f} Hz (stamps: {p['stamp_mode']})"
+        )
         self.wait_until = time.monotonic() + p["wait_timeout"]
         self.timer = self.create_timer(1.0 / rate, self.tick)
 
@@ -50,8 +57,10 @@ class SourceNode(Node):
             if matched < self.params["wait_for_subscribers"]:
                 if time.monotonic() < self.wait_until:
                     return
-                self.get_logger().warning(f"only {matched} subscribers after "
-                                          f"{self.params['wait_timeout']} s; starting anyway")
+                self.get_logger().warning(
+                    f"only {matched} subscribers after "
+                    f"{self.params['wait_timeout']} s; starting anyway"
+                )
             self.params["wait_for_subscribers"] = 0
         try:
             frame = next(self.frames)

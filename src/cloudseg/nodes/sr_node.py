@@ -33,8 +33,9 @@ class SRNode(Node):
         self.restored_pub = self.create_publisher(Image, RESTORED_TOPIC, qos_for(RESTORED_TOPIC))
         self.stats_pub = self.create_publisher(FrameStats, STATS_TOPIC, qos_for(STATS_TOPIC))
         self.create_subscription(Frame, FRAMES_TOPIC, self.on_frame, qos_for(FRAMES_TOPIC))
-        self.get_logger().info(f"restoring {FRAMES_TOPIC} -> {RESTORED_TOPIC} "
-                               f"({self.params['restore']})")
+        self.get_logger().info(
+            f"restoring {FRAMES_TOPIC} -> {RESTORED_TOPIC} ({self.params['restore']})"
+        )
 
     def upscale(self, lr, scale: int, width: int, height: int):
         if self.sr_model is not None and scale in self.sr_model.scales:
@@ -57,11 +58,21 @@ class SRNode(Node):
         if self.params["publish_restored"]:
             self.restored_pub.publish(numpy_to_image(rgb, "rgb8", frame.header))
         transport = (received - Time.from_msg(frame.sent_stamp)).nanoseconds / 1e6
-        self.stats_pub.publish(FrameStats(
-            header=frame.header, seq=frame.seq, scale=frame.scale, codec=frame.codec,
-            payload_bytes=len(frame.data), sr_bypass=self.sr_model is None, decode_ms=decode_ms,
-            sr_ms=restore_ms, segmentation_ms=0.0, total_ms=(time.perf_counter() - t0) * 1e3,
-            transport_ms=transport))
+        self.stats_pub.publish(
+            FrameStats(
+                header=frame.header,
+                seq=frame.seq,
+                scale=frame.scale,
+                codec=frame.codec,
+                payload_bytes=len(frame.data),
+                sr_bypass=self.sr_model is None,
+                decode_ms=decode_ms,
+                sr_ms=restore_ms,
+                segmentation_ms=0.0,
+                total_ms=(time.perf_counter() - t0) * 1e3,
+                transport_ms=transport,
+            )
+        )
 
 
 def main(args: list[str] | None = None) -> int:

@@ -49,16 +49,26 @@ def pick_device(name: str) -> str:
 class CloudService:
     """Decode, restore (SR or bilinear) and segment frames of one stream."""
 
-    def __init__(self, sr_model: str | None = "carn_m", backend: str = "espnetv2",
-                 device: str = "auto", dtype: str = "fp32", cpu_max_width: int | None = 512,
-                 allow_untrained: bool = False) -> None:
+    def __init__(
+        self,
+        sr_model: str | None = "carn_m",
+        backend: str = "espnetv2",
+        device: str = "auto",
+        dtype: str = "fp32",
+        cpu_max_width: int | None = 512,
+        allow_untrained: bool = False,
+    ) -> None:
         self.device = pick_device(device)
-        self.options = {"device": self.device, "dtype": dtype if self.device == "cuda" else "fp32",
-                        "cpu_max_width": cpu_max_width if self.device == "cpu" else None,
-                        "return_restored": True}
+        self.options = {
+            "device": self.device,
+            "dtype": dtype if self.device == "cuda" else "fp32",
+            "cpu_max_width": cpu_max_width if self.device == "cpu" else None,
+            "return_restored": True,
+        }
         self.backend = backend
-        first = RestorationPipeline(sr_model, backend, allow_untrained=allow_untrained,
-                                    scale=4, **self.options)
+        first = RestorationPipeline(
+            sr_model, backend, allow_untrained=allow_untrained, scale=4, **self.options
+        )
         self.pipelines: dict[int, RestorationPipeline] = {4: first}
         self.restorer = FrameRestorer()
         log.info("cloud pipeline: %s", first.describe())
@@ -71,16 +81,25 @@ class CloudService:
             first = self.pipelines[4]
             sr = first.sr if scale in getattr(first.sr, "scales", ()) else None
             self.pipelines[scale] = RestorationPipeline.from_modules(
-                sr, first.segmenter, self.backend, scale=scale, **self.options)
+                sr, first.segmenter, self.backend, scale=scale, **self.options
+            )
         return self.pipelines[scale]
 
-    def decode(self, payload: bytes, codec: str, seq: int, scale: int, width: int,
-               height: int) -> tuple[np.ndarray | None, float]:
+    def decode(
+        self, payload: bytes, codec: str, seq: int, scale: int, width: int, height: int
+    ) -> tuple[np.ndarray | None, float]:
         """Decode every frame (cheap, keeps the H.264 reference chain); None while waiting."""
         return self.restorer.decode(payload, codec, seq, scale, width, height)
 
-    def segment_lr(self, lr: np.ndarray, scale: int, width: int, height: int,
-                   sr_bypass: bool = False, decode_ms: float = 0.0) -> CloudResult:
+    def segment_lr(
+        self,
+        lr: np.ndarray,
+        scale: int,
+        width: int,
+        height: int,
+        sr_bypass: bool = False,
+        decode_ms: float = 0.0,
+    ) -> CloudResult:
         """Restore (SR or bilinear) and segment one decoded low-resolution frame."""
         pipe = self.pipeline(scale)
         mode = "full" if scale == 1 else ("bilinear" if sr_bypass or pipe.sr is None else "sr")
@@ -90,12 +109,26 @@ class CloudService:
         t0 = time.perf_counter()
         if labels.shape != (height, width):  # reduced on CPU or odd crop: camera size out
             labels = cv2.resize(labels, (width, height), interpolation=cv2.INTER_NEAREST)
-        return CloudResult(labels, restored, decode_ms, result.timings_ms["sr"],
-                           result.timings_ms["segmentation"] + (time.perf_counter() - t0) * 1e3,
-                           mode, result.untrained)
+        return CloudResult(
+            labels,
+            restored,
+            decode_ms,
+            result.timings_ms["sr"],
+            result.timings_ms["segmentation"] + (time.perf_counter() - t0) * 1e3,
+            mode,
+            result.untrained,
+        )
 
-    def process(self, payload: bytes, codec: str, seq: int, scale: int, width: int, height: int,
-                sr_bypass: bool = False) -> CloudResult | None:
+    def process(
+        self,
+        payload: bytes,
+        codec: str,
+        seq: int,
+        scale: int,
+        width: int,
+        height: int,
+        sr_bypass: bool = False,
+    ) -> CloudResult | None:
         """One encoded frame -> labels; None while the decoder waits for an IDR frame."""
         lr, decode_ms = self.decode(payload, codec, seq, scale, width, height)
         if lr is None:
@@ -109,5 +142,12 @@ class CloudService:
         h, w = rgb.shape[:2]
         if labels.shape != (h, w):
             labels = cv2.resize(labels, (w, h), interpolation=cv2.INTER_NEAREST)
-        return CloudResult(labels, result.restored[0].cpu().numpy(), 0.0, 0.0,
-                           result.timings_ms["segmentation"], "full", result.untrained)
+        return CloudResult(
+            labels,
+            result.restored[0].cpu().numpy(),
+            0.0,
+            0.0,
+            result.timings_ms["segmentation"],
+            "full",
+            result.untrained,
+        )
