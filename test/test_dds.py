@@ -64,10 +64,10 @@ def _rclpy_node(name):
 
 def test_receiver_drops_bad_frames_with_a_reason_and_keeps_serving(tmp_path):
     import rclpy
-    from cloudseg.msg import Frame
     from sensor_msgs.msg import Image
 
     from cloudseg.media.codecs import encode_image
+    from cloudseg.msg import Frame
     from cloudseg.nodes.common import qos_for
 
     node = _rclpy_node("bad_input_test")
@@ -177,3 +177,53 @@ def test_cloud_turns_real_frames_into_labels_that_reach_the_vehicle(shared_data,
     assert stats.latency_ms["labels_end_to_end"], logs
     if cloud == "cloud":
         assert "SR carn_m" in logs
+
+
+def test_compressor_applies_a_knob_and_publishes_compressed_images(tmp_path):
+    """A Knob (transient local: sent before the compressor starts) applies from the next frame;
+    JPEG frames also go out as sensor_msgs/CompressedImage for stock viewers."""
+    import rclpy
+    from sensor_msgs.msg import CompressedImage, Image
+
+    from cloudseg.graph import COMPRESSED_TOPIC, IMAGE_TOPIC, KNOB_TOPIC
+    from cloudseg.media.codecs import decode_image
+    from cloudseg.msg import Frame, Knob
+    from cloudseg.nodes.common import qos_for
+    from cloudseg.nodes.convert import numpy_to_image
+
+    node = _rclpy_node("knob_test")
+    frames, compressed = [], []
+    knob_pub = node.create_publisher(Knob, KNOB_TOPIC, qos_for(KNOB_TOPIC))
+    image_pub = node.create_publisher(Image, IMAGE_TOPIC, qos_for(IMAGE_TOPIC))
+    node.create_subscription(Frame, FRAMES_TOPIC, frames.append, qos_for(FRAMES_TOPIC))
+    node.create_subscription(
+        CompressedImage, COMPRESSED_TOPIC, compressed.append, qos_for(COMPRESSED_TOPIC)
+    )
+    knob_pub.publish(Knob(seq=7, scale=2, codec="jpeg", quality=90))  # before the node exists
+    rgb = np.random.default_rng(2).integers(0, 255, (128, 256, 3), dtype=np.uint8)
+    try:
+        with NodeProcesses(log_dir=tmp_path) as procs:
+            procs.start("compressor", config_dir() / "vehicle.yaml")
+            deadline = time.monotonic() + 30
+            while (
+                image_pub.get_subscription_count() < 1 or knob_pub.get_subscription_count() < 1
+            ) and time.monotonic() < deadline:
+                rclpy.spin_once(node, timeout_sec=0.1)
+            time.sleep(1.0)
+            for _ in range(3):
+                image_pub.publish(numpy_to_image(rgb, "rgb8"))
+                for _ in range(5):
+                    rclpy.spin_once(node, timeout_sec=0.1)
+            deadline = time.monotonic() + 10
+            while (len(frames) < 3 or not compressed) and time.monotonic() < deadline:
+                rclpy.spin_once(node, timeout_sec=0.1)
+        log = (tmp_path / "compressor.log").read_text()
+    finally:
+        node.destroy_node()
+        rclpy.try_shutdown()
+    assert frames, log
+    assert all((f.scale, f.codec, f.knob_seq) == (2, "jpeg", 7) for f in frames), log
+    assert [f.seq for f in frames] == sorted(f.seq for f in frames)
+    assert compressed and compressed[0].format == "rgb8; jpeg compressed bgr8"
+    assert decode_image(bytes(compressed[0].data), "jpeg").shape == (64, 128, 3)
+    assert "knob 7 applies" in log

@@ -7,10 +7,10 @@ import operator
 
 import numpy as np
 import pytest
-from cloudseg.msg import Frame, FrameStats, Knob
 from rclpy.serialization import deserialize_message, serialize_message
 from sensor_msgs.msg import Image
 
+from cloudseg.msg import Frame, FrameStats, Knob
 from cloudseg.nodes.convert import (
     ImageError,
     compressed_image,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 
 from rclpy.node import Node
@@ -9,20 +10,25 @@ from rclpy.task import Future
 from sensor_msgs.msg import Image
 from std_msgs.msg import Header
 
-from cloudseg.data.sources import DataError, open_source
+from cloudseg.data.sources import DataError, Pacer, SourceFrame, open_source
 from cloudseg.graph import IMAGE_TOPIC, SOURCE
 from cloudseg.nodes.common import declare_parameters, qos_for, run_node
 from cloudseg.nodes.convert import numpy_to_image
 
+#: After our publisher sees a subscriber, the subscriber may not have matched us yet (DDS
+#: discovery is not symmetric); best-effort frames sent in that window are lost.
+MATCH_GRACE_S = 0.5
+
 
 class SourceNode(Node):
-    """Replays an input at a fixed rate (or its own stamps) and ends when it is done."""
+    """Replays an input at a fixed rate or at the pace of its own stamps; ends when done."""
 
     def __init__(self) -> None:
         super().__init__(SOURCE.name)
         self.params = p = declare_parameters(self, SOURCE)
         self.finished = Future()
         self.publisher = self.create_publisher(Image, IMAGE_TOPIC, qos_for(IMAGE_TOPIC))
+        self.count = 0
         try:
             self.source = open_source(
                 p["input"] or None,
@@ -39,41 +45,32 @@ class SourceNode(Node):
                 "no input given: publishing a generated test clip. Real data: a rosbag2 "
                 "(`cloudseg convert`), a Cityscapes leftImg8bit_sequence folder or a video"
             )
-        rate = p["rate"] or self.source.fps or 17.0
-        self.frames = iter(self.source)
-        self.count = 0
+        # rate 0: follow the input's own stamps (bag, video); else a fixed rate
+        self.pacer = Pacer(p["rate"] or None)
+        pace = f"{p['rate']:.1f} Hz" if p["rate"] else "the input's stamps"
         self.get_logger().info(
-            f"publishing {self.source.describe()} on {IMAGE_TOPIC} at "
-            f"{rate:.1f} Hz (stamps: {p['stamp_mode']})"
+            f"publishing {self.source.describe()} on {IMAGE_TOPIC} at {pace}"
+            f" (stamps: {p['stamp_mode']})"
         )
-        self.wait_until = time.monotonic() + p["wait_timeout"]
-        self.timer = self.create_timer(1.0 / rate, self.tick)
+        self.thread = threading.Thread(target=self.play, daemon=True)
+        self.thread.start()
 
-    def tick(self) -> None:
-        if self.finished.done():
+    def wait_for_subscribers(self) -> None:
+        wanted = self.params["wait_for_subscribers"]
+        if not wanted:
             return
-        if self.count == 0 and self.params["wait_for_subscribers"]:
-            matched = self.publisher.get_subscription_count()
-            if matched < self.params["wait_for_subscribers"]:
-                if time.monotonic() < self.wait_until:
-                    return
+        deadline = time.monotonic() + self.params["wait_timeout"]
+        while self.publisher.get_subscription_count() < wanted:
+            if time.monotonic() > deadline:
                 self.get_logger().warning(
-                    f"only {matched} subscribers after "
-                    f"{self.params['wait_timeout']} s; starting anyway"
+                    f"only {self.publisher.get_subscription_count()} of {wanted} subscribers "
+                    f"after {self.params['wait_timeout']} s; starting anyway"
                 )
-            self.params["wait_for_subscribers"] = 0
-        try:
-            frame = next(self.frames)
-        except StopIteration:
-            self.get_logger().info(f"input finished: {self.count} frames published")
-            self.timer.cancel()
-            self.finished.set_result(0)
-            return
-        except DataError as exc:
-            self.get_logger().error(f"input failed: {exc}")
-            self.timer.cancel()
-            self.finished.set_result(1)
-            return
+                return
+            time.sleep(0.05)
+        time.sleep(MATCH_GRACE_S)
+
+    def publish_frame(self, frame: SourceFrame) -> None:
         header = Header(frame_id=self.params["frame_id"])
         if self.params["stamp_mode"] == "now":
             header.stamp = self.get_clock().now().to_msg()
@@ -81,6 +78,19 @@ class SourceNode(Node):
             header.stamp.sec, header.stamp.nanosec = divmod(int(frame.stamp_ns), 1_000_000_000)
         self.publisher.publish(numpy_to_image(frame.rgb, "rgb8", header))
         self.count += 1
+
+    def play(self) -> None:
+        self.wait_for_subscribers()
+        code = 0
+        try:
+            for frame in self.source:
+                self.pacer.wait(frame.stamp_ns)
+                self.publish_frame(frame)
+            self.get_logger().info(f"input finished: {self.count} frames published")
+        except DataError as exc:
+            self.get_logger().error(f"input failed after {self.count} frames: {exc}")
+            code = 1
+        self.finished.set_result(code)
 
 
 def main(args: list[str] | None = None) -> int:
