@@ -22,11 +22,10 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import av
-import cv2
 import numpy as np
 from tqdm import tqdm
 
+from cloudseg.data.sources import DataError, open_source
 from cloudseg.media.codecs import CodecError, make_decoder, make_encoder
 from cloudseg.media.quality import psnr
 from cloudseg.media.resize import downsample, upsample_bilinear
@@ -35,7 +34,6 @@ FPS = 17.0
 SCALES = (1, 2, 4)
 FIXED_KBPS = {1: 10000, 2: 2700, 4: 750}
 """H.264 fixed bitrate per scale: the paper's 10 Mbit/s (full) and 750 kbit/s (4x) points."""
-VIDEO_SUFFIXES = {".mp4", ".mkv", ".avi", ".mov", ".webm"}
 
 
 @dataclass(frozen=True)
@@ -71,38 +69,13 @@ class Row:
     decode_ms: float
 
 
-def _frame_files(folder: Path) -> list[Path]:
-    files = sorted(
-        p for p in folder.iterdir() if p.name.endswith(("_leftImg8bit.png", "_leftImg8bit.jpg"))
-    )
-    if not files:
-        raise ValueError(f"{folder} holds no *_leftImg8bit.png or *_leftImg8bit.jpg frames")
-    return files
-
-
 def read_frames(path: Path, limit: int) -> list[np.ndarray]:
-    """Up to ``limit`` RGB uint8 frames from a frame folder or a video file (read with PyAV)."""
-    frames: list[np.ndarray] = []
-    if path.is_dir():
-        for file in _frame_files(path)[:limit]:
-            bgr = cv2.imread(str(file), cv2.IMREAD_COLOR)
-            if bgr is None:
-                raise ValueError(f"cannot read image {file}")
-            frames.append(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
-        return frames
-    if path.suffix.lower() not in VIDEO_SUFFIXES:
-        raise ValueError(f"{path} is neither a frame folder nor a video ({sorted(VIDEO_SUFFIXES)})")
+    """Up to ``limit`` RGB uint8 frames from anything the source node reads (frame folder,
+    video, rosbag2)."""
     try:
-        with av.open(str(path)) as container:
-            for frame in container.decode(video=0):
-                frames.append(frame.to_ndarray(format="rgb24"))
-                if len(frames) >= limit:
-                    break
-    except av.FFmpegError as exc:
-        raise ValueError(f"cannot read video {path}: {exc}") from exc
-    if not frames:
-        raise ValueError(f"video {path} has no frames")
-    return frames
+        return [frame.rgb for frame in open_source(path, limit=limit)]
+    except DataError as exc:
+        raise ValueError(str(exc)) from exc
 
 
 def _even(rgb: np.ndarray) -> np.ndarray:
@@ -222,7 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
         required=True,
         type=Path,
         metavar="PATH",
-        help="a folder of Cityscapes sequence frames (*_leftImg8bit.png/jpg) or a video file",
+        help="a Cityscapes sequence folder, a video file or a rosbag2",
     )
     parser.add_argument(
         "--frames", type=int, default=30, metavar="N", help="frames per input (default 30)"
