@@ -12,11 +12,10 @@ import rclpy
 from rclpy.executors import SingleThreadedExecutor
 
 from cloudseg.graph import FRAMES_TOPIC, GRAPHS, STATS_TOPIC, config_dir
-from cloudseg.launcher import NodeProcesses
+from cloudseg.launcher import NodeProcesses, local_env
 from cloudseg.nodes.monitor_node import MonitorNode
 from cloudseg.stream_stats import StreamStats
 
-LOCAL_DDS_PROFILE = "fastdds_local.xml"
 REAL_DATA_HINT = (
     "no --input given: streaming a generated test clip. Real data: a Cityscapes "
     "leftImg8bit_sequence folder (e.g. ../shared/data/sequences/aachen_seq0000), a video "
@@ -31,17 +30,6 @@ def _wait_for(executor, node, condition, timeout: float) -> bool:
             return True
         executor.spin_once(timeout_sec=0.1)
     return condition()
-
-
-def _default_weights_dir() -> str | None:
-    """The shared pretrained weights beside a checkout, when $CLOUDSEG_WEIGHTS is not set."""
-    if os.environ.get("CLOUDSEG_WEIGHTS"):
-        return os.environ["CLOUDSEG_WEIGHTS"]
-    for base in (Path.cwd(), Path(__file__).resolve().parents[2]):
-        candidate = base.parent / "shared" / "data" / "weights"
-        if candidate.is_dir():
-            return str(candidate)
-    return None
 
 
 def run_demo(
@@ -71,17 +59,7 @@ def run_demo(
     if input_path is None and not quiet:
         print(REAL_DATA_HINT, file=sys.stderr)
     stats = StreamStats(fps=rate or 17.0)
-    env = {
-        "ROS_AUTOMATIC_DISCOVERY_RANGE": os.environ.get(
-            "ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST"
-        ),
-        "FASTDDS_DEFAULT_PROFILES_FILE": os.environ.get(
-            "FASTDDS_DEFAULT_PROFILES_FILE", str(config_dir() / LOCAL_DDS_PROFILE)
-        ),
-    }
-    weights = _default_weights_dir()
-    if weights:
-        env["CLOUDSEG_WEIGHTS"] = weights
+    env = local_env()
     os.environ.update(env)
     log_dir = log_dir or Path(tempfile.mkdtemp(prefix="cloudseg-demo-"))
     rclpy.init(args=[])

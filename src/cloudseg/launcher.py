@@ -16,6 +16,32 @@ from typing import Any
 
 from cloudseg.graph import GRAPHS, NODES, config_dir
 
+LOCAL_DDS_PROFILE = "fastdds_local.xml"
+
+
+def _default_weights_dir() -> str | None:
+    """The shared pretrained weights beside a checkout (../shared/data/weights), if any:
+    next to the current folder or to the checkout whose .venv runs this."""
+    for base in (Path.cwd(), Path(sys.prefix).resolve().parent):
+        candidate = base.parent / "shared" / "data" / "weights"
+        if candidate.is_dir():
+            return str(candidate)
+    return None
+
+
+def local_env(one_host: bool = True) -> dict[str, str]:
+    """Environment for node processes: the shared weights when $CLOUDSEG_WEIGHTS is not set;
+    for a graph on one host also DDS on this host only and the large-message Fast DDS profile.
+    Settings already in the environment win."""
+    env = {}
+    if one_host:
+        env["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
+        env["FASTDDS_DEFAULT_PROFILES_FILE"] = str(config_dir() / LOCAL_DDS_PROFILE)
+    weights = _default_weights_dir()
+    if weights:
+        env["CLOUDSEG_WEIGHTS"] = weights
+    return {**env, **{k: os.environ[k] for k in env if os.environ.get(k)}}
+
 
 def _param_value(value: Any) -> str:
     """A value as `-p name:=value` expects it (YAML): JSON is valid YAML for these types."""
@@ -99,7 +125,7 @@ class NodeProcesses:
 
 def run_graph(graph: str, overrides: dict[str, dict[str, Any]] | None = None) -> int:
     """Run a whole graph in the foreground until Ctrl-C (or until every node has ended)."""
-    with NodeProcesses() as procs:
+    with NodeProcesses(env=local_env(one_host=graph == "pipeline")) as procs:
         procs.start_graph(graph, overrides)
         try:
             while any(p.poll() is None for p in procs.procs.values()):

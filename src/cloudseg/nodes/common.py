@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -125,9 +126,11 @@ def run_node(factory: Callable[[], Node], args: list[str] | None = None) -> int:
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     except Exception as exc:
-        print(f"{getattr(node, 'get_name', lambda: 'cloudseg node')()}: {exc}", file=sys.stderr)
+        name = node.get_name() if node is not None else getattr(factory, "__name__", "node")
+        print(f"{name}: {exc}", file=sys.stderr)
         return 1
     finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not break cleanup
         if node is not None:
             node.destroy_node()
         if rclpy.ok():
