@@ -227,3 +227,32 @@ def test_compressor_applies_a_knob_and_publishes_compressed_images(tmp_path):
     assert compressed and compressed[0].format == "rgb8; jpeg compressed bgr8"
     assert decode_image(bytes(compressed[0].data), "jpeg").shape == (64, 128, 3)
     assert "knob 7 applies" in log
+
+
+def test_node_parameters_are_declared_with_descriptions_and_ranges():
+    """Parameters come from cloudseg.graph with their descriptions and ranges; a bad value is
+    refused with a reason and the default is kept."""
+    import rclpy
+    from rclpy.parameter import Parameter
+
+    from cloudseg.graph import COMPRESSOR
+    from cloudseg.nodes.compressor_node import CompressorNode
+
+    rclpy.init(args=["--ros-args", "-p", "scale:=0", "-p", "codec:=vp9", "-p", "crf:=30"])
+    try:
+        node = CompressorNode()
+        try:
+            assert node.params["scale"] == COMPRESSOR.param("scale").default  # 0 refused
+            assert node.params["codec"] == "h264"  # vp9 refused
+            assert node.params["crf"] == 30
+            scale = node.describe_parameter("scale")
+            assert "downsampling" in scale.description
+            assert scale.integer_range[0].from_value == 1
+            assert "one of" in node.describe_parameter("codec").description
+            names = {p.name for p in COMPRESSOR.params}
+            assert names <= set(node._parameters)
+            assert node.get_parameter("gop").type_ == Parameter.Type.INTEGER
+        finally:
+            node.destroy_node()
+    finally:
+        rclpy.try_shutdown()

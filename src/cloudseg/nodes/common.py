@@ -11,6 +11,7 @@ import rclpy
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
+from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 
 from cloudseg.graph import TOPICS, NodeSpec, Param
@@ -73,11 +74,15 @@ def declare_parameters(node: Node, spec: NodeSpec) -> dict[str, Any]:
     """
     values: dict[str, Any] = {}
     for p in spec.params:
+        descriptor = _descriptor(p)
         try:
-            value = node.declare_parameter(p.name, p.default, _descriptor(p)).value
-            values[p.name] = p.check(value)
-        except Exception as exc:
+            values[p.name] = p.check(node.declare_parameter(p.name, p.default, descriptor).value)
+        except Exception as exc:  # rclpy raises several kinds for out-of-range or mistyped values
             node.get_logger().error(f"parameter {p.name}: {exc}; using default {p.default!r}")
+            if node.has_parameter(p.name):
+                node.set_parameters([Parameter(p.name, value=p.default)])
+            else:
+                node.declare_parameter(p.name, p.default, descriptor, ignore_override=True)
             values[p.name] = p.default
     return values
 
