@@ -11,6 +11,7 @@ import threading
 import time
 
 from rclpy.node import Node
+from rclpy.subscription import MessageInfo
 from rclpy.time import Time
 from sensor_msgs.msg import Image
 
@@ -80,13 +81,13 @@ class SegmentationNode(Node):
             self.sr_bypass = bool(knob.sr_bypass)
             self.get_logger().info(f"knob {knob.seq}: SR {'bypassed' if self.sr_bypass else 'on'}")
 
-    def on_frame(self, frame: Frame) -> None:
-        received = self.get_clock().now()
+    def on_frame(self, frame: Frame, info: MessageInfo) -> None:
+        received = info["received_timestamp"]  # DDS arrival, not when this callback ran
         t0 = time.perf_counter()
         lr, decode_ms = decode_frame(self, frame, self.service.decode)
         if lr is None:
             return
-        transport = (received - Time.from_msg(frame.sent_stamp)).nanoseconds / 1e6
+        transport = (received - Time.from_msg(frame.sent_stamp).nanoseconds) / 1e6
         with self.wake:
             if self.latest is not None:
                 self.skipped += 1

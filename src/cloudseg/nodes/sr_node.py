@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 
 from rclpy.node import Node
+from rclpy.subscription import MessageInfo
 from rclpy.time import Time
 from sensor_msgs.msg import Image
 
@@ -46,8 +47,8 @@ class SRNode(Node):
                 return rgb
         return lr if lr.shape[:2] == (height, width) else upsample_bilinear(lr, (width, height))
 
-    def on_frame(self, frame: Frame) -> None:
-        received = self.get_clock().now()
+    def on_frame(self, frame: Frame, info: MessageInfo) -> None:
+        received = info["received_timestamp"]  # DDS arrival, not when this callback ran
         t0 = time.perf_counter()
         lr, decode_ms = decode_frame(self, frame, self.restorer.decode)
         if lr is None:
@@ -57,7 +58,7 @@ class SRNode(Node):
         restore_ms = (time.perf_counter() - t1) * 1e3
         if self.params["publish_restored"]:
             self.restored_pub.publish(numpy_to_image(rgb, "rgb8", frame.header))
-        transport = (received - Time.from_msg(frame.sent_stamp)).nanoseconds / 1e6
+        transport = (received - Time.from_msg(frame.sent_stamp).nanoseconds) / 1e6
         self.stats_pub.publish(
             FrameStats(
                 header=frame.header,
