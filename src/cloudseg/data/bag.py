@@ -31,6 +31,7 @@ from rosbags.typesys.store import Typestore
 from tqdm import tqdm
 
 from cloudseg.data.sources import DataError, _one_line, open_source
+from cloudseg.media import image as media_image
 
 log = logging.getLogger(__name__)
 
@@ -39,15 +40,6 @@ COMPRESSED_TYPE = "sensor_msgs/msg/CompressedImage"
 IMAGE_TYPES = (IMAGE_TYPE, COMPRESSED_TYPE)
 
 # Encodings read as RGB: channels and the OpenCV conversion to RGB (None: already RGB).
-ENCODINGS: dict[str, tuple[int, int | None]] = {
-    "rgb8": (3, None),
-    "bgr8": (3, cv2.COLOR_BGR2RGB),
-    "mono8": (1, cv2.COLOR_GRAY2RGB),
-    "8UC1": (1, cv2.COLOR_GRAY2RGB),
-    "rgba8": (4, cv2.COLOR_RGBA2RGB),
-    "bgra8": (4, cv2.COLOR_BGRA2RGB),
-}
-
 # RMW_DURATION_INFINITE, as a live publisher's offered profile reports it in a recording.
 _INFINITE = QosTime(9223372036, 854775807)
 
@@ -83,28 +75,10 @@ def typestore() -> Typestore:
 
 def image_to_rgb(msg: object) -> np.ndarray:
     """A sensor_msgs/Image (rosbags object) as HxWx3 uint8 RGB; DataError when malformed."""
-    encoding = msg.encoding
-    if encoding not in ENCODINGS:
-        raise DataError(
-            f"unsupported image encoding {encoding!r} (supported: {', '.join(ENCODINGS)})"
-        )
-    channels, conversion = ENCODINGS[encoding]
-    height, width, step = int(msg.height), int(msg.width), int(msg.step)
-    row = width * channels
-    data = np.frombuffer(msg.data, np.uint8) if not isinstance(msg.data, np.ndarray) else msg.data
-    if height == 0 or width == 0:
-        raise DataError(f"empty image {width}x{height}")
-    if step < row:
-        raise DataError(f"image step {step} is shorter than a {width}-pixel {encoding} row")
-    if data.size < step * height:
-        raise DataError(
-            f"image data holds {data.size} bytes, {width}x{height} {encoding} with step {step} "
-            f"needs {step * height}"
-        )
-    pixels = data[: step * height].reshape(height, step)[:, :row].reshape(height, width, channels)
-    if conversion is None:
-        return np.array(pixels, copy=True, order="C")
-    return cv2.cvtColor(np.ascontiguousarray(pixels), conversion)
+    try:
+        return media_image.image_to_rgb(msg)
+    except media_image.ImageError as exc:
+        raise DataError(str(exc)) from None
 
 
 def compressed_to_rgb(msg: object) -> np.ndarray:
@@ -234,10 +208,10 @@ def read_bag_frames(
                     )
                     continue
                 if connection.msgtype == IMAGE_TYPE:
-                    if msg.encoding not in ENCODINGS:
+                    if msg.encoding not in media_image.ENCODINGS:
                         raise DataError(
                             f"rosbag2 {path}, topic {topic}: unsupported image encoding "
-                            f"{msg.encoding!r} (supported: {', '.join(ENCODINGS)})"
+                            f"{msg.encoding!r} (supported: {', '.join(media_image.ENCODINGS)})"
                         )
                     convert = image_to_rgb
                 else:

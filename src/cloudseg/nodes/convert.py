@@ -1,6 +1,7 @@
-"""sensor_msgs/Image and CompressedImage <-> numpy, with cv_bridge's conventions.
+"""sensor_msgs/Image and CompressedImage <-> numpy for the nodes, with cv_bridge's conventions.
 
-Imports ROS message types but not rclpy, so it is testable without DDS.
+Reading pixels is `cloudseg.media.image` (shared with the bag reader); this module builds the
+rclpy messages. It imports ROS message types but not rclpy, so it is testable without DDS.
 """
 
 from __future__ import annotations
@@ -9,49 +10,17 @@ import numpy as np
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
 
-#: channels per supported 8-bit encoding
-ENCODINGS = {"rgb8": 3, "bgr8": 3, "mono8": 1}
+from cloudseg.media.image import ENCODINGS, ImageError, image_to_rgb
+from cloudseg.media.image import image_pixels as image_to_numpy
 
-
-class ImageError(ValueError):
-    """An Image message that cannot be read as a picture (encoding, size, step)."""
-
-
-def image_to_numpy(msg: Image) -> np.ndarray:
-    """View an Image as HxWxC (or HxW for mono8) uint8, honouring row padding (`step`)."""
-    channels = ENCODINGS.get(msg.encoding)
-    if channels is None:
-        raise ImageError(
-            f"unsupported encoding {msg.encoding!r} (supported: {', '.join(ENCODINGS)})"
-        )
-    row = msg.width * channels
-    if msg.step < row:
-        raise ImageError(f"step {msg.step} is smaller than width*channels {row}")
-    data = np.frombuffer(msg.data, dtype=np.uint8)
-    if data.size != msg.step * msg.height:
-        raise ImageError(
-            f"data has {data.size} bytes, header says {msg.height} rows of "
-            f"{msg.step} ({msg.width}x{msg.height} {msg.encoding})"
-        )
-    rows = data.reshape(msg.height, msg.step)[:, :row]
-    return rows.reshape(msg.height, msg.width, channels) if channels > 1 else rows
-
-
-def image_to_rgb(msg: Image) -> np.ndarray:
-    """An Image as HxWx3 RGB uint8 (bgr8 swapped, mono8 replicated)."""
-    array = image_to_numpy(msg)
-    if msg.encoding == "bgr8":
-        return np.ascontiguousarray(array[:, :, ::-1])
-    if msg.encoding == "mono8":
-        return np.repeat(array[:, :, None], 3, axis=2)
-    return array
+__all__ = ["ImageError", "compressed_image", "image_to_numpy", "image_to_rgb", "numpy_to_image"]
 
 
 def numpy_to_image(array: np.ndarray, encoding: str, header: Header | None = None) -> Image:
     """Build an Image from HxWx3 (rgb8/bgr8) or HxW (mono8) uint8."""
-    channels = ENCODINGS.get(encoding)
-    if channels is None:
+    if encoding not in ENCODINGS:
         raise ImageError(f"unsupported encoding {encoding!r}")
+    channels = ENCODINGS[encoding][0]
     if (
         array.dtype != np.uint8
         or array.ndim != (3 if channels > 1 else 2)
