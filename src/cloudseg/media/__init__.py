@@ -5,6 +5,8 @@
 - :mod:`cloudseg.media.codecs`: per-stream H.264 (PyAV) and JPEG/PNG (OpenCV) encoders and
   decoders behind one interface (``make_encoder`` / ``make_decoder``).
 - :mod:`cloudseg.media.quality`: PSNR and SSIM.
+- :mod:`cloudseg.media.image`: the pixels of a sensor_msgs/Image (any message object) as numpy.
+- :mod:`cloudseg.media.stream`: the vehicle's compressor and the cloud's decoder for one stream.
 
 Nothing here imports rclpy or ROS messages; torch is imported only by ``downsample_tensor``.
 """

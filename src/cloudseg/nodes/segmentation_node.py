@@ -150,6 +150,7 @@ class SegmentationNode(Node):
                 sr_ms=result.sr_ms,
                 segmentation_ms=result.segmentation_ms,
                 total_ms=(time.perf_counter() - t0) * 1e3,
+                untrained=bool(result.untrained),
                 **stats,
             )
         )

@@ -36,7 +36,19 @@ class CloudResult:
         labels = self.labels
         if labels.shape != (h, w):
             labels = cv2.resize(labels, (w, h), interpolation=cv2.INTER_NEAREST)
-        return overlay(self.restored, labels, alpha)
+        out = overlay(self.restored, labels, alpha)
+        if self.untrained:  # never let random weights pass for a result
+            cv2.putText(
+                out,
+                f"UNTRAINED: {', '.join(self.untrained)}",
+                (10, 30),
+                cv2.FONT_HERSHEY_SIMPLEX,
+                0.8,
+                (255, 0, 0),
+                2,
+                cv2.LINE_AA,
+            )
+        return out
 
 
 def pick_device(name: str) -> str:
