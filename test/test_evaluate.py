@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import cv2
+import numpy as np
 import pytest
 
 from cloudseg.data.cityscapes import TRAIN_ID_NAMES, load_label_train_ids, load_rgb
@@ -69,6 +70,28 @@ def test_eval_json_has_the_three_rows(tiny_cityscapes, weights_env, capsys) -> N
     assert report["segmenter"] == "espnetv2_s2_city_1024x512"
     # the aligned table comes first, with every row and the per-class block
     assert "PSNR dB" in out and "class IoU" in out and "n/a" in out
+
+
+def test_eval_saves_a_picture_per_frame(tiny_cityscapes, weights_env, capsys, tmp_path):
+    import cv2
+
+    code, _, err = _run(
+        capsys,
+        "--data",
+        str(tiny_cityscapes),
+        "--limit",
+        "1",
+        "--save-panels",
+        str(tmp_path / "panels"),
+    )
+    assert code == 0, err
+    (png,) = (tmp_path / "panels").glob("*.png")
+    panel = cv2.imread(str(png))
+    # (image | labels) for the original and ground truth, then bilinear, sr and hr
+    assert panel.shape[1] == 2 * 1024 and panel.shape[0] % 4 == 0
+    tile_h = panel.shape[0] // 4
+    truth, hr_labels = panel[:tile_h, 1024:], panel[3 * tile_h :, 1024:]
+    assert np.mean(np.all(truth == hr_labels, axis=2)) > 0.5  # the labels are really drawn
 
 
 def test_eval_fine_tuned_row_and_h264_roundtrip(tiny_cityscapes, weights_env, capsys) -> None:

@@ -30,11 +30,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 from tqdm import tqdm
 
 from cloudseg.data.cityscapes import (
     TRAIN_ID_NAMES,
+    colorize,
     list_pairs,
     load_label_train_ids,
     load_rgb,
@@ -158,7 +160,43 @@ def build_parser() -> argparse.ArgumentParser:
         "--json", action="store_true", help="last stdout line: the results as one JSON object"
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    parser.add_argument(
+        "--save-panels",
+        type=Path,
+        metavar="DIR",
+        help="write one PNG per frame: each row's restored image and labels beside the truth",
+    )
     return parser
+
+
+PANEL_WIDTH = 1024  # each tile of a panel, in pixels
+
+
+def _tile(rgb: np.ndarray, title: str) -> np.ndarray:
+    """Resize to the panel width and write the title in the top-left corner."""
+    h, w = rgb.shape[:2]
+    interpolation = cv2.INTER_AREA if w > PANEL_WIDTH else cv2.INTER_NEAREST
+    tile = cv2.resize(rgb, (PANEL_WIDTH, h * PANEL_WIDTH // w), interpolation=interpolation)
+    for color, thickness in (((0, 0, 0), 5), ((255, 255, 255), 2)):
+        cv2.putText(
+            tile, title, (12, 36), cv2.FONT_HERSHEY_SIMPLEX, 1.0, color, thickness, cv2.LINE_AA
+        )
+    return tile
+
+
+def save_panel(
+    path: Path,
+    reference: np.ndarray,
+    truth: np.ndarray,
+    rows: list[tuple[str, np.ndarray, np.ndarray]],
+) -> None:
+    """A picture of one frame: (image | labels) per row, the original and ground truth first."""
+    lines = [(_tile(reference, "original"), _tile(colorize(truth), "ground truth"))]
+    for name, restored, labels in rows:
+        lines.append((_tile(restored, name), _tile(colorize(labels), f"{name} labels")))
+    panel = np.concatenate([np.concatenate(pair, axis=1) for pair in lines], axis=0)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(path), cv2.cvtColor(panel, cv2.COLOR_RGB2BGR))
 
 
 def _check_args(args: argparse.Namespace) -> None:
@@ -280,15 +318,21 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
         lr = codec.roundtrip(downsample(rgb, args.scale, args.degradation))
         height, width = lr.shape[0] * args.scale, lr.shape[1] * args.scale
         reference, target = rgb[:height, :width], gt[:height, :width]
+        panel_rows = []
         for name, row in rows.items():
             full = row.mode == "full"
             result = pipelines[name].process((reference if full else lr)[None], row.mode)
             row.cm.update(result.labels[0], target)
+            if args.save_panels:
+                restored = reference if full else result.restored[0].cpu().numpy()
+                panel_rows.append((name, restored, result.labels[0].cpu().numpy()))
             row.add_timings(result.timings_ms)
             if not full:
                 restored = result.restored[0].cpu().numpy()
                 row.psnr.append(psnr(restored, reference))
                 row.ssim.append(ssim(restored, reference))
+        if args.save_panels:
+            save_panel(args.save_panels / f"{pair.name}.png", reference, target, panel_rows)
     seconds = time.perf_counter() - start
 
     untrained = list(main_pipeline.untrained)
