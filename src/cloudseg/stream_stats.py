@@ -81,7 +81,8 @@ class StreamStats:
         s = self.summary()
         lines = [
             f"frames in / sent / received : {s['frames_in']} / {s['frames_sent']} / "
-            f"{s['frames_received']}",
+            f"{s['frames_received']}"
+            + (f" (labels back: {s['labels_received']})" if s["labels_received"] else ""),
             f"Frame-stream bitrate        : {s['kbps']:.1f} kbit/s at {self.fps:g} fps",
             "PSNR restored vs original   : "
             + (f"{s['psnr_db']:.2f} dB" if s["psnr_db"] is not None else "n/a"),
