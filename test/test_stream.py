@@ -88,3 +88,16 @@ def test_bad_payloads_are_refused_and_the_stream_goes_on(frames):
 def test_restore_with_garbage_header_is_refused():
     with pytest.raises(CodecError, match="inconsistent"):
         FrameRestorer().restore(b"xx", "png", 0, 0, 0, 0)
+
+
+def test_profiling_frame_is_full_resolution_once_and_keeps_new_settings(frames):
+    comp = FrameCompressor(CompressorSettings(scale=4, codec="jpeg"))
+    comp.compress(frames[0])
+    comp.apply(comp.settings.with_changes(scale=2))  # a Knob with a profiling request
+    profiling = comp.compress(frames[1], full_resolution=True)
+    after = comp.compress(frames[2])
+    assert profiling.scale == 1 and after.scale == 2 and comp.settings.scale == 2
+    restored = FrameRestorer().restore(
+        profiling.payload, "jpeg", 0, 1, profiling.width, profiling.height
+    )
+    assert restored.lr.shape == frames[1].shape

@@ -175,6 +175,13 @@ COMPRESSOR = NodeSpec(
         ),
         Param("quality", 80, "JPEG quality (PNG: compression level 0..9)", min=0, max=100),
         Param(
+            "max_fps",
+            0.0,
+            "send at most this many frames per second of capture time (0 = every frame)",
+            min=0.0,
+            max=240.0,
+        ),
+        Param(
             "publish_compressed",
             True,
             "also publish sensor_msgs/CompressedImage for JPEG/PNG on <image topic>/compressed",

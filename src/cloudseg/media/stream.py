@@ -84,10 +84,12 @@ class FrameCompressor:
         """Use `settings` from the next frame on."""
         self._pending = settings
 
-    def compress(self, rgb: np.ndarray) -> CompressedFrame:
+    def compress(self, rgb: np.ndarray, full_resolution: bool = False) -> CompressedFrame:
+        """Downsample and encode one frame; `full_resolution` sends this one frame at scale 1
+        (the controller's profiling frame) without changing the settings."""
         if self._pending is not None:
             self.settings, self._pending = self._pending, None
-        s = self.settings
+        s = self.settings.with_changes(scale=1) if full_resolution else self.settings
         t0 = time.perf_counter()
         small = downsample(rgb, s.scale)
         if s.codec == "h264":  # 4:2:0 needs even sides: drop a last odd row/column

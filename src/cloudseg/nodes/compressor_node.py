@@ -11,6 +11,7 @@ from cloudseg.media.stream import CompressorSettings, FrameCompressor
 from cloudseg.msg import Frame, Knob
 from cloudseg.nodes.common import declare_parameters, qos_for, run_node
 from cloudseg.nodes.convert import ImageError, compressed_image, image_to_rgb
+from cloudseg.selection.rate import RateCap
 
 
 class CompressorNode(Node):
@@ -18,6 +19,7 @@ class CompressorNode(Node):
         super().__init__(COMPRESSOR.name)
         self.params = declare_parameters(self, COMPRESSOR)
         self.compressor = FrameCompressor(CompressorSettings.from_params(self.params))
+        self.rate_cap = RateCap(self.params["max_fps"])
         self.seq = 0
         self.knob_seq = 0
         self.full_frame_requested = False
@@ -47,19 +49,16 @@ class CompressorNode(Node):
         self.compressor.apply(new)
         self.knob_seq = int(knob.seq)
         self.full_frame_requested = bool(knob.request_full_frame)
+        self.rate_cap.max_fps = max(float(knob.max_fps), 0.0)
         self.get_logger().info(f"knob {knob.seq} applies from the next frame: {new}")
 
     def on_image(self, msg: Image) -> None:
+        stamp_ns = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
+        if not self.rate_cap.admit(stamp_ns):
+            return  # over the frame-rate cap
         try:
-            rgb = image_to_rgb(msg)
-            if self.full_frame_requested:  # one profiling frame at full resolution
-                self.full_frame_requested = False
-                keep = self.compressor.settings
-                self.compressor.apply(keep.with_changes(scale=1))
-                out = self.compressor.compress(rgb)
-                self.compressor.apply(keep)
-            else:
-                out = self.compressor.compress(rgb)
+            out = self.compressor.compress(image_to_rgb(msg), self.full_frame_requested)
+            self.full_frame_requested = False
         except (ImageError, CodecError, ValueError) as exc:
             self.get_logger().warning(
                 f"image {msg.header.stamp.sec}.{msg.header.stamp.nanosec:09d} dropped: {exc}"
