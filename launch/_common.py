@@ -18,13 +18,14 @@ def graph_nodes(graph: str, overrides: dict[str, dict] | None = None) -> list[No
         params: list = [str(Path(configs) / config_file)]
         if overrides and node_name in overrides:
             params.append(overrides[node_name])
+        naming = {} if spec.composes else {"name": spec.name}  # composed: nodes keep names
         actions.append(
             Node(
                 package=PACKAGE,
                 executable=spec.executable,
-                name=spec.name,
                 parameters=params,
                 output="screen",
+                **naming,
             )
         )
     return actions

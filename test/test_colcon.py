@@ -68,9 +68,16 @@ def test_colcon_build_installs_messages_code_and_executables(workspace):
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     prefix = workspace / "install" / "cloudseg"
-    for exe in ("source_node", "compressor_node", "sr_node", "cloudseg"):
+    for exe in (
+        "source_node",
+        "compressor_node",
+        "sr_node",
+        "segmentation_node",
+        "cloud_node",
+        "cloudseg",
+    ):
         assert os.access(prefix / "lib" / "cloudseg" / exe, os.X_OK), exe
-    for name in ("vehicle", "cloud", "pipeline"):
+    for name in ("vehicle", "cloud", "cloud_split", "cloud_bilinear", "pipeline"):
         assert (prefix / "share" / "cloudseg" / "launch" / f"{name}.launch.py").is_file()
     site = next((prefix / "lib").glob("python3*/site-packages"))
     probe = (

@@ -90,7 +90,7 @@ def test_receiver_drops_bad_frames_with_a_reason_and_keeps_serving(tmp_path):
     ]  # corrupt payload
     try:
         with NodeProcesses(log_dir=tmp_path) as procs:
-            procs.start("sr", config_dir() / "cloud.yaml")
+            procs.start("sr", config_dir() / "cloud_bilinear.yaml")
             deadline = time.monotonic() + 30
             while pub.get_subscription_count() < 1 and time.monotonic() < deadline:
                 rclpy.spin_once(node, timeout_sec=0.1)
@@ -175,8 +175,10 @@ def test_cloud_turns_real_frames_into_labels_that_reach_the_vehicle(shared_data,
     assert 0 in stats.label_values and len(stats.label_values) >= 3, stats.label_values
     assert stats.label_values <= set(range(19)) | {255}
     assert stats.latency_ms["labels_end_to_end"], logs
-    if cloud == "cloud":
-        assert "SR carn_m" in logs
+    if cloud == "cloud":  # both nodes in the one cloud process, the pyramid handed over
+        cloud_log = (tmp_path / "cloud.log").read_text()
+        assert "[sr]" in cloud_log and "[segmentation]" in cloud_log
+        assert "SR carn_m" in cloud_log and "in process" in cloud_log
 
 
 def test_compressor_applies_a_knob_and_publishes_compressed_images(tmp_path):

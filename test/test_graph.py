@@ -19,14 +19,21 @@ REPO = Path(__file__).resolve().parents[1]
 def test_config_files_hold_only_declared_parameters_within_range():
     for node_name, config_file in {c for g in graph.GRAPHS.values() for c in g}:
         data = yaml.safe_load((REPO / "config" / config_file).read_text())
-        spec = graph.NODES[node_name]
-        assert spec.name in data, f"{config_file} has no section for node {spec.name}"
-        params = data[spec.name]["ros__parameters"]
-        assert set(params) == {p.name for p in spec.params}, config_file
-        for name, value in params.items():
-            p = spec.param(name)
-            p.check(value)
-            assert type(value) is type(p.default), f"{config_file}: {name} has the wrong type"
+        for spec in _nodes_in_process(graph.NODES[node_name]):
+            assert spec.name in data, f"{config_file} has no section for node {spec.name}"
+            _check_section(spec, data[spec.name]["ros__parameters"], config_file)
+
+
+def _nodes_in_process(spec: graph.NodeSpec) -> list[graph.NodeSpec]:
+    return [graph.NODES[n] for n in spec.composes] if spec.composes else [spec]
+
+
+def _check_section(spec: graph.NodeSpec, params: dict, config_file: str) -> None:
+    assert set(params) == {p.name for p in spec.params}, config_file
+    for name, value in params.items():
+        p = spec.param(name)
+        p.check(value)
+        assert type(value) is type(p.default), f"{config_file}: {name} has the wrong type"
 
 
 def test_param_check_refuses_out_of_range_and_unknown_choices():
@@ -81,8 +88,9 @@ def test_launch_file_starts_the_graph_with_existing_executables_and_configs(
     exec(compile(path.read_text(), str(path), "exec"), module_globals)
     description = module_globals["generate_launch_description"]()
     nodes = [a for a in description if isinstance(a, _RecordedNode)]
-    assert [n.kwargs["name"] for n in nodes] == [
-        graph.NODES[name].name for name, _ in graph.GRAPHS[graph_name]
+    assert [n.kwargs.get("name") or n.kwargs["executable"] for n in nodes] == [
+        spec.executable if spec.composes else spec.name
+        for spec in (graph.NODES[name] for name, _ in graph.GRAPHS[graph_name])
     ]
     installed = _executables_in_cmake()
     for node in nodes:

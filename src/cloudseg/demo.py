@@ -52,7 +52,7 @@ def run_demo(
     `cloud` names the cloud graph (cloudseg.graph.GRAPHS): "cloud" (SR + segmentation in one
     process), "cloud_split" (sr and segmentation processes) or "cloud_bilinear" (bilinear
     restoration only, the paper's LR-bilinear stream). `cloud_params` override the
-    segmentation node's parameters.
+    segmentation node's parameters (models, device); `sr_bypass` restores bilinearly.
     """
     if cloud not in GRAPHS or not cloud.startswith("cloud"):
         raise ValueError(f"unknown cloud graph {cloud!r}")
@@ -68,9 +68,9 @@ def run_demo(
     executor.add_node(monitor)
     try:
         with NodeProcesses(env=env, log_dir=log_dir) as procs:
-            procs.start_graph(
-                cloud, {"segmentation": {"sr_bypass": sr_bypass, **(cloud_params or {})}}
-            )
+            seg = dict(cloud_params or {})
+            sr = {"restore": "bilinear"} if sr_bypass else {}
+            procs.start_graph(cloud, {"cloud": {**sr, **seg}, "segmentation": seg, "sr": sr})
             procs.start(
                 "compressor",
                 config_dir() / "vehicle.yaml",

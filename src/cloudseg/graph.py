@@ -85,6 +85,7 @@ class NodeSpec:
     side: str  # "vehicle" | "cloud" | "tools"
     description: str
     params: tuple[Param, ...] = field(default_factory=tuple)
+    composes: tuple[str, ...] = ()  # an executable running several nodes in one process
 
     @property
     def module(self) -> str:
@@ -193,9 +194,16 @@ SR = NodeSpec(
     name="sr",
     executable="sr_node",
     side="cloud",
-    description="Decodes Frames and restores full resolution (bilinear or super-resolution)",
+    description="Decodes Frames and restores full resolution (super-resolution or bilinear); "
+    "in the cloud process it hands the SR pyramid to the segmentation node on the device",
     params=(
-        Param("restore", "bilinear", "how to restore full resolution", choices=("bilinear", "sr")),
+        Param(
+            "restore",
+            "sr",
+            "'sr': CARN-M super-resolution (the Knob's sr_bypass switches to bilinear); "
+            "'bilinear': the paper's LR-bilinear baseline",
+            choices=("sr", "bilinear"),
+        ),
         Param("publish_restored", True, "publish the restored image on /cloudseg/restored"),
     ),
 )
@@ -204,25 +212,16 @@ SEGMENTATION = NodeSpec(
     name="segmentation",
     executable="segmentation_node",
     side="cloud",
-    description="Super-resolution + segmentation in one process (input 'frames'), or "
-    "segmentation of /cloudseg/restored from a separate sr node (input 'restored')",
+    description="Segments the SR pyramid handed over in the cloud process, or (run on its own) "
+    "the images on /cloudseg/restored; publishes labels, overlay and timings",
     params=(
-        Param(
-            "input",
-            "frames",
-            "'frames': decode Frames and run SR + segmentation in this "
-            "process (the pyramid stays on the device); 'restored': segment the images of a "
-            "separate sr node",
-            choices=("frames", "restored"),
-        ),
         Param("backend", "espnetv2", "segmentation model", choices=("espnetv2", "icnet")),
         Param(
             "sr_model",
             "carn_m",
-            "super-resolution model ('none' = bilinear only)",
+            "super-resolution model of the cloud process's pipeline ('none' = bilinear only)",
             choices=("carn_m", "carn", "none"),
         ),
-        Param("sr_bypass", False, "restore with bilinear upsampling instead of SR"),
         Param("device", "auto", "torch device", choices=("auto", "cpu", "cuda")),
         Param(
             "dtype",
@@ -241,25 +240,34 @@ SEGMENTATION = NodeSpec(
         Param(
             "allow_untrained", False, "run a model without weights (random; every output says so)"
         ),
-        Param("publish_restored", True, "publish the restored image on /cloudseg/restored"),
         Param("overlay_alpha", 0.5, "weight of the label colours in the overlay", min=0.0, max=1.0),
     ),
 )
 
-NODES: dict[str, NodeSpec] = {n.name: n for n in (SOURCE, COMPRESSOR, SR, SEGMENTATION)}
+CLOUD = NodeSpec(
+    name="cloud",
+    executable="cloud_node",
+    side="cloud",
+    description="The sr and segmentation nodes in one process: the SR pyramid goes to the "
+    "segmenter in process, on the GPU, never through DDS",
+    params=SR.params + SEGMENTATION.params,
+    composes=(SR.name, SEGMENTATION.name),
+)
+
+NODES: dict[str, NodeSpec] = {n.name: n for n in (SOURCE, COMPRESSOR, SR, SEGMENTATION, CLOUD)}
 
 CONFIG_DIR_NAME = "config"
 
 #: Which nodes each launch file / `cloudseg run` target starts, and with which config file.
 GRAPHS: dict[str, tuple[tuple[str, str], ...]] = {
     "vehicle": (("compressor", "vehicle.yaml"),),
-    "cloud": (("segmentation", "cloud.yaml"),),
-    "cloud_split": (("sr", "cloud.yaml"), ("segmentation", "cloud_split.yaml")),
-    "cloud_bilinear": (("sr", "cloud.yaml"),),  # the LR-bilinear baseline, no segmentation
+    "cloud": (("cloud", "cloud.yaml"),),
+    "cloud_split": (("sr", "cloud_split.yaml"), ("segmentation", "cloud_split.yaml")),
+    "cloud_bilinear": (("sr", "cloud_bilinear.yaml"),),  # the LR-bilinear baseline
     "pipeline": (
         ("source", "source.yaml"),
         ("compressor", "vehicle.yaml"),
-        ("segmentation", "cloud.yaml"),
+        ("cloud", "cloud.yaml"),
     ),
 }
 

@@ -53,7 +53,9 @@ def node_command(
 ) -> list[str]:
     """The command line that runs one node with its parameter file and overrides."""
     spec = NODES[node]
-    cmd = [sys.executable, "-m", spec.module, "--ros-args", "-r", f"__node:={spec.name}"]
+    cmd = [sys.executable, "-m", spec.module, "--ros-args"]
+    if not spec.composes:  # a composed process keeps each node's own name
+        cmd += ["-r", f"__node:={spec.name}"]
     if config_file is not None:
         cmd += ["--params-file", str(config_file)]
     for name, value in (overrides or {}).items():

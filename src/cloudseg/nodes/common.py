@@ -9,7 +9,7 @@ from typing import Any
 
 import rclpy
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
-from rclpy.executors import ExternalShutdownException
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
@@ -116,28 +116,39 @@ def decode_frame(node: Node, frame, decode) -> tuple:
     return lr, ms
 
 
-def run_node(factory: Callable[[], Node], args: list[str] | None = None) -> int:
-    """Init rclpy, spin the node until Ctrl-C or shutdown, and clean up; returns an exit code."""
+def run_nodes(
+    factory: Callable[[], list[Node]], args: list[str] | None = None, name: str | None = None
+) -> int:
+    """Init rclpy, spin the nodes `factory` makes in one executor until Ctrl-C, shutdown, or
+    a node's `finished` future (a player that ends); clean up; return an exit code."""
     rclpy.init(args=args if args is not None else sys.argv)
-    node = None
+    nodes: list[Node] = []
+    executor = SingleThreadedExecutor()
     try:
-        node = factory()
-        finished = getattr(node, "finished", None)  # a node that can end by itself (a player)
+        nodes = factory()
+        for node in nodes:
+            executor.add_node(node)
+        finished = next((n.finished for n in nodes if getattr(n, "finished", None)), None)
         if finished is None:
-            rclpy.spin(node)
+            executor.spin()
         else:
-            rclpy.spin_until_future_complete(node, finished)
+            executor.spin_until_future_complete(finished)
             return int(finished.result() or 0)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
-    except Exception as exc:
-        name = node.get_name() if node is not None else getattr(factory, "__name__", "node")
-        print(f"{name}: {exc}", file=sys.stderr)
+    except Exception as exc:  # a failed start: one line, no traceback
+        print(f"{name or getattr(factory, '__name__', 'cloudseg')}: {exc}", file=sys.stderr)
         return 1
     finally:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not break cleanup
-        if node is not None:
+        for node in nodes:
             node.destroy_node()
+        executor.shutdown(timeout_sec=1.0)
         if rclpy.ok():
             rclpy.try_shutdown()
     return 0
+
+
+def run_node(factory: Callable[[], Node], args: list[str] | None = None) -> int:
+    """`run_nodes` for a single node class."""
+    return run_nodes(lambda: [factory()], args, name=getattr(factory, "__name__", None))

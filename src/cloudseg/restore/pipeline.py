@@ -96,6 +96,19 @@ class PipelineResult:
     untrained: tuple[str, ...] = field(default_factory=tuple)
 
 
+@dataclass
+class Pyramid:
+    """What :meth:`RestorationPipeline.restore` hands to :meth:`RestorationPipeline.segment`:
+    ``levels`` {1: HR, 2: MR, 4: LR} as RGB float [0, 1] tensors on the device (at 1/
+    ``reduced_by`` of the full size), and the stage's time marks."""
+
+    levels: dict[int, Tensor]
+    mode: str
+    reduced_by: int
+    marks: list[Any]
+    scale: int = 0  # the downsampling factor of the input (set by the caller that routes it)
+
+
 def _resolve_device(device: str | torch.device) -> torch.device:
     try:
         dev = torch.device(device)
@@ -397,37 +410,32 @@ class RestorationPipeline:
         labels = logits.argmax(1).to(torch.uint8)
         return labels.masked_fill_(labels >= NUM_CLASSES, IGNORE_ID)
 
-    @torch.inference_mode()
-    def process(
-        self,
-        frames: np.ndarray | Tensor,
-        mode: str = "sr",
-        *,
-        return_restored: bool | None = None,
-    ) -> PipelineResult:
-        """Restore and segment a batch of frames; see :class:`PipelineResult`.
+    def _mark(self) -> Any:
+        """A point in time on the device's stream (CUDA event) or on the host clock."""
+        if self.cuda:
+            event = torch.cuda.Event(enable_timing=True)
+            event.record()
+            return event
+        return time.perf_counter()
 
-        ``frames``: uint8 RGB (N, h, w, 3), numpy or a tensor (ideally already on the device);
-        low resolution for modes "sr" and "bilinear", full resolution for "full".
-        """
+    def _elapsed(self, marks: list[Any]) -> list[float]:
+        """Milliseconds from the first mark to each mark (one host sync, at the end)."""
+        if self.cuda:
+            marks[-1].synchronize()
+            return [marks[0].elapsed_time(m) for m in marks]
+        return [(m - marks[0]) * 1e3 for m in marks]
+
+    @torch.inference_mode()
+    def restore(self, frames: np.ndarray | Tensor, mode: str = "sr") -> Pyramid:
+        """Stage 1: move a uint8 (N, h, w, 3) batch to the device and restore it (SR x2 + x4
+        in one pass, bilinear, or nothing for "full"). The pyramid stays on the device."""
         if mode not in MODES:
             raise PipelineError(f"unknown mode {mode!r}; known: {', '.join(MODES)}")
-        want_restored = self.return_restored if return_restored is None else return_restored
-        marks: list[Any] = []
-
-        def mark() -> None:
-            if self.cuda:
-                event = torch.cuda.Event(enable_timing=True)
-                event.record()
-                marks.append(event)
-            else:
-                marks.append(time.perf_counter())
-
         if self.compiled:
             torch.compiler.cudagraph_mark_step_begin()
-        mark()
+        marks = [self._mark()]
         frames_dev = self._to_device(frames)
-        mark()
+        marks.append(self._mark())
         x = frames_dev.permute(0, 3, 1, 2).to(self.dtype).div_(255.0)
         reduced_by = self._reduction(x.shape[-1], mode)
         if reduced_by > 1:
@@ -435,26 +443,44 @@ class RestorationPipeline:
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         levels = self._restore(x, mode)
-        mark()
-        labels = self._segment(levels)
-        mark()
+        marks.append(self._mark())
+        return Pyramid(levels, mode, reduced_by, marks, self.scale)
+
+    @torch.inference_mode()
+    def segment(self, pyramid: Pyramid, *, return_restored: bool | None = None) -> PipelineResult:
+        """Stage 2: segment a restored pyramid (ICNet takes LR, MR and HR as they are; ESPNetv2
+        takes HR). Syncs with the device once, to read the stage times."""
+        want_restored = self.return_restored if return_restored is None else return_restored
+        labels = self._segment(pyramid.levels)
+        seg_end = self._mark()
         restored = None
         if want_restored:
-            hr = levels[1]
+            hr = pyramid.levels[1]
             restored = hr.mul(255.0).round_().clamp_(0, 255).to(torch.uint8)
             restored = restored.permute(0, 2, 3, 1).contiguous()
-        mark()
-        if self.cuda:
-            marks[-1].synchronize()
-            span = [marks[0].elapsed_time(m) for m in marks]
-        else:
-            span = [(m - marks[0]) * 1e3 for m in marks]
+        span = self._elapsed([*pyramid.marks, seg_end, self._mark()])
         timings = {
             "sr": span[2] - span[1],
             "segmentation": span[3] - span[2],
             "total": span[4],
         }
-        return PipelineResult(labels, restored, timings, mode, reduced_by, self.untrained)
+        return PipelineResult(
+            labels, restored, timings, pyramid.mode, pyramid.reduced_by, self.untrained
+        )
+
+    def process(
+        self,
+        frames: np.ndarray | Tensor,
+        mode: str = "sr",
+        *,
+        return_restored: bool | None = None,
+    ) -> PipelineResult:
+        """Restore and segment a batch of frames (both stages); see :class:`PipelineResult`.
+
+        ``frames``: uint8 RGB (N, h, w, 3), numpy or a tensor (ideally already on the device);
+        low resolution for modes "sr" and "bilinear", full resolution for "full".
+        """
+        return self.segment(self.restore(frames, mode), return_restored=return_restored)
 
 
 @functools.cache

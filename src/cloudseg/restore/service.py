@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from cloudseg.media.stream import FrameRestorer
-from cloudseg.restore.pipeline import RestorationPipeline, overlay
+from cloudseg.restore.pipeline import Pyramid, RestorationPipeline, overlay
 
 log = logging.getLogger(__name__)
 
@@ -103,19 +103,17 @@ class CloudService:
         """Decode every frame (cheap, keeps the H.264 reference chain); None while waiting."""
         return self.restorer.decode(payload, codec, seq, scale, width, height)
 
-    def segment_lr(
-        self,
-        lr: np.ndarray,
-        scale: int,
-        width: int,
-        height: int,
-        sr_bypass: bool = False,
-        decode_ms: float = 0.0,
-    ) -> CloudResult:
-        """Restore (SR or bilinear) and segment one decoded low-resolution frame."""
+    def restore(self, lr: np.ndarray, scale: int, sr_bypass: bool = False) -> Pyramid:
+        """Stage 1 (the SR node's): SR x2 + x4 in one pass (or bilinear); stays on the device."""
         pipe = self.pipeline(scale)
         mode = "full" if scale == 1 else ("bilinear" if sr_bypass or pipe.sr is None else "sr")
-        result = pipe.process(lr[None], mode)
+        return pipe.restore(lr[None], mode)
+
+    def segment(
+        self, pyramid: Pyramid, width: int, height: int, decode_ms: float = 0.0
+    ) -> CloudResult:
+        """Stage 2 (the segmentation node's): labels at the camera size from a pyramid."""
+        result = self.pipeline(pyramid.scale).segment(pyramid)
         labels = result.labels[0].cpu().numpy()
         restored = result.restored[0].cpu().numpy()
         t0 = time.perf_counter()
@@ -127,9 +125,21 @@ class CloudService:
             decode_ms,
             result.timings_ms["sr"],
             result.timings_ms["segmentation"] + (time.perf_counter() - t0) * 1e3,
-            mode,
+            result.mode,
             result.untrained,
         )
+
+    def segment_lr(
+        self,
+        lr: np.ndarray,
+        scale: int,
+        width: int,
+        height: int,
+        sr_bypass: bool = False,
+        decode_ms: float = 0.0,
+    ) -> CloudResult:
+        """Restore (SR or bilinear) and segment one decoded low-resolution frame."""
+        return self.segment(self.restore(lr, scale, sr_bypass), width, height, decode_ms)
 
     def process(
         self,
