@@ -184,7 +184,7 @@ class RestorationPipeline:
         return_restored: bool = False,
     ) -> None:
         kind, seg_name = _backend_of(backend)
-        self._check_options(device, dtype, scale, cpu_max_width, compile)
+        self._check_options(device, dtype, scale, cpu_max_width, compile)  # before loading
         sr = None
         if sr_model is not None:
             try:
@@ -199,6 +199,7 @@ class RestorationPipeline:
             sr,
             segmenter,
             kind,
+            names=(sr_model, seg_name),
             device=device,
             dtype=dtype,
             channels_last=channels_last,
@@ -206,7 +207,6 @@ class RestorationPipeline:
             cpu_max_width=cpu_max_width,
             compile=compile,
             return_restored=return_restored,
-            names=(sr_model, seg_name),
         )
 
     @classmethod
@@ -224,25 +224,8 @@ class RestorationPipeline:
         """
         kind, _ = _backend_of(backend)
         self = cls.__new__(cls)
-        device = options.pop("device", "cpu")
-        dtype = options.pop("dtype", "fp32")
-        scale = options.pop("scale", 4)
-        cpu_max_width = options.pop("cpu_max_width", None)
-        compile_ = options.pop("compile", False)
-        self._check_options(device, dtype, scale, cpu_max_width, compile_)
         names = (type(sr).__name__ if sr is not None else None, type(segmenter).__name__)
-        self._setup(
-            sr,
-            segmenter,
-            kind,
-            device=device,
-            dtype=dtype,
-            scale=scale,
-            cpu_max_width=cpu_max_width,
-            compile=compile_,
-            names=names,
-            **options,
-        )
+        self._setup(sr, segmenter, kind, names=names, **options)
         return self
 
     @staticmethod
@@ -271,15 +254,16 @@ class RestorationPipeline:
         segmenter: nn.Module,
         kind: str,
         *,
-        device: str | torch.device,
-        dtype: str,
-        scale: int,
-        cpu_max_width: int | None,
-        compile: bool,
         names: tuple[str | None, str],
+        device: str | torch.device = "cpu",
+        dtype: str = "fp32",
+        scale: int = 4,
+        cpu_max_width: int | None = None,
+        compile: bool = False,
         channels_last: bool | None = None,
         return_restored: bool = False,
     ) -> None:
+        self._check_options(device, dtype, scale, cpu_max_width, compile)
         self.device = _resolve_device(device)
         self.dtype_name = dtype
         self.dtype = DTYPES[dtype]

@@ -7,8 +7,8 @@ into labels at the camera's size, the restored image and stage timings.
 
 from __future__ import annotations
 
+import functools
 import logging
-import time
 from dataclasses import dataclass
 
 import cv2
@@ -16,27 +16,48 @@ import numpy as np
 import torch
 
 from cloudseg.media.stream import FrameRestorer
-from cloudseg.restore.pipeline import Pyramid, RestorationPipeline, overlay
+from cloudseg.restore.pipeline import PipelineResult, Pyramid, RestorationPipeline, overlay
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
 class CloudResult:
-    labels: np.ndarray  # HxW uint8 train ids at the camera's size
+    work_labels: np.ndarray  # HxW uint8 train ids at the size that was segmented
     restored: np.ndarray  # HxWx3 uint8, the image that was segmented (may be reduced on CPU)
+    camera_size: tuple[int, int]  # (width, height) of the original frame
     decode_ms: float
     sr_ms: float
     segmentation_ms: float
     mode: str
     untrained: tuple[str, ...]
 
+    @functools.cached_property
+    def labels(self) -> np.ndarray:
+        """Train ids at the camera's size (nearest-neighbour when segmented smaller)."""
+        w, h = self.camera_size
+        if self.work_labels.shape == (h, w):
+            return self.work_labels
+        return cv2.resize(self.work_labels, (w, h), interpolation=cv2.INTER_NEAREST)
+
+    @classmethod
+    def from_pipeline(
+        cls, result: PipelineResult, camera_size: tuple[int, int], decode_ms: float = 0.0
+    ) -> CloudResult:
+        """The first frame of a pipeline batch, moved to the host."""
+        return cls(
+            result.labels[0].cpu().numpy(),
+            result.restored[0].cpu().numpy(),
+            camera_size,
+            decode_ms,
+            result.timings_ms["sr"],
+            result.timings_ms["segmentation"],
+            result.mode,
+            result.untrained,
+        )
+
     def overlay(self, alpha: float = 0.5) -> np.ndarray:
-        h, w = self.restored.shape[:2]
-        labels = self.labels
-        if labels.shape != (h, w):
-            labels = cv2.resize(labels, (w, h), interpolation=cv2.INTER_NEAREST)
-        out = overlay(self.restored, labels, alpha)
+        out = overlay(self.restored, self.work_labels, alpha)
         if self.untrained:  # never let random weights pass for a result
             cv2.putText(
                 out,
@@ -114,20 +135,7 @@ class CloudService:
     ) -> CloudResult:
         """Stage 2 (the segmentation node's): labels at the camera size from a pyramid."""
         result = self.pipeline(pyramid.scale).segment(pyramid)
-        labels = result.labels[0].cpu().numpy()
-        restored = result.restored[0].cpu().numpy()
-        t0 = time.perf_counter()
-        if labels.shape != (height, width):  # reduced on CPU or odd crop: camera size out
-            labels = cv2.resize(labels, (width, height), interpolation=cv2.INTER_NEAREST)
-        return CloudResult(
-            labels,
-            restored,
-            decode_ms,
-            result.timings_ms["sr"],
-            result.timings_ms["segmentation"] + (time.perf_counter() - t0) * 1e3,
-            result.mode,
-            result.untrained,
-        )
+        return CloudResult.from_pipeline(result, (width, height), decode_ms)
 
     def segment_lr(
         self,
@@ -160,16 +168,4 @@ class CloudService:
     def segment_restored(self, rgb: np.ndarray) -> CloudResult:
         """Segment an already restored full-resolution image (SR ran in another process)."""
         result = self.pipeline(1).process(rgb[None], "full")
-        labels = result.labels[0].cpu().numpy()
-        h, w = rgb.shape[:2]
-        if labels.shape != (h, w):
-            labels = cv2.resize(labels, (w, h), interpolation=cv2.INTER_NEAREST)
-        return CloudResult(
-            labels,
-            result.restored[0].cpu().numpy(),
-            0.0,
-            0.0,
-            result.timings_ms["segmentation"],
-            "full",
-            result.untrained,
-        )
+        return CloudResult.from_pipeline(result, (rgb.shape[1], rgb.shape[0]))
