@@ -19,16 +19,6 @@ from cloudseg.graph import GRAPHS, NODES, config_dir
 LOCAL_DDS_PROFILE = "fastdds_local.xml"
 
 
-def _default_weights_dir() -> str | None:
-    """The shared pretrained weights beside a checkout (../shared/data/weights), if any:
-    next to the current folder or to the checkout whose .venv runs this."""
-    for base in (Path.cwd(), Path(sys.prefix).resolve().parent):
-        candidate = base.parent / "shared" / "data" / "weights"
-        if candidate.is_dir():
-            return str(candidate)
-    return None
-
-
 def local_env(one_host: bool = True) -> dict[str, str]:
     """Environment for node processes: the shared weights when $CLOUDSEG_WEIGHTS is not set;
     for a graph on one host also DDS on this host only and the large-message Fast DDS profile.
@@ -37,9 +27,11 @@ def local_env(one_host: bool = True) -> dict[str, str]:
     if one_host:
         env["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
         env["FASTDDS_DEFAULT_PROFILES_FILE"] = str(config_dir() / LOCAL_DDS_PROFILE)
-    weights = _default_weights_dir()
+    from cloudseg.models.weights import shared_weights_dir  # lazy: it imports torch
+
+    weights = shared_weights_dir()
     if weights:
-        env["CLOUDSEG_WEIGHTS"] = weights
+        env["CLOUDSEG_WEIGHTS"] = str(weights)
     return {**env, **{k: os.environ[k] for k in env if os.environ.get(k)}}
 
 

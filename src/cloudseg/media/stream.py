@@ -146,3 +146,58 @@ class FrameRestorer:
         t0 = time.perf_counter()
         rgb = lr if lr.shape[:2] == (height, width) else upsample_bilinear(lr, (width, height))
         return RestoredFrame(lr, rgb, decode_ms, (time.perf_counter() - t0) * 1e3)
+
+
+def default_compressor_settings(**changes: Any) -> CompressorSettings:
+    """The compressor node's default settings (from the graph's one parameter definition),
+    with ``changes`` applied: what `cloudseg eval` and `cloudseg train` degrade with."""
+    from cloudseg.graph import COMPRESSOR  # lazy: graph is plain Python but not needed here
+
+    return CompressorSettings.from_params({**COMPRESSOR.defaults(), **changes})
+
+
+class StreamRoundTrip:
+    """What the cloud receives from one camera stream: the compressor's downsampling and
+    encoder (kept across frames, so P-frames follow the IDR as in the stream), then the cloud's
+    decoder. Evaluation and training call this, so they degrade exactly as serving does.
+
+    ``restart()`` starts a new stream (the next frame is an IDR): use it between unrelated
+    images. ``payload_bytes`` lists the size of every frame sent.
+    """
+
+    def __init__(self, settings: CompressorSettings | None = None) -> None:
+        self.settings = settings or default_compressor_settings()
+        self.payload_bytes: list[int] = []
+        self.keyframes: list[bool] = []
+        self.restart()
+
+    def restart(self) -> None:
+        self._compressor = FrameCompressor(self.settings)
+        self._restorer = FrameRestorer()
+        self._seq = 0
+
+    def __call__(self, rgb: np.ndarray) -> np.ndarray:
+        """The decoded low-resolution frame the cloud gets for camera frame ``rgb``."""
+        sent = self._compressor.compress(rgb)
+        self.payload_bytes.append(len(sent.payload))
+        self.keyframes.append(sent.keyframe)
+        lr, _ = self._restorer.decode(
+            sent.payload, sent.codec, self._seq, sent.scale, sent.width, sent.height
+        )
+        self._seq += 1
+        if lr is None:
+            raise CodecError(f"the {sent.codec} decoder returned no picture for frame {self._seq}")
+        return lr
+
+    def kbps(self, fps: float = 17.0) -> float | None:
+        """Mean bitrate of the frames sent so far at ``fps`` frames per second."""
+        if not self.payload_bytes:
+            return None
+        return sum(self.payload_bytes) * 8 * fps / len(self.payload_bytes) / 1000
+
+    def describe(self) -> str:
+        s = self.settings
+        if s.codec == "h264":
+            rate = f"{s.bitrate_kbps} kbit/s" if s.bitrate_kbps else f"crf {s.crf}"
+            return f"x{s.scale} area, h264 {s.preset} {rate} gop {s.gop} (the compressor's)"
+        return f"x{s.scale} area, {s.codec} q{s.quality} (the compressor's)"

@@ -1,7 +1,9 @@
 """Finding, downloading and reading pretrained weight files.
 
 A weight file is looked up, in order, at an explicit path, in ``$CLOUDSEG_WEIGHTS`` (a folder,
-searched with one level of subfolders), in the cache folder
+searched with one level of subfolders), in the project's own weights (``weights/`` of the
+checkout, installed to ``share/cloudseg/weights``), in the shared pretrained weights beside a
+checkout (``../shared/data/weights``, as the demo finds them), in the cache folder
 (``$XDG_CACHE_HOME/cloudseg/weights`` or ``~/.cache/cloudseg/weights``), and finally downloaded
 from the publisher's URL into the cache (checked against the registered SHA-256 first).
 Set ``CLOUDSEG_OFFLINE=1`` to skip the download step. Every failure raises :class:`WeightsError`
@@ -29,8 +31,10 @@ __all__ = [
     "WeightsInfo",
     "cache_dir",
     "load_state_dict_file",
+    "project_weights_dir",
     "resolve_weights",
     "sha256_file",
+    "shared_weights_dir",
 ]
 
 log = logging.getLogger(__name__)
@@ -87,6 +91,31 @@ def _info_for(name: str | WeightsInfo) -> tuple[str, WeightsInfo]:
             f"model {name!r} has no registered weight file; pass an explicit path to the weights"
         )
     return f" for model {name!r}", spec.weights[spec.default_weights]
+
+
+def project_weights_dir() -> Path | None:
+    """The weights this project trained and ships: ``<checkout>/weights`` or the installed
+    ``<prefix>/share/cloudseg/weights``; None when neither exists."""
+    here = Path(__file__).resolve()  # .../cloudseg/models/weights.py
+    for candidate in (
+        here.parents[3] / "weights",  # source checkout: <repo>/src/cloudseg/models/weights.py
+        here.parents[5] / "share" / "cloudseg" / "weights",  # <prefix>/lib/pythonX/site-packages
+    ):
+        if candidate.is_dir():
+            return candidate
+    return None
+
+
+def shared_weights_dir() -> Path | None:
+    """The shared pretrained weights beside a checkout (``../shared/data/weights``), if any:
+    next to the current folder or to the checkout whose ``.venv`` runs this."""
+    import sys
+
+    for base in (Path.cwd(), Path(sys.prefix).resolve().parent):
+        candidate = base.parent / "shared" / "data" / "weights"
+        if candidate.is_dir():
+            return candidate
+    return None
 
 
 def _find_in_folder(folder: Path, filename: str) -> Path | None:
@@ -153,7 +182,8 @@ def resolve_weights(
     """Path of the weight file for ``name`` (a registered model name or a WeightsInfo).
 
     Order: ``explicit`` (must exist, not hash-checked: it may be a fine-tuned file), then
-    ``$CLOUDSEG_WEIGHTS``, then the cache, then a download (unless ``download`` is False or
+    ``$CLOUDSEG_WEIGHTS``, then the project's own and the shared weights folders, then the
+    cache, then a download (unless ``download`` is False or
     ``$CLOUDSEG_OFFLINE`` is set). Files found by name are checked against the registered
     SHA-256 when one is known. ``model_name`` only labels error messages.
     """
@@ -179,6 +209,15 @@ def resolve_weights(
             return found
     else:
         searched.append(f"${ENV_WEIGHTS} (not set)")
+
+    for folder in (project_weights_dir(), shared_weights_dir()):
+        if folder is None or (env_dir and folder == Path(env_dir).expanduser()):
+            continue
+        searched.append(str(folder))
+        found = _find_in_folder(folder, info.filename)
+        if found is not None:
+            _check_hash(found, info)
+            return found
 
     cached = cache_dir() / info.filename
     searched.append(str(cached))

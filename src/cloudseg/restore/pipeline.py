@@ -12,12 +12,19 @@ A batch of low-resolution frames (one per stream, all the same size) goes throug
 Everything stays on the device between the stages (no host copy until the caller asks for
 one). Stage times come from ``torch.cuda.Event`` on CUDA and ``time.perf_counter`` on CPU.
 
-**Reduced-resolution CPU mode.** CARN-M x4 to 2048x1024 plus segmentation takes many seconds
-per frame on a 2-core CPU. With ``cpu_max_width=W`` (CPU only), a frame whose output would be
-wider than ``W`` is first area-downsampled by the smallest integer factor ``k`` that brings the
-output to at most ``W`` pixels wide, and the whole pipeline (SR, segmentation) runs at that
-size: labels and restored images are then ``k`` times smaller than the full frame, and
-:attr:`PipelineResult.reduced_by` says ``k``. Off by default (``None``).
+**The segmenter at its trained resolution** (``seg_size="trained"``, the default). A
+checkpoint's weights carry the resolution they were trained at (registry metadata, e.g.
+1024x512 for ESPNetv2's Cityscapes weights): a 2048x1024 camera frame is then segmented at
+1024x512, that is at ``1/k`` of the camera size with ``k = round(camera width / trained
+width)``. With a x4 stream, SR then runs x2 straight to the segmentation size (``sr_route=
+"direct"``), or x4 to the camera size followed by area downsampling by ``k`` (``"full"``).
+``seg_size="full"`` segments at the camera size (the paper's setting). Labels and restored
+images are ``k`` times smaller than the camera frame; :attr:`PipelineResult.reduced_by` says
+``k`` and the caller scales labels back to the camera (nearest neighbour).
+
+**Reduced-resolution CPU mode.** With ``cpu_max_width=W`` (CPU only) ``k`` is raised, when
+needed, until the segmentation size is at most ``W`` wide (SR + segmentation at full size
+take many seconds per frame on a 2-core CPU). Off by default (``None``).
 """
 
 from __future__ import annotations
@@ -46,15 +53,20 @@ __all__ = [
     "BACKENDS",
     "DTYPES",
     "MODES",
+    "SEG_SIZES",
+    "SR_ROUTES",
     "PipelineError",
     "PipelineResult",
     "RestorationPipeline",
     "overlay",
+    "trained_resolution",
 ]
 
 log = logging.getLogger(__name__)
 
 MODES = ("sr", "bilinear", "full")
+SEG_SIZES = ("trained", "full")
+SR_ROUTES = ("direct", "full")
 DTYPES: dict[str, torch.dtype] = {
     "fp32": torch.float32,
     "fp16": torch.float16,
@@ -154,6 +166,28 @@ def _build(name: str, weights: str | Path | None, allow_untrained: bool) -> nn.M
         return build_model(name, None, pretrained=False, allow_untrained=True)
 
 
+def trained_resolution(
+    segmenter: nn.Module, model_name: str | None = None
+) -> tuple[int, int] | None:
+    """(width, height) a segmenter's weights were trained at: from the weights it loaded
+    (``weights_info.meta["resolution"]``, or the model card of a fine-tuned file), else from
+    the registry's default weights of ``model_name``; None when unknown."""
+    info = getattr(segmenter, "weights_info", None)
+    meta = getattr(info, "meta", None) or {}
+    resolution = meta.get("resolution")
+    if resolution is None and model_name is not None:
+        try:
+            spec = get_spec(model_name)
+        except KeyError:
+            spec = None
+        if spec is not None and spec.default_weights is not None:
+            resolution = spec.weights[spec.default_weights].meta.get("resolution")
+    if resolution is None:
+        return None
+    width, height = (int(v) for v in resolution)
+    return width, height
+
+
 class RestorationPipeline:
     """SR (optional) + segmentation of batches of frames on one device.
 
@@ -165,6 +199,10 @@ class RestorationPipeline:
     model without any published checkpoint (ICNet here) run with random weights: then
     :attr:`untrained` names it and every result carries the names. ``compile``: wrap both
     networks in ``torch.compile(mode="reduce-overhead")`` (CUDA only, off by default).
+    ``seg_size``: "trained" (segment at the resolution the segmenter's weights were trained
+    at; default) or "full" (at the camera size). ``sr_route``: "direct" (SR by the factor that
+    reaches the segmentation size; default) or "full" (SR to the camera size, then area
+    downsampling). See the module docstring.
     """
 
     def __init__(
@@ -182,6 +220,8 @@ class RestorationPipeline:
         cpu_max_width: int | None = None,
         compile: bool = False,
         return_restored: bool = False,
+        seg_size: str = "trained",
+        sr_route: str = "direct",
     ) -> None:
         kind, seg_name = _backend_of(backend)
         self._check_options(device, dtype, scale, cpu_max_width, compile)  # before loading
@@ -207,6 +247,8 @@ class RestorationPipeline:
             cpu_max_width=cpu_max_width,
             compile=compile,
             return_restored=return_restored,
+            seg_size=seg_size,
+            sr_route=sr_route,
         )
 
     @classmethod
@@ -222,9 +264,9 @@ class RestorationPipeline:
         ``backend`` says how to feed ``segmenter`` ("espnetv2" or "icnet"); ``options`` are
         the keyword options of the constructor that do not build models (device, dtype, ...).
         """
-        kind, _ = _backend_of(backend)
+        kind, seg_name = _backend_of(backend)
         self = cls.__new__(cls)
-        names = (type(sr).__name__ if sr is not None else None, type(segmenter).__name__)
+        names = (type(sr).__name__ if sr is not None else None, seg_name)
         self._setup(sr, segmenter, kind, names=names, **options)
         return self
 
@@ -262,8 +304,17 @@ class RestorationPipeline:
         compile: bool = False,
         channels_last: bool | None = None,
         return_restored: bool = False,
+        seg_size: str = "trained",
+        sr_route: str = "direct",
     ) -> None:
         self._check_options(device, dtype, scale, cpu_max_width, compile)
+        if seg_size not in SEG_SIZES:
+            raise PipelineError(f"seg_size must be one of {SEG_SIZES}, got {seg_size!r}")
+        if sr_route not in SR_ROUTES:
+            raise PipelineError(f"sr_route must be one of {SR_ROUTES}, got {sr_route!r}")
+        self.seg_size = seg_size
+        self.sr_route = sr_route
+        self.trained_resolution = trained_resolution(segmenter, names[1])
         self.device = _resolve_device(device)
         self.dtype_name = dtype
         self.dtype = DTYPES[dtype]
@@ -288,7 +339,6 @@ class RestorationPipeline:
         )
         self._mean = torch.tensor(INPUT_MEAN, device=self.device, dtype=self.dtype).view(1, 3, 1, 1)
         self._std = torch.tensor(INPUT_STD, device=self.device, dtype=self.dtype).view(1, 3, 1, 1)
-        self._sr_scales = self._pyramid_scales()
         sr_fn: Callable[..., dict[int, Tensor]] | None = None
         if self.sr is not None:
             sr_fn = self.sr.forward_pyramid
@@ -299,14 +349,6 @@ class RestorationPipeline:
             seg_fn = torch.compile(seg_fn, mode="reduce-overhead")
         self._sr_fn, self._seg_fn = sr_fn, seg_fn
 
-    def _pyramid_scales(self) -> tuple[int, ...]:
-        """SR heads run per pass: x2 (MR) and x4 (HR) for scale 4, else just the scale."""
-        if self.sr is None or self.scale == 1:
-            return ()
-        if self.scale == 4 and 2 in getattr(self.sr, "scales", ()):
-            return (2, 4)
-        return (self.scale,)
-
     def describe(self) -> str:
         """One line: models, device, dtype, and an UNTRAINED marker where it applies."""
         text = (
@@ -315,6 +357,16 @@ class RestorationPipeline:
             + (", channels_last" if self.channels_last else "")
             + (", compiled" if self.compiled else "")
         )
+        if self.seg_size == "trained" and self.trained_resolution is not None:
+            w, h = self.trained_resolution
+            text += (
+                f"; segments at its trained resolution {w}x{h} (a 2048x1024 frame: SR "
+                f"x{max(1, self.scale * w // 2048)} {self.sr_route})"
+            )
+        else:
+            text += "; segments at the camera size"
+        if self.cpu_max_width is not None and not self.cuda:
+            text += f", at most {self.cpu_max_width} px wide on CPU"
         if self.untrained:
             text += f" [UNTRAINED: {', '.join(self.untrained)} has random weights]"
         return text
@@ -344,29 +396,50 @@ class RestorationPipeline:
         return tensor.to(self.device, non_blocking=True)
 
     def _reduction(self, width: int, mode: str) -> int:
-        """The CPU reduction factor k (1 = none) for an input of this width."""
-        if self.cuda or self.cpu_max_width is None:
-            return 1
-        out_width = width * (1 if mode == "full" else self.scale)
-        return max(1, math.ceil(out_width / self.cpu_max_width))
+        """k: the segmentation size is 1/k of the camera size (trained resolution, CPU cap)."""
+        camera_width = width * (1 if mode == "full" or self.scale == 1 else self.scale)
+        k = 1
+        if self.seg_size == "trained" and self.trained_resolution is not None:
+            k = max(1, round(camera_width / self.trained_resolution[0]))
+        if not self.cuda and self.cpu_max_width is not None:
+            k = max(k, math.ceil(camera_width / self.cpu_max_width))
+        return k
 
-    def _restore(self, x: Tensor, mode: str) -> dict[int, Tensor]:
-        """{1: hr, 2: mr, 4: lr, ...}: images at 1/k of the output size, RGB float [0, 1]."""
+    def _restore(self, x: Tensor, mode: str, k: int) -> dict[int, Tensor]:
+        """{1: image at the segmentation size (1/k of the camera), 2: half of it, ...}: RGB
+        float [0, 1]. ``x`` is the input (LR, or the camera frame for mode "full")."""
         if mode == "full" or self.scale == 1:
-            return {1: x}
+            return {1: downsample_tensor(x, k, "area") if k > 1 else x}
+        if k >= self.scale:  # the segmentation size is the LR size or smaller: no upsampling
+            factor = k // self.scale
+            return {1: downsample_tensor(x, factor, "area") if factor > 1 else x}
+        direct = self.scale % k == 0 and (self.sr_route == "direct" or mode == "bilinear")
+        r = self.scale // k if direct else self.scale  # upsampling factor from LR
         if mode == "bilinear":
-            out = {self.scale: x}
-            for s in (2, 1) if self.scale == 4 else (1,):
-                out[s] = F.interpolate(
-                    x, scale_factor=self.scale // s, mode="bilinear", align_corners=False
-                ).clamp_(0.0, 1.0)
+            heads = {r: None, **({r // 2: None} if r == 4 else {})}
+            ups = {
+                s: F.interpolate(x, scale_factor=s, mode="bilinear", align_corners=False).clamp_(
+                    0.0, 1.0
+                )
+                for s in heads
+            }
+        else:
+            if self._sr_fn is None:
+                raise PipelineError("mode 'sr' needs an SR model (the pipeline was built without)")
+            heads = getattr(self.sr, "scales", ())
+            if r not in heads:
+                raise PipelineError(f"SR model has no x{r} head (heads: {heads})")
+            # ICNet also takes the half-size image: x2 comes with x4 from the same body pass
+            extra = (r // 2,) if r == 4 and 2 in heads and self.backend == "icnet" else ()
+            ups = self._sr_fn(x, scales=tuple(sorted((r, *extra))), clamp=True)
+        if not direct:  # SR to the camera size, then area downsampling to the segmentation size
+            out = {1: downsample_tensor(ups[r], k, "area")}
+            if self.scale % k == 0:
+                out[self.scale // k] = x
             return out
-        if self._sr_fn is None:
-            raise PipelineError("mode 'sr' needs an SR model (the pipeline was built without)")
-        pyramid = self._sr_fn(x, scales=self._sr_scales, clamp=True)
-        out = {self.scale: x}
-        for s, img in pyramid.items():
-            out[self.scale // s] = img
+        out = {r: x}
+        for s, img in ups.items():
+            out[r // s] = img
         return out
 
     def _normalise(self, x: Tensor) -> Tensor:
@@ -422,11 +495,9 @@ class RestorationPipeline:
         marks.append(self._mark())
         x = frames_dev.permute(0, 3, 1, 2).to(self.dtype).div_(255.0)
         reduced_by = self._reduction(x.shape[-1], mode)
-        if reduced_by > 1:
-            x = downsample_tensor(x, reduced_by, "area")
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        levels = self._restore(x, mode)
+        levels = self._restore(x, mode, reduced_by)
         marks.append(self._mark())
         return Pyramid(levels, mode, reduced_by, marks, self.scale)
 

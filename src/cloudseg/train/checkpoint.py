@@ -1,0 +1,197 @@
+"""Checkpoints of ``cloudseg train``: weights, model card, resumable training state, CSV log.
+
+A checkpoint ``NAME.pth`` is a plain ``state_dict`` (so :func:`cloudseg.models.build_model`
+loads it strictly, like the published weights). Beside it:
+
+* ``NAME.json``, the **model card**: architecture, scales, degradation (downsampling, codec and
+  its settings), data, recipe, steps and the metrics reached. A checkpoint without a card, or
+  whose card names another architecture, is refused (:func:`check_card`).
+* ``NAME.state.pt``: what resuming needs (optimizer, step, random generator states); it is not
+  needed to use the weights, and is left out of what gets committed.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as _dt
+import json
+import random
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+__all__ = [
+    "CARD_VERSION",
+    "CardError",
+    "CsvLog",
+    "card_path",
+    "check_card",
+    "load_training_state",
+    "read_card",
+    "save_checkpoint",
+    "seed_everything",
+    "state_path",
+]
+
+CARD_VERSION = 1
+
+
+class CardError(ValueError):
+    """A checkpoint without a model card, or with a card that does not fit."""
+
+
+def card_path(weights: str | Path) -> Path:
+    """``x.pth`` -> ``x.json``."""
+    return Path(weights).with_suffix(".json")
+
+
+def state_path(weights: str | Path) -> Path:
+    """``x.pth`` -> ``x.state.pt`` (optimizer, step, RNG states)."""
+    return Path(weights).with_suffix(".state.pt")
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and PyTorch (the run is repeatable on one machine)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _rng_states() -> dict[str, Any]:
+    return {
+        "python": random.getstate(),
+        "numpy": np.random.get_state(),
+        "torch": torch.get_rng_state(),
+    }
+
+
+def _set_rng_states(states: Mapping[str, Any]) -> None:
+    random.setstate(states["python"])
+    np.random.set_state(states["numpy"])
+    torch.set_rng_state(states["torch"])
+
+
+def _atomic_write(path: Path, write) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    write(tmp)
+    tmp.replace(path)
+
+
+def save_checkpoint(
+    path: str | Path,
+    model: nn.Module,
+    card: Mapping[str, Any],
+    *,
+    optimizer: torch.optim.Optimizer | None = None,
+    step: int = 0,
+    extra_state: Mapping[str, Any] | None = None,
+) -> Path:
+    """Write ``path`` (state_dict), its card (``.json``) and, with an optimizer, the training
+    state (``.state.pt``). Each file is written to a temporary name and renamed, so an
+    interrupted run never leaves a half-written checkpoint. Returns ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    _atomic_write(path, lambda p: torch.save(state, p))
+    full_card = {
+        "card_version": CARD_VERSION,
+        **card,
+        "steps": int(step),
+        "saved": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+    text = json.dumps(full_card, indent=2, sort_keys=False, default=_json_default) + "\n"
+    _atomic_write(card_path(path), lambda p: p.write_text(text))
+    if optimizer is not None:
+        training = {
+            "step": int(step),
+            "optimizer": optimizer.state_dict(),
+            "rng": _rng_states(),
+            "extra": dict(extra_state or {}),
+        }
+        _atomic_write(state_path(path), lambda p: torch.save(training, p))
+    return path
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, (np.integer, np.floating)):
+        return value.item()
+    if isinstance(value, (Path, tuple, set)):
+        return str(value) if isinstance(value, Path) else list(value)
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def load_training_state(
+    path: str | Path, model: nn.Module, optimizer: torch.optim.Optimizer | None = None
+) -> tuple[int, dict[str, Any]]:
+    """Resume from checkpoint ``path``: load weights into ``model`` and, when the training state
+    exists, the optimizer and RNG states. Returns (step, extra state)."""
+    path = Path(path)
+    model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True), strict=True)
+    spath = state_path(path)
+    if not spath.is_file():
+        raise CardError(f"cannot resume from {path}: no training state {spath.name} beside it")
+    training = torch.load(spath, map_location="cpu", weights_only=False)
+    if optimizer is not None:
+        optimizer.load_state_dict(training["optimizer"])
+    _set_rng_states(training["rng"])
+    return int(training["step"]), dict(training.get("extra", {}))
+
+
+def read_card(weights: str | Path) -> dict[str, Any]:
+    """The model card of a checkpoint; :class:`CardError` when it is missing or unreadable."""
+    path = card_path(weights)
+    if not path.is_file():
+        raise CardError(
+            f"{weights} has no model card ({path.name} beside it): refusing a checkpoint whose "
+            f"architecture, degradation and training are unknown (cloudseg train writes one)"
+        )
+    try:
+        card = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise CardError(f"model card {path} is unreadable: {exc}") from None
+    if not isinstance(card, dict) or "architecture" not in card:
+        raise CardError(f"model card {path} names no 'architecture'")
+    return card
+
+
+def check_card(weights: str | Path, architecture: str) -> dict[str, Any]:
+    """The card of ``weights``, refused (:class:`CardError`) when it names another
+    architecture than ``architecture``."""
+    card = read_card(weights)
+    if card["architecture"] != architecture:
+        raise CardError(
+            f"{weights} was trained as {card['architecture']!r} (its model card says so), "
+            f"not {architecture!r}"
+        )
+    return card
+
+
+class CsvLog:
+    """Append rows (dicts) to a CSV file; the header is written once, new keys extend it."""
+
+    def __init__(self, path: str | Path, fields: list[str]) -> None:
+        self.path = Path(path)
+        self.fields = list(fields)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if not self.path.is_file() or self.path.stat().st_size == 0:
+            with self.path.open("w", newline="") as f:
+                csv.DictWriter(f, self.fields).writeheader()
+
+    def write(self, row: Mapping[str, Any]) -> None:
+        with self.path.open("a", newline="") as f:
+            writer = csv.DictWriter(f, self.fields, extrasaction="ignore")
+            writer.writerow({k: _csv_cell(row.get(k)) for k in self.fields})
+
+    def rows(self) -> list[dict[str, str]]:
+        with self.path.open(newline="") as f:
+            return list(csv.DictReader(f))
+
+
+def _csv_cell(value: Any) -> Any:
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return "" if value is None else value
