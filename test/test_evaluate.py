@@ -11,7 +11,7 @@ import pytest
 
 from cloudseg.data.cityscapes import TRAIN_ID_NAMES, load_label_train_ids, load_rgb
 from cloudseg.media.resize import downsample
-from cloudseg.models.weights import ENV_OFFLINE, ENV_WEIGHTS
+from cloudseg.models.weights import ENV_OFFLINE, ENV_WEIGHTS, load_state_dict_file
 from cloudseg.train.evaluate import main
 
 FRAME = "frankfurt_000000_000576"
@@ -52,14 +52,18 @@ def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]
     return code, out, err
 
 
-def test_eval_json_has_the_three_rows(tiny_cityscapes, weights_env, capsys) -> None:
+def test_eval_json_has_the_rows(tiny_cityscapes, weights_env, capsys) -> None:
     code, out, err = _run(
-        capsys, "--data", str(tiny_cityscapes), "--limit", "1", "--json", "--per-class"
-    )
+        capsys,
+        "--data", str(tiny_cityscapes),
+        "--limit", "1", "--json", "--per-class", "--codec", "none",
+    )  # fmt: skip
     assert code == 0, err
     report = json.loads(out.strip().splitlines()[-1])
     rows = report["rows"]
-    assert list(rows) == ["bilinear", "sr", "hr"]
+    assert list(rows) == ["bilinear", "lr_seg", "sr", "hr"]
+    assert report["reference"] == "gt" and rows["sr"]["kbps"] is None
+    assert rows["lr_seg"]["psnr"] is None  # nothing restored
     assert report["frames"] == 1 and report["untrained"] == [] and report["label"] is None
     assert rows["hr"]["psnr"] is None and rows["hr"]["ssim"] is None
     assert rows["sr"]["psnr"] > rows["bilinear"]["psnr"] > 20  # official CARN-M, area LR
@@ -87,28 +91,72 @@ def test_eval_saves_a_picture_per_frame(tiny_cityscapes, weights_env, capsys, tm
     assert code == 0, err
     (png,) = (tmp_path / "panels").glob("*.png")
     panel = cv2.imread(str(png))
-    # (image | labels) for the original and ground truth, then bilinear, sr and hr
-    assert panel.shape[1] == 2 * 1024 and panel.shape[0] % 4 == 0
-    tile_h = panel.shape[0] // 4
-    truth, hr_labels = panel[:tile_h, 1024:], panel[3 * tile_h :, 1024:]
+    # (image | labels) for the original and ground truth, then every row, hr_stream last
+    rows = ["truth", "bilinear", "lr_seg", "sr", "hr", "hr_stream"]
+    assert panel.shape[1] == 2 * 1024 and panel.shape[0] % len(rows) == 0
+    tile_h = panel.shape[0] // len(rows)
+    truth, hr_labels = panel[:tile_h, 1024:], panel[4 * tile_h : 5 * tile_h, 1024:]
     assert np.mean(np.all(truth == hr_labels, axis=2)) > 0.5  # the labels are really drawn
 
 
-def test_eval_fine_tuned_row_and_h264_roundtrip(tiny_cityscapes, weights_env, capsys) -> None:
-    """The sr_ft row appears with --sr-ft-weights (here the official file: same numbers)."""
+@pytest.fixture
+def carded_official(weights_env: Path, tmp_path: Path) -> Path:
+    """The official CARN-M weights saved as a cloudseg checkpoint with a model card."""
+    from cloudseg.models.registry import build_model
+    from cloudseg.train.checkpoint import save_checkpoint
+
+    model = build_model("carn_m", weights_env / "carn/carn_m.pth")
+    return save_checkpoint(tmp_path / "ft" / "carn_m_ft.pth", model, {"architecture": "carn_m"})
+
+
+def test_eval_fine_tuned_row_and_h264_stream(
+    tiny_cityscapes, weights_env, carded_official, capsys
+) -> None:
+    """The sr_ft row appears with --sr-ft-weights (here the official weights: same numbers);
+    the stream is the compressor's encoder with its defaults, kbit/s beside each row."""
     code, out, err = _run(
         capsys,
         "--data", str(tiny_cityscapes),
-        "--sr-ft-weights", str(weights_env / "carn/carn_m.pth"),
-        "--codec", "h264", "--crf", "30",
+        "--sr-ft-weights", str(carded_official),
+        "--crf", "30", "--no-lr-seg",
         "--json", "--no-progress",
     )  # fmt: skip
     assert code == 0, err
     report = json.loads(out.strip().splitlines()[-1])
-    assert list(report["rows"]) == ["bilinear", "sr", "sr_ft", "hr"]
-    assert report["rows"]["sr_ft"] == pytest.approx(report["rows"]["sr"])
-    assert "IDR" in report["codec"] and report["lr_bytes_per_frame"] > 100
-    assert report["rows"]["sr"]["psnr"] < 40  # lossy
+    rows = report["rows"]
+    assert list(rows) == ["bilinear", "sr", "sr_ft", "hr", "hr_stream"]
+    assert rows["sr_ft"] == pytest.approx(rows["sr"])
+    assert "crf 30" in report["codec"] and "ultrafast" in report["codec"]  # the compressor's
+    assert report["lr_bytes_per_frame"] > 100 and rows["sr"]["kbps"] == pytest.approx(
+        report["lr_bytes_per_frame"] * 8 * 17 / 1000
+    )
+    assert rows["hr_stream"]["kbps"] > 4 * rows["sr"]["kbps"]  # full resolution costs more
+    assert rows["sr"]["psnr"] < 40 and rows["hr"]["kbps"] is None  # lossy; hr is raw
+    assert "kbit/s" in out
+
+
+def test_eval_refuses_a_checkpoint_without_card(tiny_cityscapes, weights_env, capsys, tmp_path):
+    import torch
+
+    edited = tmp_path / "edited.pth"
+    state = load_state_dict_file(weights_env / "carn/carn_m.pth")
+    state["entry.bias"] = state["entry.bias"] + 1e-3  # another file: no registered hash
+    torch.save(state, edited)
+    code, out, err = _run(capsys, "--data", str(tiny_cityscapes), "--sr-ft-weights", str(edited))
+    assert code == 2 and out == "" and "no model card" in err
+
+
+def test_eval_on_a_sequence_scores_against_hr_labels(shared_data, weights_env, capsys) -> None:
+    """A sequence is one stream in order (IDR then P-frames) scored against the hr row."""
+    code, out, err = _run(
+        capsys,
+        "--data", str(shared_data / "cityscapes_small_256x128/leftImg8bit/val/frankfurt"),
+        "--scale", "2", "--no-progress", "--json",
+    )  # fmt: skip
+    assert code == 0, err
+    report = json.loads(out.strip().splitlines()[-1])
+    assert report["reference"] == "hr" and report["frames"] == 1
+    assert report["rows"]["hr"]["miou"] == pytest.approx(1.0)
 
 
 def test_icnet_without_weights_is_refused_then_labelled_untrained(
@@ -153,4 +201,4 @@ def test_unknown_backend_and_help(capsys) -> None:
     code, _, err = _run(capsys, "--data", ".", "--backend", "deeplab")
     assert code == 2 and "invalid choice" in err
     code, out, _ = _run(capsys, "--help")
-    assert code == 0 and "--degradation" in out and "--sr-ft-weights" in out
+    assert code == 0 and "--seg-size" in out and "--sr-ft-weights" in out and "compressor" in out

@@ -136,8 +136,15 @@ def _pick_weights(spec: ModelSpec, weights: str | Path) -> tuple[WeightsInfo, Pa
     for info in spec.weights.values():
         if info.sha256 is not None and info.sha256.lower() == digest:
             return info, path
-    # a user file (e.g. fine-tuned): no published metadata applies
-    return WeightsInfo(path.name, None, digest, {"source": str(path), "task": spec.task}), path
+    # a user file (e.g. fine-tuned): its model card says what it is; no card, no load
+    from cloudseg.train.checkpoint import CardError, check_card  # lazy: train imports models
+
+    try:
+        card = check_card(path, spec.name)
+    except CardError as exc:
+        raise WeightsError(str(exc)) from None
+    meta = {**card, "source": str(path), "task": spec.task}
+    return WeightsInfo(path.name, None, digest, meta), path
 
 
 def build_model(

@@ -1,25 +1,34 @@
-"""``cloudseg eval``: the paper's Table 1 (PSNR, SSIM, mIoU) on a Cityscapes-layout folder.
+"""``cloudseg eval``: the paper's Table 1 (PSNR, SSIM, mIoU), through the real stream, with kbit/s.
 
-Each labelled frame of the split is downsampled with the project's one downsampling function
-(:func:`cloudseg.media.resize.downsample`, ``--degradation``), optionally sent through a codec
-round trip (``--codec``), then restored and segmented on the full-size frame by the
-:class:`~cloudseg.restore.pipeline.RestorationPipeline`. Rows:
+Every frame goes through what the cloud really receives (:class:`~cloudseg.media.stream.
+StreamRoundTrip`): the compressor's downsampling and encoder with the compressor's own default
+settings (preset, CRF or bitrate, GOP; ``--crf``/``--bitrate`` override them), then the cloud's
+decoder. A sequence (frame folder, video, rosbag2) is one stream, in order (IDR and P-frames);
+the unrelated stills of a Cityscapes split are each a stream of their own (an IDR).
+``--codec none`` gives the paper's setting (no codec). Rows:
 
 * ``bilinear``: LR upsampled bilinearly (the SR bypass);
-* ``sr``: the official CARN-M (or ``--sr-weights``);
-* ``sr_ft``: a fine-tuned SR checkpoint (only with ``--sr-ft-weights``);
-* ``hr``: the original full-resolution frame (no restoration: PSNR/SSIM not applicable).
+* ``lr_seg``: the LR frame segmented directly by a segmenter trained at that size (ESPNetv2's
+  512x256 weights), no restoration;
+* ``sr``: the official CARN-M (or ``--sr-weights``); ``--sr-row NAME=PATH`` adds rows of
+  other SR checkpoints; ``sr_ft``: ``--sr-ft-weights``;
+* ``hr``: the original full-resolution frame (uncompressed); ``hr_stream``: the full-resolution
+  frame through the same encoder (scale 1), what streaming it whole would cost.
 
-PSNR and SSIM compare the restored RGB frame with the original (mean over frames); mIoU comes
-from one confusion matrix accumulated over the whole split (cityscapesScripts conventions, see
-:mod:`cloudseg.train.metrics`). H.264 round trip: every LR frame is encoded as its own IDR
-(intra-only, a fresh GOP per frame), since the frames of a split are unrelated images.
+The segmenter runs at the resolution its weights were trained for (``--seg-size trained``, the
+serving default; ``full`` segments at the camera size as the paper does); labels are scaled
+back to the camera size (nearest neighbour) and scored against the fine ground truth of a
+Cityscapes folder, or, for a sequence without labels, against the ``hr`` row's labels
+(``reference: hr``). PSNR and SSIM compare the restored image with the original
+area-downsampled to the size that was segmented (mean over frames); mIoU comes from one
+confusion matrix over all frames (cityscapesScripts conventions, :mod:`cloudseg.train.metrics`).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
 import math
 import os
 import statistics
@@ -41,19 +50,31 @@ from cloudseg.data.cityscapes import (
     load_label_train_ids,
     load_rgb,
 )
-from cloudseg.data.sources import DataError
-from cloudseg.media.codecs import CodecError, H264Decoder, H264Encoder, decode_image, encode_image
+from cloudseg.data.sources import DataError, open_source
+from cloudseg.media.codecs import CodecError
 from cloudseg.media.quality import psnr, ssim
-from cloudseg.media.resize import METHODS, downsample
+from cloudseg.media.resize import downsample
+from cloudseg.media.stream import StreamRoundTrip, default_compressor_settings
 from cloudseg.models.registry import UnknownModelError, build_model
 from cloudseg.models.weights import ENV_WEIGHTS, WeightsError
-from cloudseg.restore.pipeline import BACKENDS, DTYPES, PipelineError, RestorationPipeline
+from cloudseg.restore.pipeline import (
+    BACKENDS,
+    DTYPES,
+    SEG_SIZES,
+    SR_ROUTES,
+    PipelineError,
+    RestorationPipeline,
+)
 from cloudseg.train.metrics import ConfusionMatrix, MetricsError
 
-__all__ = ["EvalError", "build_parser", "evaluate", "format_table", "main"]
+__all__ = ["EvalError", "build_parser", "evaluate", "format_table", "main", "stream_settings"]
+
+log = logging.getLogger(__name__)
 
 PROG = "cloudseg eval"
-CODECS = ("none", "h264", "jpeg")
+CODECS = ("h264", "jpeg", "png", "none")
+LR_SEGMENTERS = {"espnetv2": "espnetv2_s2_city_512x256"}
+"""Backend -> a segmenter trained at the LR size of a x4 stream (the ``lr_seg`` row)."""
 UNTRAINED_LABEL = "UNTRAINED"
 
 
@@ -67,6 +88,7 @@ class _Row:
 
     name: str
     mode: str
+    stream: str = "lr"  # which stream feeds it: "lr", "hr" (original), "hr_stream"
     cm: ConfusionMatrix = field(default_factory=ConfusionMatrix)
     psnr: list[float] = field(default_factory=list)
     ssim: list[float] = field(default_factory=list)
@@ -85,25 +107,43 @@ class _Row:
             "pixel_accuracy": _num(self.cm.pixel_accuracy()),
         }
 
+    def summary_with(self, kbps: float | None) -> dict[str, Any]:
+        return {**self.summary(), "kbps": _num(kbps) if kbps is not None else None}
+
 
 def _num(value: float) -> float | None:
     """JSON-safe float: NaN and inf become None."""
     return None if value is None or not math.isfinite(value) else float(value)
 
 
+def _sr_row(text: str) -> tuple[str, Path]:
+    name, sep, path = text.partition("=")
+    if not sep or not name.isidentifier() or not path:
+        raise argparse.ArgumentTypeError(
+            f"expected NAME=PATH (e.g. sr_base=runs/sr.pth), got {text!r}"
+        )
+    return name, Path(path)
+
+
 def build_parser() -> argparse.ArgumentParser:
+    compressor = default_compressor_settings()
     parser = argparse.ArgumentParser(
         prog=PROG,
-        description="PSNR, SSIM and mIoU of LR-bilinear, SR (CARN-M), fine-tuned SR and full "
-        "resolution on a Cityscapes-layout folder (the CloudSeg paper's Table 1). The "
-        "segmenter always runs on the full-size frame.",
-        epilog="Example: cloudseg eval --data ../shared/data/cityscapes --split val "
-        "--weights-dir ../shared/data/weights --json",
+        description="PSNR, SSIM, mIoU and kbit/s of LR-bilinear, LR segmented directly, SR "
+        "(CARN-M), fine-tuned SR and full resolution (the CloudSeg paper's Table 1), through "
+        "the real stream the vehicle sends (the compressor's downsampling and H.264 encoder), "
+        "on a Cityscapes-layout folder (against its fine labels) or a sequence (against the "
+        "segmenter's labels on the original frames).",
+        epilog="Example: cloudseg eval --data ../shared/data/cityscapes --split val --json; "
+        "cloudseg eval --data ../shared/data/sequences/aachen_seq0000 --codec h264",
     )
     parser.add_argument(
-        "--data", required=True, type=Path, help="Cityscapes root (leftImg8bit/, gtFine/)"
+        "--data",
+        required=True,
+        type=Path,
+        help="Cityscapes root (leftImg8bit/, gtFine/), or a sequence: frame folder, video, rosbag2",
     )
-    parser.add_argument("--split", default="val", help="split folder (default val)")
+    parser.add_argument("--split", default="val", help="Cityscapes split folder (default val)")
     parser.add_argument(
         "--backend",
         default="espnetv2",
@@ -116,30 +156,72 @@ def build_parser() -> argparse.ArgumentParser:
         f"{', '.join(f'{k}={v}' for k, v in BACKENDS.items())})",
     )
     parser.add_argument("--seg-weights", help="segmenter state_dict (default: registry lookup)")
+    parser.add_argument(
+        "--seg-size",
+        default="trained",
+        choices=SEG_SIZES,
+        help="segment at the resolution the weights were trained for (default, as the cloud "
+        "does) or at the camera size (the paper)",
+    )
+    parser.add_argument(
+        "--sr-route",
+        default="direct",
+        choices=SR_ROUTES,
+        help="SR straight to the segmentation size (default) or to the camera size and down",
+    )
     parser.add_argument("--sr-model", default="carn_m", help="SR model name (default carn_m)")
-    parser.add_argument("--sr-weights", help="SR state_dict for the 'sr' row (default: official)")
-    parser.add_argument("--sr-ft-weights", help="fine-tuned SR state_dict: adds the 'sr_ft' row")
+    parser.add_argument(
+        "--sr-weights", help="SR state_dict for the 'sr' row (default: the official CARN-M)"
+    )
+    parser.add_argument("--sr-ft-weights", help="fine-tuned SR checkpoint: adds the 'sr_ft' row")
+    parser.add_argument(
+        "--sr-row",
+        action="append",
+        type=_sr_row,
+        default=[],
+        metavar="NAME=PATH",
+        help="add a row for another SR checkpoint (repeatable), e.g. sr_base=runs/sr.pth",
+    )
+    parser.add_argument(
+        "--no-lr-seg",
+        action="store_true",
+        help="leave out the 'lr_seg' row (LR segmented directly)",
+    )
     parser.add_argument(
         "--weights-dir",
         type=Path,
-        help=f"folder searched for default weights (sets ${ENV_WEIGHTS}; subfolders searched)",
+        help=f"folder searched first for default weights (sets ${ENV_WEIGHTS}); without it, "
+        "the project's weights and ../shared/data/weights beside the checkout are found",
     )
-    parser.add_argument("--scale", type=int, default=4, help="downsampling factor (default 4)")
     parser.add_argument(
-        "--degradation",
-        default="area",
-        choices=METHODS,
-        help="downsampling method for LR (default area)",
+        "--scale",
+        type=int,
+        default=compressor.scale,
+        help=f"downsampling factor (default: the compressor's, {compressor.scale})",
     )
     parser.add_argument(
         "--codec",
-        default="none",
+        default=compressor.codec,
         choices=CODECS,
-        help="codec round trip of the LR frames (h264: each frame its own IDR; default none)",
+        help=f"the stream's codec (default: the compressor's, {compressor.codec}); none = no "
+        "codec (the paper's Table 1)",
     )
-    parser.add_argument("--crf", type=float, default=23.0, help="H.264 CRF (default 23)")
     parser.add_argument(
-        "--jpeg-quality", type=int, default=80, help="JPEG quality 1..100 (default 80)"
+        "--crf",
+        type=int,
+        help=f"H.264 CRF (default: the compressor's, {compressor.crf})",
+    )
+    parser.add_argument(
+        "--bitrate",
+        type=int,
+        help="H.264 target kbit/s instead of a CRF (e.g. 750, the paper's)",
+    )
+    parser.add_argument(
+        "--preset", help=f"libx264 preset (default: the compressor's, {compressor.preset})"
+    )
+    parser.add_argument("--gop", type=int, help=f"H.264 GOP (default: {compressor.gop})")
+    parser.add_argument(
+        "--jpeg-quality", type=int, help=f"JPEG quality 1..100 (default {compressor.quality})"
     )
     parser.add_argument("--limit", type=int, default=0, help="first N frames only (0 = all)")
     parser.add_argument(
@@ -204,93 +286,149 @@ def _check_args(args: argparse.Namespace) -> None:
         raise EvalError(f"--scale must be >= 1, got {args.scale}")
     if args.limit < 0:
         raise EvalError(f"--limit must be >= 0, got {args.limit}")
-    if not 0 <= args.crf <= 51:
-        raise EvalError(f"--crf must be 0..51, got {args.crf:g}")
-    if not 1 <= args.jpeg_quality <= 100:
+    if args.crf is not None and not 0 <= args.crf <= 51:
+        raise EvalError(f"--crf must be 0..51, got {args.crf}")
+    if args.bitrate is not None and args.bitrate <= 0:
+        raise EvalError(f"--bitrate must be > 0 kbit/s, got {args.bitrate}")
+    if args.jpeg_quality is not None and not 1 <= args.jpeg_quality <= 100:
         raise EvalError(f"--jpeg-quality must be 1..100, got {args.jpeg_quality}")
-    if not args.data.is_dir():
-        raise EvalError(f"data folder {args.data} does not exist")
-    for option in ("sr_weights", "sr_ft_weights", "seg_weights"):
-        value = getattr(args, option)
+    if not args.data.exists():
+        raise EvalError(f"data {args.data} does not exist")
+    paths = [args.sr_weights, args.sr_ft_weights, args.seg_weights]
+    for option, value in zip(("sr_weights", "sr_ft_weights", "seg_weights"), paths, strict=True):
         if value is not None and not Path(value).expanduser().is_file():
             raise EvalError(f"--{option.replace('_', '-')}: no file {value}")
+    for name, path in args.sr_row:
+        if not path.expanduser().is_file():
+            raise EvalError(f"--sr-row {name}: no file {path}")
     if args.weights_dir is not None and not args.weights_dir.is_dir():
         raise EvalError(f"--weights-dir: {args.weights_dir} is not a folder")
 
 
-class _Codec:
-    """The LR codec round trip: none, H.264 (every frame an IDR) or JPEG."""
+def stream_settings(args: argparse.Namespace, scale: int | None = None):
+    """The compressor's default settings with the options given (one source of truth)."""
+    changes: dict[str, Any] = {"scale": args.scale if scale is None else scale}
+    if args.codec != "none":
+        changes["codec"] = args.codec
+    if args.crf is not None:
+        changes["crf"] = args.crf
+    if args.bitrate is not None:
+        changes["bitrate_kbps"] = args.bitrate
+    if args.preset is not None:
+        changes["preset"] = args.preset
+    if args.gop is not None:
+        changes["gop"] = args.gop
+    if args.jpeg_quality is not None:
+        changes["quality"] = args.jpeg_quality
+    return default_compressor_settings(**changes)
 
-    def __init__(self, name: str, crf: float, quality: int) -> None:
-        self.name = name
-        self.crf = crf
-        self.quality = quality
-        self.bytes: list[int] = []
-        self._encoder = H264Encoder(crf=crf) if name == "h264" else None
-        self._decoder = H264Decoder() if name == "h264" else None
-        self._seq = 0
+
+class _Stream:
+    """The LR frames the cloud receives (or, with codec none, plain area downsampling)."""
+
+    def __init__(self, args: argparse.Namespace, scale: int) -> None:
+        self.codec = args.codec
+        self.scale = scale
+        self.degradation = "area"
+        self.roundtrip = (
+            None if args.codec == "none" else StreamRoundTrip(stream_settings(args, scale))
+        )
+
+    def restart(self) -> None:
+        if self.roundtrip is not None:
+            self.roundtrip.restart()
+
+    def __call__(self, rgb: np.ndarray) -> np.ndarray:
+        if self.roundtrip is None:
+            return downsample(rgb, self.scale, self.degradation)
+        return self.roundtrip(rgb)
+
+    def kbps(self) -> float | None:
+        return None if self.roundtrip is None else self.roundtrip.kbps()
+
+    def bytes_per_frame(self) -> float | None:
+        if self.roundtrip is None or not self.roundtrip.payload_bytes:
+            return None
+        return statistics.fmean(self.roundtrip.payload_bytes)
 
     def describe(self) -> str:
-        if self.name == "h264":
-            return f"h264 crf {self.crf:g}, each LR frame its own IDR"
-        if self.name == "jpeg":
-            return f"jpeg q{self.quality}"
-        return "none"
+        if self.roundtrip is None:
+            return f"none (x{self.scale} area downsampling only)"
+        return self.roundtrip.describe()
 
-    def roundtrip(self, lr: np.ndarray) -> np.ndarray:
-        if self.name == "none":
-            return lr
-        if self.name == "jpeg":
-            payload = encode_image(lr, "jpeg", self.quality)
-            self.bytes.append(len(payload))
-            return decode_image(payload, "jpeg")
-        assert self._encoder is not None and self._decoder is not None
-        height, width = lr.shape[:2]
-        if height % 2 or width % 2:
-            raise EvalError(
-                f"H.264 needs even LR sizes, got {width}x{height} (choose another --scale)"
-            )
-        self._encoder.request_keyframe()
-        encoded = self._encoder.encode(lr)
-        self.bytes.append(len(encoded.payload))
-        decoded = self._decoder.decode(encoded.payload, self._seq, keyframe=encoded.keyframe)
-        self._seq += 1
-        if decoded is None:
-            raise EvalError("the H.264 decoder returned no picture for an IDR frame")
-        return decoded
+
+def _frames(args: argparse.Namespace) -> tuple[str, list[tuple[str, Any, Any]]]:
+    """("gt", [(name, image path, label path)]) for a Cityscapes root, or ("hr", [(name,
+    rgb, None)]) for a sequence (frames in order)."""
+    if (args.data / "leftImg8bit").is_dir():
+        pairs = list_pairs(args.data, args.split)
+        if args.limit:
+            pairs = pairs[: args.limit]
+        return "gt", [(p.name, p.image_path, p.label_path) for p in pairs]
+    source = open_source(args.data, limit=args.limit or None)
+    return "hr", [(f"{args.data.name}_{f.index:06d}", f.rgb, None) for f in source]
 
 
 def _build_rows(args: argparse.Namespace) -> tuple[dict[str, _Row], dict[str, Any]]:
     """The pipelines of every row (sharing one segmenter) and their rows."""
+    options = {
+        "device": args.device,
+        "dtype": args.dtype,
+        "scale": args.scale,
+        "return_restored": True,
+        "seg_size": args.seg_size,
+        "sr_route": args.sr_route,
+    }
     pipeline = RestorationPipeline(
         args.sr_model,
         args.seg_model or args.backend,
-        device=args.device,
-        dtype=args.dtype,
-        sr_weights=args.sr_weights or "default",
+        sr_weights=args.sr_weights
+        or ("div2k" if args.sr_model in ("carn_m", "carn") else "default"),
         seg_weights=args.seg_weights or "default",
         allow_untrained=args.allow_untrained,
-        scale=args.scale,
-        return_restored=True,
+        **options,
     )
-    pipelines: dict[str, Any] = {"bilinear": pipeline, "sr": pipeline}
-    rows = {"bilinear": _Row("bilinear", "bilinear"), "sr": _Row("sr", "sr")}
+    backend = args.seg_model or args.backend
+    pipelines: dict[str, Any] = {"bilinear": pipeline}
+    rows = {"bilinear": _Row("bilinear", "bilinear")}
+    lr_seg = LR_SEGMENTERS.get(args.backend) if not (args.no_lr_seg or args.seg_model) else None
+    if lr_seg is not None and args.scale == 4:
+        try:
+            lr_pipeline = RestorationPipeline(None, lr_seg, **options)
+        except WeightsError as exc:
+            log.warning("no 'lr_seg' row: %s", str(exc).splitlines()[0])
+        else:
+            pipelines["lr_seg"] = lr_pipeline
+            rows["lr_seg"] = _Row("lr_seg", "bilinear")
+    pipelines["sr"] = pipeline
+    rows["sr"] = _Row("sr", "sr")
+    extra = [*args.sr_row]
     if args.sr_ft_weights:
-        ft_model = build_model(args.sr_model, Path(args.sr_ft_weights).expanduser())
-        pipelines["sr_ft"] = RestorationPipeline.from_modules(
-            ft_model,
-            pipeline.segmenter,
-            pipeline.backend,
-            device=args.device,
-            dtype=args.dtype,
-            scale=args.scale,
-            return_restored=True,
+        extra.append(("sr_ft", Path(args.sr_ft_weights)))
+    for name, path in extra:
+        if name in rows:
+            raise EvalError(f"row name {name!r} is taken")
+        model = build_model(args.sr_model, path.expanduser())
+        pipelines[name] = RestorationPipeline.from_modules(
+            model, pipeline.segmenter, backend, **options
         )
-        pipelines["sr_ft"].sr_name = f"{args.sr_model} (fine-tuned)"
-        rows["sr_ft"] = _Row("sr_ft", "sr")
+        pipelines[name].sr_name = f"{args.sr_model} ({path.name})"
+        rows[name] = _Row(name, "sr")
     pipelines["hr"] = pipeline
-    rows["hr"] = _Row("hr", "full")
+    rows["hr"] = _Row("hr", "full", stream="hr")
+    if args.codec != "none":
+        pipelines["hr_stream"] = RestorationPipeline.from_modules(
+            None, pipeline.segmenter, backend, **{**options, "scale": 1}
+        )
+        rows["hr_stream"] = _Row("hr_stream", "full", stream="hr_stream")
     return rows, pipelines
+
+
+def _labels_at(labels: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """Labels scaled to the camera size (nearest neighbour), as the cloud returns them."""
+    if labels.shape == shape[:2]:
+        return labels
+    return cv2.resize(labels, (shape[1], shape[0]), interpolation=cv2.INTER_NEAREST)
 
 
 def evaluate(args: argparse.Namespace) -> dict[str, Any]:
@@ -302,60 +440,84 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
         import torch
 
         args.device = "cuda" if torch.cuda.is_available() else "cpu"
-    pairs = list_pairs(args.data, args.split)
-    if args.limit:
-        pairs = pairs[: args.limit]
+    reference, frames = _frames(args)
     rows, pipelines = _build_rows(args)
     main_pipeline = pipelines["sr"]
-    codec = _Codec(args.codec, args.crf, args.jpeg_quality)
+    lr_stream = _Stream(args, args.scale)
+    hr_stream = _Stream(args, 1) if "hr_stream" in rows else None
     start = time.perf_counter()
-    bar = tqdm(pairs, desc="eval", unit="frame", file=sys.stderr, disable=args.no_progress)
-    for pair in bar:
-        rgb = load_rgb(pair.image_path)
-        gt = load_label_train_ids(pair.label_path)
-        if gt.shape != rgb.shape[:2]:
-            raise EvalError(f"{pair.name}: label {gt.shape} and image {rgb.shape[:2]} differ")
-        lr = codec.roundtrip(downsample(rgb, args.scale, args.degradation))
+    bar = tqdm(frames, desc="eval", unit="frame", file=sys.stderr, disable=args.no_progress)
+    for name, image, label in bar:
+        if reference == "gt":  # unrelated stills: each one a stream of its own (an IDR)
+            rgb, gt = load_rgb(image), load_label_train_ids(label)
+            if gt.shape != rgb.shape[:2]:
+                raise EvalError(f"{name}: label {gt.shape} and image {rgb.shape[:2]} differ")
+            lr_stream.restart()
+            if hr_stream is not None:
+                hr_stream.restart()
+        else:
+            rgb, gt = image, None
+        lr = lr_stream(rgb)
         height, width = lr.shape[0] * args.scale, lr.shape[1] * args.scale
-        reference, target = rgb[:height, :width], gt[:height, :width]
+        original = rgb[:height, :width]
+        inputs = {"lr": lr, "hr": original}
+        if hr_stream is not None:
+            inputs["hr_stream"] = hr_stream(original)
+        results = {}
+        for row_name, row in rows.items():
+            results[row_name] = pipelines[row_name].process(inputs[row.stream][None], row.mode)
+        if gt is None:  # a sequence: the reference is the segmenter's labels on the original
+            gt = _labels_at(results["hr"].labels[0].cpu().numpy(), original.shape)
+        target = gt[:height, :width]
         panel_rows = []
-        for name, row in rows.items():
-            full = row.mode == "full"
-            result = pipelines[name].process((reference if full else lr)[None], row.mode)
-            row.cm.update(result.labels[0], target)
-            if args.save_panels:
-                restored = reference if full else result.restored[0].cpu().numpy()
-                panel_rows.append((name, restored, result.labels[0].cpu().numpy()))
+        for row_name, row in rows.items():
+            result = results[row_name]
+            labels = _labels_at(result.labels[0].cpu().numpy(), target.shape)
+            row.cm.update(labels, target)
             row.add_timings(result.timings_ms)
-            if not full:
-                restored = result.restored[0].cpu().numpy()
-                row.psnr.append(psnr(restored, reference))
-                row.ssim.append(ssim(restored, reference))
+            restored = result.restored[0].cpu().numpy()
+            if row.stream != "hr" and row_name != "lr_seg":  # lr_seg restores nothing
+                k = result.reduced_by
+                ref = downsample(original, k) if k > 1 else original
+                ref = ref[: restored.shape[0], : restored.shape[1]]
+                row.psnr.append(psnr(restored, ref))
+                row.ssim.append(ssim(restored, ref))
+            if args.save_panels:
+                panel_rows.append((row_name, restored, labels))
         if args.save_panels:
-            save_panel(args.save_panels / f"{pair.name}.png", reference, target, panel_rows)
+            save_panel(args.save_panels / f"{name}.png", original, target, panel_rows)
     seconds = time.perf_counter() - start
 
+    kbps = {"lr": lr_stream.kbps(), "hr": None}
+    if hr_stream is not None:
+        kbps["hr_stream"] = hr_stream.kbps()
     untrained = list(main_pipeline.untrained)
     report: dict[str, Any] = {
-        "rows": {name: row.summary() for name, row in rows.items()},
+        "rows": {name: row.summary_with(kbps[row.stream]) for name, row in rows.items()},
         "per_class": {
             name: {
                 cls: _num(v) for cls, v in zip(TRAIN_ID_NAMES, row.cm.iou().tolist(), strict=True)
             }
             for name, row in rows.items()
         },
-        "frames": len(pairs),
-        "split": args.split,
+        "frames": len(frames),
+        "reference": reference,
+        "split": args.split if reference == "gt" else None,
         "data": str(args.data),
         "backend": main_pipeline.backend,
         "segmenter": main_pipeline.seg_name,
+        "pipeline": main_pipeline.describe(),
+        "seg_size": args.seg_size,
+        "sr_route": args.sr_route,
         "sr_model": args.sr_model,
-        "sr_weights": args.sr_weights or "default",
+        "sr_weights": args.sr_weights or "official",
         "sr_ft_weights": args.sr_ft_weights,
+        "sr_rows": {name: str(path) for name, path in args.sr_row},
         "scale": args.scale,
-        "degradation": args.degradation,
-        "codec": codec.describe(),
-        "lr_bytes_per_frame": statistics.fmean(codec.bytes) if codec.bytes else None,
+        "degradation": "area",
+        "codec": lr_stream.describe(),
+        "kbps": kbps["lr"],
+        "lr_bytes_per_frame": lr_stream.bytes_per_frame(),
         "device": str(main_pipeline.device),
         "dtype": args.dtype,
         "timings_ms": {
@@ -376,18 +538,23 @@ def format_table(report: dict[str, Any], per_class: bool = False) -> str:
     def cell(value: float | None, fmt: str) -> str:
         return "n/a" if value is None else format(value, fmt)
 
+    against = "fine labels" if report["reference"] == "gt" else "the hr row's labels"
     lines = [
-        f"{report['frames']} frames of {report['split']}, {report['segmenter']} on the full "
-        f"frame, x{report['scale']} {report['degradation']}, codec {report['codec']}, "
-        f"{report['device']} {report['dtype']}{mark}",
-        f"{'row':<10} {'PSNR dB':>8} {'SSIM':>7} {'mIoU':>7} {'mIoU-gt':>7} {'pixAcc':>7} "
-        f"{'ms/frame':>9}",
+        f"{report['frames']} frames of {report['data']}"
+        + (f" ({report['split']})" if report["split"] else "")
+        + f", scored against {against}; stream: {report['codec']}{mark}",
+        f"pipeline: {report['pipeline']}",
+        f"{'row':<10} {'kbit/s':>8} {'PSNR dB':>8} {'SSIM':>7} {'mIoU':>7} {'mIoU-gt':>7} "
+        f"{'pixAcc':>7} {'ms/frame':>9}",
     ]
     for name, values in report["rows"].items():
         total = report["timings_ms"][name].get("total")
         label = f"{name}{' ' + UNTRAINED_LABEL if mark else ''}"
+        kbps = values["kbps"]
+        kbps_text = ("raw" if name == "hr" else "-") if kbps is None else f"{kbps:8.0f}"
         lines.append(
-            f"{label:<10} {cell(values['psnr'], '8.2f'):>8} {cell(values['ssim'], '7.4f'):>7} "
+            f"{label:<10} {kbps_text:>8} {cell(values['psnr'], '8.2f'):>8} "
+            f"{cell(values['ssim'], '7.4f'):>7} "
             f"{cell(values['miou'], '7.3f'):>7} {cell(values['miou_gt_classes'], '7.3f'):>7} "
             f"{cell(values['pixel_accuracy'], '7.3f'):>7} "
             f"{cell(total, '9.0f'):>9}"
