@@ -191,6 +191,7 @@ class FrozenSegmenter(nn.Module):
         self.stride = stride
         self.register_buffer("mean", torch.tensor(INPUT_MEAN).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor(INPUT_STD).view(1, 3, 1, 1))
+        self.train(False)
 
     def train(self, mode: bool = True) -> FrozenSegmenter:  # BatchNorm statistics stay frozen
         return super().train(False)
