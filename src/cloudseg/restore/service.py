@@ -88,7 +88,7 @@ class CloudService:
         backend: str = "espnetv2",
         device: str = "auto",
         dtype: str = "fp32",
-        cpu_max_width: int | None = 512,
+        cpu_max_width: int | None = 1024,
         allow_untrained: bool = False,
     ) -> None:
         self.device = pick_device(device)
