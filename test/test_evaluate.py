@@ -109,6 +109,17 @@ def carded_official(weights_env: Path, tmp_path: Path) -> Path:
     return save_checkpoint(tmp_path / "ft" / "carn_m_ft.pth", model, {"architecture": "carn_m"})
 
 
+def test_eval_figure_of_crops(tiny_cityscapes, weights_env, capsys, tmp_path) -> None:
+    figure = tmp_path / "figure.png"
+    argv = ["--data", str(tiny_cityscapes), "--no-progress", "--figure", str(figure)]
+    code, _, err = _run(capsys, *argv, "--figure-crop", "0,0,128,64", "--figure-rows", "sr,hr")
+    assert code == 0, err
+    image = cv2.imread(str(figure))
+    assert image.shape == (3 * 64, 2 * 128 + 4, 3)  # truth, sr, hr; image | labels
+    code, _, err = _run(capsys, *argv)  # the default crop does not fit a 512x256 frame
+    assert code == 2 and "outside" in err
+
+
 def test_eval_fine_tuned_row_and_h264_stream(
     tiny_cityscapes, weights_env, carded_official, capsys
 ) -> None:

@@ -248,6 +248,20 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DIR",
         help="write one PNG per frame: each row's restored image and labels beside the truth",
     )
+    parser.add_argument(
+        "--figure", type=Path, metavar="PNG", help="a figure of crops of one frame, every row"
+    )
+    parser.add_argument("--figure-frame", help="the frame of --figure (default: the first)")
+    parser.add_argument(
+        "--figure-crop",
+        type=_box,
+        default=(1024, 384, 512, 256),
+        metavar="X,Y,W,H",
+        help="the crop of --figure in camera pixels (default 1024,384,512,256)",
+    )
+    parser.add_argument(
+        "--figure-rows", help="comma-separated rows of --figure (default: all but hr_stream)"
+    )
     return parser
 
 
@@ -279,6 +293,55 @@ def save_panel(
     panel = np.concatenate([np.concatenate(pair, axis=1) for pair in lines], axis=0)
     path.parent.mkdir(parents=True, exist_ok=True)
     cv2.imwrite(str(path), cv2.cvtColor(panel, cv2.COLOR_RGB2BGR))
+
+
+def _box(text: str) -> tuple[int, int, int, int]:
+    try:
+        x, y, w, h = (int(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected X,Y,WIDTH,HEIGHT, got {text!r}") from None
+    if min(x, y) < 0 or min(w, h) < 8:
+        raise argparse.ArgumentTypeError(f"crop {text} must be inside the frame, at least 8x8")
+    return x, y, w, h
+
+
+def save_figure(
+    path: Path,
+    reference: np.ndarray,
+    truth: np.ndarray,
+    rows: list[tuple[str, np.ndarray, np.ndarray]],
+    box: tuple[int, int, int, int],
+) -> None:
+    """Crops of one frame: (image | labels) per row beside the original and ground truth.
+    ``box`` is (x, y, width, height) in camera pixels; images segmented at a reduced size are
+    cropped at their own scale and shown enlarged (nearest neighbour: pixels as they are)."""
+    x, y, w, h = box
+    height, width = truth.shape[:2]
+    if x + w > width or y + h > height:
+        raise EvalError(f"--figure-crop {x},{y},{w},{h} is outside the {width}x{height} frame")
+
+    def crop(image: np.ndarray) -> np.ndarray:
+        f = width / image.shape[1]
+        part = image[round(y / f) : round((y + h) / f), round(x / f) : round((x + w) / f)]
+        return cv2.resize(part, (w, h), interpolation=cv2.INTER_NEAREST)
+
+    def titled(image: np.ndarray, title: str) -> np.ndarray:
+        tile = np.ascontiguousarray(image)
+        for color, thickness in (((0, 0, 0), 4), ((255, 255, 255), 1)):
+            cv2.putText(
+                tile, title, (6, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.6, color, thickness, cv2.LINE_AA
+            )
+        return tile
+
+    lines = [(titled(crop(reference), "original"), titled(colorize(crop(truth)), "ground truth"))]
+    for name, restored, labels in rows:
+        lines.append(
+            (titled(crop(restored), name), titled(colorize(crop(labels)), f"{name} labels"))
+        )
+    gap = np.full((h, 4, 3), 255, np.uint8)
+    figure = np.concatenate([np.concatenate([a, gap, b], axis=1) for a, b in lines], axis=0)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(path), cv2.cvtColor(figure, cv2.COLOR_RGB2BGR))
 
 
 def _check_args(args: argparse.Namespace) -> None:
@@ -445,6 +508,7 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
     main_pipeline = pipelines["sr"]
     lr_stream = _Stream(args, args.scale)
     hr_stream = _Stream(args, 1) if "hr_stream" in rows else None
+    figure_done = False
     start = time.perf_counter()
     bar = tqdm(frames, desc="eval", unit="frame", file=sys.stderr, disable=args.no_progress)
     for name, image, label in bar:
@@ -470,6 +534,7 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
             gt = _labels_at(results["hr"].labels[0].cpu().numpy(), original.shape)
         target = gt[:height, :width]
         panel_rows = []
+        want_figure = args.figure is not None and (args.figure_frame or frames[0][0]) == name
         for row_name, row in rows.items():
             result = results[row_name]
             labels = _labels_at(result.labels[0].cpu().numpy(), target.shape)
@@ -482,11 +547,18 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
                 ref = ref[: restored.shape[0], : restored.shape[1]]
                 row.psnr.append(psnr(restored, ref))
                 row.ssim.append(ssim(restored, ref))
-            if args.save_panels:
+            if args.save_panels or want_figure:
                 panel_rows.append((row_name, restored, labels))
         if args.save_panels:
             save_panel(args.save_panels / f"{name}.png", original, target, panel_rows)
+        if want_figure:
+            chosen = (args.figure_rows or "").split(",") if args.figure_rows else None
+            picked = [r for r in panel_rows if (r[0] in chosen if chosen else r[0] != "hr_stream")]
+            save_figure(args.figure, original, target, picked, args.figure_crop)
+            figure_done = True
     seconds = time.perf_counter() - start
+    if args.figure is not None and not figure_done:
+        raise EvalError(f"--figure-frame {args.figure_frame}: no such frame in {args.data}")
 
     kbps = {"lr": lr_stream.kbps(), "hr": None}
     if hr_stream is not None:
