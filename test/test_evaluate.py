@@ -213,3 +213,20 @@ def test_unknown_backend_and_help(capsys) -> None:
     assert code == 2 and "invalid choice" in err
     code, out, _ = _run(capsys, "--help")
     assert code == 0 and "--seg-size" in out and "--sr-ft-weights" in out and "compressor" in out
+
+
+def test_bench_accuracy_table_has_a_codec_column(tiny_cityscapes, weights_env, capsys) -> None:
+    from cloudseg.bench.accuracy import gap_recovered
+    from cloudseg.bench.accuracy import main as bench_main
+
+    code = bench_main(
+        ["--streams", "none,h264 (default stream)", "--data", str(tiny_cityscapes)]
+        + ["--no-lr-seg", "--no-progress"]
+    )
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    table = [line for line in out.splitlines() if line.startswith("| ")]
+    assert table[0].startswith("| stream | row | kbit/s")
+    assert any(line.startswith("| none | hr |") and "0.675" in line for line in table)
+    assert any(line.startswith("| h264 (default stream) | sr |") for line in table)
+    assert gap_recovered(0.5, 0.4, 0.6) == pytest.approx(0.5)
