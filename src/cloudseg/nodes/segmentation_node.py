@@ -26,6 +26,7 @@ class SegmentationNode(Node):
         self.params = p = declare_parameters(self, SEGMENTATION)
         self.service = CloudService(
             sr_model=None if p["sr_model"] == "none" else p["sr_model"],
+            sr_weights=p["sr_weights"],
             backend=p["backend"],
             device=p["device"],
             dtype=p["dtype"],

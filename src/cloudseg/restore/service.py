@@ -90,6 +90,7 @@ class CloudService:
         dtype: str = "fp32",
         cpu_max_width: int | None = 1024,
         allow_untrained: bool = False,
+        sr_weights: str = "default",
     ) -> None:
         self.device = pick_device(device)
         self.options = {
@@ -100,7 +101,12 @@ class CloudService:
         }
         self.backend = backend
         first = RestorationPipeline(
-            sr_model, backend, allow_untrained=allow_untrained, scale=4, **self.options
+            sr_model,
+            backend,
+            sr_weights=sr_weights,
+            allow_untrained=allow_untrained,
+            scale=4,
+            **self.options,
         )
         self.pipelines: dict[int, RestorationPipeline] = {4: first}
         self.restorer = FrameRestorer()

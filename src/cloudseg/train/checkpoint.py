@@ -12,6 +12,7 @@ loads it strictly, like the published weights). Beside it:
 
 from __future__ import annotations
 
+import argparse
 import csv
 import datetime as _dt
 import json
@@ -28,12 +29,14 @@ __all__ = [
     "CARD_VERSION",
     "CardError",
     "CsvLog",
+    "TrainError",
     "card_path",
     "check_card",
     "load_training_state",
     "read_card",
     "save_checkpoint",
     "seed_everything",
+    "size_arg",
     "state_path",
 ]
 
@@ -42,6 +45,28 @@ CARD_VERSION = 1
 
 class CardError(ValueError):
     """A checkpoint without a model card, or with a card that does not fit."""
+
+
+class TrainError(Exception):
+    """Bad training options or inputs; a ``cloudseg train`` command prints it as one line and
+    returns 2."""
+
+
+def size_arg(minimum: int):
+    """An argparse type for ``WIDTHxHEIGHT`` with both sides at least ``minimum``."""
+
+    def parse(text: str) -> tuple[int, int]:
+        try:
+            w, h = (int(v) for v in text.lower().split("x"))
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT, got {text!r}") from None
+        if w < minimum or h < minimum:
+            raise argparse.ArgumentTypeError(
+                f"size {text} is too small (at least {minimum}x{minimum})"
+            )
+        return w, h
+
+    return parse
 
 
 def card_path(weights: str | Path) -> Path:

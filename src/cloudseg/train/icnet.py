@@ -54,10 +54,12 @@ from cloudseg.models.weights import ENV_WEIGHTS, WeightsError, load_state_dict_f
 from cloudseg.train.checkpoint import (
     CardError,
     CsvLog,
+    TrainError,
     check_card,
     load_training_state,
     save_checkpoint,
     seed_everything,
+    size_arg,
 )
 from cloudseg.train.metrics import ConfusionMatrix, MetricsError
 from cloudseg.train.seg_data import SegAugment, SegTrainSet, resize_short_side
@@ -89,20 +91,6 @@ SCRATCH_WARNING = (
     "ImageNet-pretrained ResNet50-v1s (give its state_dict with --backbone-weights); without "
     "it expect far below 71% mIoU"
 )
-
-
-class TrainError(Exception):
-    """Bad training options or inputs; main() prints it as one line and returns 2."""
-
-
-def _size(text: str) -> tuple[int, int]:
-    try:
-        w, h = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT, got {text!r}") from None
-    if w < 32 or h < 32:
-        raise argparse.ArgumentTypeError(f"crop {text} is too small for ICNet (at least 32x32)")
-    return w, h
 
 
 def _range(text: str) -> tuple[float, float]:
@@ -166,7 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--batch-size", type=int, default=7, help="batch size (default 7)")
     parser.add_argument(
-        "--crop", type=_size, default=(960, 960), help="crop WIDTHxHEIGHT (default 960x960)"
+        "--crop", type=size_arg(32), default=(960, 960), help="crop WIDTHxHEIGHT (default 960x960)"
     )
     parser.add_argument(
         "--base-size",

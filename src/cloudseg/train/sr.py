@@ -43,10 +43,12 @@ from cloudseg.restore.pipeline import BACKENDS, PipelineError, trained_resolutio
 from cloudseg.train.checkpoint import (
     CardError,
     CsvLog,
+    TrainError,
     check_card,
     load_training_state,
     save_checkpoint,
     seed_everything,
+    size_arg,
 )
 from cloudseg.train.data import CropBatch, DegradedFrames, load_streams, sample_crops
 
@@ -57,20 +59,6 @@ log = logging.getLogger(__name__)
 TARGETS = ("gt", "hr", "both")
 IGNORE_ID = 255
 NUM_CLASSES = 19
-
-
-class TrainError(Exception):
-    """Bad training options or inputs; main() prints it as one line and returns 2."""
-
-
-def _size(text: str) -> tuple[int, int]:
-    try:
-        w, h = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT, got {text!r}") from None
-    if w < 8 or h < 8:
-        raise argparse.ArgumentTypeError(f"crop {text} is too small (at least 8x8)")
-    return w, h
 
 
 def _crfs(text: str) -> list[int]:
@@ -127,7 +115,7 @@ def build_parser(what: str) -> argparse.ArgumentParser:
     parser.add_argument("--batch-size", type=int, default=4 if finetune else 16)
     parser.add_argument(
         "--crop",
-        type=_size,
+        type=size_arg(8),
         default=(128, 128) if finetune else (48, 48),
         help="LR crop WIDTHxHEIGHT (default "
         + ("128x128: the segmenter needs context)" if finetune else "48x48)"),
@@ -415,6 +403,11 @@ def run(args: argparse.Namespace, what: str) -> dict[str, Any]:
         file=sys.stderr,
         disable=args.no_progress,
     )
+
+    def save() -> None:
+        extra = {"rng": rng.bit_generator.state}
+        save_checkpoint(args.out, sr, card, optimizer=optimizer, step=step, extra_state=extra)
+
     t0 = time.perf_counter()
     window: list[tuple[float, float, float]] = []
     while step < args.steps:
@@ -456,24 +449,10 @@ def run(args: argparse.Namespace, what: str) -> dict[str, Any]:
         if row:
             csv_log.write({"step": step, "lr": args.lr, "seconds": time.perf_counter() - t0, **row})
             card["metrics"]["train_loss"] = row.get("loss", card["metrics"].get("train_loss"))
-            save_checkpoint(
-                args.out,
-                sr,
-                card,
-                optimizer=optimizer,
-                step=step,
-                extra_state={"rng": rng.bit_generator.state},
-            )
+            save()
     bar.close()
     if not args.out.is_file():  # --steps 0 or already done: still write the weights and card
-        save_checkpoint(
-            args.out,
-            sr,
-            card,
-            optimizer=optimizer,
-            step=step,
-            extra_state={"rng": rng.bit_generator.state},
-        )
+        save()
     return json.loads(args.out.with_suffix(".json").read_text())
 
 
