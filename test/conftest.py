@@ -24,3 +24,12 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"real data folder {SHARED_DATA} is missing (set CLOUDSEG_SHARED_DATA)")
     return SHARED_DATA
+
+
+@pytest.fixture
+def weights_env(shared_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Weights from shared/data (and the project's own): empty cache, no downloads."""
+    monkeypatch.setenv("CLOUDSEG_WEIGHTS", str(shared_data / "weights"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setenv("CLOUDSEG_OFFLINE", "1")
+    return shared_data / "weights"

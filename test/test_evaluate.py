@@ -11,7 +11,7 @@ import pytest
 
 from cloudseg.data.cityscapes import TRAIN_ID_NAMES, load_label_train_ids, load_rgb
 from cloudseg.media.resize import downsample
-from cloudseg.models.weights import ENV_OFFLINE, ENV_WEIGHTS, load_state_dict_file
+from cloudseg.models.weights import load_state_dict_file
 from cloudseg.train.evaluate import main
 
 FRAME = "frankfurt_000000_000576"
@@ -35,15 +35,6 @@ def tiny_cityscapes(shared_data: Path, tmp_path_factory: pytest.TempPathFactory)
         folder.mkdir(parents=True)
         assert cv2.imwrite(str(folder / name), image)
     return root
-
-
-@pytest.fixture
-def weights_env(shared_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Weights from shared/data only: empty cache, no downloads."""
-    monkeypatch.setenv(ENV_WEIGHTS, str(shared_data / "weights"))
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    monkeypatch.setenv(ENV_OFFLINE, "1")
-    return shared_data / "weights"
 
 
 def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
@@ -220,8 +211,10 @@ def test_bench_accuracy_table_has_a_codec_column(tiny_cityscapes, weights_env, c
     from cloudseg.bench.accuracy import main as bench_main
 
     code = bench_main(
-        ["--streams", "none,h264 (default stream)", "--data", str(tiny_cityscapes)]
-        + ["--no-lr-seg", "--no-progress"]
+        [
+            *("--streams", "none,h264 (default stream)", "--data", str(tiny_cityscapes)),
+            *("--no-lr-seg", "--no-progress"),
+        ]
     )
     out, err = capsys.readouterr()
     assert code == 0, err

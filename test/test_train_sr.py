@@ -17,21 +17,13 @@ from cloudseg.media import stream as media_stream
 from cloudseg.media.codecs import H264Decoder
 from cloudseg.media.stream import FrameCompressor, StreamRoundTrip, default_compressor_settings
 from cloudseg.models.registry import build_model
-from cloudseg.models.weights import ENV_OFFLINE, ENV_WEIGHTS, load_state_dict_file
+from cloudseg.models.weights import load_state_dict_file
 from cloudseg.train import data as train_data
 from cloudseg.train.checkpoint import read_card, save_checkpoint
 from cloudseg.train.data import DegradedFrames, TrainFrame, sample_crops
 from cloudseg.train.sr import FrozenSegmenter, compute_loss
 
 SEQUENCE = "sequences/aachen_seq0000"
-
-
-@pytest.fixture
-def weights_env(shared_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setenv(ENV_WEIGHTS, str(shared_data / "weights"))
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    monkeypatch.setenv(ENV_OFFLINE, "1")
-    return shared_data / "weights"
 
 
 @pytest.fixture(scope="module")
