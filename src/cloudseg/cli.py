@@ -24,6 +24,8 @@ def _demo(args: argparse.Namespace) -> int:
         cloud="cloud_bilinear" if args.restore == "bilinear-only" else args.cloud,
         sr_bypass=args.restore == "bilinear",
         cloud_params={"backend": args.backend, "device": args.device},
+        score=args.score,
+        gop=args.gop,
     )
     print(stats.report())
     if args.json:
@@ -80,7 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="run vehicle and cloud sides over DDS and print a summary")
     p.add_argument(
         "--input",
-        help="Cityscapes sequence folder, video file or rosbag2; default: a generated test clip",
+        help="Cityscapes sequence or split folder (leftImg8bit/val), video file or rosbag2; "
+        "default: a generated test clip",
     )
     p.add_argument(
         "--scale", type=int, default=4, choices=(1, 2, 4, 8), help="downsampling factor (default 4)"
@@ -88,6 +91,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--codec", default="h264", choices=("h264", "jpeg", "png"))
     p.add_argument("--crf", type=int, default=23, help="H.264 CRF (default 23)")
     p.add_argument("--bitrate", type=int, default=0, help="H.264 kbit/s (0 = use --crf)")
+    p.add_argument(
+        "--gop",
+        type=int,
+        help="H.264 keyframe interval in frames (default 17, and 1 for the unrelated stills "
+        "of a Cityscapes split; 1 = every frame an H.264 stream of its own)",
+    )
     p.add_argument("--rate", type=float, default=17.0, help="frames per second (default 17)")
     p.add_argument("--frames", type=int, default=0, help="stop after N frames (0 = all)")
     p.add_argument(
@@ -114,6 +123,13 @@ def build_parser() -> argparse.ArgumentParser:
         default="auto",
         choices=("auto", "cpu", "cuda"),
         help="cloud torch device (default: cuda when present)",
+    )
+    p.add_argument(
+        "--score",
+        action="store_true",
+        help="after the stream, the mIoU of the labels that came back: against ground truth "
+        "when the input is Cityscapes frames with gtFine labels, else against the segmenter's "
+        "labels on the original full-resolution frames",
     )
     p.add_argument("--json", action="store_true", help="last line: one JSON object")
     p.set_defaults(func=_demo)

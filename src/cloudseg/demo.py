@@ -11,6 +11,7 @@ from pathlib import Path
 import rclpy
 from rclpy.executors import SingleThreadedExecutor
 
+from cloudseg.data.sources import DataError, are_stills, list_frame_files
 from cloudseg.graph import FRAMES_TOPIC, GRAPHS, STATS_TOPIC, config_dir
 from cloudseg.launcher import NodeProcesses, local_env
 from cloudseg.nodes.monitor_node import MonitorNode
@@ -21,6 +22,22 @@ REAL_DATA_HINT = (
     "leftImg8bit_sequence folder (e.g. ../shared/data/sequences/aachen_seq0000), a video "
     "file, or a rosbag2 made with `cloudseg convert`."
 )
+
+
+STILLS_NOTE = (
+    "the input is unrelated Cityscapes stills: each frame is sent as an H.264 stream of its "
+    "own (gop 1), as `cloudseg eval` encodes them (--gop N to change)"
+)
+
+
+def _plays_stills(input_path: str | None) -> bool:
+    """True when the input is a folder of unrelated Cityscapes stills (a split)."""
+    if not input_path or not Path(input_path).is_dir():
+        return False
+    try:
+        return are_stills(list_frame_files(input_path))
+    except DataError:
+        return False  # the source node will say what is wrong with it
 
 
 def _wait_for(executor, node, condition, timeout: float) -> bool:
@@ -46,6 +63,8 @@ def run_demo(
     cloud: str = "cloud",
     sr_bypass: bool = False,
     cloud_params: dict | None = None,
+    score: bool = False,
+    gop: int | None = None,
 ) -> StreamStats:
     """Stream `input_path` through vehicle and cloud processes; return what was seen.
 
@@ -53,6 +72,11 @@ def run_demo(
     process), "cloud_split" (sr and segmentation processes) or "cloud_bilinear" (bilinear
     restoration only, the paper's LR-bilinear stream). `cloud_params` override the
     segmentation node's parameters (models, device); `sr_bypass` restores bilinearly.
+    `score`: after the stream, the mIoU of the labels that came back, against ground truth
+    when the input has it, else against the segmenter's labels on the original frames
+    (cloudseg.scoring); in the returned stats' `miou*` fields. `gop`: the H.264 keyframe
+    interval (None: the compressor's default, except 1 for the unrelated stills of a
+    Cityscapes split, each then a stream of its own as `cloudseg eval` encodes them).
     """
     if cloud not in GRAPHS or not cloud.startswith("cloud"):
         raise ValueError(f"unknown cloud graph {cloud!r}")
@@ -62,8 +86,24 @@ def run_demo(
     env = local_env()
     os.environ.update(env)
     log_dir = log_dir or Path(tempfile.mkdtemp(prefix="cloudseg-demo-"))
+    if gop is None and codec == "h264" and _plays_stills(input_path):
+        gop = 1
+        if not quiet:
+            print(STILLS_NOTE, file=sys.stderr)
+    scorer = None
+    if score:
+        from cloudseg.scoring import LabelScorer
+
+        scorer = LabelScorer(
+            input_path,
+            limit=limit,
+            backend=(cloud_params or {}).get("backend", "espnetv2"),
+            device=(cloud_params or {}).get("device", "auto"),
+        )
+        if not quiet:
+            print(f"{scorer.describe()}, after the stream", file=sys.stderr)
     rclpy.init(args=[])
-    monitor = MonitorNode(stats)
+    monitor = MonitorNode(stats, scorer=scorer)
     executor = SingleThreadedExecutor()
     executor.add_node(monitor)
     try:
@@ -71,11 +111,10 @@ def run_demo(
             seg = dict(cloud_params or {})
             sr = {"restore": "bilinear"} if sr_bypass else {}
             procs.start_graph(cloud, {"cloud": {**sr, **seg}, "segmentation": seg, "sr": sr})
-            procs.start(
-                "compressor",
-                config_dir() / "vehicle.yaml",
-                {"scale": scale, "codec": codec, "crf": crf, "bitrate_kbps": bitrate_kbps},
-            )
+            vehicle = {"scale": scale, "codec": codec, "crf": crf, "bitrate_kbps": bitrate_kbps}
+            if gop is not None:
+                vehicle["gop"] = gop
+            procs.start("compressor", config_dir() / "vehicle.yaml", vehicle)
             ready = _wait_for(
                 executor,
                 monitor,
@@ -105,11 +144,52 @@ def run_demo(
             code = procs.procs["source"].poll()
             if code:
                 raise RuntimeError(f"the source failed (exit {code}); see {log_dir}/source.log")
-            settle = time.monotonic() + (2.0 if cloud == "cloud_bilinear" else 5.0)
-            while time.monotonic() < settle:
-                executor.spin_once(timeout_sec=0.05)
+            bilinear = cloud == "cloud_bilinear"
+            _settle(executor, monitor, 2.0 if bilinear else 5.0, segmenting=not bilinear)
     finally:
         executor.remove_node(monitor)
         monitor.destroy_node()
         rclpy.try_shutdown()
+    if scorer is not None:
+        result = scorer.finish()
+        stats.miou, stats.miou_gt_classes = result.miou, result.miou_gt_classes
+        stats.miou_reference, stats.frames_scored = result.reference, result.frames_scored
+        stats.not_scored = result.describe_not_scored()
     return stats
+
+
+def _settle(
+    executor,
+    monitor: MonitorNode,
+    quiet_s: float,
+    segmenting: bool,
+    first_s: float = 30.0,
+    limit_s: float = 120.0,
+) -> None:
+    """After the input ended, wait for the cloud, at least `quiet_s`: until the result (labels,
+    or the stats of a cloud that does not segment) of the last frame sent is back (the cloud
+    always works on the newest frame), or until it has been quiet for `quiet_s` or 1.5 times
+    the longest frame it took (`first_s` while nothing has come back: models warming up on a
+    CPU), at most `limit_s`."""
+    stats = monitor.stats
+    start = last = time.monotonic()
+    seen = (stats.frames_received, stats.labels_received)
+    while time.monotonic() - start < limit_s:
+        executor.spin_once(timeout_sec=0.05)
+        now = time.monotonic()
+        if (stats.frames_received, stats.labels_received) != seen:
+            seen = (stats.frames_received, stats.labels_received)
+            last = now
+        back = monitor.labelled if segmenting else monitor.reported
+        if monitor.last_sent is not None and monitor.last_sent in back:
+            end = max(now + 0.5, start + quiet_s)  # anything else still on its way
+            while time.monotonic() < end:
+                executor.spin_once(timeout_sec=0.05)
+            return
+        if stats.frames_received:
+            work = stats.latency_ms["decode_restore"], stats.latency_ms["segmentation"]
+            allowance = max(quiet_s, 1.5 * sum(max(v, default=0.0) for v in work) / 1e3)
+        else:
+            allowance = max(quiet_s, first_s) if stats.frames_sent else quiet_s
+        if now - last >= allowance:
+            return

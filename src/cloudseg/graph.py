@@ -167,7 +167,13 @@ COMPRESSOR = NodeSpec(
             max=100_000,
         ),
         Param("crf", 23, "H.264 constant rate factor when bitrate_kbps is 0", min=0, max=51),
-        Param("gop", 17, "H.264 keyframe interval in frames", min=1, max=1000),
+        Param(
+            "gop",
+            17,
+            "H.264 keyframe interval in frames (1: every frame a stream of its own)",
+            min=1,
+            max=1000,
+        ),
         Param(
             "preset",
             "ultrafast",

@@ -41,6 +41,12 @@ class StreamStats:
     label_values: set[int] = field(default_factory=set)
     restored_stamps_ns: list[int] = field(default_factory=list)  # in arrival order
     restored_sizes: list[tuple[int, int]] = field(default_factory=list)  # (width, height)
+    # `cloudseg demo --score` (cloudseg.scoring): mIoU of the labels that came back
+    miou: float | None = None
+    miou_gt_classes: float | None = None
+    miou_reference: str | None = None  # "gt" (ground truth) or "hr" (full-resolution labels)
+    frames_scored: int | None = None
+    not_scored: str = ""  # frames not scored and why, e.g. "1 wrong size"
 
     def add_latency(self, stage: str, ms: float) -> None:
         self.latency_ms[stage].append(float(ms))
@@ -65,6 +71,10 @@ class StreamStats:
             "psnr_db": round(float(np.mean(finite)), 2) if finite else None,
             "latency_ms_p50": round(percentile(e2e, 50), 2) if e2e else None,
             "latency_ms_p95": round(percentile(e2e, 95), 2) if e2e else None,
+            "miou": self.miou,
+            "miou_gt_classes": self.miou_gt_classes,
+            "miou_reference": self.miou_reference,
+            "frames_scored": self.frames_scored,
             "stages_ms": {
                 s: {
                     "p50": round(percentile(v, 50), 2),
@@ -90,7 +100,21 @@ class StreamStats:
         ]
         for stage, v in s["stages_ms"].items():
             lines.append(f"  {stage:<28}{v['p50']:8.2f} {v['p95']:8.2f} {v['n']:6d}")
+        if self.miou_reference is not None:
+            lines.append(self.score_line())
         return "\n".join(lines)
+
+    def score_line(self) -> str:
+        """The mIoU of the labels that came back, against what, over how many frames."""
+        gt = self.miou_reference == "gt"
+        what = "labels mIoU vs ground truth :" if gt else "labels mIoU vs full-res seg :"
+        if self.miou is None:
+            text = f"{what} n/a (no frame scored)"
+        else:
+            classes = "GT classes" if gt else "reference classes"
+            present = "n/a" if self.miou_gt_classes is None else f"{self.miou_gt_classes:.3f}"
+            text = f"{what} {self.miou:.3f} over {self.frames_scored} frames ({classes} {present})"
+        return text + (f"; not scored: {self.not_scored}" if self.not_scored else "")
 
     def to_json(self) -> str:
         return json.dumps(self.summary())

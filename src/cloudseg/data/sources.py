@@ -7,6 +7,7 @@ running index). :func:`open_source` picks the right reader for a path and wraps 
 
 from __future__ import annotations
 
+import itertools
 import logging
 import re
 import time
@@ -77,7 +78,9 @@ def list_frame_files(path: str | Path) -> list[Path]:
 
     Files named like Cityscapes' ``<city>_<seq>_<frame>_leftImg8bit.png|jpg`` are ordered by
     (city, sequence, frame number); a folder without such names falls back to all its image
-    files in natural name order. Raises DataError for a missing or empty folder.
+    files in natural name order. A folder without images of its own, such as a Cityscapes
+    split (``leftImg8bit/val``), plays the Cityscapes-named frames of its subfolders (the
+    cities). Raises DataError for a missing or empty folder.
     """
     folder = Path(path)
     if not folder.exists():
@@ -85,6 +88,14 @@ def list_frame_files(path: str | Path) -> list[Path]:
     if not folder.is_dir():
         raise DataError(f"{folder} is not a folder of frames")
     images = [p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
+    if not images:  # a split folder: <split>/<city>/<city>_<seq>_<frame>_leftImg8bit.png
+        images = [
+            p
+            for sub in sorted(folder.iterdir())
+            if sub.is_dir()
+            for p in sub.iterdir()
+            if p.is_file() and _CITYSCAPES_FRAME.match(p.name)
+        ]
     named = []
     for p in images:
         if m := _CITYSCAPES_FRAME.match(p.name):
@@ -103,6 +114,20 @@ def list_frame_files(path: str | Path) -> list[Path]:
             f"frame folder {folder} holds no image files ({', '.join(sorted(IMAGE_SUFFIXES))})"
         )
     return sorted(images, key=lambda p: _natural_key(p.name))
+
+
+def are_stills(files: list[Path]) -> bool:
+    """True for Cityscapes-named frames of which no two in a row are consecutive frames of one
+    sequence: the unrelated stills of a split (``leftImg8bit/val``), not a video sequence."""
+    keys = []
+    for file in files:
+        m = _CITYSCAPES_FRAME.match(file.name)
+        if m is None:
+            return False
+        keys.append((m["city"], int(m["seq"]), int(m["frame"])))
+    return len(keys) > 1 and not any(
+        a[:2] == b[:2] and b[2] == a[2] + 1 for a, b in itertools.pairwise(keys)
+    )
 
 
 def read_rgb(path: str | Path) -> np.ndarray | None:

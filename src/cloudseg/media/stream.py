@@ -95,7 +95,10 @@ class FrameCompressor:
         if s.codec == "h264":  # 4:2:0 needs even sides: drop a last odd row/column
             small = small[: small.shape[0] & ~1, : small.shape[1] & ~1]
         key = (s.codec, tuple(sorted(s.encoder_params().items())), small.shape)
-        if key != self._encoder_key:  # new settings or size: a fresh encoder starts with an IDR
+        # new settings or size: a fresh encoder starts with an IDR. H.264 gop 1: every frame is
+        # a stream of its own (a fresh encoder, no rate-control history), as `cloudseg eval`
+        # encodes the unrelated stills of a Cityscapes split.
+        if key != self._encoder_key or (s.codec == "h264" and s.gop == 1):
             self._encoder = make_encoder(s.codec, **s.encoder_params())
             self._encoder_key = key
         encoded = self._encoder.encode(small)

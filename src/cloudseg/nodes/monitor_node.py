@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import OrderedDict
+from typing import TYPE_CHECKING
 
 import numpy as np
 from rclpy.node import Node
@@ -15,8 +16,11 @@ from cloudseg.media.quality import psnr
 from cloudseg.media.resize import downsample
 from cloudseg.msg import Frame, FrameStats
 from cloudseg.nodes.common import qos_for
-from cloudseg.nodes.convert import image_to_numpy, image_to_rgb
+from cloudseg.nodes.convert import ImageError, image_to_numpy, image_to_rgb
 from cloudseg.stream_stats import StreamStats
+
+if TYPE_CHECKING:
+    from cloudseg.scoring import LabelScorer
 
 
 def _key(header) -> tuple[int, int]:
@@ -27,14 +31,20 @@ class MonitorNode(Node):
     """Counts frames, bytes and latencies; PSNR of restored images against the originals.
 
     End-to-end latency (capture stamp to restored image here) is meaningful when the source
-    stamps frames as it publishes them (`stamp_mode: now`).
+    stamps frames as it publishes them (`stamp_mode: now`). With a `scorer` (demo --score) it
+    also hands every original image and every label map to it, by stamp.
     """
 
-    def __init__(self, stats: StreamStats, keep_originals: int = 64) -> None:
+    def __init__(
+        self, stats: StreamStats, keep_originals: int = 64, scorer: LabelScorer | None = None
+    ) -> None:
         super().__init__("cloudseg_monitor")
         self.stats = stats
+        self.scorer = scorer
         self.keep = keep_originals
-        self.reported: set[tuple[int, int]] = set()
+        self.reported: set[tuple[int, int]] = set()  # frames the cloud sent stats for
+        self.labelled: set[tuple[int, int]] = set()  # frames whose labels came back
+        self.last_sent: tuple[int, int] | None = None  # the last frame the compressor sent
         self.originals: OrderedDict[tuple[int, int], object] = OrderedDict()
         self.create_subscription(Image, IMAGE_TOPIC, self.on_image, qos_for(IMAGE_TOPIC))
         self.create_subscription(Frame, FRAMES_TOPIC, self.on_frame, qos_for(FRAMES_TOPIC))
@@ -50,12 +60,15 @@ class MonitorNode(Node):
 
     def on_image(self, msg: Image) -> None:
         self.stats.frames_in += 1
-        self.originals[_key(msg.header)] = image_to_rgb(msg)
+        self.originals[_key(msg.header)] = rgb = image_to_rgb(msg)
+        if self.scorer is not None:
+            self.scorer.add_original(_key(msg.header), rgb)
         while len(self.originals) > self.keep:
             self.originals.popitem(last=False)
 
     def on_frame(self, frame: Frame) -> None:
         self.stats.frames_sent += 1
+        self.last_sent = _key(frame.header)
         self.stats.payload_bytes += len(frame.data)
         self.stats.add_latency("encode", frame.encode_ms)
 
@@ -71,9 +84,17 @@ class MonitorNode(Node):
 
     def on_labels(self, msg: Image, info: MessageInfo) -> None:
         self.stats.labels_received += 1
+        self.labelled.add(_key(msg.header))
         self.stats.labels_sizes.append((msg.width, msg.height))
-        self.stats.label_values.update(np.unique(image_to_numpy(msg)).tolist())
         self.stats.add_latency("labels_end_to_end", self.ms_since(msg.header.stamp, info))
+        try:
+            labels = image_to_numpy(msg)
+        except ImageError as exc:
+            self.get_logger().warning(f"unreadable labels: {exc}")
+            return
+        self.stats.label_values.update(np.unique(labels).tolist())
+        if self.scorer is not None:
+            self.scorer.add_labels(_key(msg.header), labels)
 
     def on_restored(self, msg: Image, info: MessageInfo) -> None:
         self.stats.restored_stamps_ns.append(
