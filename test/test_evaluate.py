@@ -223,3 +223,25 @@ def test_bench_accuracy_table_has_a_codec_column(tiny_cityscapes, weights_env, c
     assert any(line.startswith("| none | hr |") and "0.675" in line for line in table)
     assert any(line.startswith("| h264 (default stream) | sr |") for line in table)
     assert gap_recovered(0.5, 0.4, 0.6) == pytest.approx(0.5)
+
+
+def test_eval_labelled_frame_inside_a_stream(shared_data, weights_env, capsys) -> None:
+    """A Cityscapes clip whose 20th frame is annotated: every frame goes through the encoder
+    in order (IDR, then P-frames), and only the labelled one (a P-frame) is scored."""
+    code, out, err = _run(
+        capsys,
+        "--data", str(shared_data / "sequences/mp4/frankfurt_000000_000557.mp4"),
+        "--gt-root", str(shared_data / "cityscapes"),
+        "--limit", "20", "--no-lr-seg", "--codec", "jpeg", "--no-progress", "--json",
+    )  # fmt: skip
+    assert code == 0, err
+    report = json.loads(out.strip().splitlines()[-1])
+    assert report["reference"] == "gt" and report["frames"] == 1
+    assert report["frames_streamed"] == 20 and report["rows"]["sr"]["kbps"] > 100
+    assert 0.3 < report["rows"]["hr"]["miou_gt_classes"] <= 1
+    code, _, err = _run(
+        capsys,
+        "--data", str(shared_data / "sequences/mp4/frankfurt_000000_000557.mp4"),
+        "--gt-root", str(shared_data / "cityscapes"), "--limit", "3",
+    )  # fmt: skip
+    assert code == 2 and "no frame of the input has a fine label" in err

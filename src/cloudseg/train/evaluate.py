@@ -31,6 +31,7 @@ import json
 import logging
 import math
 import os
+import re
 import statistics
 import sys
 import time
@@ -140,8 +141,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--data",
         required=True,
+        nargs="+",
         type=Path,
-        help="Cityscapes root (leftImg8bit/, gtFine/), or a sequence: frame folder, video, rosbag2",
+        help="a Cityscapes root (leftImg8bit/, gtFine/), or sequences: frame folders, videos, "
+        "rosbag2 (each one stream, in order)",
+    )
+    parser.add_argument(
+        "--gt-root",
+        type=Path,
+        help="with sequences: a Cityscapes root whose fine labels score the frames they exist "
+        "for (by Cityscapes frame id), in stream order (P-frames included)",
     )
     parser.add_argument("--split", default="val", help="Cityscapes split folder (default val)")
     parser.add_argument(
@@ -355,8 +364,11 @@ def _check_args(args: argparse.Namespace) -> None:
         raise EvalError(f"--bitrate must be > 0 kbit/s, got {args.bitrate}")
     if args.jpeg_quality is not None and not 1 <= args.jpeg_quality <= 100:
         raise EvalError(f"--jpeg-quality must be 1..100, got {args.jpeg_quality}")
-    if not args.data.exists():
-        raise EvalError(f"data {args.data} does not exist")
+    for path in args.data:
+        if not path.exists():
+            raise EvalError(f"data {path} does not exist")
+    if args.gt_root is not None and not (args.gt_root / "gtFine").is_dir():
+        raise EvalError(f"--gt-root {args.gt_root} has no gtFine folder")
     paths = [args.sr_weights, args.sr_ft_weights, args.seg_weights]
     for option, value in zip(("sr_weights", "sr_ft_weights", "seg_weights"), paths, strict=True):
         if value is not None and not Path(value).expanduser().is_file():
@@ -420,16 +432,69 @@ class _Stream:
         return self.roundtrip.describe()
 
 
-def _frames(args: argparse.Namespace) -> tuple[str, list[tuple[str, Any, Any]]]:
-    """("gt", [(name, image path, label path)]) for a Cityscapes root, or ("hr", [(name,
-    rgb, None)]) for a sequence (frames in order)."""
-    if (args.data / "leftImg8bit").is_dir():
-        pairs = list_pairs(args.data, args.split)
-        if args.limit:
-            pairs = pairs[: args.limit]
-        return "gt", [(p.name, p.image_path, p.label_path) for p in pairs]
-    source = open_source(args.data, limit=args.limit or None)
-    return "hr", [(f"{args.data.name}_{f.index:06d}", f.rgb, None) for f in source]
+@dataclass
+class _EvalFrame:
+    """One frame to stream: pixels (or their file), its label file, its stream, and whether
+    it is scored (every frame of a stream is encoded; with --gt-root only labelled ones count)."""
+
+    name: str
+    image: Any  # np.ndarray or a Path
+    label: Path | None
+    stream: str
+    scored: bool = True
+
+
+_CITYSCAPES_ID = re.compile(r"^(?P<city>[a-z]+)_(?P<seq>\d{6})_(?P<frame>\d{6})", re.IGNORECASE)
+
+
+def _gt_label(gt_root: Path, city: str, seq: str, frame: int) -> Path | None:
+    """The fine label of a Cityscapes frame id under any split of ``gt_root``/gtFine, if any."""
+    for suffix in ("_gtFine_labelTrainIds.png", "_gtFine_labelIds.png"):
+        hits = sorted((gt_root / "gtFine").glob(f"*/{city}/{city}_{seq}_{frame:06d}{suffix}"))
+        if hits:
+            return hits[0]
+    return None
+
+
+def _sequence_frames(path: Path, args: argparse.Namespace) -> list[_EvalFrame]:
+    """A sequence in order (one stream). With --gt-root, frames whose Cityscapes id (from the
+    file names of a frame folder, or a video named <city>_<seq>_<first frame>) has a fine label
+    are scored against it and the others only pass through the stream."""
+    from cloudseg.data.sources import list_frame_files
+
+    names: list[str] | None = None
+    if path.is_dir():
+        names = [f.name for f in list_frame_files(path)]
+    frames = []
+    for frame in open_source(path, limit=args.limit or None):
+        label = None
+        if args.gt_root is not None:
+            match = _CITYSCAPES_ID.match(names[frame.index] if names else path.stem)
+            if match:
+                number = int(match["frame"]) + (0 if names else frame.index)
+                label = _gt_label(args.gt_root, match["city"].lower(), match["seq"], number)
+        name = f"{path.stem}_{frame.index:06d}"
+        scored = args.gt_root is None or label is not None
+        frames.append(_EvalFrame(name, frame.rgb, label, str(path), scored))
+    return frames
+
+
+def _frames(args: argparse.Namespace) -> tuple[str, list[_EvalFrame]]:
+    """("gt", the labelled stills of a Cityscapes root, each a stream of its own), or the
+    frames of the sequences (each one stream, in order): scored against fine labels with
+    --gt-root ("gt"), else against the segmenter's labels on the original frames ("hr")."""
+    roots = [p for p in args.data if (p / "leftImg8bit").is_dir()]
+    if roots:
+        if len(args.data) > 1:
+            raise EvalError("give one Cityscapes root, or any number of sequences")
+        pairs = list_pairs(roots[0], args.split)[: args.limit or None]
+        return "gt", [_EvalFrame(p.name, p.image_path, p.label_path, p.name) for p in pairs]
+    frames = [f for path in args.data for f in _sequence_frames(path, args)]
+    if args.gt_root is not None:
+        if not any(f.scored for f in frames):
+            raise EvalError(f"--gt-root {args.gt_root}: no frame of the input has a fine label")
+        return "gt", frames
+    return "hr", frames
 
 
 def _build_rows(args: argparse.Namespace) -> tuple[dict[str, _Row], dict[str, Any]]:
@@ -511,22 +576,29 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
     figure_done = False
     start = time.perf_counter()
     bar = tqdm(frames, desc="eval", unit="frame", file=sys.stderr, disable=args.no_progress)
-    for name, image, label in bar:
-        if reference == "gt":  # unrelated stills: each one a stream of its own (an IDR)
-            rgb, gt = load_rgb(image), load_label_train_ids(label)
-            if gt.shape != rgb.shape[:2]:
-                raise EvalError(f"{name}: label {gt.shape} and image {rgb.shape[:2]} differ")
+    current_stream = None
+    for frame in bar:
+        name = frame.name
+        if frame.stream != current_stream:  # a new stream starts with an IDR
+            current_stream = frame.stream
             lr_stream.restart()
             if hr_stream is not None:
                 hr_stream.restart()
-        else:
-            rgb, gt = image, None
+        rgb = load_rgb(frame.image) if isinstance(frame.image, Path) else frame.image
+        gt = None if frame.label is None else load_label_train_ids(frame.label)
+        if gt is not None and gt.shape != rgb.shape[:2]:
+            raise EvalError(f"{name}: label {gt.shape} and image {rgb.shape[:2]} differ")
         lr = lr_stream(rgb)
+        hr_coded = None  # the full-resolution stream is encoded frame by frame too
+        if hr_stream is not None:
+            hr_coded = hr_stream(rgb[: lr.shape[0] * args.scale, : lr.shape[1] * args.scale])
+        if not frame.scored:
+            continue
         height, width = lr.shape[0] * args.scale, lr.shape[1] * args.scale
         original = rgb[:height, :width]
         inputs = {"lr": lr, "hr": original}
-        if hr_stream is not None:
-            inputs["hr_stream"] = hr_stream(original)
+        if hr_coded is not None:
+            inputs["hr_stream"] = hr_coded
         results = {}
         for row_name, row in rows.items():
             results[row_name] = pipelines[row_name].process(inputs[row.stream][None], row.mode)
@@ -534,7 +606,8 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
             gt = _labels_at(results["hr"].labels[0].cpu().numpy(), original.shape)
         target = gt[:height, :width]
         panel_rows = []
-        want_figure = args.figure is not None and (args.figure_frame or frames[0][0]) == name
+        first = next(f.name for f in frames if f.scored)
+        want_figure = args.figure is not None and (args.figure_frame or first) == name
         for row_name, row in rows.items():
             result = results[row_name]
             labels = _labels_at(result.labels[0].cpu().numpy(), target.shape)
@@ -572,10 +645,11 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
             }
             for name, row in rows.items()
         },
-        "frames": len(frames),
+        "frames": sum(f.scored for f in frames),
+        "frames_streamed": len(frames),
         "reference": reference,
-        "split": args.split if reference == "gt" else None,
-        "data": str(args.data),
+        "split": args.split if any((p / "leftImg8bit").is_dir() for p in args.data) else None,
+        "data": ", ".join(str(p) for p in args.data),
         "backend": main_pipeline.backend,
         "segmenter": main_pipeline.seg_name,
         "pipeline": main_pipeline.describe(),
