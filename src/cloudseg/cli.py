@@ -70,6 +70,23 @@ def _eval(args: argparse.Namespace) -> int:
     return eval_main(args.rest)
 
 
+TRAIN_COMMANDS = {
+    "sr": "CARN on codec-degraded frames, L1 (no labels)",
+    "finetune": "CARN fine-tuned to help the frozen segmenter (hybrid L1 + CE loss)",
+    "icnet": "ICNet as published (for users with Cityscapes and a GPU)",
+}
+
+
+def _train(args: argparse.Namespace) -> int:
+    if args.what == "icnet":
+        from cloudseg.train.icnet import main as icnet_main
+
+        return icnet_main(args.rest)
+    from cloudseg.train.sr import main as sr_main
+
+    return sr_main(args.rest, args.what)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cloudseg",
@@ -154,9 +171,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     # eval and bench parse their own options: `cloudseg eval --help`, `cloudseg bench cloud -h`
     p = sub.add_parser(
-        "bench", help="benchmarks: bitrate, cloud (see cloudseg bench X --help)", add_help=False
+        "bench",
+        help="benchmarks: bitrate, cloud, accuracy (see cloudseg bench X --help)",
+        add_help=False,
     )
-    p.add_argument("what", choices=("bitrate", "cloud"))
+    p.add_argument("what", choices=("bitrate", "cloud", "accuracy"))
     p.set_defaults(func=_bench, passes_options=True)
 
     p = sub.add_parser(
@@ -165,6 +184,16 @@ def build_parser() -> argparse.ArgumentParser:
         add_help=False,
     )
     p.set_defaults(func=_eval, passes_options=True)
+
+    p = sub.add_parser(
+        "train",
+        help="train models: "
+        + "; ".join(f"{k}: {v}" for k, v in TRAIN_COMMANDS.items())
+        + " (see cloudseg train X --help)",
+        add_help=False,
+    )
+    p.add_argument("what", choices=tuple(TRAIN_COMMANDS))
+    p.set_defaults(func=_train, passes_options=True)
     return parser
 
 

@@ -228,6 +228,13 @@ SEGMENTATION = NodeSpec(
             "super-resolution model of the cloud process's pipeline ('none' = bilinear only)",
             choices=("carn_m", "carn", "none"),
         ),
+        Param(
+            "sr_weights",
+            "default",
+            "SR weights: 'default' (this project's CARN-M fine-tuned for the default stream and "
+            "segmenter, weights/carn_m_ft.pth), 'div2k' (the official CARN-M), or the path of a "
+            "checkpoint with a model card (cloudseg train)",
+        ),
         Param("device", "auto", "torch device", choices=("auto", "cpu", "cuda")),
         Param(
             "dtype",
@@ -237,9 +244,10 @@ SEGMENTATION = NodeSpec(
         ),
         Param(
             "cpu_max_width",
-            512,
-            "on CPU, run SR + segmentation at most this wide (labels "
-            "are scaled back to the camera size); 0 = full size (slow)",
+            1024,
+            "on CPU, run SR + segmentation at most this wide (labels are scaled back to the "
+            "camera size; the segmenter's trained resolution, 1024 for ESPNetv2, applies "
+            "first); 0 = no cap",
             min=0,
             max=8192,
         ),
