@@ -64,3 +64,15 @@ def test_eval_and_bench_take_their_own_options():
     assert "Traceback" not in result.stderr
     result = _cloudseg("demo", "--no-such-option")
     assert result.returncode == 2 and "unrecognized arguments" in result.stderr
+
+
+def test_train_and_bench_accuracy_help() -> None:
+    from cloudseg.cli import main
+
+    for argv in (
+        ["train", "sr", "--help"],
+        ["train", "finetune", "--help"],
+        ["train", "icnet", "--help"],
+    ):
+        assert main(argv) == 0
+    assert main(["bench", "accuracy", "--help"]) == 0

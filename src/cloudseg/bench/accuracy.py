@@ -81,11 +81,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         help=f"comma-separated subset of: {', '.join(STREAMS)}",
     )
     parser.add_argument("--json-out", type=Path, help="write every report to this JSON file")
-    args, rest = parser.parse_known_args(list(argv or []))
+    try:
+        args, rest = parser.parse_known_args(list(argv or []))
+    except SystemExit as exc:  # --help (0) or a usage error (2, already printed)
+        return int(exc.code or 0)
     chosen = [s.strip() for s in args.streams.split(",") if s.strip()]
     unknown = [s for s in chosen if s not in STREAMS]
     if unknown:
-        parser.error(f"unknown stream(s) {unknown}; known: {', '.join(STREAMS)}")
+        print(
+            f"cloudseg bench accuracy: error: unknown stream(s) {unknown}; known: "
+            f"{', '.join(STREAMS)}",
+            file=sys.stderr,
+        )
+        return 2
     reports = {}
     for stream in chosen:
         try:
