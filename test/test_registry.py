@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import logging
 import urllib.error
 import urllib.request
@@ -11,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from cloudseg.models import registry
+from cloudseg.models import registry, weights
 from cloudseg.models.carn import CARN
 from cloudseg.models.registry import (
     ModelSpec,
@@ -28,6 +29,7 @@ from cloudseg.models.weights import (
 )
 
 CARN_M = "weights/carn/carn_m.pth"
+OFFICIAL = get_spec("carn_m").weights["div2k"]  # the published CARN-M (default: the project's)
 
 
 @pytest.fixture(autouse=True)
@@ -36,6 +38,9 @@ def isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> list[str]:
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     monkeypatch.delenv("CLOUDSEG_WEIGHTS", raising=False)
     monkeypatch.delenv("CLOUDSEG_OFFLINE", raising=False)
+    # nor the project's own weights folder or ../shared/data/weights beside the checkout
+    monkeypatch.setattr(weights, "project_weights_dir", lambda: None)
+    monkeypatch.setattr(weights, "shared_weights_dir", lambda: None)
     urls: list[str] = []
 
     def offline(url: str, *args: object, **kwargs: object) -> None:
@@ -83,17 +88,17 @@ def test_cloudseg_weights_folder_is_searched_with_subfolders(
     shared_data: Path, monkeypatch: pytest.MonkeyPatch, isolated: list[str]
 ) -> None:
     monkeypatch.setenv("CLOUDSEG_WEIGHTS", str(shared_data / "weights"))
-    assert resolve_weights("carn_m") == shared_data / CARN_M
+    assert resolve_weights(OFFICIAL) == shared_data / CARN_M
     espnet = resolve_weights("espnetv2_s2_city_512x256")
     assert espnet == shared_data / "weights/espnetv2/espnetv2_s_2.0_city_512x256.pth"
-    model = build_model("carn_m")
+    model = build_model("carn_m", "div2k")
     assert model.weights_info.meta["params"] == 414_811
     assert isolated == []  # nothing was downloaded
 
 
 def test_missing_offline_raises_clear_error(tmp_path: Path, isolated: list[str]) -> None:
     with pytest.raises(WeightsError) as err:
-        build_model("carn_m")
+        build_model("carn_m", "div2k")
     msg = str(err.value)
     assert "carn_m.pth" in msg and "download failed" in msg
     assert "CLOUDSEG_WEIGHTS" in msg and str(tmp_path / "cache") in msg
@@ -106,7 +111,7 @@ def test_offline_env_and_missing_url_do_not_download(
 ) -> None:
     monkeypatch.setenv("CLOUDSEG_OFFLINE", "1")
     with pytest.raises(WeightsError, match="downloads disabled"):
-        resolve_weights("carn_m")
+        resolve_weights(OFFICIAL)
     with pytest.raises(WeightsError, match=r"icnet_resnet50_citys\.pth.*liminn/ICNet-pytorch"):
         resolve_weights("icnet_resnet50")
     assert isolated == []
@@ -116,17 +121,17 @@ def test_download_verifies_hash_and_fills_cache(
     shared_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     urls = fake_download(monkeypatch, (shared_data / CARN_M).read_bytes())
-    path = resolve_weights("carn_m")
+    path = resolve_weights(OFFICIAL)
     assert path == tmp_path / "cache/cloudseg/weights/carn_m.pth"
     assert path.read_bytes() == (shared_data / CARN_M).read_bytes()
     assert len(urls) == 1
-    assert resolve_weights("carn_m") == path and len(urls) == 1  # served from the cache now
+    assert resolve_weights(OFFICIAL) == path and len(urls) == 1  # served from the cache now
 
 
 def test_download_hash_mismatch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     fake_download(monkeypatch, b"not a checkpoint")
     with pytest.raises(WeightsError, match=r"carn_m\.pth.*SHA-256"):
-        resolve_weights("carn_m")
+        resolve_weights(OFFICIAL)
     cache = tmp_path / "cache/cloudseg/weights"
     assert list(cache.iterdir()) == []  # temp file removed, nothing cached
 
@@ -136,7 +141,7 @@ def test_found_file_with_wrong_hash(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     (tmp_path / "w/carn_m.pth").write_bytes(b"corrupt")
     monkeypatch.setenv("CLOUDSEG_WEIGHTS", str(tmp_path / "w"))
     with pytest.raises(WeightsError, match="expected d48a759a"):
-        resolve_weights("carn_m")
+        resolve_weights(OFFICIAL)
 
 
 def test_unknown_hash_downloads_with_warning(
@@ -193,3 +198,18 @@ def test_lazy_string_builder(monkeypatch: pytest.MonkeyPatch) -> None:
         build_model("tmp_bad", pretrained=False, allow_untrained=True)
     with pytest.raises(ValueError, match="already registered"):
         registry.register(spec)
+
+
+def test_default_sr_weights_are_the_projects_fine_tuned_ones(monkeypatch) -> None:
+    """The cloud's default CARN-M is weights/carn_m_ft.pth, found in the project's folder, with
+    its model card beside it; the published file stays available as 'div2k'."""
+    monkeypatch.undo()  # the real project folder
+    spec = get_spec("carn_m")
+    assert spec.default_weights == "cloudseg_ft"
+    path = resolve_weights("carn_m")
+    assert path.name == "carn_m_ft.pth" and path.parent == weights.project_weights_dir()
+    model = build_model("carn_m")
+    assert model.weights_info is spec.weights["cloudseg_ft"] and model.untrained is False
+    card = json.loads(path.with_suffix(".json").read_text())
+    assert card["architecture"] == "carn_m" and card["degradation"]["codec"] == "h264"
+    assert card["recipe"]["segmenter"] == "espnetv2_s2_city_1024x512"

@@ -136,6 +136,13 @@ def _pick_weights(spec: ModelSpec, weights: str | Path) -> tuple[WeightsInfo, Pa
     for info in spec.weights.values():
         if info.sha256 is not None and info.sha256.lower() == digest:
             return info, path
+    for other in _REGISTRY.values():  # another model's published file
+        for info in other.weights.values():
+            if info.sha256 is not None and info.sha256.lower() == digest:
+                raise WeightsError(
+                    f"{path} is the published weight file of model {other.name!r}: it does not "
+                    f"fit model {spec.name!r}"
+                )
     # a user file (e.g. fine-tuned): its model card says what it is; no card, no load
     from cloudseg.train.checkpoint import CardError, check_card  # lazy: train imports models
 
@@ -198,6 +205,8 @@ def build_model(
 # --- registrations -----------------------------------------------------------------------------
 
 _CARN_URL = "https://github.com/nmhkahn/CARN-pytorch/raw/master/checkpoint"
+CARN_M_FT_SHA256: str | None = None
+"""SHA-256 of weights/carn_m_ft.pth, the project's fine-tuned CARN-M (cloudseg train)."""
 _CARN_RECIPE = (
     "nmhkahn/CARN-pytorch README/train.py: DIV2K train (800 images), LR by bicubic "
     "(MATLAB-style, antialiased) downsampling, multi-scale training (one random scale of 2/3/4 "
@@ -236,10 +245,32 @@ register(
                     "recipe": _CARN_RECIPE,
                     "license": "MIT",
                 },
-            )
+            ),
+            "cloudseg_ft": WeightsInfo(
+                filename="carn_m_ft.pth",
+                url=None,  # ships with cloudseg: weights/ of the repository, share/cloudseg/weights
+                sha256=CARN_M_FT_SHA256,
+                meta={
+                    "params": 414_811,
+                    "task": "sr",
+                    "input": _CARN_INPUT,
+                    "scales": (2, 3, 4),
+                    "group": 4,
+                    "trained_on": "Cityscapes train frames and aachen_seq0000 (shared/data), "
+                    "through the default stream: x4 area downsampling, H.264 libx264 ultrafast "
+                    "zerolatency, CRFs around 23, GOP 17 (IDR and P-frames)",
+                    "segmenter": "espnetv2_s2_city_1024x512 (frozen), at 1024x512: SR x2 head",
+                    "recipe": "cloudseg train sr, then cloudseg train finetune (hybrid L1 + CE "
+                    "loss); the model card weights/carn_m_ft.json says everything",
+                    "download_hint": "it ships with cloudseg (weights/carn_m_ft.pth in the "
+                    "repository, installed to share/cloudseg/weights)",
+                    "license": "Apache-2.0 (this project's own training; MIT base weights)",
+                },
+            ),
         },
-        default_weights="div2k",
-        description="CARN-M (Ahn et al., ECCV 2018), multi-scale x2/x3/x4 SR, 0.41 M params",
+        default_weights="div2k",  # FLIP-TO-FT
+        description="CARN-M (Ahn et al., ECCV 2018), multi-scale x2/x3/x4 SR, 0.41 M params; "
+        "default weights: fine-tuned by cloudseg for the default stream and segmenter",
     )
 )
 
