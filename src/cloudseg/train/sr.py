@@ -120,7 +120,12 @@ def build_parser(what: str) -> argparse.ArgumentParser:
         help="LR crop WIDTHxHEIGHT (default "
         + ("128x128: the segmenter needs context)" if finetune else "48x48)"),
     )
-    parser.add_argument("--lr", type=float, default=2e-5 if finetune else 1e-4)
+    parser.add_argument(
+        "--lr",
+        type=float,
+        default=1e-4,
+        help="Adam learning rate (default 1e-4; the sweep in BENCHMARKS.md)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--scale", type=int, default=4, help="stream downsampling (default 4)")
     parser.add_argument(
