@@ -211,7 +211,7 @@ def resolve_weights(
         searched.append(f"${ENV_WEIGHTS} (not set)")
 
     for folder in (project_weights_dir(), shared_weights_dir()):
-        if folder is None or (env_dir and folder == Path(env_dir).expanduser()):
+        if folder is None or (env_dir and folder.resolve() == Path(env_dir).expanduser().resolve()):
             continue
         searched.append(str(folder))
         found = _find_in_folder(folder, info.filename)

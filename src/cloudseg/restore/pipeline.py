@@ -350,19 +350,26 @@ class RestorationPipeline:
         self._sr_fn, self._seg_fn = sr_fn, seg_fn
 
     def describe(self) -> str:
-        """One line: models, device, dtype, and an UNTRAINED marker where it applies."""
+        """One line: models (and SR weights), device, dtype, the size the segmenter runs at, and
+        an UNTRAINED marker where it applies."""
+        sr = self.sr_name or "none"
+        weights = getattr(getattr(self.sr, "weights_info", None), "filename", None)
+        if weights:
+            sr += f" ({weights})"
         text = (
-            f"SR {self.sr_name or 'none'} x{self.scale} + {self.seg_name} ({self.backend}) on "
+            f"SR {sr} x{self.scale} + {self.seg_name} ({self.backend}) on "
             f"{self.device} {self.dtype_name}"
             + (", channels_last" if self.channels_last else "")
             + (", compiled" if self.compiled else "")
         )
         if self.seg_size == "trained" and self.trained_resolution is not None:
             w, h = self.trained_resolution
-            text += (
-                f"; segments at its trained resolution {w}x{h} (a 2048x1024 frame: SR "
-                f"x{max(1, self.scale * w // 2048)} {self.sr_route})"
-            )
+            text += f"; segments at its trained resolution {w}x{h}"
+            k = max(1, round(2048 / w))
+            if self.sr is not None and self.scale > k:
+                direct = self.sr_route == "direct" and self.scale % k == 0
+                how = f"SR x{self.scale // k}" if direct else f"SR x{self.scale}, then 1/{k}"
+                text += f" (a 2048x1024 camera: {how})"
         else:
             text += "; segments at the camera size"
         if self.cpu_max_width is not None and not self.cuda:
