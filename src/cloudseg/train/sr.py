@@ -107,8 +107,9 @@ def build_parser(what: str) -> argparse.ArgumentParser:
     parser.add_argument("--sr-model", default="carn_m", help="SR architecture (default carn_m)")
     parser.add_argument(
         "--init",
-        default="default",
-        help="start weights: 'default' (official CARN-M), 'scratch', or a checkpoint with a card",
+        default="official",
+        help="start weights: 'official' (the published CARN-M, default), 'scratch', or a "
+        "checkpoint with a model card (e.g. from cloudseg train sr)",
     )
     parser.add_argument("--resume", action="store_true", help="continue from --out's state")
     parser.add_argument("--steps", type=int, default=2000 if finetune else 4000)
@@ -158,7 +159,8 @@ def build_parser(what: str) -> argparse.ArgumentParser:
 # --- models ----------------------------------------------------------------------------------
 
 
-def _build_sr(args: argparse.Namespace) -> tuple[nn.Module, str]:
+def _build_sr(args: argparse.Namespace) -> tuple[nn.Module, dict[str, Any]]:
+    """The SR model to train and how it started: {"init": ..., "card": the start's card}."""
     try:
         spec = get_spec(args.sr_model)
     except KeyError as exc:
@@ -166,12 +168,13 @@ def _build_sr(args: argparse.Namespace) -> tuple[nn.Module, str]:
     if spec.task != "sr":
         raise TrainError(f"{args.sr_model!r} is not a super-resolution model")
     if args.init == "scratch":
-        return build_model(args.sr_model, None, allow_untrained=True), "scratch"
-    if args.init == "default":
-        model = build_model(args.sr_model, "default")
-        return model, f"{args.sr_model} official ({model.weights_info.filename})"
-    check_card(args.init, args.sr_model)
-    return build_model(args.sr_model, Path(args.init)), str(args.init)
+        return build_model(args.sr_model, None, allow_untrained=True), {"init": "scratch"}
+    if args.init == "official":
+        key = next(iter(spec.weights))  # the published file is registered first
+        model = build_model(args.sr_model, key)
+        return model, {"init": f"{args.sr_model} official ({model.weights_info.filename})"}
+    card = check_card(args.init, args.sr_model)
+    return build_model(args.sr_model, Path(args.init)), {"init": str(args.init), "init_card": card}
 
 
 class FrozenSegmenter(nn.Module):
@@ -296,7 +299,7 @@ def run(args: argparse.Namespace, what: str) -> dict[str, Any]:
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     seed_everything(args.seed)
 
-    sr, init = _build_sr(args)
+    sr, start = _build_sr(args)
     sr.untrained = False
     if args.scale not in sr.scales:
         raise TrainError(f"{args.sr_model} has no x{args.scale} head")
@@ -366,7 +369,7 @@ def run(args: argparse.Namespace, what: str) -> dict[str, Any]:
         "data": frames_desc,
         "recipe": {
             "command": f"cloudseg train {what}",
-            "init": init,
+            **start,
             "loss": "L1(SR(LR), HR) + lambda * CE(seg(SR(LR)), target)"
             if finetune
             else "L1 on the x2 and x4 heads (one body pass)",
