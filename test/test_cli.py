@@ -76,3 +76,5 @@ def test_train_and_bench_accuracy_help() -> None:
     ):
         assert main(argv) == 0
     assert main(["bench", "accuracy", "--help"]) == 0
+    assert main(["train", "--help"]) == 0 and main(["bench", "--help"]) == 0
+    assert main(["train"]) == 2

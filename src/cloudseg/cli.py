@@ -57,9 +57,27 @@ def _node(args: argparse.Namespace) -> int:
     return module.main(["cloudseg", *args.ros_args])
 
 
+BENCH_COMMANDS = {
+    "bitrate": "kbit/s and PSNR per scale and codec",
+    "cloud": "ms per frame of decode, SR and segmentation (CPU or GPU)",
+    "accuracy": "Table 1 without codec, through the default H.264 stream and at 750 kbit/s",
+}
+
+
+def _list_commands(command: str, commands: dict[str, str], rest: list[str]) -> int:
+    """`cloudseg bench` / `cloudseg train` without a sub-command: list them (0 with --help)."""
+    print(f"usage: cloudseg {command} {{{','.join(commands)}}} [options]", file=sys.stderr)
+    for name, text in commands.items():
+        print(f"  {name:<10} {text}", file=sys.stderr)
+    print(f"see cloudseg {command} NAME --help", file=sys.stderr)
+    return 0 if {"-h", "--help"} & set(rest) else 2
+
+
 def _bench(args: argparse.Namespace) -> int:
     import importlib
 
+    if args.what is None:
+        return _list_commands("bench", BENCH_COMMANDS, args.rest)
     module = importlib.import_module(f"cloudseg.bench.{args.what}")
     return module.main(args.rest)
 
@@ -78,6 +96,8 @@ TRAIN_COMMANDS = {
 
 
 def _train(args: argparse.Namespace) -> int:
+    if args.what is None:
+        return _list_commands("train", TRAIN_COMMANDS, args.rest)
     if args.what == "icnet":
         from cloudseg.train.icnet import main as icnet_main
 
@@ -175,7 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="benchmarks: bitrate, cloud, accuracy (see cloudseg bench X --help)",
         add_help=False,
     )
-    p.add_argument("what", choices=("bitrate", "cloud", "accuracy"))
+    p.add_argument("what", nargs="?", choices=tuple(BENCH_COMMANDS))
     p.set_defaults(func=_bench, passes_options=True)
 
     p = sub.add_parser(
@@ -192,7 +212,7 @@ def build_parser() -> argparse.ArgumentParser:
         + " (see cloudseg train X --help)",
         add_help=False,
     )
-    p.add_argument("what", choices=tuple(TRAIN_COMMANDS))
+    p.add_argument("what", nargs="?", choices=tuple(TRAIN_COMMANDS))
     p.set_defaults(func=_train, passes_options=True)
     return parser
 
