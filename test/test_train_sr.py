@@ -135,6 +135,13 @@ def test_save_resume_and_the_next_step_is_identical(two_frames, weights_env, tmp
     assert card["data"]["labelled_frames"] == 0  # hr targets: no label files needed
     rows = (straight.with_suffix(".csv")).read_text().splitlines()
     assert rows[0].startswith("step,loss,l1,ce") and len(rows) == 3
+    # resuming with another learning rate makes a step schedule, recorded in the card
+    code, _, err = _train(
+        capsys, "finetune", *common, "--steps", "3", "--out", str(resumed), "--resume",
+        "--lr", "1e-5",
+    )  # fmt: skip
+    assert code == 0, err
+    assert read_card(resumed)["recipe"]["lr_steps"] == [[0, 1e-4], [2, 1e-5]]
 
 
 def test_gt_targets_without_labels_and_foreign_checkpoints_are_refused(

@@ -125,7 +125,8 @@ def build_parser(what: str) -> argparse.ArgumentParser:
         "--lr",
         type=float,
         default=1e-4,
-        help="Adam learning rate (default 1e-4; the sweep in BENCHMARKS.md)",
+        help="Adam learning rate (default 1e-4, from the sweep in BENCHMARKS.md); with --resume "
+        "it applies from the saved step on (a step schedule, recorded in the card)",
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--scale", type=int, default=4, help="stream downsampling (default 4)")
@@ -341,13 +342,19 @@ def run(args: argparse.Namespace, what: str) -> dict[str, Any]:
     optimizer = torch.optim.Adam(sr.parameters(), lr=args.lr)
     rng = np.random.default_rng(args.seed)
     step = 0
+    lr_steps = [[0, args.lr]]  # [from step, learning rate]: --resume --lr X is a step schedule
     if args.resume:
         if not args.out.is_file():
             raise TrainError(f"--resume: no checkpoint {args.out} yet")
-        check_card(args.out, args.sr_model)
+        previous = check_card(args.out, args.sr_model)
         step, extra = load_training_state(args.out, sr, optimizer)
         rng.bit_generator.state = extra["rng"]
-        log.info("resumed %s at step %d", args.out, step)
+        lr_steps = previous.get("recipe", {}).get("lr_steps") or [[0, previous["recipe"]["lr"]]]
+        if lr_steps[-1][1] != args.lr:
+            lr_steps.append([step, args.lr])
+        for group in optimizer.param_groups:  # the saved optimizer state carries the old lr
+            group["lr"] = args.lr
+        log.info("resumed %s at step %d (lr %g)", args.out, step, args.lr)
 
     settings_desc = [
         {**s.as_dict(), "kbps_on_training_data": round(kb, 1)}
@@ -375,6 +382,7 @@ def run(args: argparse.Namespace, what: str) -> dict[str, Any]:
             else "L1 on the x2 and x4 heads (one body pass)",
             "optimizer": "Adam",
             "lr": args.lr,
+            "lr_steps": lr_steps,
             "batch_size": args.batch_size,
             "lr_crop": list(args.crop),
             "seed": args.seed,
