@@ -205,7 +205,7 @@ def build_model(
 # --- registrations -----------------------------------------------------------------------------
 
 _CARN_URL = "https://github.com/nmhkahn/CARN-pytorch/raw/master/checkpoint"
-CARN_M_FT_SHA256: str | None = None
+CARN_M_FT_SHA256: str | None = "80b2e6d4d8b2b2750c54dbac9363a76f895207b8af05e91630edae973a27febf"
 """SHA-256 of weights/carn_m_ft.pth, the project's fine-tuned CARN-M (cloudseg train)."""
 _CARN_RECIPE = (
     "nmhkahn/CARN-pytorch README/train.py: DIV2K train (800 images), LR by bicubic "
@@ -256,9 +256,11 @@ register(
                     "input": _CARN_INPUT,
                     "scales": (2, 3, 4),
                     "group": 4,
-                    "trained_on": "Cityscapes train frames and aachen_seq0000 (shared/data), "
-                    "through the default stream: x4 area downsampling, H.264 libx264 ultrafast "
-                    "zerolatency, CRFs around 23, GOP 17 (IDR and P-frames)",
+                    "trained_on": "shared/data, never its val frames: SR stage on the 9 "
+                    "Cityscapes train frames, aachen_seq0000 and a dashcam clip; fine-tuning on "
+                    "the 9 labelled train frames (gt targets); all through the default stream: "
+                    "x4 area downsampling, H.264 libx264 ultrafast zerolatency, CRF 19..27, "
+                    "GOP 17 (IDR and P-frames)",
                     "segmenter": "espnetv2_s2_city_1024x512 (frozen), at 1024x512: SR x2 head",
                     "recipe": "cloudseg train sr, then cloudseg train finetune (hybrid L1 + CE "
                     "loss); the model card weights/carn_m_ft.json says everything",
@@ -268,7 +270,7 @@ register(
                 },
             ),
         },
-        default_weights="div2k",  # FLIP-TO-FT
+        default_weights="cloudseg_ft",
         description="CARN-M (Ahn et al., ECCV 2018), multi-scale x2/x3/x4 SR, 0.41 M params; "
         "default weights: fine-tuned by cloudseg for the default stream and segmenter",
     )
