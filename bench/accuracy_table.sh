@@ -36,3 +36,6 @@ done
 # the labelled frame inside each real Cityscapes clip, through the stream in order (a P-frame)
 "${cloudseg[@]}" eval --data "$data"/sequences/mp4/*.mp4 --gt-root "$data/cityscapes" \
   --sr-ft-weights weights/carn_m_ft.pth --no-progress | tee "$out/eval_clips.txt"
+# the same clips at the paper's 750 kbit/s (rate control works across a stream, not on one IDR)
+"${cloudseg[@]}" eval --data "$data"/sequences/mp4/*.mp4 --gt-root "$data/cityscapes" \
+  --sr-ft-weights weights/carn_m_ft.pth --bitrate 750 --no-progress | tee "$out/eval_clips_750k.txt"
