@@ -38,6 +38,7 @@ import numpy as np
 
 from cloudseg.data.cityscapes import LABEL_IDS_SUFFIX, TRAIN_IDS_SUFFIX, load_label_train_ids
 from cloudseg.data.sources import DataError, is_bag, list_frame_files, open_source, read_rgb
+from cloudseg.media.resize import resize_labels
 from cloudseg.train.metrics import ConfusionMatrix
 
 __all__ = [
@@ -235,11 +236,7 @@ class LabelScorer:
                 return pipeline.process(frame[None], "full").labels[0].cpu().numpy()
 
             self._segmenter = segment
-        labels = np.asarray(self._segmenter(rgb))
-        height, width = rgb.shape[:2]
-        if labels.shape != (height, width):
-            labels = cv2.resize(labels, (width, height), interpolation=cv2.INTER_NEAREST)
-        return labels
+        return resize_labels(np.asarray(self._segmenter(rgb)), rgb.shape[1::-1])
 
     def finish(self) -> Score:
         """Score every frame whose labels came back; returns the Score."""

@@ -89,6 +89,15 @@ def upsample_bilinear(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return cv2.resize(rgb, (width, height), interpolation=cv2.INTER_LINEAR)
 
 
+def resize_labels(labels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Class-id labels (HxW) at ``size`` = (width, height), nearest neighbour (ids are never
+    blended); returned unchanged when they already have that size."""
+    width, height = size
+    if labels.shape[:2] == (height, width):
+        return labels
+    return cv2.resize(labels, (width, height), interpolation=cv2.INTER_NEAREST)
+
+
 def downsample_tensor(x: torch.Tensor, scale: int, method: str = "area") -> torch.Tensor:
     """Torch twin of :func:`downsample` for float NCHW tensors (any value range).
 

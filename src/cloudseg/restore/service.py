@@ -15,6 +15,7 @@ import cv2
 import numpy as np
 import torch
 
+from cloudseg.media.resize import resize_labels
 from cloudseg.media.stream import FrameRestorer
 from cloudseg.restore.pipeline import PipelineResult, Pyramid, RestorationPipeline, overlay
 
@@ -35,10 +36,7 @@ class CloudResult:
     @functools.cached_property
     def labels(self) -> np.ndarray:
         """Train ids at the camera's size (nearest-neighbour when segmented smaller)."""
-        w, h = self.camera_size
-        if self.work_labels.shape == (h, w):
-            return self.work_labels
-        return cv2.resize(self.work_labels, (w, h), interpolation=cv2.INTER_NEAREST)
+        return resize_labels(self.work_labels, self.camera_size)
 
     @classmethod
     def from_pipeline(

@@ -136,8 +136,6 @@ class DegradedFrames:
         for factor in target_factors:
             out.targets[factor] = [
                 _crop_to(downsample(f.rgb, factor), lr[i][0], scale // factor)
-                if factor > 1
-                else _crop_to(f.rgb, lr[i][0], scale)
                 for i, f in enumerate(frames)
             ]
         return out

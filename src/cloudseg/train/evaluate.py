@@ -54,7 +54,7 @@ from cloudseg.data.cityscapes import (
 from cloudseg.data.sources import DataError, open_source
 from cloudseg.media.codecs import CodecError
 from cloudseg.media.quality import psnr, ssim
-from cloudseg.media.resize import downsample
+from cloudseg.media.resize import downsample, resize_labels
 from cloudseg.media.stream import StreamRoundTrip, default_compressor_settings
 from cloudseg.models.registry import UnknownModelError, build_model
 from cloudseg.models.weights import ENV_WEIGHTS, WeightsError
@@ -552,13 +552,6 @@ def _build_rows(args: argparse.Namespace) -> tuple[dict[str, _Row], dict[str, An
     return rows, pipelines
 
 
-def _labels_at(labels: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
-    """Labels scaled to the camera size (nearest neighbour), as the cloud returns them."""
-    if labels.shape == shape[:2]:
-        return labels
-    return cv2.resize(labels, (shape[1], shape[0]), interpolation=cv2.INTER_NEAREST)
-
-
 def evaluate(args: argparse.Namespace) -> dict[str, Any]:
     """Run the evaluation described by parsed ``args``; returns the JSON-ready report."""
     _check_args(args)
@@ -574,6 +567,7 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
     lr_stream = _Stream(args, args.scale)
     hr_stream = _Stream(args, 1) if "hr_stream" in rows else None
     figure_done = False
+    figure_frame = args.figure_frame or next((f.name for f in frames if f.scored), None)
     start = time.perf_counter()
     bar = tqdm(frames, desc="eval", unit="frame", file=sys.stderr, disable=args.no_progress)
     current_stream = None
@@ -603,14 +597,13 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
         for row_name, row in rows.items():
             results[row_name] = pipelines[row_name].process(inputs[row.stream][None], row.mode)
         if gt is None:  # a sequence: the reference is the segmenter's labels on the original
-            gt = _labels_at(results["hr"].labels[0].cpu().numpy(), original.shape)
+            gt = resize_labels(results["hr"].labels[0].cpu().numpy(), original.shape[1::-1])
         target = gt[:height, :width]
         panel_rows = []
-        first = next(f.name for f in frames if f.scored)
-        want_figure = args.figure is not None and (args.figure_frame or first) == name
+        want_figure = args.figure is not None and figure_frame == name
         for row_name, row in rows.items():
             result = results[row_name]
-            labels = _labels_at(result.labels[0].cpu().numpy(), target.shape)
+            labels = resize_labels(result.labels[0].cpu().numpy(), target.shape[::-1])
             row.cm.update(labels, target)
             row.add_timings(result.timings_ms)
             restored = result.restored[0].cpu().numpy()

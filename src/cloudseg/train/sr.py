@@ -35,6 +35,7 @@ from tqdm import tqdm
 
 from cloudseg.data.sources import DataError
 from cloudseg.media.codecs import CodecError
+from cloudseg.media.resize import resize_labels
 from cloudseg.media.stream import CompressorSettings, default_compressor_settings
 from cloudseg.models.icnet import INPUT_MEAN, INPUT_STD
 from cloudseg.models.registry import UnknownModelError, build_model, get_spec
@@ -215,14 +216,6 @@ def _hr_labels(segmenter: FrozenSegmenter, image: np.ndarray, device: torch.devi
     return labels
 
 
-def _label_at(label: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    import cv2
-
-    if label.shape == shape:
-        return label
-    return cv2.resize(label, (shape[1], shape[0]), interpolation=cv2.INTER_NEAREST)
-
-
 # --- validation ------------------------------------------------------------------------------
 
 
@@ -270,7 +263,7 @@ def validate(
             reference = downsample(rgb, k) if k > 1 else rgb
             psnrs.append(psnr(restored, reference[: restored.shape[0], : restored.shape[1]]))
             gt = load_label_train_ids(pair.label_path)
-            labels = _label_at(result.labels[0].cpu().numpy(), gt.shape)
+            labels = resize_labels(result.labels[0].cpu().numpy(), gt.shape[::-1])
             cm.update(labels, gt)
     finally:
         sr.train(was_training)
@@ -511,7 +504,7 @@ def _targets(
         hr = data.targets[k][i]
         if frame.label is not None and targets in ("gt", "both"):
             label = frame.label[: hr.shape[0] * k, : hr.shape[1] * k]
-            out.append(_label_at(label, hr.shape[:2]))
+            out.append(resize_labels(label, hr.shape[1::-1]))
         elif targets in ("hr", "both"):
             out.append(_hr_labels(segmenter, hr, device))
         else:
