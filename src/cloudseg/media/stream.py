@@ -84,9 +84,12 @@ class FrameCompressor:
         """Use `settings` from the next frame on."""
         self._pending = settings
 
-    def compress(self, rgb: np.ndarray, full_resolution: bool = False) -> CompressedFrame:
+    def compress(
+        self, rgb: np.ndarray, full_resolution: bool = False, keyframe: bool = False
+    ) -> CompressedFrame:
         """Downsample and encode one frame; `full_resolution` sends this one frame at scale 1
-        (the controller's profiling frame) without changing the settings."""
+        (the controller's profiling frame) without changing the settings; `keyframe` makes it
+        an H.264 IDR (a KEY frame of the selector)."""
         if self._pending is not None:
             self.settings, self._pending = self._pending, None
         s = self.settings.with_changes(scale=1) if full_resolution else self.settings
@@ -98,7 +101,7 @@ class FrameCompressor:
         # new settings or size: a fresh encoder starts with an IDR. H.264 gop 1: every frame is
         # a stream of its own (a fresh encoder, no rate-control history), as `cloudseg eval`
         # encodes the unrelated stills of a Cityscapes split.
-        if key != self._encoder_key or (s.codec == "h264" and s.gop == 1):
+        if key != self._encoder_key or (s.codec == "h264" and (s.gop == 1 or keyframe)):
             self._encoder = make_encoder(s.codec, **s.encoder_params())
             self._encoder_key = key
         encoded = self._encoder.encode(small)
