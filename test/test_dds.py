@@ -43,6 +43,7 @@ def test_sequence_arrives_in_order_at_full_size(shared_data, tmp_path, scale, co
         log_dir=tmp_path,
         timeout=120,
         cloud="cloud_bilinear",
+        select="off",  # every frame: this test checks the stream, not the selection
     )
     logs = "\n".join(p.read_text() for p in tmp_path.glob("*.log"))
     assert stats.frames_received == SEQUENCE_FRAMES, logs

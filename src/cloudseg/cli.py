@@ -26,6 +26,7 @@ def _demo(args: argparse.Namespace) -> int:
         cloud_params={"backend": args.backend, "device": args.device},
         score=args.score,
         gop=args.gop,
+        select=args.select,
     )
     print(stats.report())
     if args.json:
@@ -133,6 +134,14 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         help="H.264 keyframe interval in frames (default 17, and 1 for the unrelated stills "
         "of a Cityscapes split; 1 = every frame an H.264 stream of its own)",
+    )
+    p.add_argument(
+        "--select",
+        default="pixel",
+        choices=("pixel", "learned", "off"),
+        help="vehicle frame selection: send only frames that changed enough, by grey-level "
+        "difference (pixel, default) or by a small network predicting how much the labels "
+        "changed (learned); off sends every frame",
     )
     p.add_argument("--rate", type=float, default=17.0, help="frames per second (default 17)")
     p.add_argument("--frames", type=int, default=0, help="stop after N frames (0 = all)")

@@ -65,6 +65,7 @@ def run_demo(
     cloud_params: dict | None = None,
     score: bool = False,
     gop: int | None = None,
+    select: str = "pixel",
 ) -> StreamStats:
     """Stream `input_path` through vehicle and cloud processes; return what was seen.
 
@@ -77,6 +78,7 @@ def run_demo(
     (cloudseg.scoring); in the returned stats' `miou*` fields. `gop`: the H.264 keyframe
     interval (None: the compressor's default, except 1 for the unrelated stills of a
     Cityscapes split, each then a stream of its own as `cloudseg eval` encodes them).
+    `select`: the frame_selector's mode ("pixel", "learned" or "off": every frame sent).
     """
     if cloud not in GRAPHS or not cloud.startswith("cloud"):
         raise ValueError(f"unknown cloud graph {cloud!r}")
@@ -111,16 +113,23 @@ def run_demo(
             seg = dict(cloud_params or {})
             sr = {"restore": "bilinear"} if sr_bypass else {}
             procs.start_graph(cloud, {"cloud": {**sr, **seg}, "segmentation": seg, "sr": sr})
-            vehicle = {"scale": scale, "codec": codec, "crf": crf, "bitrate_kbps": bitrate_kbps}
+            vehicle = {
+                "scale": scale,
+                "codec": codec,
+                "crf": crf,
+                "bitrate_kbps": bitrate_kbps,
+                "mode": select,
+            }
             if gop is not None:
                 vehicle["gop"] = gop
-            procs.start("compressor", config_dir() / "vehicle.yaml", vehicle)
+            procs.start_graph("vehicle", {"vehicle": vehicle})
             ready = _wait_for(
                 executor,
                 monitor,
                 lambda: (
                     monitor.count_publishers(FRAMES_TOPIC) >= 1
-                    and monitor.count_subscribers(FRAMES_TOPIC) >= 2
+                    # the cloud, this monitor and the vehicle's camera_labels
+                    and monitor.count_subscribers(FRAMES_TOPIC) >= 3
                     and monitor.count_publishers(STATS_TOPIC) >= 1
                 ),
                 timeout=90,
@@ -137,7 +146,7 @@ def run_demo(
                     "stamp_mode": "now",
                     "wait_for_subscribers": 2,
                 },
-            )  # compressor + this monitor
+            )  # the vehicle's frame_selector + this monitor
             deadline = time.monotonic() + timeout
             while procs.procs["source"].poll() is None and time.monotonic() < deadline:
                 executor.spin_once(timeout_sec=0.05)

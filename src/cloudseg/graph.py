@@ -40,6 +40,19 @@ TOPICS: dict[str, Topic] = {
         Topic("/cloudseg/labels", "sensor_msgs/msg/Image", "results", "mono8 train ids 0..18"),
         Topic("/cloudseg/overlay", "sensor_msgs/msg/Image", "results", "rgb8 colour overlay"),
         Topic("/cloudseg/stats", "cloudseg/msg/FrameStats", "results", "per-frame timings"),
+        Topic(
+            "/cloudseg/camera_labels",
+            "sensor_msgs/msg/Image",
+            "results",
+            "vehicle: for every camera frame the newest labels (mono8 train ids, the camera "
+            "frame's stamp)",
+        ),
+        Topic(
+            "/cloudseg/camera_labels/info",
+            "cloudseg/msg/LabelAge",
+            "results",
+            "vehicle: for every camera frame, which frame its labels came from and their age",
+        ),
     )
 }
 
@@ -51,6 +64,8 @@ RESTORED_TOPIC = "/cloudseg/restored"
 LABELS_TOPIC = "/cloudseg/labels"
 OVERLAY_TOPIC = "/cloudseg/overlay"
 STATS_TOPIC = "/cloudseg/stats"
+CAMERA_LABELS_TOPIC = "/cloudseg/camera_labels"
+CAMERA_LABELS_INFO_TOPIC = "/cloudseg/camera_labels/info"
 
 
 @dataclass(frozen=True)
@@ -182,18 +197,97 @@ COMPRESSOR = NodeSpec(
         ),
         Param("quality", 80, "JPEG quality (PNG: compression level 0..9)", min=0, max=100),
         Param(
-            "max_fps",
-            0.0,
-            "send at most this many frames per second of capture time (0 = every frame)",
-            min=0.0,
-            max=240.0,
-        ),
-        Param(
             "publish_compressed",
             True,
             "also publish sensor_msgs/CompressedImage for JPEG/PNG on <image topic>/compressed",
         ),
     ),
+)
+
+FRAME_SELECTOR = NodeSpec(
+    name="frame_selector",
+    executable="vehicle_node",
+    side="vehicle",
+    description="Two-level frame selection: KEY frames (an H.264 IDR), USEFUL frames "
+    "(P-frames) and STALE frames (not sent); runs in the vehicle process in front of the "
+    "compressor",
+    params=(
+        Param(
+            "mode",
+            "pixel",
+            "deviation measure: 'pixel' (grey difference of a small copy), 'learned' (predicted "
+            "fraction of labels changed), 'off' (send every frame)",
+            choices=("pixel", "learned", "off"),
+        ),
+        Param(
+            "key_threshold",
+            0.0,
+            "deviation from the last KEY or last sent frame that makes a KEY frame "
+            "(0 together with useful_threshold 0: the mode's default)",
+            min=0.0,
+            max=1.0,
+        ),
+        Param(
+            "useful_threshold",
+            0.0,
+            "deviation from the last sent frame that makes a USEFUL frame (else STALE, not "
+            "sent); at most key_threshold",
+            min=0.0,
+            max=1.0,
+        ),
+        Param(
+            "max_key_interval",
+            1.0,
+            "a KEY frame at least every this many seconds of capture time",
+            min=0.0,
+            max=600.0,
+        ),
+        Param(
+            "max_gap",
+            0.5,
+            "a frame sent at least every this many seconds of capture time",
+            min=0.0,
+            max=600.0,
+        ),
+        Param(
+            "max_fps",
+            0.0,
+            "send at most this many frames per second of capture time (0 = no cap)",
+            min=0.0,
+            max=240.0,
+        ),
+        Param(
+            "learned_weights",
+            "default",
+            "weights of the learned measure: 'default' (weights/selector_learned.pth) or a "
+            "checkpoint path (cloudseg train selector)",
+        ),
+    ),
+)
+
+CAMERA_LABELS = NodeSpec(
+    name="camera_labels",
+    executable="camera_labels_node",
+    side="vehicle",
+    description="For every camera frame, publishes the newest labels from the cloud with the "
+    "camera frame's stamp, and their age and source frame",
+    params=(
+        Param(
+            "warp",
+            False,
+            "move the labels to the current frame along dense optical flow (OpenCV Farneback)",
+        ),
+    ),
+)
+
+VEHICLE = NodeSpec(
+    name="vehicle",
+    executable="vehicle_node",
+    side="vehicle",
+    description="The frame_selector, compressor and camera_labels nodes in one process: each "
+    "camera image crosses DDS once",
+    params=FRAME_SELECTOR.params + COMPRESSOR.params + CAMERA_LABELS.params,
+    composes=(FRAME_SELECTOR.name, COMPRESSOR.name, CAMERA_LABELS.name),
 )
 
 SR = NodeSpec(
@@ -268,19 +362,22 @@ CLOUD = NodeSpec(
     composes=(SR.name, SEGMENTATION.name),
 )
 
-NODES: dict[str, NodeSpec] = {n.name: n for n in (SOURCE, COMPRESSOR, SR, SEGMENTATION, CLOUD)}
+NODES: dict[str, NodeSpec] = {
+    n.name: n
+    for n in (SOURCE, FRAME_SELECTOR, COMPRESSOR, CAMERA_LABELS, VEHICLE, SR, SEGMENTATION, CLOUD)
+}
 
 CONFIG_DIR_NAME = "config"
 
 #: Which nodes each launch file / `cloudseg run` target starts, and with which config file.
 GRAPHS: dict[str, tuple[tuple[str, str], ...]] = {
-    "vehicle": (("compressor", "vehicle.yaml"),),
+    "vehicle": (("vehicle", "vehicle.yaml"),),
     "cloud": (("cloud", "cloud.yaml"),),
     "cloud_split": (("sr", "cloud_split.yaml"), ("segmentation", "cloud_split.yaml")),
     "cloud_bilinear": (("sr", "cloud_bilinear.yaml"),),  # the LR-bilinear baseline
     "pipeline": (
         ("source", "source.yaml"),
-        ("compressor", "vehicle.yaml"),
+        ("vehicle", "vehicle.yaml"),
         ("cloud", "cloud.yaml"),
     ),
 }

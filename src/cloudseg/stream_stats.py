@@ -34,6 +34,9 @@ class StreamStats:
     frames_sent: int = 0
     frames_received: int = 0
     payload_bytes: int = 0
+    frames_key: int = 0  # frames sent as KEY (an H.264 IDR) by the frame_selector
+    frames_useful: int = 0  # frames sent as USEFUL (a P-frame); the rest of frames_in: STALE
+    label_age_ms: list[float] = field(default_factory=list)  # labels held per camera frame
     latency_ms: dict[str, list[float]] = field(default_factory=lambda: {s: [] for s in STAGES})
     psnr_db: list[float] = field(default_factory=list)
     labels_received: int = 0
@@ -53,10 +56,16 @@ class StreamStats:
 
     @property
     def kbps(self) -> float:
-        """Frame-stream bitrate at the nominal frame rate."""
-        if not self.frames_sent:
+        """Frame-stream bitrate over the camera time (frames in at the nominal frame rate):
+        frames the selector left out cost nothing."""
+        frames = max(self.frames_in, self.frames_sent)
+        if not frames:
             return 0.0
-        return self.payload_bytes * 8 / (self.frames_sent / self.fps) / 1000
+        return self.payload_bytes * 8 / (frames / self.fps) / 1000
+
+    @property
+    def frames_stale(self) -> int:
+        return max(self.frames_in - self.frames_sent, 0)
 
     def summary(self) -> dict:
         finite = [p for p in self.psnr_db if math.isfinite(p)]
@@ -67,6 +76,13 @@ class StreamStats:
             "frames_sent": self.frames_sent,
             "frames_received": self.frames_received,
             "labels_received": self.labels_received,
+            "frames_key": self.frames_key,
+            "frames_useful": self.frames_useful,
+            "frames_stale": self.frames_stale,
+            "camera_labels": len(self.label_age_ms),
+            "label_age_ms_p50": round(percentile(self.label_age_ms, 50), 1)
+            if self.label_age_ms
+            else None,
             "kbps": round(self.kbps, 1),
             "psnr_db": round(float(np.mean(finite)), 2) if finite else None,
             "latency_ms_p50": round(percentile(e2e, 50), 2) if e2e else None,
@@ -93,6 +109,8 @@ class StreamStats:
             f"frames in / sent / received : {s['frames_in']} / {s['frames_sent']} / "
             f"{s['frames_received']}"
             + (f" (labels back: {s['labels_received']})" if s["labels_received"] else ""),
+            f"selection KEY/USEFUL/STALE  : {s['frames_key']} / {s['frames_useful']} / "
+            f"{s['frames_stale']}",
             f"Frame-stream bitrate        : {s['kbps']:.1f} kbit/s at {self.fps:g} fps",
             "PSNR restored vs original   : "
             + (f"{s['psnr_db']:.2f} dB" if s["psnr_db"] is not None else "n/a"),
@@ -100,6 +118,11 @@ class StreamStats:
         ]
         for stage, v in s["stages_ms"].items():
             lines.append(f"  {stage:<28}{v['p50']:8.2f} {v['p95']:8.2f} {v['n']:6d}")
+        if self.label_age_ms:
+            lines.append(
+                f"labels held per camera frame: {s['camera_labels']} frames, age p50 "
+                f"{s['label_age_ms_p50']:.0f} ms (capture time)"
+            )
         if self.miou_reference is not None:
             lines.append(self.score_line())
         return "\n".join(lines)

@@ -1,9 +1,16 @@
-"""Compressor node (vehicle): downsample + encode camera images into cloudseg Frames."""
+"""Compressor node (vehicle): downsample + encode camera images into cloudseg Frames.
+
+In the vehicle process (`vehicle_node`) the frame_selector hands it the selected frames with
+their level (KEY frames become H.264 IDRs) by a function call. On its own it compresses every
+image on /camera/image_raw (KEY whenever the encoder made an IDR).
+"""
 
 from __future__ import annotations
 
+import numpy as np
 from rclpy.node import Node
 from sensor_msgs.msg import CompressedImage, Image
+from std_msgs.msg import Header
 
 from cloudseg.graph import COMPRESSED_TOPIC, COMPRESSOR, FRAMES_TOPIC, IMAGE_TOPIC, KNOB_TOPIC
 from cloudseg.media.codecs import CodecError, compressed_format
@@ -11,15 +18,13 @@ from cloudseg.media.stream import CompressorSettings, FrameCompressor
 from cloudseg.msg import Frame, Knob
 from cloudseg.nodes.common import declare_parameters, qos_for, run_node
 from cloudseg.nodes.convert import ImageError, compressed_image, image_to_rgb
-from cloudseg.selection.rate import RateCap
 
 
 class CompressorNode(Node):
-    def __init__(self) -> None:
+    def __init__(self, in_process: bool = False) -> None:
         super().__init__(COMPRESSOR.name)
         self.params = declare_parameters(self, COMPRESSOR)
         self.compressor = FrameCompressor(CompressorSettings.from_params(self.params))
-        self.rate_cap = RateCap(self.params["max_fps"])
         self.seq = 0
         self.knob_seq = 0
         self.full_frame_requested = False
@@ -27,10 +32,12 @@ class CompressorNode(Node):
         self.compressed_pub = self.create_publisher(
             CompressedImage, COMPRESSED_TOPIC, qos_for(COMPRESSED_TOPIC)
         )
-        self.create_subscription(Image, IMAGE_TOPIC, self.on_image, qos_for(IMAGE_TOPIC))
+        if not in_process:
+            self.create_subscription(Image, IMAGE_TOPIC, self.on_image, qos_for(IMAGE_TOPIC))
         self.create_subscription(Knob, KNOB_TOPIC, self.on_knob, qos_for(KNOB_TOPIC))
+        source = "the frame_selector's frames, in process" if in_process else IMAGE_TOPIC
         self.get_logger().info(
-            f"compressing {IMAGE_TOPIC} -> {FRAMES_TOPIC} with {self.compressor.settings}"
+            f"compressing {source} -> {FRAMES_TOPIC} with {self.compressor.settings}"
         )
 
     def on_knob(self, knob: Knob) -> None:
@@ -49,26 +56,36 @@ class CompressorNode(Node):
         self.compressor.apply(new)
         self.knob_seq = int(knob.seq)
         self.full_frame_requested = bool(knob.request_full_frame)
-        self.rate_cap.max_fps = max(float(knob.max_fps), 0.0)
         self.get_logger().info(f"knob {knob.seq} applies from the next frame: {new}")
 
     def on_image(self, msg: Image) -> None:
-        stamp_ns = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
-        if not self.rate_cap.admit(stamp_ns):
-            return  # over the frame-rate cap
         try:
-            out = self.compressor.compress(image_to_rgb(msg), self.full_frame_requested)
-            self.full_frame_requested = False
-        except (ImageError, CodecError, ValueError) as exc:
-            self.get_logger().warning(
-                f"image {msg.header.stamp.sec}.{msg.header.stamp.nanosec:09d} dropped: {exc}"
-            )
+            rgb = image_to_rgb(msg)
+        except ImageError as exc:
+            self.get_logger().warning(f"image {_stamp(msg.header)} dropped: {exc}")
             return
+        self.send(msg.header, rgb)
+
+    def send(
+        self, header: Header, rgb: np.ndarray, level: int | None = None, deviation: float = 0.0
+    ) -> Frame | None:
+        """Compress and publish one frame; `level` from the selector (KEY: an IDR), or None to
+        call it KEY when the encoder made an IDR. Returns the Frame, None when dropped."""
+        try:
+            out = self.compressor.compress(
+                rgb, self.full_frame_requested, keyframe=level == Frame.LEVEL_KEY
+            )
+            self.full_frame_requested = False
+        except (CodecError, ValueError) as exc:
+            self.get_logger().warning(f"image {_stamp(header)} dropped: {exc}")
+            return None
+        if level is None:
+            level = Frame.LEVEL_KEY if out.keyframe else Frame.LEVEL_USEFUL
         frame = Frame(
-            header=msg.header,
+            header=header,
             seq=self.seq,
-            level=Frame.LEVEL_KEY,
-            deviation=0.0,
+            level=int(level),
+            deviation=float(deviation),
             scale=out.scale,
             width=out.width,
             height=out.height,
@@ -83,8 +100,13 @@ class CompressorNode(Node):
         self.seq += 1
         if out.codec != "h264" and self.params["publish_compressed"]:
             self.compressed_pub.publish(
-                compressed_image(out.payload, compressed_format(out.codec), msg.header)
+                compressed_image(out.payload, compressed_format(out.codec), header)
             )
+        return frame
+
+
+def _stamp(header: Header) -> str:
+    return f"{header.stamp.sec}.{header.stamp.nanosec:09d}"
 
 
 def main(args: list[str] | None = None) -> int:

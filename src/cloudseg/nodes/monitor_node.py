@@ -11,10 +11,17 @@ from rclpy.subscription import MessageInfo
 from rclpy.time import Time
 from sensor_msgs.msg import Image
 
-from cloudseg.graph import FRAMES_TOPIC, IMAGE_TOPIC, LABELS_TOPIC, RESTORED_TOPIC, STATS_TOPIC
+from cloudseg.graph import (
+    CAMERA_LABELS_INFO_TOPIC,
+    FRAMES_TOPIC,
+    IMAGE_TOPIC,
+    LABELS_TOPIC,
+    RESTORED_TOPIC,
+    STATS_TOPIC,
+)
 from cloudseg.media.quality import psnr
 from cloudseg.media.resize import downsample
-from cloudseg.msg import Frame, FrameStats
+from cloudseg.msg import Frame, FrameStats, LabelAge
 from cloudseg.nodes.common import qos_for
 from cloudseg.nodes.convert import ImageError, image_to_numpy, image_to_rgb
 from cloudseg.stream_stats import StreamStats
@@ -51,6 +58,9 @@ class MonitorNode(Node):
         self.create_subscription(FrameStats, STATS_TOPIC, self.on_stats, qos_for(STATS_TOPIC))
         self.create_subscription(Image, RESTORED_TOPIC, self.on_restored, qos_for(RESTORED_TOPIC))
         self.create_subscription(Image, LABELS_TOPIC, self.on_labels, qos_for(LABELS_TOPIC))
+        self.create_subscription(
+            LabelAge, CAMERA_LABELS_INFO_TOPIC, self.on_label_age, qos_for(CAMERA_LABELS_INFO_TOPIC)
+        )
 
     @staticmethod
     def ms_since(stamp, info: MessageInfo) -> float:
@@ -68,6 +78,10 @@ class MonitorNode(Node):
 
     def on_frame(self, frame: Frame) -> None:
         self.stats.frames_sent += 1
+        if frame.level == Frame.LEVEL_KEY:
+            self.stats.frames_key += 1
+        else:
+            self.stats.frames_useful += 1
         self.last_sent = _key(frame.header)
         self.stats.payload_bytes += len(frame.data)
         self.stats.add_latency("encode", frame.encode_ms)
@@ -81,6 +95,9 @@ class MonitorNode(Node):
         self.stats.add_latency("decode_restore", msg.decode_ms + msg.sr_ms)
         if msg.segmentation_ms:
             self.stats.add_latency("segmentation", msg.segmentation_ms)
+
+    def on_label_age(self, msg: LabelAge) -> None:
+        self.stats.label_age_ms.append(float(msg.age_ms))
 
     def on_labels(self, msg: Image, info: MessageInfo) -> None:
         self.stats.labels_received += 1

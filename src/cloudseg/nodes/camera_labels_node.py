@@ -1,0 +1,110 @@
+"""Camera labels node (vehicle): a label map for every camera frame, and how old it is.
+
+With frame selection only some frames reach the cloud. For each camera frame this node
+publishes the newest labels that came back (header: the camera frame's, so consumers can
+synchronise with the image) on /cloudseg/camera_labels, and a LabelAge on
+/cloudseg/camera_labels/info (the seq and stamp of the frame the labels came from, their age,
+whether they were warped along optical flow). The logic is
+:class:`cloudseg.selection.held_labels.LabelHolder`. In the vehicle process the frame_selector
+hands it the camera frames; on its own it subscribes to /camera/image_raw.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+import numpy as np
+from rclpy.node import Node
+from sensor_msgs.msg import Image
+from std_msgs.msg import Header
+
+from cloudseg.graph import (
+    CAMERA_LABELS,
+    CAMERA_LABELS_INFO_TOPIC,
+    CAMERA_LABELS_TOPIC,
+    FRAMES_TOPIC,
+    IMAGE_TOPIC,
+    LABELS_TOPIC,
+)
+from cloudseg.msg import Frame, LabelAge
+from cloudseg.nodes.common import declare_parameters, qos_for, run_node
+from cloudseg.nodes.convert import ImageError, image_to_numpy, image_to_rgb, numpy_to_image
+from cloudseg.selection.held_labels import LabelHolder
+
+KEEP_SEQS = 256  # stamps of frames sent, to name the frame labels came from
+
+
+def _ns(header: Header) -> int:
+    return header.stamp.sec * 1_000_000_000 + header.stamp.nanosec
+
+
+class CameraLabelsNode(Node):
+    def __init__(self, in_process: bool = False) -> None:
+        super().__init__(CAMERA_LABELS.name)
+        self.params = declare_parameters(self, CAMERA_LABELS)
+        self.holder = LabelHolder(warp=self.params["warp"])
+        self.seq_of: OrderedDict[int, int] = OrderedDict()  # capture stamp -> Frame.seq
+        self.labels_pub = self.create_publisher(
+            Image, CAMERA_LABELS_TOPIC, qos_for(CAMERA_LABELS_TOPIC)
+        )
+        self.info_pub = self.create_publisher(
+            LabelAge, CAMERA_LABELS_INFO_TOPIC, qos_for(CAMERA_LABELS_INFO_TOPIC)
+        )
+        self.create_subscription(Frame, FRAMES_TOPIC, self.on_frame, qos_for(FRAMES_TOPIC))
+        self.create_subscription(Image, LABELS_TOPIC, self.on_labels, qos_for(LABELS_TOPIC))
+        if not in_process:
+            self.create_subscription(Image, IMAGE_TOPIC, self.on_image, qos_for(IMAGE_TOPIC))
+        warp = " (warped along optical flow)" if self.params["warp"] else ""
+        self.get_logger().info(
+            f"the newest labels for every camera frame{warp} -> {CAMERA_LABELS_TOPIC}, "
+            f"{CAMERA_LABELS_INFO_TOPIC}"
+        )
+
+    def on_frame(self, frame: Frame) -> None:
+        self.seq_of[_ns(frame.header)] = int(frame.seq)
+        while len(self.seq_of) > KEEP_SEQS:
+            self.seq_of.popitem(last=False)
+
+    def on_labels(self, msg: Image) -> None:
+        try:
+            labels = image_to_numpy(msg)
+        except ImageError as exc:
+            self.get_logger().warning(f"labels dropped: {exc}")
+            return
+        stamp = _ns(msg.header)
+        self.holder.add_labels(stamp, labels, self.seq_of.get(stamp, -1))
+
+    def on_image(self, msg: Image) -> None:
+        try:
+            rgb = image_to_rgb(msg)
+        except ImageError as exc:
+            self.get_logger().warning(f"camera image dropped: {exc}")
+            return
+        self.on_camera(msg.header, rgb)
+
+    def on_camera(self, header: Header, rgb: np.ndarray) -> None:
+        """One camera frame: publish the labels held for it (once any came back)."""
+        stamp = _ns(header)
+        self.holder.add_camera_frame(stamp, rgb)
+        wanted = self.labels_pub.get_subscription_count() > 0
+        held = self.holder.for_frame(stamp, rgb if wanted else None)
+        if held is None:
+            return
+        if wanted:
+            self.labels_pub.publish(numpy_to_image(held.labels, "mono8", header))
+        info = LabelAge(
+            header=header,
+            source_seq=max(held.source_seq, 0),
+            age_ms=float(held.age_ms),
+            warped=held.warped,
+        )
+        info.source_stamp.sec, info.source_stamp.nanosec = divmod(held.source_stamp_ns, 10**9)
+        self.info_pub.publish(info)
+
+
+def main(args: list[str] | None = None) -> int:
+    return run_node(CameraLabelsNode, args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,76 @@
+"""Frame selector node (vehicle): KEY, USEFUL or STALE for every camera image.
+
+Runs in the vehicle process (`vehicle_node`) in front of the compressor: each selected frame
+goes to the compressor by a function call with its level and deviation (a KEY frame becomes an
+H.264 IDR), and every camera frame goes to the camera_labels node. The logic is
+:mod:`cloudseg.selection.selector`; a Knob changes the thresholds, the mode and the frame-rate
+cap from the next frame (a bad value is refused with a log line, the previous ones kept).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+from rclpy.node import Node
+from sensor_msgs.msg import Image
+from std_msgs.msg import Header
+
+from cloudseg.graph import FRAME_SELECTOR, IMAGE_TOPIC, KNOB_TOPIC
+from cloudseg.msg import Knob
+from cloudseg.nodes.common import declare_parameters, qos_for
+from cloudseg.nodes.convert import ImageError, image_to_rgb
+from cloudseg.selection.selector import Decision, FrameSelector, SelectorSettings
+
+#: (camera header, RGB frame, decision) for a frame to send
+Handoff = Callable[[Header, np.ndarray, Decision], object]
+#: (camera header, RGB frame) for every camera frame
+CameraHandoff = Callable[[Header, np.ndarray], object]
+
+SUMMARY_EVERY = 100  # frames between "KEY / USEFUL / STALE" log lines
+
+
+class FrameSelectorNode(Node):
+    def __init__(self, handoff: Handoff, on_camera: CameraHandoff | None = None) -> None:
+        super().__init__(FRAME_SELECTOR.name)
+        self.params = p = declare_parameters(self, FRAME_SELECTOR)
+        self.handoff, self.on_camera = handoff, on_camera
+        try:
+            settings = SelectorSettings.from_params(p)
+            self.selector = FrameSelector(settings, learned_weights=p["learned_weights"])
+        except Exception as exc:  # bad thresholds, learned weights missing: say why, go on
+            self.get_logger().error(f"selection {p['mode']} cannot start: {exc}; using pixel")
+            self.selector = FrameSelector(SelectorSettings(max_fps=p["max_fps"]))
+        self.frames = 0
+        self.create_subscription(Image, IMAGE_TOPIC, self.on_image, qos_for(IMAGE_TOPIC))
+        self.create_subscription(Knob, KNOB_TOPIC, self.on_knob, qos_for(KNOB_TOPIC))
+        self.get_logger().info(f"selecting {IMAGE_TOPIC}: {self.selector.settings.describe()}")
+
+    def on_knob(self, knob: Knob) -> None:
+        try:
+            new = self.selector.settings.with_knob(
+                knob.key_threshold, knob.useful_threshold, knob.max_fps, knob.selection_mode
+            )
+            if new == self.selector.settings:
+                return
+            self.selector.apply(new)
+        except Exception as exc:  # SelectionError, missing learned weights
+            self.get_logger().error(f"knob {knob.seq} refused by the selector: {exc}")
+            return
+        self.get_logger().info(f"knob {knob.seq} applies from the next frame: {new.describe()}")
+
+    def on_image(self, msg: Image) -> None:
+        try:
+            rgb = image_to_rgb(msg)
+        except ImageError as exc:
+            self.get_logger().warning(f"camera image dropped: {exc}")
+            return
+        stamp_ns = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
+        decision = self.selector.select(rgb, stamp_ns)
+        if decision.send:
+            self.handoff(msg.header, rgb, decision)
+        if self.on_camera is not None:
+            self.on_camera(msg.header, rgb)
+        self.frames += 1
+        if self.frames % SUMMARY_EVERY == 0:
+            self.get_logger().info(f"{self.frames} frames: {self.selector.summary()}")
