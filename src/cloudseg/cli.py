@@ -93,6 +93,7 @@ TRAIN_COMMANDS = {
     "sr": "CARN on codec-degraded frames, L1 (no labels)",
     "finetune": "CARN fine-tuned to help the frozen segmenter (hybrid L1 + CE loss)",
     "icnet": "ICNet as published (for users with Cityscapes and a GPU)",
+    "selector": "learned frame selector: predicts the fraction of labels changed (no labels)",
 }
 
 
@@ -103,6 +104,10 @@ def _train(args: argparse.Namespace) -> int:
         from cloudseg.train.icnet import main as icnet_main
 
         return icnet_main(args.rest)
+    if args.what == "selector":
+        from cloudseg.train.selector import main as selector_main
+
+        return selector_main(args.rest)
     from cloudseg.train.sr import main as sr_main
 
     return sr_main(args.rest, args.what)

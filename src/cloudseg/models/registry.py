@@ -40,7 +40,8 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-Task = Literal["sr", "segmentation"]
+Task = Literal["sr", "segmentation", "selector"]
+TASKS: tuple[str, ...] = ("sr", "segmentation", "selector")
 
 
 class UnknownModelError(KeyError):
@@ -63,8 +64,8 @@ class ModelSpec:
     builder_kwargs: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if self.task not in ("sr", "segmentation"):
-            raise ValueError(f"model {self.name!r}: task must be 'sr' or 'segmentation'")
+        if self.task not in TASKS:
+            raise ValueError(f"model {self.name!r}: task must be one of {', '.join(TASKS)}")
         if self.default_weights is not None and self.default_weights not in self.weights:
             raise ValueError(
                 f"model {self.name!r}: default_weights {self.default_weights!r} "
@@ -405,5 +406,40 @@ register(
         },
         default_weights="citys",
         description="ICNet with ResNet50-v1s backbone (liminn/ICNet-pytorch layout), 19 classes",
+    )
+)
+
+SELECTOR_LEARNED_SHA256: str | None = None
+"""SHA-256 of weights/selector_learned.pth, the learned frame selector (cloudseg train selector)."""
+
+register(
+    ModelSpec(
+        name="selector_net",
+        task="selector",
+        builder="cloudseg.models.selector_net:selector_net",
+        weights={
+            "cloudseg": WeightsInfo(
+                filename="selector_learned.pth",
+                url=None,  # ships with cloudseg: weights/ of the repository, share/cloudseg/weights
+                sha256=SELECTOR_LEARNED_SHA256,
+                meta={
+                    "task": "selector",
+                    "input": "HxWx3 uint8 RGB reduced by area averaging to 256x128, "
+                    "normalised inside the model (ImageNet mean/std)",
+                    "output": "predicted fraction of pixels whose label changed between two "
+                    "frames (0..1)",
+                    "targets": "espnetv2 labels of both frames (no ground truth)",
+                    "recipe": "cloudseg train selector; the model card "
+                    "weights/selector_learned.json says everything",
+                    "download_hint": "it ships with cloudseg (weights/selector_learned.pth in the "
+                    "repository, installed to share/cloudseg/weights); cloudseg train selector "
+                    "trains a new one",
+                    "license": "Apache-2.0 (this project's own training)",
+                },
+            )
+        },
+        default_weights="cloudseg",
+        description="learned frame selector (after Li et al., CVPR 2018): low-level features "
+        "of two frames -> predicted fraction of changed labels",
     )
 )

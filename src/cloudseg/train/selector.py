@@ -1,0 +1,587 @@
+"""``cloudseg train selector``: the learned frame selector's network, from unlabelled video.
+
+The target of a pair of frames (i, j) of one sequence is the fraction of pixels whose label
+differs between the segmentation backend's labels on the two frames
+(:func:`cloudseg.selection.reference.load_labelled_sequence`, cached): no ground truth is
+needed. Pairs are taken at gaps 1..``--max-gap`` frames in both orders, plus a few identical
+pairs (target 0); each sequence weighs the same whatever its length; both frames of a pair are
+flipped horizontally together at random and get the same brightness/contrast jitter. The loss
+is L1 on the predicted fraction; AdamW with a cosine schedule over the epochs.
+
+Validation, on a held-out sequence (``--val``), pairs at gaps 1..``--max-gap``: mean absolute
+error of the predicted fraction, Pearson and Spearman correlation with the target, and the
+same correlations for the pixel measure (:class:`cloudseg.selection.pixel.PixelDeviation`) on
+the same pairs, the baseline to beat.
+
+``--out DIR`` receives ``selector.pth`` (a plain state_dict that ``build_model("selector_net",
+path)`` loads strictly), its model card ``selector.json``, the resumable state
+``selector.state.pt`` (after every epoch) and ``log.csv`` (loss, learning rate, validation
+metrics per epoch).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import datetime as _dt
+import json
+import math
+import os
+import shlex
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from cloudseg.data.sources import DataError
+from cloudseg.models.registry import UnknownModelError
+from cloudseg.models.selector_net import INPUT_MEAN, INPUT_SIZE, INPUT_STD, SelectorNet, prepare
+from cloudseg.models.weights import WeightsError
+from cloudseg.train.checkpoint import (
+    CardError,
+    CsvLog,
+    TrainError,
+    check_card,
+    load_training_state,
+    save_checkpoint,
+    seed_everything,
+)
+
+__all__ = [
+    "ARCHITECTURE",
+    "DEFAULT_DATA",
+    "DEFAULT_VAL",
+    "SequencePairs",
+    "build_parser",
+    "changed_fraction",
+    "load_sequence",
+    "main",
+    "pair_targets",
+    "pearson",
+    "spearman",
+    "train",
+    "validate",
+]
+
+PROG = "cloudseg train selector"
+ARCHITECTURE = "selector_net"
+#: Training sequences under the shared data folder (``../shared/data`` beside the checkout, or
+#: ``$CLOUDSEG_SHARED_DATA``), used when ``--data`` is not given.
+DEFAULT_DATA = (
+    "sequences/aachen_seq0000",
+    "sequences/mp4/frankfurt_000000_000275.mp4",
+    "sequences/mp4/frankfurt_000000_000557.mp4",
+    "sequences/mp4/frankfurt_000000_000997.mp4",
+    "video/solidWhiteRight.mp4",
+)
+DEFAULT_VAL = "sequences/mp4/frankfurt_000000_001217.mp4"
+LOG_FIELDS = [
+    "epoch",
+    "step",
+    "lr",
+    "loss",
+    "seconds",
+    "val_mae",
+    "val_pearson",
+    "val_spearman",
+    "pixel_pearson",
+    "pixel_spearman",
+]
+# settings that must not change when a run is resumed (the samples depend on them); --epochs
+# may grow: the cosine schedule then spans the new number of epochs
+RESUME_KEYS = (
+    "batch",
+    "lr",
+    "max_gap",
+    "pairs_per_epoch",
+    "seed",
+    "identical",
+    "limit",
+    "width",
+)
+IDENTICAL_SHARE = 0.05  # identical pairs (target 0) per pair of different frames
+
+
+def shared_data_dir() -> Path | None:
+    """``$CLOUDSEG_SHARED_DATA``, or ``../shared/data`` beside the current folder or the
+    checkout whose ``.venv`` runs this; None when absent."""
+    env = os.environ.get("CLOUDSEG_SHARED_DATA")
+    candidates = [Path(env)] if env else []
+    candidates += [
+        base.parent / "shared" / "data" for base in (Path.cwd(), Path(sys.prefix).resolve().parent)
+    ]
+    return next((c for c in candidates if c.is_dir()), None)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The options of ``cloudseg train selector``."""
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Train the learned frame selector (selector_net, after Li et al. CVPR 2018):"
+        " a small network over the difference of two frames' low-level features that predicts "
+        "the fraction of pixels whose label changed. Targets are the segmentation backend's "
+        "labels on the frames of each sequence (computed once, cached): no ground truth needed. "
+        "Writes resumable checkpoints with a model card, a CSV log and a progress bar.",
+        epilog="Example: cloudseg train selector --data ../shared/data/sequences/aachen_seq0000 "
+        "clip.mp4 --val held_out.mp4 --out runs/selector",
+    )
+    parser.add_argument(
+        "--data",
+        nargs="+",
+        type=Path,
+        help="training sequences: frame folders, videos or bags (default: the shared sequences "
+        f"{', '.join(Path(p).name for p in DEFAULT_DATA)} when present)",
+    )
+    parser.add_argument(
+        "--val",
+        type=Path,
+        help=f"held-out sequence for validation (default: the shared {Path(DEFAULT_VAL).name} "
+        "when present; 'none' for no validation)",
+    )
+    parser.add_argument("--backend", default="espnetv2", help="segmenter of the targets")
+    parser.add_argument(
+        "--device", default="auto", choices=("auto", "cpu", "cuda"), help="default: auto"
+    )
+    parser.add_argument(
+        "--out", type=Path, default=Path("runs/selector"), help="output folder (runs/selector)"
+    )
+    parser.add_argument("--epochs", type=int, default=40, help="epochs (default 40)")
+    parser.add_argument("--batch", type=int, default=64, help="pairs per step (default 64)")
+    parser.add_argument("--lr", type=float, default=2e-3, help="AdamW learning rate (2e-3)")
+    parser.add_argument(
+        "--max-gap", type=int, default=16, help="pairs up to this many frames apart (16)"
+    )
+    parser.add_argument(
+        "--pairs-per-epoch", type=int, default=2048, help="samples per epoch (default 2048)"
+    )
+    parser.add_argument(
+        "--limit", type=int, default=0, help="first N frames per sequence (0 = all)"
+    )
+    parser.add_argument("--width", type=int, default=24, help="encoder channels (default 24)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run in --out (from its last epoch; --epochs may be raised)",
+    )
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    return parser
+
+
+# --- data --------------------------------------------------------------------------------------
+
+
+def changed_fraction(a: np.ndarray, b: np.ndarray) -> float:
+    """Fraction of pixels whose label differs between two label maps of one size."""
+    if a.shape != b.shape:
+        raise ValueError(f"label maps of different sizes: {a.shape} and {b.shape}")
+    return float(np.count_nonzero(a != b)) / a.size
+
+
+def pair_targets(labels: Sequence[np.ndarray], max_gap: int) -> np.ndarray:
+    """NxN fractions of changed labels for frames up to ``max_gap`` apart (NaN further)."""
+    n = len(labels)
+    out = np.full((n, n), np.nan, dtype=np.float32)
+    for i in range(n):
+        out[i, i] = 0.0
+        for j in range(i + 1, min(n, i + max_gap + 1)):
+            out[i, j] = out[j, i] = changed_fraction(labels[i], labels[j])
+    return out
+
+
+@dataclass
+class SequencePairs:
+    """One sequence reduced to the network's input, with the targets of its pairs."""
+
+    name: str
+    frames: torch.Tensor  # N x 3 x H x W uint8 at INPUT_SIZE
+    targets: np.ndarray  # N x N changed-label fractions (NaN beyond max_gap)
+    pixel: list[np.ndarray]  # the pixel measure's features of each frame (its baseline)
+
+    def pairs(self, max_gap: int, both_orders: bool = True) -> np.ndarray:
+        """(i, j) of frames 1..max_gap apart: K x 2 int array."""
+        n = len(self.frames)
+        out = [
+            (i, j)
+            for i in range(n)
+            for j in range(n)
+            if 0 < abs(i - j) <= max_gap and (both_orders or i < j)
+        ]
+        return np.array(out, dtype=np.int64).reshape(-1, 2)
+
+
+def load_sequence(
+    path: Path, backend: str, device: str, max_gap: int, limit: int | None, progress: bool
+) -> SequencePairs:
+    """Read ``path``, the backend's labels on its frames, and the pair targets."""
+    from cloudseg.selection.pixel import PixelDeviation
+    from cloudseg.selection.reference import load_labelled_sequence
+
+    if not path.exists():
+        raise TrainError(f"no such sequence: {path}")
+    seq = load_labelled_sequence(path, backend, device, limit, progress=progress)
+    if len(seq) < 2:
+        raise TrainError(f"{path}: {len(seq)} frame(s); a sequence needs at least 2")
+    pixel = PixelDeviation()
+    small = np.stack([prepare(rgb) for rgb in seq.frames])
+    frames = torch.from_numpy(small).permute(0, 3, 1, 2).contiguous()
+    return SequencePairs(
+        name=seq.name,
+        frames=frames,
+        targets=pair_targets(seq.labels, max_gap),
+        pixel=[pixel.features(rgb) for rgb in seq.frames],
+    )
+
+
+# --- metrics -----------------------------------------------------------------------------------
+
+
+def pearson(x: np.ndarray, y: np.ndarray) -> float:
+    """Pearson correlation (NaN when either side is constant)."""
+    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+    x, y = x - x.mean(), y - y.mean()
+    denom = math.sqrt(float((x * x).sum() * (y * y).sum()))
+    return float((x * y).sum() / denom) if denom > 0 else math.nan
+
+
+def _ranks(x: np.ndarray) -> np.ndarray:
+    """Ranks 0..n-1, ties getting their mean rank."""
+    x = np.asarray(x, np.float64)
+    order = np.argsort(x, kind="mergesort")
+    ranks = np.empty(len(x), np.float64)
+    ranks[order] = np.arange(len(x), dtype=np.float64)
+    _, inverse, counts = np.unique(x, return_inverse=True, return_counts=True)
+    sums = np.bincount(inverse, weights=ranks)
+    return sums[inverse] / counts[inverse]
+
+
+def spearman(x: np.ndarray, y: np.ndarray) -> float:
+    """Spearman rank correlation (Pearson of the ranks, ties averaged)."""
+    return pearson(_ranks(x), _ranks(y))
+
+
+def pixel_baseline(seq: SequencePairs, max_gap: int) -> dict[str, float]:
+    """How well the pixel measure ranks the same pairs as :func:`validate`."""
+    from cloudseg.selection.pixel import PixelDeviation
+
+    pixel = PixelDeviation()
+    pairs = seq.pairs(max_gap, both_orders=False)
+    dev = np.array([pixel.deviation(seq.pixel[i], seq.pixel[j]) for i, j in pairs])
+    target = seq.targets[pairs[:, 0], pairs[:, 1]]
+    return {"pixel_pearson": pearson(dev, target), "pixel_spearman": spearman(dev, target)}
+
+
+@torch.inference_mode()
+def predict_pairs(
+    model: SelectorNet, frames: torch.Tensor, pairs: np.ndarray, device: torch.device
+) -> np.ndarray:
+    """The model's predictions for ``pairs`` (K x 2 indices into ``frames``)."""
+    was_training = model.training
+    model.eval()
+    feats = torch.cat([model.features(f.to(device)) for f in frames.split(64)])
+    out = []
+    for chunk in np.array_split(pairs, max(1, math.ceil(len(pairs) / 256))):
+        idx = torch.from_numpy(chunk).to(device)
+        out.append(model(feats[idx[:, 0]], feats[idx[:, 1]]).float().cpu().numpy())
+    model.train(was_training)
+    return np.concatenate(out) if out else np.zeros(0, np.float32)
+
+
+def validate(
+    model: SelectorNet, seq: SequencePairs, max_gap: int, device: torch.device
+) -> dict[str, float]:
+    """MAE, Pearson and Spearman of the predicted fraction on ``seq``'s pairs (each once)."""
+    pairs = seq.pairs(max_gap, both_orders=False)
+    pred = predict_pairs(model, seq.frames, pairs, device)
+    target = seq.targets[pairs[:, 0], pairs[:, 1]]
+    return {
+        "val_mae": float(np.abs(pred - target).mean()),
+        "val_pearson": pearson(pred, target),
+        "val_spearman": spearman(pred, target),
+    }
+
+
+# --- the loop ----------------------------------------------------------------------------------
+
+
+def _epoch_samples(
+    data: list[SequencePairs], max_gap: int, total: int, seed: int, epoch: int
+) -> list[tuple[int, int, int, bool]]:
+    """(sequence, i, j, flip) for one epoch: ``total`` pairs of different frames, each sequence
+    drawn equally often, plus identical pairs; fixed by (seed, epoch), so resuming repeats it."""
+    rng = np.random.default_rng([seed, epoch])
+    pairs = [d.pairs(max_gap) for d in data]
+    seq_ids = rng.integers(0, len(data), size=total)
+    samples = []
+    for s in seq_ids:
+        i, j = pairs[s][rng.integers(len(pairs[s]))]
+        samples.append((int(s), int(i), int(j), bool(rng.random() < 0.5)))
+    for _ in range(max(1, round(total * IDENTICAL_SHARE))):
+        s = int(rng.integers(len(data)))
+        i = int(rng.integers(len(data[s].frames)))
+        samples.append((s, i, i, bool(rng.random() < 0.5)))
+    order = rng.permutation(len(samples))
+    return [samples[k] for k in order]
+
+
+def _batch(
+    data: list[SequencePairs], samples: list[tuple[int, int, int, bool]], gen: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Frames (2B x 3 x H x W float: the B first frames, then the B second ones) and targets."""
+    a, b, target = [], [], []
+    for s, i, j, flip in samples:
+        fa, fb = data[s].frames[i], data[s].frames[j]
+        if flip:
+            fa, fb = fa.flip(-1), fb.flip(-1)
+        a.append(fa)
+        b.append(fb)
+        target.append(float(data[s].targets[i, j]))
+    x = torch.stack(a + b).float()
+    n = len(samples)
+    gain = (0.75 + 0.5 * torch.rand(n, 1, 1, 1, generator=gen)).repeat(2, 1, 1, 1)
+    shift = (20.0 * (torch.rand(n, 1, 1, 1, generator=gen) - 0.5)).repeat(2, 1, 1, 1)
+    x = (x * gain + shift).clamp_(0, 255)  # the same jitter for both frames of a pair
+    return x, torch.tensor(target, dtype=torch.float32)
+
+
+def _resolve_paths(args: argparse.Namespace) -> tuple[list[Path], Path | None]:
+    shared = shared_data_dir()
+    if args.data:
+        data = list(args.data)
+    else:
+        data = [shared / p for p in DEFAULT_DATA if (shared / p).exists()] if shared else []
+        if not data:
+            raise TrainError(
+                "no --data given and the shared sequences are absent (../shared/data or "
+                "$CLOUDSEG_SHARED_DATA); give frame folders or videos with --data"
+            )
+    for path in data:
+        if not path.exists():
+            raise TrainError(f"--data: no such file or folder {path}")
+    val: Path | None
+    if args.val is not None:
+        val = None if str(args.val).lower() == "none" else args.val
+        if val is not None and not val.exists():
+            raise TrainError(f"--val: no such file or folder {val}")
+    else:
+        val = shared / DEFAULT_VAL if shared and (shared / DEFAULT_VAL).exists() else None
+    return data, val
+
+
+def _check_args(args: argparse.Namespace) -> None:
+    if min(args.epochs, args.batch, args.max_gap, args.pairs_per_epoch) < 1:
+        raise TrainError("--epochs, --batch, --max-gap and --pairs-per-epoch must be >= 1")
+    if not args.lr > 0:
+        raise TrainError(f"--lr must be > 0, got {args.lr:g}")
+    if args.limit < 0:
+        raise TrainError("--limit must be >= 0")
+    if args.width < 4 or args.width % 2:
+        raise TrainError(f"--width must be an even number >= 4, got {args.width}")
+
+
+def train(args: argparse.Namespace, argv: Sequence[str] = ()) -> dict[str, Any]:
+    """Run ``cloudseg train selector`` as ``args`` say; returns the last model card written."""
+    from cloudseg.restore.service import pick_device
+
+    _check_args(args)
+    data_paths, val_path = _resolve_paths(args)
+    out: Path = args.out
+    weights = out / "selector.pth"
+    if args.resume:
+        if not weights.is_file():
+            raise TrainError(f"--resume: no checkpoint {weights} yet")
+        check_card(weights, ARCHITECTURE)
+    elif weights.exists():
+        raise TrainError(f"{weights} exists: add --resume to continue it, or choose another --out")
+    device = torch.device(pick_device(args.device))
+
+    limit = args.limit or None
+    progress = not args.no_progress
+    data = [
+        load_sequence(p, args.backend, args.device, args.max_gap, limit, progress)
+        for p in data_paths
+    ]
+    val = (
+        load_sequence(val_path, args.backend, args.device, args.max_gap, limit, progress)
+        if val_path is not None
+        else None
+    )
+    baseline = pixel_baseline(val, args.max_gap) if val is not None else {}
+
+    seed_everything(args.seed)  # before the init: the seed fixes the start weights too
+    model = SelectorNet(width=args.width).to(device).train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
+    recipe = {
+        "epochs": args.epochs,
+        "batch": args.batch,
+        "lr": args.lr,
+        "optimizer": "AdamW, weight decay 1e-4, cosine schedule over the epochs",
+        "loss": "L1 on the fraction of changed labels",
+        "max_gap": args.max_gap,
+        "pairs_per_epoch": args.pairs_per_epoch,
+        "pairs": "gaps 1..max_gap frames, both orders, each sequence drawn equally often; "
+        f"{IDENTICAL_SHARE:.0%} identical pairs (target 0)",
+        "augment": "horizontal flip and brightness/contrast jitter, the same for both frames",
+        "identical": IDENTICAL_SHARE,
+        "limit": args.limit,
+        "width": args.width,
+        "seed": args.seed,
+    }
+    card: dict[str, Any] = {
+        "architecture": ARCHITECTURE,
+        "task": "selector",
+        "builder_kwargs": {"width": args.width},
+        "params": sum(p.numel() for p in model.parameters()),
+        "input": f"HxWx3 uint8 RGB frame reduced by area averaging (cv2.INTER_AREA) straight to "
+        f"{INPUT_SIZE[0]}x{INPUT_SIZE[1]} (any aspect stretched), normalised inside the model "
+        f"with mean {INPUT_MEAN} std {INPUT_STD}",
+        "output": "predicted fraction (0..1) of pixels whose label changed between two frames",
+        "targets": f"fraction of pixels where the {args.backend!r} backend's labels (on the "
+        "original frames, at its trained resolution) differ between the two frames",
+        "backend": args.backend,
+        "data": {
+            "train": {str(p): len(d.frames) for p, d in zip(data_paths, data, strict=True)},
+            "train_pairs": sum(len(d.pairs(args.max_gap)) for d in data),
+            "val": {str(val_path): len(val.frames)} if val is not None else None,
+            "val_pairs": len(val.pairs(args.max_gap, both_orders=False)) if val else 0,
+        },
+        "recipe": recipe,
+        "command": " ".join(["cloudseg train selector", *map(shlex.quote, argv)]),
+        "date": _dt.date.today().isoformat(),
+        "metrics": {},
+    }
+    epoch = step = 0
+    if args.resume:
+        step, extra = load_training_state(weights, model, optimizer)
+        _check_resume(extra.get("recipe", {}), recipe)
+        epoch = int(extra.get("epoch", 0))
+        card["metrics"] = dict(extra.get("metrics", {}))
+        card["command"] = extra.get("command", card["command"])
+        print(f"{PROG}: resuming {weights} at epoch {epoch}", file=sys.stderr)
+        _truncate_log(out / "log.csv", epoch)
+    csv_log = CsvLog(out / "log.csv", LOG_FIELDS)
+
+    def save() -> None:
+        extra = {"recipe": recipe, "metrics": card["metrics"], "epoch": epoch}
+        extra["command"] = card["command"]
+        save_checkpoint(weights, model, card, optimizer=optimizer, step=step, extra_state=extra)
+
+    steps_per_epoch = math.ceil(
+        len(_epoch_samples(data, args.max_gap, args.pairs_per_epoch, args.seed, 0)) / args.batch
+    )
+    bar = tqdm(
+        total=args.epochs * steps_per_epoch,
+        initial=epoch * steps_per_epoch,
+        desc="train selector",
+        unit="step",
+        file=sys.stderr,
+        disable=not progress,
+    )
+    t0 = time.perf_counter()
+    loss_fn = nn.L1Loss()
+    while epoch < args.epochs:
+        lr = args.lr * 0.5 * (1 + math.cos(math.pi * epoch / args.epochs))
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        samples = _epoch_samples(data, args.max_gap, args.pairs_per_epoch, args.seed, epoch)
+        gen = torch.Generator().manual_seed(args.seed * 1000 + epoch)
+        losses = []
+        for k in range(0, len(samples), args.batch):
+            x, target = _batch(data, samples[k : k + args.batch], gen)
+            feats = model.features(x.to(device))
+            fa, fb = feats.chunk(2)
+            loss = loss_fn(model(fa, fb), target.to(device))
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            step += 1
+            value = float(loss.detach())
+            if not math.isfinite(value):
+                raise TrainError(f"the loss became {value} at step {step} (try a lower --lr)")
+            losses.append(value)
+            bar.update()
+            bar.set_postfix(loss=f"{value:.4f}", lr=f"{lr:.2e}")
+        epoch += 1
+        row: dict[str, Any] = {"epoch": epoch, "step": step, "lr": lr, "loss": np.mean(losses)}
+        card["metrics"]["train_loss"] = float(row["loss"])
+        if val is not None:
+            metrics = {**validate(model, val, args.max_gap, device), **baseline}
+            row.update(metrics)
+            card["metrics"].update(metrics, at_epoch=epoch, val_pairs=card["data"]["val_pairs"])
+            bar.write(f"epoch {epoch}: " + ", ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
+        csv_log.write({**row, "seconds": time.perf_counter() - t0})
+        save()
+    bar.close()
+    if not weights.is_file():
+        save()
+    return json.loads(weights.with_suffix(".json").read_text())
+
+
+def _truncate_log(path: Path, epoch: int) -> None:
+    """Drop the CSV rows after ``epoch`` (written after the checkpoint a run resumes from)."""
+    if not path.is_file():
+        return
+    with path.open(newline="") as f:
+        reader = csv.DictReader(f)
+        fields, rows = reader.fieldnames or LOG_FIELDS, list(reader)
+    kept = [r for r in rows if r.get("epoch", "").isdigit() and int(r["epoch"]) <= epoch]
+    if len(kept) != len(rows):
+        with path.open("w", newline="") as f:
+            writer = csv.DictWriter(f, fields)
+            writer.writeheader()
+            writer.writerows(kept)
+
+
+def _check_resume(saved: dict[str, Any], now: dict[str, Any]) -> None:
+    """Refuse to resume with settings that change the samples or the schedule."""
+    changed = [k for k in RESUME_KEYS if k in saved and saved[k] != now.get(k)]
+    if changed:
+        details = ", ".join(f"{k} {saved[k]} -> {now.get(k)}" for k in changed)
+        raise TrainError(f"--resume with other settings than the saved run: {details}")
+
+
+_EXPECTED = (
+    TrainError,
+    DataError,
+    CardError,
+    WeightsError,
+    UnknownModelError,
+    OSError,
+    ValueError,
+)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``cloudseg train selector``; 2 on bad input, never a traceback."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["--"]:
+        argv = argv[1:]
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:  # --help (0) or a usage error (2, already printed)
+        return int(exc.code or 0)
+    try:
+        card = train(args, argv)
+    except _EXPECTED as exc:
+        message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        print(f"{PROG}: error: {message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted; continue with --resume", file=sys.stderr)
+        return 130
+    print(
+        f"wrote {args.out / 'selector.pth'} (+ selector.json), {card['steps']} steps; "
+        f"metrics {json.dumps(card['metrics'])}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
