@@ -228,3 +228,33 @@ def test_demo_score_matches_eval_on_the_same_frames(shared_data, tmp_path):
     assert stats.miou == pytest.approx(sr["miou"], abs=0.02), (stats.summary(), sr)
     assert stats.miou_gt_classes == pytest.approx(sr["miou_gt_classes"], abs=0.02)
     assert json.loads(stats.to_json())["miou_reference"] == "gt"
+
+
+def test_labels_held_per_camera_frame_are_scored_apart_with_one_reference_pass(tmp_path):
+    """The vehicle's labels for every camera frame ("held") and those that came back
+    ("received") are scored separately; each input frame is segmented once for both."""
+    frames = _write_frames(tmp_path / "clip", 3)
+    calls = []
+
+    def segmenter(rgb):
+        calls.append(frame_digest(rgb))
+        return _fake_segmenter(rgb)
+
+    scorer = LabelScorer(tmp_path / "clip", segmenter=segmenter)
+    reference = [
+        cv2.resize(_fake_segmenter(f), (128, 64), interpolation=cv2.INTER_NEAREST) for f in frames
+    ]
+    for i, rgb in enumerate(frames):
+        scorer.add_original((i, 0), rgb.copy())
+    scorer.add_labels((0, 0), reference[0])  # frame 0 was sent and came back
+    for i in range(3):  # the vehicle held frame 0's labels for frames 0, 1, 2
+        scorer.add_labels((i, 0), reference[0], stream="held")
+    scores = scorer.finish_all()
+    assert scores["received"].frames_scored == 1 and scores["received"].miou == 1.0
+    held = ConfusionMatrix()
+    for i in range(3):
+        held.update(reference[0], reference[i])
+    assert scores["held"].frames_scored == 3
+    assert scores["held"].miou == pytest.approx(held.miou(), abs=1e-4) and held.miou() < 1
+    assert sorted(calls) == sorted({frame_digest(f) for f in frames})  # once each
+    assert scorer.finish().frames_scored == 1

@@ -160,10 +160,14 @@ def run_demo(
         monitor.destroy_node()
         rclpy.try_shutdown()
     if scorer is not None:
-        result = scorer.finish()
+        scores = scorer.finish_all()
+        result = scores["received"]
         stats.miou, stats.miou_gt_classes = result.miou, result.miou_gt_classes
         stats.miou_reference, stats.frames_scored = result.reference, result.frames_scored
         stats.not_scored = result.describe_not_scored()
+        if "held" in scores:
+            stats.miou_held = scores["held"].miou
+            stats.frames_held_scored = scores["held"].frames_scored
     return stats
 
 

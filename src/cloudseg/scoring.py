@@ -59,6 +59,9 @@ REFERENCES: dict[str, str] = {
 
 _FRAME_STEM = re.compile(r"^(?P<stem>.+)_leftImg8bit\.[A-Za-z]+$")
 
+RECEIVED = "received"
+"""The label stream of the labels that came back from the cloud (one per frame sent)."""
+
 Segmenter = Callable[[np.ndarray], np.ndarray]
 """HxWx3 uint8 RGB -> HxW uint8 train ids at the same size."""
 
@@ -162,8 +165,9 @@ class LabelScorer:
                     self.ground_truth[file] = label
         self.reference = "gt" if self.ground_truth else "hr"
         self._originals: dict[Hashable, tuple[str, tuple[int, int]]] = {}
-        self._labels: dict[Hashable, bytes] = {}
-        self._not_scored: Counter[str] = Counter()
+        # stream -> key -> labels: "received" (what came back), "held" (per camera frame)
+        self._labels: dict[str, dict[Hashable, bytes]] = {RECEIVED: {}}
+        self._not_scored: dict[str, Counter[str]] = {RECEIVED: Counter()}
 
     def describe(self) -> str:
         if self.reference == "gt":
@@ -179,30 +183,30 @@ class LabelScorer:
         """An original camera image, by its stamp."""
         self._originals[key] = (frame_digest(rgb), rgb.shape[:2])
 
-    def add_labels(self, key: Hashable, labels: np.ndarray) -> None:
-        """A label map that came back for the frame stamped ``key`` (HxW uint8 train ids)."""
+    def add_labels(self, key: Hashable, labels: np.ndarray, stream: str = RECEIVED) -> None:
+        """A label map for the frame stamped ``key`` (HxW uint8 train ids): one that came back
+        (``stream="received"``), or another stream scored apart, e.g. ``"held"``: the labels
+        the vehicle holds for each camera frame."""
         labels = np.asarray(labels)
         if labels.ndim != 2 or labels.dtype != np.uint8:
-            self._skip("malformed", f"labels {labels.shape} {labels.dtype} are not HxW uint8")
+            why = f"labels {labels.shape} {labels.dtype} are not HxW uint8"
+            self._skip(stream, "malformed", why)
             return
         original = self._originals.get(key)
         if original is not None and labels.shape != original[1]:
-            self._skip_size(labels.shape, original[1])
+            got, want = labels.shape, original[1]
+            why = f"labels are {got[1]}x{got[0]}, the frame is {want[1]}x{want[0]}"
+            self._skip(stream, "wrong size", why)
             return
-        if key in self._labels:
-            self._not_scored["repeated"] += 1
+        stored = self._labels.setdefault(stream, {})
+        if key in stored:
+            self._not_scored.setdefault(stream, Counter())["repeated"] += 1
             return
-        self._labels[key] = _pack(np.ascontiguousarray(labels))
+        stored[key] = _pack(np.ascontiguousarray(labels))
 
-    def _skip(self, reason: str, why: str) -> None:
+    def _skip(self, stream: str, reason: str, why: str) -> None:
         log.warning("labels not scored: %s", why)
-        self._not_scored[reason] += 1
-
-    def _skip_size(self, got: tuple[int, ...], want: tuple[int, ...]) -> None:
-        self._skip(
-            "wrong size",
-            f"labels are {got[1]}x{got[0]}, the frame is {want[1]}x{want[0]}",
-        )
+        self._not_scored.setdefault(stream, Counter())[reason] += 1
 
     # --- after the stream ----------------------------------------------------------------------
 
@@ -240,18 +244,26 @@ class LabelScorer:
 
     def finish(self) -> Score:
         """Score every frame whose labels came back; returns the Score."""
-        not_scored = Counter(self._not_scored)
-        wanted: dict[str, list[Hashable]] = {}
-        for key in self._labels:
-            original = self._originals.get(key)
-            if original is None:
-                not_scored["original not seen"] += 1
-            else:
-                wanted.setdefault(original[0], []).append(key)
-        cm = ConfusionMatrix()
-        scored = 0
+        return self.finish_all()[RECEIVED]
+
+    def finish_all(self) -> dict[str, Score]:
+        """Score every stream of labels (reading the input, and segmenting it for the "hr"
+        reference, once for all streams); stream -> Score."""
+        not_scored = {stream: Counter(c) for stream, c in self._not_scored.items()}
+        for stream in self._labels:
+            not_scored.setdefault(stream, Counter())
+        wanted: dict[str, list[tuple[str, Hashable]]] = {}
+        for stream, stored in self._labels.items():
+            for key in stored:
+                original = self._originals.get(key)
+                if original is None:
+                    not_scored[stream]["original not seen"] += 1
+                else:
+                    wanted.setdefault(original[0], []).append((stream, key))
+        matrices = {stream: ConfusionMatrix() for stream in self._labels}
+        scored: Counter[str] = Counter()
         if wanted:
-            n = sum(map(len, wanted.values()))
+            n = len({key for keys in wanted.values() for _, key in keys})
             log.info("scoring the labels of %d frames against %s", n, REFERENCES[self.reference])
         try:
             frames = self._input_frames() if wanted else iter(())
@@ -259,20 +271,9 @@ class LabelScorer:
                 keys = wanted.pop(frame_digest(rgb), None)
                 if keys is None:
                     continue
-                if self.reference == "gt":
-                    if label_path is None:
-                        not_scored["no ground truth"] += len(keys)
-                        continue
-                    try:
-                        reference = load_label_train_ids(label_path)
-                    except DataError as exc:
-                        log.warning("labels not scored: %s", exc)
-                        not_scored["unreadable ground truth"] += len(keys)
-                        continue
-                else:
-                    reference = self._reference_labels(rgb)
-                for key in keys:
-                    labels = _unpack(self._labels[key])
+                reference = self._reference_for(rgb, label_path, keys, not_scored)
+                for stream, key in keys if reference is not None else ():
+                    labels = _unpack(self._labels[stream][key])
                     if labels.shape != reference.shape:
                         log.warning(
                             "labels not scored: %dx%d, the reference is %dx%d",
@@ -281,20 +282,45 @@ class LabelScorer:
                             reference.shape[1],
                             reference.shape[0],
                         )
-                        not_scored["wrong size"] += 1
+                        not_scored[stream]["wrong size"] += 1
                         continue
-                    cm.update(labels, reference)
-                    scored += 1
+                    matrices[stream].update(labels, reference)
+                    scored[stream] += 1
                 if not wanted:
                     break
         except DataError as exc:  # the input changed or broke since the stream read it
             log.warning("scoring stopped reading the input: %s", exc)
-        if wanted:
-            not_scored["not in the input"] += sum(map(len, wanted.values()))
-        return Score(
-            reference=self.reference,
-            miou=_num(cm.miou()) if scored else None,
-            miou_gt_classes=_num(cm.miou(gt_classes_only=True)) if scored else None,
-            frames_scored=scored,
-            not_scored=dict(not_scored),
-        )
+        for keys in wanted.values():
+            for stream, _ in keys:
+                not_scored[stream]["not in the input"] += 1
+        return {
+            stream: Score(
+                reference=self.reference,
+                miou=_num(cm.miou()) if scored[stream] else None,
+                miou_gt_classes=_num(cm.miou(gt_classes_only=True)) if scored[stream] else None,
+                frames_scored=scored[stream],
+                not_scored=dict(not_scored[stream]),
+            )
+            for stream, cm in matrices.items()
+        }
+
+    def _reference_for(
+        self,
+        rgb: np.ndarray,
+        label_path: Path | None,
+        keys: list[tuple[str, Hashable]],
+        not_scored: dict[str, Counter[str]],
+    ) -> np.ndarray | None:
+        """The reference labels of one input frame; None (counted for ``keys``) when missing."""
+        if self.reference != "gt":
+            return self._reference_labels(rgb)
+        why = "no ground truth"
+        if label_path is not None:
+            try:
+                return load_label_train_ids(label_path)
+            except DataError as exc:
+                log.warning("labels not scored: %s", exc)
+                why = "unreadable ground truth"
+        for stream, _ in keys:
+            not_scored[stream][why] += 1
+        return None

@@ -50,6 +50,8 @@ class StreamStats:
     miou_reference: str | None = None  # "gt" (ground truth) or "hr" (full-resolution labels)
     frames_scored: int | None = None
     not_scored: str = ""  # frames not scored and why, e.g. "1 wrong size"
+    miou_held: float | None = None  # of the labels the vehicle held for each camera frame
+    frames_held_scored: int | None = None
 
     def add_latency(self, stage: str, ms: float) -> None:
         self.latency_ms[stage].append(float(ms))
@@ -91,6 +93,8 @@ class StreamStats:
             "miou_gt_classes": self.miou_gt_classes,
             "miou_reference": self.miou_reference,
             "frames_scored": self.frames_scored,
+            "miou_held": self.miou_held,
+            "frames_held_scored": self.frames_held_scored,
             "stages_ms": {
                 s: {
                     "p50": round(percentile(v, 50), 2),
@@ -137,7 +141,13 @@ class StreamStats:
             classes = "GT classes" if gt else "reference classes"
             present = "n/a" if self.miou_gt_classes is None else f"{self.miou_gt_classes:.3f}"
             text = f"{what} {self.miou:.3f} over {self.frames_scored} frames ({classes} {present})"
-        return text + (f"; not scored: {self.not_scored}" if self.not_scored else "")
+        text += f"; not scored: {self.not_scored}" if self.not_scored else ""
+        if self.frames_held_scored:
+            text += (
+                f"\nlabels held per camera frame: mIoU {self.miou_held:.3f} over "
+                f"{self.frames_held_scored} camera frames (selection and latency included)"
+            )
+        return text
 
     def to_json(self) -> str:
         return json.dumps(self.summary())

@@ -13,6 +13,7 @@ from sensor_msgs.msg import Image
 
 from cloudseg.graph import (
     CAMERA_LABELS_INFO_TOPIC,
+    CAMERA_LABELS_TOPIC,
     FRAMES_TOPIC,
     IMAGE_TOPIC,
     LABELS_TOPIC,
@@ -61,6 +62,10 @@ class MonitorNode(Node):
         self.create_subscription(
             LabelAge, CAMERA_LABELS_INFO_TOPIC, self.on_label_age, qos_for(CAMERA_LABELS_INFO_TOPIC)
         )
+        if scorer is not None:  # the labels the vehicle holds for every camera frame
+            self.create_subscription(
+                Image, CAMERA_LABELS_TOPIC, self.on_camera_labels, qos_for(CAMERA_LABELS_TOPIC)
+            )
 
     @staticmethod
     def ms_since(stamp, info: MessageInfo) -> float:
@@ -98,6 +103,12 @@ class MonitorNode(Node):
 
     def on_label_age(self, msg: LabelAge) -> None:
         self.stats.label_age_ms.append(float(msg.age_ms))
+
+    def on_camera_labels(self, msg: Image) -> None:
+        try:
+            self.scorer.add_labels(_key(msg.header), image_to_numpy(msg), stream="held")
+        except ImageError as exc:
+            self.get_logger().warning(f"unreadable camera labels: {exc}")
 
     def on_labels(self, msg: Image, info: MessageInfo) -> None:
         self.stats.labels_received += 1
