@@ -220,3 +220,19 @@ def test_real_sequence(shared_data: Path, weights_env: Path, tmp_path: Path, cap
     assert out["curve"][-1]["miou_vs_every_frame"] < 1.0
     assert 50 < out["curve"][0]["kbps"] < 20000
     assert plot.is_file()
+
+
+def test_one_key_threshold_for_every_point(seq):
+    result = bench.sweep(
+        seq.frames,
+        seq.stamps_ns,
+        seq.labels,
+        seq.fps,
+        thresholds=(0.005, 0.02, 0.3),
+        key_threshold=0.2,
+    )
+    assert {p.key_threshold for p in result.curve} == {0.2}
+    assert max(p.threshold for p in result.curve) <= 0.2  # USEFUL above KEY is left out
+    key, _ = DEFAULT_THRESHOLDS["pixel"]
+    assert (result.default_index is None) == (key != 0.2)
+    assert "KEY threshold 0.2" in bench.format_table(result)

@@ -22,9 +22,10 @@ and the same IDR rule a frame-rate cap gives in the graph (selection ``off`` wit
 an IDR at the first frame sent and at the first frame sent ``max_key_interval`` or more after
 the last one, P-frames otherwise (x264's own GOP of 17 coded frames applies to both).
 
-The selector's cost per frame (``select``: features + comparison) is the mean over every call
-of the sweep; on a multi-core machine OpenCV uses several threads, so measure the one-core
-figure under ``taskset -c 0``.
+The selector's cost per frame (``select``: features + comparison) is the process CPU time per
+call, mean and median over every call of the sweep (CPU time, not wall time, so that other
+work on a shared machine does not count); OpenCV may spread a call over several cores, so
+measure the one-core figure under ``taskset -c 0``.
 """
 
 from __future__ import annotations
@@ -67,19 +68,20 @@ __all__ = [
 
 DEFAULT_SWEEP: tuple[float, ...] = (
     0.005,
+    0.0075,
     0.01,
+    0.0125,
     0.015,
     0.02,
     0.025,
     0.03,
+    0.035,
     0.04,
     0.05,
     0.06,
     0.08,
     0.1,
-    0.12,
     0.15,
-    0.2,
     0.3,
 )
 """USEFUL thresholds swept by default (pixel deviation; the same scale suits ``learned``)."""
@@ -142,13 +144,17 @@ class SweepResult:
     max_gap: float
     curve: list[Point]
     fixed: list[Point]
-    default_index: int  # the curve point at the mode's default thresholds
+    default_index: int | None  # the curve point at the mode's default thresholds (if any)
     selector_ms: float
     selector_ms_median: float
     selector_calls: int
     curve_warped: list[Point] | None = None  # the same points, labels warped along flow
     fixed_warped: list[Point] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def default(self) -> Point | None:
+        return None if self.default_index is None else self.curve[self.default_index]
 
     def _lists(self) -> dict[str, list[Point]]:
         out = {"curve": self.curve, "fixed_interval": self.fixed}
@@ -164,7 +170,7 @@ class SweepResult:
         if self.curve_warped is not None and self.fixed_warped is not None:
             out["curve_warped"] = [p.entry() for p in self.curve_warped]
             out["fixed_interval_warped"] = [p.entry() for p in self.fixed_warped]
-        default = self.curve[self.default_index]
+        default = self.default
         out.update(
             input=self.input,
             mode=self.mode,
@@ -174,7 +180,9 @@ class SweepResult:
             key_ratio=round(self.key_ratio, 6),
             max_key_interval=self.max_key_interval,
             max_gap=self.max_gap,
-            default={
+            default=None
+            if default is None
+            else {
                 "index": self.default_index,
                 "threshold": default.threshold,
                 "key_threshold": default.key_threshold,
@@ -285,13 +293,14 @@ def run_selector(
     settings: SelectorSettings,
     measure: DeviationMeasure | None,
 ) -> tuple[list[int], list[bool], list[float]]:
-    """Frames sent, their KEY flags and the ms of each ``select`` call."""
+    """Frames sent, their KEY flags and the CPU ms of each ``select`` call (process CPU time,
+    so other processes on a shared machine do not count)."""
     selector = FrameSelector(settings, measures={settings.mode: measure})
     sent, keys, ms = [], [], []
     for i, (rgb, stamp) in enumerate(zip(frames, stamps_ns, strict=True)):
-        t0 = time.perf_counter()
+        t0 = time.process_time()
         decision = selector.select(rgb, stamp)
-        ms.append((time.perf_counter() - t0) * 1e3)
+        ms.append((time.process_time() - t0) * 1e3)
         if decision.send:
             sent.append(i)
             keys.append(decision.level == Level.KEY)
@@ -306,6 +315,7 @@ def sweep(
     mode: str = "pixel",
     thresholds: Sequence[float] = DEFAULT_SWEEP,
     key_ratio: float | None = None,
+    key_threshold: float | None = None,
     warp: bool = False,
     measure: DeviationMeasure | None = None,
     max_key_interval: float = SelectorSettings.max_key_interval,
@@ -315,7 +325,12 @@ def sweep(
     progress: bool = False,
 ) -> SweepResult:
     """The selector's curve over ``thresholds`` (plus the mode's default USEFUL threshold) and
-    fixed-interval skipping at the same frame counts, on frames already loaded."""
+    fixed-interval skipping at the same frame counts, on frames already loaded.
+
+    The KEY threshold of a point is ``key_threshold`` when given, else ``key_ratio`` (default:
+    the ratio of the mode's defaults) times its USEFUL threshold, at most 1; the default point
+    keeps the mode's default KEY threshold.
+    """
     from tqdm import tqdm
 
     n = len(frames)
@@ -331,7 +346,11 @@ def sweep(
     ratio = default_key / default_useful if key_ratio is None else float(key_ratio)
     if not math.isfinite(ratio) or ratio < 1:
         raise SelectionError(f"--key-ratio must be >= 1, got {ratio!r}")
+    if key_threshold is not None and not 0 < key_threshold <= 1:
+        raise SelectionError(f"--key-threshold must be in (0, 1], got {key_threshold!r}")
     values = sorted({round(float(t), 6) for t in thresholds} | {default_useful})
+    if key_threshold is not None:
+        values = [v for v in values if v <= key_threshold]
     if values[0] <= 0:
         raise SelectionError("thresholds must be > 0 (0 and 0 mean the mode's defaults)")
     if measure is None:
@@ -349,7 +368,12 @@ def sweep(
     curve, fixed, all_ms = [], [], []
     fixed_cache: dict[int, Point] = {}
     for useful in tqdm(values, desc=f"selector {name}", unit="point", disable=not progress):
-        key = default_key if useful == default_useful else min(1.0, useful * ratio)
+        if key_threshold is not None:
+            key = key_threshold
+        elif useful == default_useful:
+            key = default_key
+        else:
+            key = min(1.0, useful * ratio)
         settings = SelectorSettings(
             mode=mode,
             key_threshold=key,
@@ -382,7 +406,14 @@ def sweep(
         max_gap=max_gap,
         curve=curve,
         fixed=fixed,
-        default_index=values.index(default_useful),
+        default_index=next(
+            (
+                i
+                for i, p in enumerate(curve)
+                if (p.key_threshold, p.threshold) == (default_key, default_useful)
+            ),
+            None,
+        ),
         selector_ms=float(np.mean(all_ms)),
         selector_ms_median=float(np.median(all_ms)),
         selector_calls=len(all_ms),
@@ -422,12 +453,18 @@ def _rows(result: SweepResult) -> tuple[list[str], list[list[str]]]:
 
 
 def describe(result: SweepResult) -> str:
-    """What was run, in two lines."""
-    default = result.curve[result.default_index]
+    """What was run, in three lines."""
+    d = result.default
+    keys = sorted({p.key_threshold for p in result.curve if p is not d})
+    rule = (
+        f"KEY threshold {keys[0]:g}"
+        if len(keys) == 1
+        else f"KEY threshold = {result.key_ratio:.3g} x USEFUL"
+    )
+    default = "" if d is None else f"; default *: KEY {d.key_threshold:g}, USEFUL {d.threshold:g}"
     return (
         f"{result.input}: {result.frames} frames at {result.fps:g} fps ({result.frame_size}), "
-        f"{result.mode} selection, KEY threshold = {result.key_ratio:.3g} x USEFUL "
-        f"(default point *: KEY {default.key_threshold:g}, USEFUL {default.threshold:g}), "
+        f"{result.mode} selection, {rule}{default}, "
         f"KEY at least every {result.max_key_interval:g} s, a frame at least every "
         f"{result.max_gap:g} s\n"
         f"selector cost: {result.selector_ms:.3f} ms/frame mean, "
@@ -473,19 +510,17 @@ def write_plot(result: SweepResult, path: Path) -> Path:
         y = [p.miou for p in points]
         axes[0].plot([p.sent_fraction for p in points], y, style, color=colour, ms=3, label=label)
         axes[1].plot([p.kbps for p in points], y, style, color=colour, ms=3, label=label)
-    d = result.curve[result.default_index]
-    for ax, x in zip(axes, (d.sent_fraction, d.kbps), strict=True):
-        ax.plot([x], [d.miou], "k*", ms=11, label="default", zorder=5)
+    d = result.default
+    for ax, x in zip(axes, (0, 1), strict=True):
+        if d is not None:
+            ax.plot([(d.sent_fraction, d.kbps)[x]], [d.miou], "k*", ms=11, label="default")
         ax.grid(alpha=0.3)
         ax.set_ylabel("mIoU vs every frame")
     axes[0].set_xlabel("fraction of frames sent")
     axes[1].set_xlabel("kbit/s (H.264, default compressor)")
     axes[0].legend(fontsize=7, loc="lower right")
-    fig.suptitle(
-        f"{result.input} ({result.frames} frames, {result.mode}; KEY {d.key_threshold:g}, "
-        f"USEFUL {d.threshold:g})",
-        fontsize=9,
-    )
+    default = "" if d is None else f"; default KEY {d.key_threshold:g}, USEFUL {d.threshold:g}"
+    fig.suptitle(f"{result.input} ({result.frames} frames, {result.mode}{default})", fontsize=9)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
@@ -537,6 +572,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         metavar="R",
         help="KEY threshold = R x USEFUL (default: the ratio of the mode's default thresholds)",
+    )
+    parser.add_argument(
+        "--key-threshold",
+        type=float,
+        default=None,
+        metavar="K",
+        help="one KEY threshold for every point instead of --key-ratio",
     )
     parser.add_argument(
         "--max-key-interval",
@@ -602,6 +644,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             mode=args.mode,
             thresholds=args.thresholds,
             key_ratio=args.key_ratio,
+            key_threshold=args.key_threshold,
             warp=args.warp,
             measure=measure,
             max_key_interval=args.max_key_interval,
