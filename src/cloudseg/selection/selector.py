@@ -33,7 +33,7 @@ MODES = ("pixel", "learned", "off")
 #: fraction of pixels whose label changed (0..1). Chosen from `cloudseg bench selector`
 #: (BENCHMARKS.md, "Frame selection").
 DEFAULT_THRESHOLDS: dict[str, tuple[float, float]] = {
-    "pixel": (0.08, 0.03),
+    "pixel": (0.15, 0.0075),
     "learned": (0.12, 0.05),
     "off": (0.0, 0.0),
 }
