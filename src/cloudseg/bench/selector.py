@@ -511,9 +511,10 @@ def write_plot(result: SweepResult, path: Path) -> Path:
         axes[0].plot([p.sent_fraction for p in points], y, style, color=colour, ms=3, label=label)
         axes[1].plot([p.kbps for p in points], y, style, color=colour, ms=3, label=label)
     d = result.default
-    for ax, x in zip(axes, (0, 1), strict=True):
-        if d is not None:
-            ax.plot([(d.sent_fraction, d.kbps)[x]], [d.miou], "k*", ms=11, label="default")
+    if d is not None:
+        axes[0].plot([d.sent_fraction], [d.miou], "k*", ms=11, label="default")
+        axes[1].plot([d.kbps], [d.miou], "k*", ms=11, label="default")
+    for ax in axes:
         ax.grid(alpha=0.3)
         ax.set_ylabel("mIoU vs every frame")
     axes[0].set_xlabel("fraction of frames sent")
