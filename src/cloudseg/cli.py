@@ -207,7 +207,7 @@ def build_parser() -> argparse.ArgumentParser:
     # eval and bench parse their own options: `cloudseg eval --help`, `cloudseg bench cloud -h`
     p = sub.add_parser(
         "bench",
-        help="benchmarks: bitrate, cloud, accuracy (see cloudseg bench X --help)",
+        help="benchmarks: " + ", ".join(BENCH_COMMANDS) + " (see cloudseg bench X --help)",
         add_help=False,
     )
     p.add_argument("what", nargs="?", choices=tuple(BENCH_COMMANDS))
