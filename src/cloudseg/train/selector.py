@@ -3,10 +3,12 @@
 The target of a pair of frames (i, j) of one sequence is the fraction of pixels whose label
 differs between the segmentation backend's labels on the two frames
 (:func:`cloudseg.selection.reference.load_labelled_sequence`, cached): no ground truth is
-needed. Pairs are taken at gaps 1..``--max-gap`` frames in both orders, plus a few identical
-pairs (target 0); each sequence weighs the same whatever its length; both frames of a pair are
-flipped horizontally together at random and get the same brightness/contrast jitter. The loss
-is L1 on the predicted fraction; AdamW with a cosine schedule over the epochs.
+needed. Pairs are taken at gaps 1..``--max-gap`` frames in both orders, each sequence weighing
+the same whatever its length, plus a few identical pairs (target 0) and synthetic pairs
+(``--synthetic``: a frame and itself zoomed, shifted and rotated a little, the target from its
+labels warped alike); both frames of a pair are flipped horizontally together at random and
+get the same brightness/contrast jitter. The loss is L1 on the predicted fraction; AdamW with a
+cosine schedule over the epochs.
 
 Validation, on a held-out sequence (``--val``), pairs at gaps 1..``--max-gap``: mean absolute
 error of the predicted fraction, Pearson and Spearman correlation with the target, and the
@@ -33,8 +35,9 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
+import cv2
 import numpy as np
 import torch
 from torch import nn
@@ -101,10 +104,10 @@ RESUME_KEYS = (
     "lr",
     "max_gap",
     "pairs_per_epoch",
+    "synthetic",
     "seed",
     "identical",
     "limit",
-    "width",
 )
 IDENTICAL_SHARE = 0.05  # identical pairs (target 0) per pair of different frames
 
@@ -152,19 +155,25 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--out", type=Path, default=Path("runs/selector"), help="output folder (runs/selector)"
     )
-    parser.add_argument("--epochs", type=int, default=40, help="epochs (default 40)")
+    parser.add_argument("--epochs", type=int, default=12, help="epochs (default 12)")
     parser.add_argument("--batch", type=int, default=64, help="pairs per step (default 64)")
     parser.add_argument("--lr", type=float, default=2e-3, help="AdamW learning rate (2e-3)")
     parser.add_argument(
         "--max-gap", type=int, default=16, help="pairs up to this many frames apart (16)"
     )
     parser.add_argument(
-        "--pairs-per-epoch", type=int, default=2048, help="samples per epoch (default 2048)"
+        "--pairs-per-epoch", type=int, default=1024, help="samples per epoch (default 1024)"
+    )
+    parser.add_argument(
+        "--synthetic",
+        type=float,
+        default=0.3,
+        help="synthetic pairs per real pair: a frame and itself zoomed/shifted/rotated a little, "
+        "the target from its labels warped alike (default 0.3)",
     )
     parser.add_argument(
         "--limit", type=int, default=0, help="first N frames per sequence (0 = all)"
     )
-    parser.add_argument("--width", type=int, default=24, help="encoder channels (default 24)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--resume",
@@ -202,6 +211,8 @@ class SequencePairs:
 
     name: str
     frames: torch.Tensor  # N x 3 x H x W uint8 at INPUT_SIZE
+    large: np.ndarray  # N x 2H x 2W x 3 uint8: what synthetic pairs warp
+    labels: list[np.ndarray]  # the backend's labels of each frame
     targets: np.ndarray  # N x N changed-label fractions (NaN beyond max_gap)
     pixel: list[np.ndarray]  # the pixel measure's features of each frame (its baseline)
 
@@ -232,9 +243,14 @@ def load_sequence(
     pixel = PixelDeviation()
     small = np.stack([prepare(rgb) for rgb in seq.frames])
     frames = torch.from_numpy(small).permute(0, 3, 1, 2).contiguous()
+    large = (2 * INPUT_SIZE[0], 2 * INPUT_SIZE[1])
     return SequencePairs(
         name=seq.name,
         frames=frames,
+        large=np.stack(
+            [cv2.resize(rgb, large, interpolation=cv2.INTER_AREA) for rgb in seq.frames]
+        ),
+        labels=list(seq.labels),
         targets=pair_targets(seq.labels, max_gap),
         pixel=[pixel.features(rgb) for rgb in seq.frames],
     )
@@ -311,38 +327,74 @@ def validate(
 # --- the loop ----------------------------------------------------------------------------------
 
 
+class Sample(NamedTuple):
+    """One training pair: frames i and j of sequence ``seq``; a synthetic pair is frame i and
+    frame i warped by ``warp`` (zoom, shift x and y as fractions of the size, degrees)."""
+
+    seq: int
+    i: int
+    j: int
+    flip: bool
+    warp: tuple[float, float, float, float] | None = None
+
+
 def _epoch_samples(
-    data: list[SequencePairs], max_gap: int, total: int, seed: int, epoch: int
-) -> list[tuple[int, int, int, bool]]:
-    """(sequence, i, j, flip) for one epoch: ``total`` pairs of different frames, each sequence
-    drawn equally often, plus identical pairs; fixed by (seed, epoch), so resuming repeats it."""
+    data: list[SequencePairs], max_gap: int, total: int, synthetic: float, seed: int, epoch: int
+) -> list[Sample]:
+    """One epoch: ``total`` pairs of different frames (each sequence drawn equally often),
+    ``synthetic * total`` warped frames, a few identical pairs; fixed by (seed, epoch), so
+    resuming repeats it."""
     rng = np.random.default_rng([seed, epoch])
     pairs = [d.pairs(max_gap) for d in data]
-    seq_ids = rng.integers(0, len(data), size=total)
     samples = []
-    for s in seq_ids:
+    for s in rng.integers(0, len(data), size=total):
         i, j = pairs[s][rng.integers(len(pairs[s]))]
-        samples.append((int(s), int(i), int(j), bool(rng.random() < 0.5)))
-    for _ in range(max(1, round(total * IDENTICAL_SHARE))):
+        samples.append(Sample(int(s), int(i), int(j), bool(rng.random() < 0.5)))
+    for k in range(round(total * synthetic) + max(1, round(total * IDENTICAL_SHARE))):
         s = int(rng.integers(len(data)))
         i = int(rng.integers(len(data[s].frames)))
-        samples.append((s, i, i, bool(rng.random() < 0.5)))
+        warp = None
+        if k < round(total * synthetic):
+            zoom, tx, ty, angle = rng.uniform((1.0, -0.04, -0.015, -1.5), (1.15, 0.04, 0.015, 1.5))
+            warp = (float(zoom), float(tx), float(ty), float(angle))
+        samples.append(Sample(s, i, i, bool(rng.random() < 0.5), warp))
     order = rng.permutation(len(samples))
     return [samples[k] for k in order]
 
 
+def _warp(image: np.ndarray, warp: tuple[float, float, float, float], nearest: bool) -> np.ndarray:
+    """``image`` zoomed about its centre, rotated and shifted (mirrored at the borders)."""
+    h, w = image.shape[:2]
+    zoom, tx, ty, angle = warp
+    m = cv2.getRotationMatrix2D((w / 2, h / 2), angle, zoom)
+    m[:, 2] += (tx * w, ty * h)
+    flags = cv2.INTER_NEAREST if nearest else cv2.INTER_LINEAR
+    return cv2.warpAffine(image, m, (w, h), flags=flags, borderMode=cv2.BORDER_REFLECT_101)
+
+
+def _pair(seq: SequencePairs, sample: Sample) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """The two input frames (3 x H x W uint8) of a sample and its target."""
+    if sample.warp is None:
+        return seq.frames[sample.i], seq.frames[sample.j], float(seq.targets[sample.i, sample.j])
+    warped = cv2.resize(_warp(seq.large[sample.i], sample.warp, False), INPUT_SIZE,
+                        interpolation=cv2.INTER_AREA)  # fmt: skip
+    labels = seq.labels[sample.i]
+    target = changed_fraction(labels, _warp(labels, sample.warp, True))
+    return seq.frames[sample.i], torch.from_numpy(warped).permute(2, 0, 1), target
+
+
 def _batch(
-    data: list[SequencePairs], samples: list[tuple[int, int, int, bool]], gen: torch.Generator
+    data: list[SequencePairs], samples: list[Sample], gen: torch.Generator
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Frames (2B x 3 x H x W float: the B first frames, then the B second ones) and targets."""
     a, b, target = [], [], []
-    for s, i, j, flip in samples:
-        fa, fb = data[s].frames[i], data[s].frames[j]
-        if flip:
+    for sample in samples:
+        fa, fb, t = _pair(data[sample.seq], sample)
+        if sample.flip:
             fa, fb = fa.flip(-1), fb.flip(-1)
         a.append(fa)
         b.append(fb)
-        target.append(float(data[s].targets[i, j]))
+        target.append(t)
     x = torch.stack(a + b).float()
     n = len(samples)
     gain = (0.75 + 0.5 * torch.rand(n, 1, 1, 1, generator=gen)).repeat(2, 1, 1, 1)
@@ -375,15 +427,23 @@ def _resolve_paths(args: argparse.Namespace) -> tuple[list[Path], Path | None]:
     return data, val
 
 
+def _name(path: Path) -> str:
+    """``path`` as the card records it: ``shared/data/...`` for the shared data."""
+    shared = shared_data_dir()
+    if shared is not None and path.resolve().is_relative_to(shared.resolve()):
+        return f"shared/data/{path.resolve().relative_to(shared.resolve()).as_posix()}"
+    return str(path)
+
+
 def _check_args(args: argparse.Namespace) -> None:
     if min(args.epochs, args.batch, args.max_gap, args.pairs_per_epoch) < 1:
         raise TrainError("--epochs, --batch, --max-gap and --pairs-per-epoch must be >= 1")
     if not args.lr > 0:
         raise TrainError(f"--lr must be > 0, got {args.lr:g}")
+    if not 0 <= args.synthetic <= 10:
+        raise TrainError(f"--synthetic must be 0..10, got {args.synthetic:g}")
     if args.limit < 0:
         raise TrainError("--limit must be >= 0")
-    if args.width < 4 or args.width % 2:
-        raise TrainError(f"--width must be an even number >= 4, got {args.width}")
 
 
 def train(args: argparse.Namespace, argv: Sequence[str] = ()) -> dict[str, Any]:
@@ -416,7 +476,7 @@ def train(args: argparse.Namespace, argv: Sequence[str] = ()) -> dict[str, Any]:
     baseline = pixel_baseline(val, args.max_gap) if val is not None else {}
 
     seed_everything(args.seed)  # before the init: the seed fixes the start weights too
-    model = SelectorNet(width=args.width).to(device).train()
+    model = SelectorNet().to(device).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
     recipe = {
         "epochs": args.epochs,
@@ -426,18 +486,20 @@ def train(args: argparse.Namespace, argv: Sequence[str] = ()) -> dict[str, Any]:
         "loss": "L1 on the fraction of changed labels",
         "max_gap": args.max_gap,
         "pairs_per_epoch": args.pairs_per_epoch,
+        "synthetic": args.synthetic,
         "pairs": "gaps 1..max_gap frames, both orders, each sequence drawn equally often; "
-        f"{IDENTICAL_SHARE:.0%} identical pairs (target 0)",
+        f"{IDENTICAL_SHARE:.0%} identical pairs (target 0); synthetic pairs: a frame and itself "
+        "zoomed 1..1.15, shifted up to 4%/1.5% of the width/height, rotated up to 1.5 degrees "
+        "(mirrored borders), the target from its labels warped alike (nearest)",
         "augment": "horizontal flip and brightness/contrast jitter, the same for both frames",
         "identical": IDENTICAL_SHARE,
         "limit": args.limit,
-        "width": args.width,
         "seed": args.seed,
     }
     card: dict[str, Any] = {
         "architecture": ARCHITECTURE,
         "task": "selector",
-        "builder_kwargs": {"width": args.width},
+        "builder_kwargs": {"width": model.width, "head_width": model.head_width},
         "params": sum(p.numel() for p in model.parameters()),
         "input": f"HxWx3 uint8 RGB frame reduced by area averaging (cv2.INTER_AREA) straight to "
         f"{INPUT_SIZE[0]}x{INPUT_SIZE[1]} (any aspect stretched), normalised inside the model "
@@ -447,9 +509,9 @@ def train(args: argparse.Namespace, argv: Sequence[str] = ()) -> dict[str, Any]:
         "original frames, at its trained resolution) differ between the two frames",
         "backend": args.backend,
         "data": {
-            "train": {str(p): len(d.frames) for p, d in zip(data_paths, data, strict=True)},
+            "train": {_name(p): len(d.frames) for p, d in zip(data_paths, data, strict=True)},
             "train_pairs": sum(len(d.pairs(args.max_gap)) for d in data),
-            "val": {str(val_path): len(val.frames)} if val is not None else None,
+            "val": {_name(val_path): len(val.frames)} if val and val_path else None,
             "val_pairs": len(val.pairs(args.max_gap, both_orders=False)) if val else 0,
         },
         "recipe": recipe,
@@ -474,7 +536,8 @@ def train(args: argparse.Namespace, argv: Sequence[str] = ()) -> dict[str, Any]:
         save_checkpoint(weights, model, card, optimizer=optimizer, step=step, extra_state=extra)
 
     steps_per_epoch = math.ceil(
-        len(_epoch_samples(data, args.max_gap, args.pairs_per_epoch, args.seed, 0)) / args.batch
+        len(_epoch_samples(data, args.max_gap, args.pairs_per_epoch, args.synthetic, args.seed, 0))
+        / args.batch
     )
     bar = tqdm(
         total=args.epochs * steps_per_epoch,
@@ -490,7 +553,9 @@ def train(args: argparse.Namespace, argv: Sequence[str] = ()) -> dict[str, Any]:
         lr = args.lr * 0.5 * (1 + math.cos(math.pi * epoch / args.epochs))
         for group in optimizer.param_groups:
             group["lr"] = lr
-        samples = _epoch_samples(data, args.max_gap, args.pairs_per_epoch, args.seed, epoch)
+        samples = _epoch_samples(
+            data, args.max_gap, args.pairs_per_epoch, args.synthetic, args.seed, epoch
+        )
         gen = torch.Generator().manual_seed(args.seed * 1000 + epoch)
         losses = []
         for k in range(0, len(samples), args.batch):
