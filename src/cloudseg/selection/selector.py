@@ -34,7 +34,7 @@ MODES = ("pixel", "learned", "off")
 #: (BENCHMARKS.md, "Frame selection").
 DEFAULT_THRESHOLDS: dict[str, tuple[float, float]] = {
     "pixel": (0.15, 0.0075),
-    "learned": (0.12, 0.05),
+    "learned": (0.40, 0.06),
     "off": (0.0, 0.0),
 }
 
