@@ -32,12 +32,14 @@ __all__ = [
     "TrainError",
     "card_path",
     "check_card",
+    "check_resume",
     "load_training_state",
     "read_card",
     "save_checkpoint",
     "seed_everything",
     "size_arg",
     "state_path",
+    "truncate_log",
 ]
 
 CARD_VERSION = 1
@@ -220,3 +222,27 @@ def _csv_cell(value: Any) -> Any:
     if isinstance(value, float):
         return f"{value:.6g}"
     return "" if value is None else value
+
+
+def truncate_log(path: Path, column: str, last: int, fields: list[str]) -> None:
+    """Drop the CSV rows whose ``column`` (step or epoch) is after ``last``: those a run wrote
+    after the checkpoint it now resumes from."""
+    if not path.is_file():
+        return
+    with path.open(newline="") as f:
+        reader = csv.DictReader(f)
+        fields, rows = reader.fieldnames or fields, list(reader)
+    kept = [r for r in rows if r.get(column, "").isdigit() and int(r[column]) <= last]
+    if len(kept) != len(rows):
+        with path.open("w", newline="") as f:
+            writer = csv.DictWriter(f, fields)
+            writer.writeheader()
+            writer.writerows(kept)
+
+
+def check_resume(saved: Mapping[str, Any], now: Mapping[str, Any], keys: tuple[str, ...]) -> None:
+    """Refuse (TrainError) to resume with settings that change the samples or the schedule."""
+    changed = [k for k in keys if k in saved and saved[k] != now.get(k)]
+    if changed:
+        details = ", ".join(f"{k} {saved[k]} -> {now.get(k)}" for k in changed)
+        raise TrainError(f"--resume with other settings than the saved run: {details}")

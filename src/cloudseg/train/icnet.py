@@ -25,7 +25,6 @@ checkpoint of the best validation mIoU.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import math
 import sys
@@ -56,10 +55,12 @@ from cloudseg.train.checkpoint import (
     CsvLog,
     TrainError,
     check_card,
+    check_resume,
     load_training_state,
     save_checkpoint,
     seed_everything,
     size_arg,
+    truncate_log,
 )
 from cloudseg.train.metrics import ConfusionMatrix, MetricsError
 from cloudseg.train.seg_data import SegAugment, SegTrainSet, resize_short_side
@@ -452,14 +453,14 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     }
     if args.resume:
         step, extra = load_training_state(weights, model, optimizer)
-        _check_resume(extra.get("recipe", {}), recipe)
+        check_resume(extra.get("recipe", {}), recipe, RESUME_KEYS)
         card["recipe"]["init"] = extra.get("recipe", {}).get("init", init)
         card["metrics"] = dict(extra.get("metrics", {}))
         best = float(extra.get("best", -math.inf))
         print(f"{PROG}: resuming {weights} at step {step}", file=sys.stderr)
     stop = args.stop_at or args.steps
     if args.resume:
-        _truncate_log(out / "log.csv", step)
+        truncate_log(out / "log.csv", "step", step, LOG_FIELDS)
     csv_log = CsvLog(out / "log.csv", LOG_FIELDS)
 
     def save(path: Path = weights, with_state: bool = True) -> None:
@@ -538,29 +539,6 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     if not weights.is_file() or step == 0:  # nothing to run (already at --stop-at / --steps)
         save()
     return json.loads(weights.with_suffix(".json").read_text())
-
-
-def _truncate_log(path: Path, step: int) -> None:
-    """Drop the CSV rows after ``step`` (written after the checkpoint a run resumes from)."""
-    if not path.is_file():
-        return
-    with path.open(newline="") as f:
-        reader = csv.DictReader(f)
-        fields, rows = reader.fieldnames or LOG_FIELDS, list(reader)
-    kept = [r for r in rows if r.get("step", "").isdigit() and int(r["step"]) <= step]
-    if len(kept) != len(rows):
-        with path.open("w", newline="") as f:
-            writer = csv.DictWriter(f, fields)
-            writer.writeheader()
-            writer.writerows(kept)
-
-
-def _check_resume(saved: dict[str, Any], now: dict[str, Any]) -> None:
-    """Refuse to resume with settings that change the schedule or the samples."""
-    changed = [k for k in RESUME_KEYS if k in saved and saved[k] != now.get(k)]
-    if changed:
-        details = ", ".join(f"{k} {saved[k]} -> {now.get(k)}" for k in changed)
-        raise TrainError(f"--resume with other settings than the saved run: {details}")
 
 
 _EXPECTED = (

@@ -24,7 +24,6 @@ metrics per epoch).
 from __future__ import annotations
 
 import argparse
-import csv
 import datetime as _dt
 import json
 import math
@@ -52,9 +51,11 @@ from cloudseg.train.checkpoint import (
     CsvLog,
     TrainError,
     check_card,
+    check_resume,
     load_training_state,
     save_checkpoint,
     seed_everything,
+    truncate_log,
 )
 
 __all__ = [
@@ -522,12 +523,12 @@ def train(args: argparse.Namespace, argv: Sequence[str] = ()) -> dict[str, Any]:
     epoch = step = 0
     if args.resume:
         step, extra = load_training_state(weights, model, optimizer)
-        _check_resume(extra.get("recipe", {}), recipe)
+        check_resume(extra.get("recipe", {}), recipe, RESUME_KEYS)
         epoch = int(extra.get("epoch", 0))
         card["metrics"] = dict(extra.get("metrics", {}))
         card["command"] = extra.get("command", card["command"])
         print(f"{PROG}: resuming {weights} at epoch {epoch}", file=sys.stderr)
-        _truncate_log(out / "log.csv", epoch)
+        truncate_log(out / "log.csv", "epoch", epoch, LOG_FIELDS)
     csv_log = CsvLog(out / "log.csv", LOG_FIELDS)
 
     def save() -> None:
@@ -587,29 +588,6 @@ def train(args: argparse.Namespace, argv: Sequence[str] = ()) -> dict[str, Any]:
     if not weights.is_file():
         save()
     return json.loads(weights.with_suffix(".json").read_text())
-
-
-def _truncate_log(path: Path, epoch: int) -> None:
-    """Drop the CSV rows after ``epoch`` (written after the checkpoint a run resumes from)."""
-    if not path.is_file():
-        return
-    with path.open(newline="") as f:
-        reader = csv.DictReader(f)
-        fields, rows = reader.fieldnames or LOG_FIELDS, list(reader)
-    kept = [r for r in rows if r.get("epoch", "").isdigit() and int(r["epoch"]) <= epoch]
-    if len(kept) != len(rows):
-        with path.open("w", newline="") as f:
-            writer = csv.DictWriter(f, fields)
-            writer.writeheader()
-            writer.writerows(kept)
-
-
-def _check_resume(saved: dict[str, Any], now: dict[str, Any]) -> None:
-    """Refuse to resume with settings that change the samples or the schedule."""
-    changed = [k for k in RESUME_KEYS if k in saved and saved[k] != now.get(k)]
-    if changed:
-        details = ", ".join(f"{k} {saved[k]} -> {now.get(k)}" for k in changed)
-        raise TrainError(f"--resume with other settings than the saved run: {details}")
 
 
 _EXPECTED = (
