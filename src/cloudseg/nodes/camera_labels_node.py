@@ -27,15 +27,11 @@ from cloudseg.graph import (
     LABELS_TOPIC,
 )
 from cloudseg.msg import Frame, LabelAge
-from cloudseg.nodes.common import declare_parameters, qos_for, run_node
+from cloudseg.nodes.common import declare_parameters, qos_for, run_node, stamp_ns
 from cloudseg.nodes.convert import ImageError, image_to_numpy, image_to_rgb, numpy_to_image
 from cloudseg.selection.held_labels import LabelHolder
 
 KEEP_SEQS = 256  # stamps of frames sent, to name the frame labels came from
-
-
-def _ns(header: Header) -> int:
-    return header.stamp.sec * 1_000_000_000 + header.stamp.nanosec
 
 
 class CameraLabelsNode(Node):
@@ -61,7 +57,7 @@ class CameraLabelsNode(Node):
         )
 
     def on_frame(self, frame: Frame) -> None:
-        self.seq_of[_ns(frame.header)] = int(frame.seq)
+        self.seq_of[stamp_ns(frame.header)] = int(frame.seq)
         while len(self.seq_of) > KEEP_SEQS:
             self.seq_of.popitem(last=False)
 
@@ -71,7 +67,7 @@ class CameraLabelsNode(Node):
         except ImageError as exc:
             self.get_logger().warning(f"labels dropped: {exc}")
             return
-        stamp = _ns(msg.header)
+        stamp = stamp_ns(msg.header)
         self.holder.add_labels(stamp, labels, self.seq_of.get(stamp, -1))
 
     def on_image(self, msg: Image) -> None:
@@ -84,7 +80,7 @@ class CameraLabelsNode(Node):
 
     def on_camera(self, header: Header, rgb: np.ndarray) -> None:
         """One camera frame: publish the labels held for it (once any came back)."""
-        stamp = _ns(header)
+        stamp = stamp_ns(header)
         self.holder.add_camera_frame(stamp, rgb)
         wanted = self.labels_pub.get_subscription_count() > 0
         held = self.holder.for_frame(stamp, rgb if wanted else None)

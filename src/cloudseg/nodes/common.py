@@ -48,6 +48,11 @@ def qos_for(topic: str) -> QoSProfile:
     return QOS[TOPICS[topic].qos]
 
 
+def stamp_ns(header) -> int:
+    """A header's stamp in nanoseconds."""
+    return header.stamp.sec * 1_000_000_000 + header.stamp.nanosec
+
+
 def _descriptor(p: Param) -> ParameterDescriptor:
     text = p.description
     if p.choices:

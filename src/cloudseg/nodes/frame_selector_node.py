@@ -18,7 +18,7 @@ from std_msgs.msg import Header
 
 from cloudseg.graph import FRAME_SELECTOR, IMAGE_TOPIC, KNOB_TOPIC
 from cloudseg.msg import Knob
-from cloudseg.nodes.common import declare_parameters, qos_for
+from cloudseg.nodes.common import declare_parameters, qos_for, stamp_ns
 from cloudseg.nodes.convert import ImageError, image_to_rgb
 from cloudseg.selection.selector import Decision, FrameSelector, SelectorSettings
 
@@ -65,8 +65,7 @@ class FrameSelectorNode(Node):
         except ImageError as exc:
             self.get_logger().warning(f"camera image dropped: {exc}")
             return
-        stamp_ns = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
-        decision = self.selector.select(rgb, stamp_ns)
+        decision = self.selector.select(rgb, stamp_ns(msg.header))
         if decision.send:
             self.handoff(msg.header, rgb, decision)
         if self.on_camera is not None:
