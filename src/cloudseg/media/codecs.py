@@ -244,12 +244,20 @@ def is_h264_keyframe(payload: bytes) -> bool:
 class H264Encoder:
     """One libx264 encoder per stream, kept across frames; one packet per frame.
 
-    ``crf`` selects constant quality; otherwise ``bitrate_kbps`` (default 750) selects a
-    CBR-like rate: average ``bit_rate`` with ``maxrate`` equal to it and a VBV buffer of
-    ``vbv_seconds`` of data. ``tune=zerolatency`` (no B-frames, no lookahead) makes every
-    ``encode`` return the packet of the frame just given. SPS/PPS are repeated in every IDR, so
-    a decoder can join at any keyframe. Changing the frame size, or :meth:`reconfigure`, starts
-    a new encoder: the next frame is an IDR.
+    Rate control (:attr:`rate_control`): ``crf`` alone is constant quality; ``crf`` with
+    ``maxrate_kbps`` is capped CRF (constant quality, but at most ``maxrate_kbps`` over a VBV
+    buffer of ``vbv_seconds`` of data); otherwise ``bitrate_kbps`` (default 750) is CBR-like:
+    average ``bit_rate`` with ``maxrate`` equal to it and the same VBV buffer.
+    ``tune=zerolatency`` (no B-frames, no lookahead) makes every ``encode`` return the packet of
+    the frame just given. SPS/PPS are repeated in every IDR, so a decoder can join at any
+    keyframe. Changing the frame size, or :meth:`reconfigure`, starts a new encoder: the next
+    frame is an IDR.
+
+    ``intra_refresh=True`` (x264 ``intra-refresh=1``): after the first IDR, a column of intra
+    blocks sweeps the picture every ``gop`` frames instead of periodic IDRs, so there are no IDR
+    bursts on the link. Only the first frame of an encoder is an IDR and the only frame flagged
+    ``keyframe`` (x264 flags refresh starts as key frames; they are not decodable on their own):
+    a forced keyframe (:meth:`request_keyframe`, a new encoder) is still an IDR.
     """
 
     codec = "h264"
@@ -263,6 +271,8 @@ class H264Encoder:
         gop: int = 17,
         fps: float = 17.0,
         vbv_seconds: float = 0.5,
+        maxrate_kbps: float | None = None,
+        intra_refresh: bool = False,
     ) -> None:
         self._ctx: av.VideoCodecContext | None = None
         self._pts = 0
@@ -274,6 +284,8 @@ class H264Encoder:
             gop=gop,
             fps=fps,
             vbv_seconds=vbv_seconds,
+            maxrate_kbps=maxrate_kbps,
+            intra_refresh=intra_refresh,
         )
 
     @property
@@ -289,17 +301,43 @@ class H264Encoder:
         return self._settings["gop"]  # type: ignore[return-value]
 
     @property
+    def maxrate_kbps(self) -> float | None:
+        return self._settings["maxrate_kbps"]  # type: ignore[return-value]
+
+    @property
+    def intra_refresh(self) -> bool:
+        return bool(self._settings["intra_refresh"])
+
+    @property
+    def rate_control(self) -> str:
+        """``"crf"``, ``"capped-crf"`` (crf with maxrate_kbps) or ``"cbr"`` (bitrate_kbps)."""
+        if self.crf is None:
+            return "cbr"
+        return "capped-crf" if self.maxrate_kbps else "crf"
+
+    @property
     def size(self) -> tuple[int, int] | None:
         """(width, height) of the running encoder, None before the first frame."""
         return None if self._ctx is None else (self._ctx.width, self._ctx.height)
 
     def reconfigure(self, **changes: object) -> None:
-        """Change any of bitrate_kbps, crf, preset, gop, fps, vbv_seconds; the next frame is an IDR.
+        """Change any of bitrate_kbps, crf, preset, gop, fps, vbv_seconds, maxrate_kbps,
+        intra_refresh; the next frame is an IDR.
 
         Giving ``crf`` switches to constant quality; giving ``bitrate_kbps`` switches to
-        bitrate mode (pass ``crf=None`` too, or just the one you want).
+        bitrate mode (pass ``crf=None`` too, or just the one you want). ``maxrate_kbps`` caps
+        CRF (ignored in bitrate mode, whose cap is the bitrate itself).
         """
-        known = {"bitrate_kbps", "crf", "preset", "gop", "fps", "vbv_seconds"}
+        known = {
+            "bitrate_kbps",
+            "crf",
+            "preset",
+            "gop",
+            "fps",
+            "vbv_seconds",
+            "maxrate_kbps",
+            "intra_refresh",
+        }
         unknown = set(changes) - known
         if unknown:
             raise CodecError(f"unknown H.264 setting(s) {sorted(unknown)}; known: {sorted(known)}")
@@ -317,6 +355,11 @@ class H264Encoder:
             raise CodecError(f"H.264 crf must be 0..51, got {crf}")
         if kbps is not None and not float(kbps) > 0:
             raise CodecError(f"H.264 bitrate_kbps must be > 0, got {kbps}")
+        maxrate = settings.get("maxrate_kbps")
+        if maxrate is not None and float(maxrate) < 0:
+            raise CodecError(f"H.264 maxrate_kbps must be >= 0 (0: no cap), got {maxrate}")
+        settings["maxrate_kbps"] = float(maxrate) if maxrate else None
+        settings["intra_refresh"] = bool(settings.get("intra_refresh"))
         if int(settings["gop"]) < 1:
             raise CodecError(f"H.264 gop must be >= 1, got {settings['gop']}")
         if not float(settings["fps"]) > 0 or not float(settings["vbv_seconds"]) > 0:
@@ -342,8 +385,14 @@ class H264Encoder:
         ctx.time_base = 1 / fps
         ctx.gop_size = int(s["gop"])
         options = {"preset": str(s["preset"]), "tune": "zerolatency"}
+        if s["intra_refresh"]:
+            options["x264-params"] = "intra-refresh=1"
         if s["crf"] is not None:
             options["crf"] = f"{float(s['crf']):g}"
+            if s["maxrate_kbps"]:
+                cap = int(float(s["maxrate_kbps"]) * 1000)
+                options["maxrate"] = str(cap)
+                options["bufsize"] = str(int(cap * float(s["vbv_seconds"])))
         else:
             bits = int(float(s["bitrate_kbps"]) * 1000)
             ctx.bit_rate = bits
@@ -382,6 +431,8 @@ class H264Encoder:
             self._close()
             raise CodecError("libx264 buffered a frame (expected one packet per frame)")
         payload = b"".join(bytes(p) for p in packets)
+        if self.intra_refresh:  # x264 flags refresh starts as key: only an IDR decodes alone
+            return EncodedFrame(payload, is_h264_keyframe(payload))
         return EncodedFrame(payload, any(p.is_keyframe for p in packets))
 
 

@@ -21,7 +21,12 @@ from cloudseg.media.resize import downsample, upsample_bilinear
 
 @dataclass(frozen=True)
 class CompressorSettings:
-    """The vehicle-side knobs of one stream."""
+    """The vehicle-side knobs of one stream.
+
+    H.264 rate control: ``bitrate_kbps`` > 0 is CBR-like; else ``crf``, capped at
+    ``maxrate_kbps`` when that is > 0. ``intra_refresh``: periodic intra refresh (every
+    ``gop`` frames) instead of periodic IDRs; forced keyframes are still IDRs.
+    """
 
     scale: int = 4
     codec: str = "h264"
@@ -30,6 +35,8 @@ class CompressorSettings:
     gop: int = 17
     preset: str = "ultrafast"
     quality: int = 80
+    maxrate_kbps: int = 0
+    intra_refresh: bool = False
 
     def __post_init__(self) -> None:
         if self.codec not in CODECS:
@@ -44,11 +51,15 @@ class CompressorSettings:
 
     def encoder_params(self) -> dict[str, Any]:
         if self.codec == "h264":
-            return {
-                "gop": self.gop,
-                "preset": self.preset,
-                **({"bitrate_kbps": self.bitrate_kbps} if self.bitrate_kbps else {"crf": self.crf}),
-            }
+            if self.bitrate_kbps:
+                rate: dict[str, Any] = {"bitrate_kbps": self.bitrate_kbps}
+            else:
+                rate = {"crf": self.crf}
+                if self.maxrate_kbps:
+                    rate["maxrate_kbps"] = self.maxrate_kbps
+            if self.intra_refresh:
+                rate["intra_refresh"] = True
+            return {"gop": self.gop, "preset": self.preset, **rate}
         if self.codec == "png":  # PNG is lossless: quality 0..9 is its compression level
             return {"quality": self.quality if self.quality <= 9 else None}
         return {"quality": self.quality}
@@ -205,5 +216,10 @@ class StreamRoundTrip:
         s = self.settings
         if s.codec == "h264":
             rate = f"{s.bitrate_kbps} kbit/s" if s.bitrate_kbps else f"crf {s.crf}"
-            return f"x{s.scale} area, h264 {s.preset} {rate} gop {s.gop} (the compressor's)"
+            if not s.bitrate_kbps and s.maxrate_kbps:
+                rate += f" <= {s.maxrate_kbps} kbit/s"
+            refresh = " intra refresh" if s.intra_refresh else ""
+            return (
+                f"x{s.scale} area, h264 {s.preset} {rate} gop {s.gop}{refresh} (the compressor's)"
+            )
         return f"x{s.scale} area, {s.codec} q{s.quality} (the compressor's)"
