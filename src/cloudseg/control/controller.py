@@ -1,0 +1,410 @@
+"""The adaptive controller: measures the stream per window and picks a profile entry.
+
+Plain Python (no ROS): the controller node feeds it the cloud's FrameStats and publishes what
+it decides as a Knob. Per window it measures goodput and loss of the Frame stream, the trend of
+the transport latency (a rising latency is a queue building up on the link), the cloud's time
+per frame, and takes the accuracy estimate of online profiling (the agreement of labels from
+the restored low-resolution frame with those of a full-resolution frame the vehicle sent once).
+
+Rules (`Controller.decide`), in order:
+
+1. Worst case (the paper's Figure 4): an accuracy estimate below ``accuracy_floor`` is confirmed
+   with a second full frame; confirmed, SR is bypassed (bilinear restoration), and if it already
+   was, the resolution is raised (a smaller scale that fits the rate). Held ``accuracy_hold_s``.
+2. Step down, fast: a window is bad with loss above ``loss_bad`` or the latency rising faster
+   than ``trend_bad_ms_per_s``. After ``bad_windows`` bad windows in a row (one is ignored as
+   noise) or one severe window (loss >= ``loss_severe``, or no stats at all for ``stall_s``), it
+   moves to the most accurate entry whose rate fits ``safety`` x the measured goodput, at least
+   one step down. A probe that fails is not tried again for ``probe_backoff_s`` (doubling).
+3. Step up, carefully: after ``up_windows`` good windows in a row (no loss, latency flat) and
+   ``hold_s`` since the last change, it probes the next entry up, one step.
+
+Entries whose predicted latency (measured transport + the entry's cloud time, corrected by the
+ratio of measured to profiled cloud time) exceeds ``latency_bound_ms`` are not chosen, unless
+none fits. Every decision carries a human-readable reason.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+
+from cloudseg.control.profile import ProfileEntry, pareto_front
+
+
+@dataclass(frozen=True)
+class StatSample:
+    """What the controller uses of one FrameStats (times in seconds of one clock)."""
+
+    seq: int  # Frame.seq
+    payload_bytes: int
+    capture_s: float  # the frame's capture stamp
+    arrival_s: float  # when the stats arrived at the controller
+    transport_ms: float  # compressor publish to cloud receive
+    total_ms: float  # cloud processing time
+    frames_received: int = 0  # cloud's count of frames received so far (0: not counted)
+    bytes_received: int = 0  # cloud's count of payload bytes received so far
+    accuracy: float = -1.0  # label agreement of a profiling frame (-1: none)
+
+
+@dataclass(frozen=True)
+class Window:
+    """What one window measured."""
+
+    start_s: float
+    end_s: float
+    samples: int  # FrameStats received
+    frames_sent: int  # frames the vehicle sent in the window (seq span)
+    goodput_kbps: float  # payload bits arriving at the cloud per second
+    loss: float  # fraction of the frames sent that did not arrive (0..1)
+    trend_ms_per_s: float  # slope of the transport latency (robust; > 0: a queue is growing)
+    transport_ms: float  # median transport latency
+    latency_ms: float  # median capture-to-arrival latency (capture to stats at the controller)
+    cloud_ms: float  # median cloud processing time
+    accuracy: float | None  # newest accuracy estimate in the window, if any
+    silent_s: float  # seconds since the last stats arrived (at end_s)
+
+    def describe(self) -> str:
+        return (
+            f"{self.samples} stats, goodput {self.goodput_kbps:.0f} kbit/s, loss "
+            f"{self.loss:.0%}, latency trend {self.trend_ms_per_s:+.0f} ms/s, transport "
+            f"{self.transport_ms:.0f} ms, cloud {self.cloud_ms:.0f} ms"
+        )
+
+
+def theil_sen_slope(xs: Sequence[float], ys: Sequence[float]) -> float:
+    """The median of the pairwise slopes: a trend one outlier cannot move. 0 with < 2 points."""
+    slopes = [
+        (ys[j] - ys[i]) / (xs[j] - xs[i])
+        for i in range(len(xs))
+        for j in range(i + 1, len(xs))
+        if xs[j] != xs[i]
+    ]
+    return statistics.median(slopes) if slopes else 0.0
+
+
+class Measurements:
+    """Aggregates FrameStats into windows: call `add` per stats, `take` once per window."""
+
+    def __init__(self) -> None:
+        self._samples: list[StatSample] = []
+        self._base: StatSample | None = None  # the last sample of the previous window
+        self._last_take: float | None = None
+        self._last_arrival: float | None = None
+
+    def add(self, s: StatSample) -> None:
+        self._samples.append(s)
+        self._last_arrival = s.arrival_s
+
+    def take(self, now: float) -> Window:
+        """The window since the previous `take` (or the first sample), ending at `now`."""
+        samples = sorted(self._samples, key=lambda s: s.seq)
+        self._samples = []
+        start = self._last_take
+        if start is None:
+            start = samples[0].arrival_s if samples else now
+        self._last_take = now
+        duration = max(now - start, 1e-3)
+        silent = now - self._last_arrival if self._last_arrival is not None else 0.0
+        base = self._base
+        if samples:
+            self._base = samples[-1]
+        if not samples:
+            return Window(
+                start, now, 0, 0, 0.0, 0.0, 0.0, math.nan, math.nan, math.nan, None, silent
+            )
+        last = samples[-1]
+        counted = last.frames_received > 0 and (base is None or base.frames_received > 0)
+        if base is None:  # the first window: the first sample is the baseline
+            base, rest = samples[0], samples[1:]
+        else:
+            rest = [s for s in samples if s.seq > base.seq]
+        sent = max(last.seq - base.seq, 0)
+        if counted:  # the cloud counted every frame it received, processed or not
+            received = last.frames_received - base.frames_received
+            bits = (last.bytes_received - base.bytes_received) * 8
+        else:  # only the processed frames: seq gaps count as lost
+            received = len(rest)
+            bits = sum(s.payload_bytes for s in rest) * 8
+        loss = min(max(1.0 - received / sent, 0.0), 1.0) if sent else 0.0
+        acc = [s.accuracy for s in samples if s.accuracy >= 0]
+        return Window(
+            start_s=start,
+            end_s=now,
+            samples=len(samples),
+            frames_sent=sent,
+            goodput_kbps=bits / 1000 / duration,
+            loss=loss,
+            trend_ms_per_s=theil_sen_slope(
+                [s.arrival_s for s in samples], [s.transport_ms for s in samples]
+            ),
+            transport_ms=statistics.median(s.transport_ms for s in samples),
+            latency_ms=statistics.median((s.arrival_s - s.capture_s) * 1e3 for s in samples),
+            cloud_ms=statistics.median(s.total_ms for s in samples),
+            accuracy=acc[-1] if acc else None,
+            silent_s=silent,
+        )
+
+
+@dataclass(frozen=True)
+class ControllerSettings:
+    """The controller's parameters (the controller node's, see cloudseg.graph.CONTROLLER)."""
+
+    safety: float = 0.8  # use at most this fraction of the measured goodput
+    latency_bound_ms: float = 500.0  # transport + cloud time per frame (0: no bound)
+    start_kbps: float = 0.0  # start at the most accurate entry under this (0: the lowest)
+    hold_s: float = 5.0  # no step up sooner than this after a change
+    up_windows: int = 3  # good windows in a row before a probe up
+    bad_windows: int = 2  # bad windows in a row before a step down (1 is noise)
+    loss_bad: float = 0.05  # a window with more loss is bad
+    loss_severe: float = 0.3  # ... and with this much, step down at once
+    trend_bad_ms_per_s: float = 50.0  # a window whose transport latency rises faster is bad
+    stall_s: float = 3.0  # no stats for this long (after some arrived): step to the lowest entry
+    probe_backoff_s: float = 20.0  # a failed probe is not repeated for this long (doubling)
+    accuracy_floor: float = 0.6  # worst case below this accuracy estimate (0: off)
+    accuracy_hold_s: float = 30.0  # how long the worst-case setting is kept
+    full_frame_every_s: float = 10.0  # online profiling: a full frame this often (0: never)
+
+    def __post_init__(self) -> None:
+        if not 0 < self.safety <= 1:
+            raise ValueError(f"safety must be in (0, 1], got {self.safety}")
+        if self.up_windows < 1 or self.bad_windows < 1:
+            raise ValueError("up_windows and bad_windows must be >= 1")
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The entry to use, why, and whether to ask for a full-resolution frame now."""
+
+    entry: ProfileEntry
+    reason: str
+    request_full_frame: bool = False
+    changed: bool = False  # the entry differs from the previous decision's
+
+
+def rate_kbps(e: ProfileEntry) -> float:
+    """An entry's stream rate: measured, else its target bitrate, else unknown (inf)."""
+    if math.isfinite(e.kbps):
+        return e.kbps
+    return float(e.bitrate_kbps) if e.bitrate_kbps else math.inf
+
+
+@dataclass
+class _State:
+    bad: int = 0
+    good: int = 0
+    last_change_s: float = -math.inf
+    probing: ProfileEntry | None = None  # the entry of the last probe up, until it holds
+    backoff: dict[ProfileEntry, tuple[float, float]] = field(default_factory=dict)  # until, len
+    next_full_s: float = 0.0
+    confirming: bool = False  # an accuracy estimate below the floor awaits confirmation
+    force_bypass: bool = False
+    max_scale: int | None = None
+    worst_until_s: float = -math.inf
+    seen_stats: bool = False
+
+
+class Controller:
+    """Picks a profile entry per window (see the module docstring for the rules)."""
+
+    def __init__(self, profile: Sequence[ProfileEntry], settings: ControllerSettings) -> None:
+        self.entries = pareto_front(list(profile)) or sorted(profile, key=rate_kbps)
+        if not self.entries:
+            raise ValueError("the profile has no usable entries")
+        self.all_entries = list(profile)
+        self.settings = settings
+        self.state = _State()
+        s = settings
+        fits = [e for e in self.entries if rate_kbps(e) <= s.start_kbps]
+        self.entry = max(fits, key=lambda e: e.miou) if fits else self.entries[0]
+
+    # -- helpers ------------------------------------------------------------------------------
+    def _effective(self, e: ProfileEntry) -> ProfileEntry:
+        """An entry with the worst-case override applied."""
+        return replace(e, sr_bypass=True) if self.state.force_bypass and not e.sr_bypass else e
+
+    def _candidates(self, w: Window) -> tuple[list[ProfileEntry], str]:
+        """The entries allowed now (scale cap of the worst case, latency bound), by rate."""
+        st, s = self.state, self.settings
+        es = [e for e in self.entries if st.max_scale is None or e.scale <= st.max_scale]
+        if st.max_scale is not None and not es:
+            es = list(self.entries)
+        if s.latency_bound_ms <= 0 or not math.isfinite(w.transport_ms):
+            return es, ""
+        ratio = 1.0
+        if math.isfinite(w.cloud_ms) and math.isfinite(self.entry.cloud_ms) and self.entry.cloud_ms:
+            ratio = w.cloud_ms / self.entry.cloud_ms
+        fit = [
+            e
+            for e in es
+            if not math.isfinite(e.cloud_ms)
+            or w.transport_ms + e.cloud_ms * ratio <= s.latency_bound_ms
+        ]
+        if fit:
+            return fit, ""
+        return es, f" (no entry fits the {s.latency_bound_ms:.0f} ms latency bound)"
+
+    def _base(self) -> ProfileEntry:
+        """The current entry without the worst-case override (its place in the profile)."""
+        for e in self.entries:
+            if replace(e, sr_bypass=self.entry.sr_bypass) == self.entry or e == self.entry:
+                return e
+        return self.entry
+
+    def _change(self, now: float, entry: ProfileEntry, reason: str, full: bool) -> Decision:
+        entry = self._effective(entry)
+        changed = entry != self.entry
+        if changed:
+            self.entry = entry
+            self.state.last_change_s = now
+        return Decision(entry, reason, full, changed)
+
+    # -- the decision -------------------------------------------------------------------------
+    def decide(self, now: float, w: Window, accuracy: float | None = None) -> Decision:
+        """One window's decision; `accuracy` overrides the window's own estimate if given."""
+        s, st = self.settings, self.state
+        accuracy = w.accuracy if accuracy is None else accuracy
+        full = False
+        if s.full_frame_every_s > 0 and now >= st.next_full_s:
+            full = True
+            st.next_full_s = now + s.full_frame_every_s
+        if w.samples:
+            st.seen_stats = True
+
+        # 1. the worst case: the accuracy estimate below the floor
+        if st.worst_until_s != -math.inf and now >= st.worst_until_s:
+            st.force_bypass, st.max_scale, st.worst_until_s = False, None, -math.inf
+            d = self._change(now, self._base(), "accuracy hold over: SR allowed again", full)
+            if d.changed:
+                return d
+        if accuracy is not None and s.accuracy_floor > 0:
+            if accuracy >= s.accuracy_floor:
+                st.confirming = False
+            elif not st.confirming:
+                st.confirming = True
+                st.next_full_s = now + s.full_frame_every_s if s.full_frame_every_s > 0 else 0
+                return Decision(
+                    self.entry,
+                    f"accuracy estimate {accuracy:.2f} below the floor {s.accuracy_floor:.2f}: "
+                    "asking for another full frame to confirm",
+                    True,
+                )
+            else:
+                st.confirming = False
+                st.worst_until_s = now + s.accuracy_hold_s
+                floor = f"accuracy estimate {accuracy:.2f} below the floor {s.accuracy_floor:.2f}"
+                if not self.entry.sr_bypass:
+                    st.force_bypass = True
+                    return self._change(
+                        now, self._base(), f"{floor} twice: bypass SR (bilinear)", full
+                    )
+                cands, _ = self._candidates(w)
+                cap = self._capacity(w)
+                finer = [
+                    e
+                    for e in cands
+                    if e.scale < self.entry.scale and (cap is None or rate_kbps(e) <= cap)
+                ]
+                if finer:
+                    best = max(finer, key=lambda e: (e.miou, -rate_kbps(e)))
+                    st.max_scale = best.scale
+                    return self._change(
+                        now, best, f"{floor} with SR bypassed: raise resolution", full
+                    )
+                return Decision(
+                    self.entry, f"{floor} with SR bypassed; no finer entry fits the rate", full
+                )
+
+        # 2. step down, fast
+        stalled = st.seen_stats and w.samples == 0 and w.silent_s >= s.stall_s
+        bad_why = []
+        if w.samples and w.loss > s.loss_bad:
+            bad_why.append(f"loss {w.loss:.0%}")
+        if w.samples and w.trend_ms_per_s > s.trend_bad_ms_per_s:
+            bad_why.append(f"latency rising {w.trend_ms_per_s:.0f} ms/s")
+        if stalled:
+            bad_why.append(f"no stats for {w.silent_s:.1f} s")
+        if bad_why:
+            st.bad += 1
+            st.good = 0
+            severe = stalled or w.loss >= s.loss_severe
+            if not severe and st.bad < s.bad_windows:
+                return Decision(
+                    self.entry,
+                    f"bad window {st.bad}/{s.bad_windows} ({', '.join(bad_why)}): holding",
+                    full,
+                )
+            return self._step_down(now, w, ", ".join(bad_why), stalled, full)
+        if w.samples == 0:
+            return Decision(self.entry, "no stats in this window: holding", full)
+
+        # 3. step up, carefully
+        st.bad = 0
+        st.good += 1
+        if st.probing is not None and st.good >= s.up_windows:
+            st.backoff.pop(st.probing, None)  # the probe held
+            st.probing = None
+        cands, note = self._candidates(w)
+        base = self._base()
+        if base not in cands:  # the latency bound no longer admits the current entry
+            lower = [e for e in cands if rate_kbps(e) <= rate_kbps(base)] or cands[:1]
+            best = max(lower, key=lambda e: e.miou)
+            return self._change(
+                now, best, f"latency: predicted over {s.latency_bound_ms:.0f} ms{note}", full
+            )
+        if st.good < s.up_windows or now - st.last_change_s < s.hold_s:
+            return Decision(self.entry, f"holding: {w.describe()}", full)
+        up = [e for e in cands if rate_kbps(e) > rate_kbps(base) and e.miou > base.miou]
+        if not up:
+            return Decision(self.entry, f"at the top that fits{note}: {w.describe()}", full)
+        nxt = min(up, key=rate_kbps)  # one step only: a failed probe blocks the ones above it
+        until = st.backoff.get(nxt, (-math.inf, 0.0))[0]
+        if until > now:
+            return Decision(
+                self.entry, f"holding: the probe up failed, next try in {until - now:.0f} s", full
+            )
+        st.good = 0
+        st.probing = nxt
+        return self._change(
+            now,
+            nxt,
+            f"probe up: {s.up_windows} good windows (loss {w.loss:.0%}, latency trend "
+            f"{w.trend_ms_per_s:+.0f} ms/s, goodput {w.goodput_kbps:.0f} kbit/s){note}",
+            full,
+        )
+
+    def _capacity(self, w: Window) -> float | None:
+        """The rate that fits: safety x goodput, when the window measured one."""
+        return self.settings.safety * w.goodput_kbps if w.samples else None
+
+    def _step_down(self, now: float, w: Window, why: str, stalled: bool, full: bool) -> Decision:
+        s, st = self.settings, self.state
+        st.bad = 0
+        base = self._base()
+        if st.probing is not None and st.probing == base:  # the probe failed: back off
+            _, length = st.backoff.get(base, (0.0, s.probe_backoff_s / 2))
+            length *= 2
+            st.backoff[base] = (now + length, length)
+            st.probing = None
+            why += f"; probe failed, not retried for {length:.0f} s"
+        cands, note = self._candidates(w)
+        lower = [e for e in cands if rate_kbps(e) < rate_kbps(base)]
+        if stalled:
+            target = cands[0]
+            fit = "the lowest entry"
+        else:
+            cap = self.settings.safety * w.goodput_kbps
+            fitting = [e for e in lower if rate_kbps(e) <= cap]
+            if fitting:
+                target = max(fitting, key=lambda e: (e.miou, -rate_kbps(e)))
+                fit = f"fits {s.safety:g} x goodput {w.goodput_kbps:.0f} = {cap:.0f} kbit/s"
+            elif lower:
+                target = lower[0]
+                fit = f"nothing fits {cap:.0f} kbit/s: the lowest entry"
+            else:
+                return Decision(self.entry, f"{why}: already at the lowest entry", full)
+        if rate_kbps(target) >= rate_kbps(base):
+            return Decision(self.entry, f"{why}: already at the lowest entry", full)
+        return self._change(now, target, f"step down ({why}): {fit}{note}", full)

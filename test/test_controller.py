@@ -1,0 +1,216 @@
+"""The adaptive controller on recorded measurement sequences (pure, no ROS)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from cloudseg.control.controller import (
+    Controller,
+    ControllerSettings,
+    Measurements,
+    StatSample,
+    Window,
+    rate_kbps,
+    theil_sen_slope,
+)
+from cloudseg.control.profile import ProfileEntry
+
+PROFILE = [
+    ProfileEntry(scale=4, crf=28, kbps=300, miou=0.45, cloud_ms=40),
+    ProfileEntry(scale=4, crf=23, kbps=600, miou=0.50, cloud_ms=40),
+    ProfileEntry(scale=2, crf=23, kbps=1500, miou=0.58, cloud_ms=60),
+    ProfileEntry(scale=1, crf=23, kbps=4000, miou=0.65, cloud_ms=90),
+    ProfileEntry(scale=4, crf=23, kbps=600, miou=0.44, cloud_ms=20, sr_bypass=True),  # dominated
+]
+
+
+def window(
+    goodput: float,
+    loss: float = 0.0,
+    trend: float = 0.0,
+    samples: int = 10,
+    accuracy: float | None = None,
+    silent: float = 0.1,
+) -> Window:
+    return Window(0, 1, samples, samples, goodput, loss, trend, 30.0, 100.0, 50.0, accuracy, silent)
+
+
+def link(rate: float, capacity: float) -> Window:
+    """One window of a sender at `rate` over a link of `capacity` kbit/s."""
+    if rate <= capacity:
+        return window(rate)
+    return window(capacity, loss=1 - capacity / rate, trend=200.0)
+
+
+def run(ctl: Controller, capacities: list[float], t0: float = 0.0) -> list:
+    """Feed one window per second; returns the decisions."""
+    out = []
+    for i, c in enumerate(capacities):
+        out.append(ctl.decide(t0 + i, link(rate_kbps(ctl.entry), c)))
+    return out
+
+
+def settings(**kw) -> ControllerSettings:
+    return ControllerSettings(**{"full_frame_every_s": 0.0, **kw})
+
+
+def test_starts_at_the_most_accurate_entry_under_start_kbps() -> None:
+    assert Controller(PROFILE, settings()).entry.kbps == 300
+    assert Controller(PROFILE, settings(start_kbps=2000)).entry.kbps == 1500
+
+
+def test_steps_down_within_two_windows_after_a_bandwidth_drop() -> None:
+    ctl = Controller(PROFILE, settings(start_kbps=10_000))
+    assert ctl.entry.kbps == 4000
+    run(ctl, [8000] * 5)
+    assert ctl.entry.kbps == 4000
+    ds = run(ctl, [3200] * 3, t0=5)  # 20% loss: bad, not severe
+    assert not ds[0].changed and "bad window 1/2" in ds[0].reason
+    assert ds[1].changed and ds[1].entry.kbps == 1500  # the best under 0.8 x 3200
+    assert "step down" in ds[1].reason and "goodput 3200" in ds[1].reason
+    assert not ds[2].changed
+    ds = run(ctl, [400] * 2, t0=8)  # 73% loss: severe, at once
+    assert ds[0].changed and ds[0].entry.kbps == 300
+
+
+def test_steps_up_after_recovery_without_flapping() -> None:
+    ctl = Controller(PROFILE, settings(start_kbps=10_000))
+    run(ctl, [1000] * 4)
+    assert ctl.entry.kbps == 600
+    ds = run(ctl, [8000] * 40, t0=4)
+    assert ctl.entry.kbps == 4000
+    ups = [(i, d) for i, d in enumerate(ds) if d.changed]
+    assert len(ups) == 2 and all("probe up" in d.reason for _, d in ups)
+    assert ups[1][0] - ups[0][0] >= ctl.settings.hold_s  # one step at a time, held
+
+
+def test_a_link_between_two_entries_does_not_flap() -> None:
+    ctl = Controller(PROFILE, settings(start_kbps=600))
+    ds = run(ctl, [1000] * 120)
+    changes = [d for d in ds if d.changed]
+    # probes to 1500 fail and are backed off 20 s, 40 s, 80 s: 3 probes in 2 min
+    assert len(changes) == 6
+    assert all(d.entry.kbps in (600, 1500) for d in changes)  # never past the failed one
+    assert any("probe failed" in d.reason for d in changes)
+    assert ctl.entry.kbps == 600
+
+
+def test_ignores_a_single_noisy_window() -> None:
+    ctl = Controller(PROFILE, settings(start_kbps=10_000))
+    ds = [ctl.decide(t, w) for t, w in enumerate([window(5000)] * 3 + [window(4000, 0.1, 300)])]
+    ds += [ctl.decide(4 + t, window(5000)) for t in range(2)]
+    assert not any(d.changed for d in ds)
+    assert "bad window 1/2" in ds[3].reason
+
+
+def test_a_severe_loss_steps_down_at_once() -> None:
+    ctl = Controller(PROFILE, settings(start_kbps=1500))
+    d = ctl.decide(0, window(500, loss=0.6))
+    assert d.changed and d.entry.kbps == 300 and "loss 60%" in d.reason
+
+
+def test_silence_steps_down_to_the_lowest_entry() -> None:
+    ctl = Controller(PROFILE, settings(start_kbps=10_000))
+    ctl.decide(0, window(4000))
+    assert not ctl.decide(1, window(0, samples=0, silent=1.0)).changed
+    d = ctl.decide(3, window(0, samples=0, silent=3.0))
+    assert d.changed and d.entry.kbps == 300 and "no stats for 3.0 s" in d.reason
+
+
+def test_bypasses_sr_when_the_accuracy_estimate_collapses() -> None:
+    ctl = Controller(PROFILE, settings(start_kbps=1500))
+    first = ctl.decide(0, window(1500), accuracy=0.2)
+    assert not first.changed and first.request_full_frame and "confirm" in first.reason
+    d = ctl.decide(1, window(1500), accuracy=0.25)
+    assert d.changed and d.entry.sr_bypass and d.entry.scale == 2
+    assert "bypass SR" in d.reason
+    # still below the floor with SR bypassed: raise the resolution (a finer scale that fits)
+    ctl.decide(2, window(6000), accuracy=0.3)
+    d = ctl.decide(3, window(6000), accuracy=0.3)
+    assert d.changed and d.entry.scale == 1 and d.entry.sr_bypass
+    assert "raise resolution" in d.reason
+    # after the hold, SR comes back
+    d = ctl.decide(3 + ctl.settings.accuracy_hold_s, window(6000))
+    assert d.changed and not d.entry.sr_bypass and "SR allowed again" in d.reason
+
+
+def test_one_low_estimate_then_a_good_one_changes_nothing() -> None:
+    ctl = Controller(PROFILE, settings(start_kbps=1500))
+    ctl.decide(0, window(1500), accuracy=0.2)
+    d = ctl.decide(1, window(1500), accuracy=0.7)
+    assert not d.changed and not ctl.entry.sr_bypass
+
+
+def test_requests_a_full_frame_every_k_seconds() -> None:
+    ctl = Controller(PROFILE, ControllerSettings(full_frame_every_s=5.0))
+    asked = [t for t in range(21) if ctl.decide(t, window(300)).request_full_frame]
+    assert asked == [0, 5, 10, 15, 20]
+
+
+def test_latency_bound_excludes_slow_entries() -> None:
+    ctl = Controller(PROFILE, settings(start_kbps=1500, latency_bound_ms=100.0))
+    # measured cloud time 50 ms vs. 60 profiled; transport 30 ms: 4000 kbit/s entry predicted
+    # 30 + 90 x 50/60 = 105 ms > 100
+    run(ctl, [8000] * 30)
+    assert ctl.entry.kbps == 1500
+
+
+def test_settings_are_checked() -> None:
+    with pytest.raises(ValueError):
+        ControllerSettings(safety=0)
+
+
+# -- Measurements -----------------------------------------------------------------------------
+
+
+def sample(seq: int, t: float, size: int = 1000, transport: float = 20.0, **kw) -> StatSample:
+    return StatSample(seq, size, t - 0.1, t, transport, 50.0, **kw)
+
+
+def test_measurements_goodput_and_loss_from_seq_gaps() -> None:
+    m = Measurements()
+    for seq in range(10):  # 10 frames of 1000 bytes in 1 s
+        m.add(sample(seq, seq * 0.1))
+    w = m.take(1.0)
+    assert w.samples == 10 and w.loss == 0.0
+    assert w.goodput_kbps == pytest.approx(9 * 8000 / 1000 / 1.0, rel=0.01)  # first: baseline
+    for seq in (10, 12, 14, 16, 18):  # every other frame lost
+        m.add(sample(seq, 1 + (seq - 10) * 0.1))
+    w = m.take(2.0)
+    assert w.frames_sent == 9 and w.loss == pytest.approx(1 - 5 / 9)
+    assert w.goodput_kbps == pytest.approx(5 * 8.0)
+    assert w.transport_ms == 20.0 and w.latency_ms == pytest.approx(100.0)
+
+
+def test_measurements_use_the_clouds_counters() -> None:
+    m = Measurements()
+    m.add(sample(0, 0.0, frames_received=1, bytes_received=1000))
+    m.take(1.0)
+    # the cloud processed only seq 10 but received 8 of the 10 frames sent, 16 kB
+    m.add(sample(10, 1.9, frames_received=9, bytes_received=17_000))
+    w = m.take(2.0)
+    assert w.loss == pytest.approx(0.2)
+    assert w.goodput_kbps == pytest.approx(128.0)
+
+
+def test_measurements_latency_trend_is_robust_to_one_outlier() -> None:
+    m = Measurements()
+    for i in range(10):
+        m.add(sample(i, i * 0.1, transport=20 + 100 * i * 0.1))  # +100 ms per second
+    assert m.take(1.0).trend_ms_per_s == pytest.approx(100.0)
+    for i in range(10):
+        m.add(sample(10 + i, 1 + i * 0.1, transport=500.0 if i == 3 else 20.0))
+    assert m.take(2.0).trend_ms_per_s == pytest.approx(0.0)
+    assert theil_sen_slope([0], [1]) == 0.0
+
+
+def test_measurements_empty_window_and_accuracy() -> None:
+    m = Measurements()
+    m.add(sample(0, 0.5, accuracy=0.8))
+    w = m.take(1.0)
+    assert w.accuracy == 0.8 and w.samples == 1
+    w = m.take(2.0)
+    assert w.samples == 0 and w.accuracy is None and w.silent_s == pytest.approx(1.5)
+    assert math.isnan(w.transport_ms)
