@@ -214,3 +214,11 @@ def test_measurements_empty_window_and_accuracy() -> None:
     w = m.take(2.0)
     assert w.samples == 0 and w.accuracy is None and w.silent_s == pytest.approx(1.5)
     assert math.isnan(w.transport_ms)
+
+
+def test_the_compressor_refuses_out_of_range_knob_values() -> None:
+    from cloudseg.media.stream import CompressorSettings
+
+    for bad in ({"crf": 60}, {"quality": 101}, {"scale": 0}):
+        with pytest.raises(ValueError):
+            CompressorSettings().with_changes(**bad)

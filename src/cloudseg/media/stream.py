@@ -43,6 +43,10 @@ class CompressorSettings:
             raise CodecError(f"unknown codec {self.codec!r} (known: {', '.join(CODECS)})")
         if self.scale < 1:
             raise ValueError(f"scale must be >= 1, got {self.scale}")
+        if not 0 <= self.crf <= 51:
+            raise ValueError(f"crf must be 0..51, got {self.crf}")
+        if not 0 <= self.quality <= 100:
+            raise ValueError(f"quality must be 0..100, got {self.quality}")
 
     @classmethod
     def from_params(cls, params: dict[str, Any]) -> CompressorSettings:
