@@ -1,0 +1,125 @@
+"""Controller node (vehicle side): the adaptive controller between the cloud's stats and Knob.
+
+Subscribes /cloudseg/stats (FrameStats, sent back by the cloud), aggregates them per window
+(`window_s`), lets `cloudseg.control.controller.Controller` decide, and publishes a Knob
+(reliable, transient-local) when the chosen profile entry changes or a full-resolution frame
+is wanted for online profiling. Every change is logged with its reason.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rclpy.node import Node
+
+from cloudseg.control.controller import (
+    Controller,
+    ControllerSettings,
+    Decision,
+    Measurements,
+    StatSample,
+)
+from cloudseg.control.profile import PROFILE_FILE, ProfileEntry, load_profile
+from cloudseg.graph import CONTROLLER, KNOB_TOPIC, STATS_TOPIC, config_dir
+from cloudseg.msg import FrameStats, Knob
+from cloudseg.nodes.common import declare_parameters, qos_for, run_node, stamp_ns
+
+#: Used when config/profile.json does not exist yet: rates are the H.264 targets, the mIoU
+#: values only order the entries (rough guesses after BENCHMARKS.md, not measured).
+BUILTIN_PROFILE = (
+    ProfileEntry(scale=4, bitrate_kbps=300, kbps=300, miou=0.20),
+    ProfileEntry(scale=4, bitrate_kbps=750, kbps=750, miou=0.30),
+    ProfileEntry(scale=2, bitrate_kbps=1500, kbps=1500, miou=0.35),
+    ProfileEntry(scale=2, bitrate_kbps=3000, kbps=3000, miou=0.38),
+    ProfileEntry(scale=1, bitrate_kbps=6000, kbps=6000, miou=0.42),
+)
+
+
+def knob_for(decision: Decision, seq: int) -> Knob:
+    """The Knob of a decision; fields the profile does not set say 'keep'."""
+    e = decision.entry
+    return Knob(
+        seq=seq,
+        scale=e.scale,
+        max_fps=float(e.max_fps),
+        key_threshold=float(e.key_threshold),
+        useful_threshold=float(e.useful_threshold),
+        selection_mode="",  # keep
+        codec="h264",
+        bitrate_kbps=int(e.bitrate_kbps),
+        crf=int(e.crf),
+        quality=0,  # keep
+        sr_bypass=bool(e.sr_bypass),
+        request_full_frame=decision.request_full_frame,
+    )
+
+
+class ControllerNode(Node):
+    def __init__(self) -> None:
+        super().__init__(CONTROLLER.name)
+        self.params = p = declare_parameters(self, CONTROLLER)
+        profile = self.load(p["profile"])
+        names = ControllerSettings.__dataclass_fields__
+        settings = ControllerSettings(**{k: v for k, v in p.items() if k in names})
+        self.controller = Controller(profile, settings)
+        self.measurements = Measurements()
+        self.seq = 0
+        self.pub = self.create_publisher(Knob, KNOB_TOPIC, qos_for(KNOB_TOPIC))
+        self.create_subscription(FrameStats, STATS_TOPIC, self.on_stats, qos_for(STATS_TOPIC))
+        self.create_timer(float(p["window_s"]), self.on_window)
+        self.publish(Decision(self.controller.entry, "start", changed=True))
+
+    def load(self, path: str) -> list[ProfileEntry]:
+        """The profile; the built-in one (with a warning) when the default file is missing."""
+        file = Path(path) if path else config_dir() / PROFILE_FILE
+        if not path and not file.is_file():
+            self.get_logger().warning(
+                f"no profile at {file} (make one: cloudseg profile): using the built-in guess"
+            )
+            return list(BUILTIN_PROFILE)
+        entries = load_profile(file)
+        self.get_logger().info(f"profile {file}: {len(entries)} entries")
+        return entries
+
+    def now_s(self) -> float:
+        return self.get_clock().now().nanoseconds / 1e9
+
+    def on_stats(self, s: FrameStats) -> None:
+        self.measurements.add(
+            StatSample(
+                seq=int(s.seq),
+                payload_bytes=int(s.payload_bytes),
+                capture_s=stamp_ns(s.header) / 1e9,
+                arrival_s=self.now_s(),
+                transport_ms=float(s.transport_ms),
+                total_ms=float(s.total_ms),
+                frames_received=int(s.frames_received),
+                bytes_received=int(s.bytes_received),
+                accuracy=float(s.accuracy_estimate),
+            )
+        )
+
+    def on_window(self) -> None:
+        now = self.now_s()
+        window = self.measurements.take(now)
+        decision = self.controller.decide(now, window)
+        if decision.changed or decision.request_full_frame:
+            self.publish(decision)
+        else:
+            self.get_logger().debug(decision.reason)
+
+    def publish(self, d: Decision) -> None:
+        self.seq += 1
+        self.pub.publish(knob_for(d, self.seq))
+        if d.changed:
+            self.get_logger().info(f"knob {self.seq}: {d.entry.describe()}: {d.reason}")
+        else:
+            self.get_logger().info(f"knob {self.seq}: full-resolution frame asked: {d.reason}")
+
+
+def main(args: list[str] | None = None) -> int:
+    return run_node(ControllerNode, args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
