@@ -60,6 +60,7 @@ def _node(args: argparse.Namespace) -> int:
 
 BENCH_COMMANDS = {
     "bitrate": "kbit/s and PSNR per scale and codec",
+    "codec": "libx264 preset x rate control x intra refresh: kbit/s, PSNR, mIoU, encode ms",
     "cloud": "ms per frame of decode, SR and segmentation (CPU or GPU)",
     "accuracy": "Table 1 without codec, through the default H.264 stream and at 750 kbit/s",
     "selector": "frames sent, kbit/s and held-label mIoU of frame selection vs fixed interval",
@@ -88,6 +89,12 @@ def _eval(args: argparse.Namespace) -> int:
     from cloudseg.train.evaluate import main as eval_main
 
     return eval_main(args.rest)
+
+
+def _profile(args: argparse.Namespace) -> int:
+    from cloudseg.control.profile_run import main as profile_main
+
+    return profile_main(args.rest)
 
 
 TRAIN_COMMANDS = {
@@ -219,6 +226,13 @@ def build_parser() -> argparse.ArgumentParser:
         add_help=False,
     )
     p.set_defaults(func=_eval, passes_options=True)
+
+    p = sub.add_parser(
+        "profile",
+        help="offline kbit/s-accuracy profile -> config/profile.json (see cloudseg profile --help)",
+        add_help=False,
+    )
+    p.set_defaults(func=_profile, passes_options=True)
 
     p = sub.add_parser(
         "train",
