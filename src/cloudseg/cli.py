@@ -48,7 +48,20 @@ def _run(args: argparse.Namespace) -> int:
     from cloudseg.launcher import run_graph
 
     overrides = {"source": {"input": args.input}} if args.input else None
-    return run_graph(args.graph, overrides)
+    dds = None
+    if args.dds != "local":
+        from cloudseg.launcher import dds_env
+
+        side = "vehicle" if args.graph == "vehicle" else "cloud"
+        if args.graph in ("pipeline", "cloud_split"):
+            print(f"--dds {args.dds} runs one side: graph vehicle or cloud", file=sys.stderr)
+            return 2
+        try:
+            dds = dds_env(args.dds, side, args.peer, args.listen, args.public_ip, args.server)
+        except (ValueError, OSError) as exc:
+            print(f"cloudseg run: {exc}", file=sys.stderr)
+            return 2
+    return run_graph(args.graph, overrides, dds)
 
 
 def _node(args: argparse.Namespace) -> int:
@@ -204,6 +217,21 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="start a graph's nodes as processes (no ros2 launch needed)")
     p.add_argument("graph", choices=sorted(GRAPHS))
     p.add_argument("--input", help="input for the source node (pipeline graph)")
+    p.add_argument(
+        "--dds",
+        choices=("local", "tcp", "discovery"),
+        default="local",
+        help="Fast DDS profile: local (one host, default), tcp (cloud listens, vehicle "
+        "connects) or discovery (both are clients of a discovery server)",
+    )
+    p.add_argument("--peer", metavar="HOST:PORT", help="tcp, vehicle: the cloud's address")
+    p.add_argument(
+        "--listen", metavar="PORT", type=int, help="tcp, cloud: TCP port to listen on (7410)"
+    )
+    p.add_argument(
+        "--public-ip", metavar="IP", help="tcp, cloud: address the vehicle reaches (behind NAT)"
+    )
+    p.add_argument("--server", metavar="HOST:PORT", help="discovery: the discovery server")
     p.set_defaults(func=_run)
 
     p = sub.add_parser("node", help="run one node: cloudseg node NAME [--ros-args ...]")

@@ -35,6 +35,76 @@ def local_env(one_host: bool = True) -> dict[str, str]:
     return {**env, **{k: os.environ[k] for k in env if os.environ.get(k)}}
 
 
+#: `--dds` choices: the Fast DDS profile of each side when vehicle and cloud are on different hosts.
+DDS_MODES = ("local", "tcp", "discovery")
+TCP_DDS_PROFILES = {"vehicle": "fastdds_tcp_vehicle.xml", "cloud": "fastdds_tcp_cloud.xml"}
+DISCOVERY_DDS_PROFILE = "fastdds_discovery_client.xml"
+DEFAULT_DDS_PORT = 7410
+DEFAULT_DISCOVERY_PORT = 11811
+
+
+def parse_host_port(text: str, default_port: int) -> tuple[str, int]:
+    """`HOST:PORT`, `HOST` or `:PORT` as (host, port); a name is resolved to its IPv4 address
+    (Fast DDS locators in the profiles take addresses)."""
+    host, sep, port = text.rpartition(":")
+    if not sep:
+        host, port = text, ""
+    port_n = int(port) if port else default_port
+    if not 0 < port_n < 65536:
+        raise ValueError(f"port out of range in {text!r}")
+    if not host:
+        raise ValueError(f"no host in {text!r}")
+    import socket
+
+    return socket.gethostbyname(host), port_n
+
+
+def dds_env(
+    mode: str,
+    side: str,
+    peer: str | None = None,
+    listen: int | None = None,
+    public_ip: str | None = None,
+    server: str | None = None,
+) -> dict[str, str]:
+    """Environment selecting the Fast DDS profile of one side ("vehicle" or "cloud") for vehicle
+    and cloud on different hosts, with the variables the profile reads.
+
+    - "tcp": the cloud listens on TCP port `listen` (announcing `public_ip` when it is behind
+      NAT), the vehicle connects to `peer` (HOST:PORT); only that one port must be reachable.
+    - "discovery": both sides are clients of the discovery server `server` (HOST:PORT, started
+      with `fastdds discovery -i 0 -l ADDR -p PORT`); data then flows directly over UDP.
+    """
+    if side not in TCP_DDS_PROFILES:
+        raise ValueError(f"side must be vehicle or cloud, not {side!r}")
+    if mode == "tcp":
+        env = {"FASTDDS_DEFAULT_PROFILES_FILE": str(config_dir() / TCP_DDS_PROFILES[side])}
+        if side == "cloud":
+            env["CLOUDSEG_DDS_PORT"] = str(listen or DEFAULT_DDS_PORT)
+            env["CLOUDSEG_DDS_PUBLIC_IP"] = public_ip or "0.0.0.0"
+        else:
+            if not peer:
+                raise ValueError("--dds tcp on the vehicle needs --peer HOST:PORT (the cloud)")
+            host, port = parse_host_port(peer, DEFAULT_DDS_PORT)
+            env["CLOUDSEG_DDS_PEER_ADDRESS"] = host
+            env["CLOUDSEG_DDS_PEER_PORT"] = str(port)
+    elif mode == "discovery":
+        if not server:
+            raise ValueError("--dds discovery needs --server HOST:PORT (the discovery server)")
+        host, port = parse_host_port(server, DEFAULT_DISCOVERY_PORT)
+        env = {
+            "FASTDDS_DEFAULT_PROFILES_FILE": str(config_dir() / DISCOVERY_DDS_PROFILE),
+            "CLOUDSEG_DDS_SERVER_ADDRESS": host,
+            "CLOUDSEG_DDS_SERVER_PORT": str(port),
+        }
+    else:
+        raise ValueError(f"unknown DDS mode {mode!r} (one of {', '.join(DDS_MODES[1:])})")
+    # A range or server from the environment would fight the profile's own discovery settings.
+    env["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "SYSTEM_DEFAULT"
+    env["ROS_DISCOVERY_SERVER"] = ""
+    return env
+
+
 def _param_value(value: Any) -> str:
     """A value as `-p name:=value` expects it (YAML): JSON is valid YAML for these types."""
     return json.dumps(value)
@@ -117,9 +187,16 @@ class NodeProcesses:
         self.stop_all()
 
 
-def run_graph(graph: str, overrides: dict[str, dict[str, Any]] | None = None) -> int:
-    """Run a whole graph in the foreground until Ctrl-C (or until every node has ended)."""
-    with NodeProcesses(env=local_env(one_host=graph == "pipeline")) as procs:
+def run_graph(
+    graph: str,
+    overrides: dict[str, dict[str, Any]] | None = None,
+    dds: dict[str, str] | None = None,
+) -> int:
+    """Run a whole graph in the foreground until Ctrl-C (or until every node has ended).
+    `dds`: environment from `dds_env` for vehicle and cloud on different hosts (it wins over
+    the one-host settings)."""
+    env = local_env(one_host=graph == "pipeline" and not dds)
+    with NodeProcesses(env={**env, **(dds or {})}) as procs:
         procs.start_graph(graph, overrides)
         try:
             while any(p.poll() is None for p in procs.procs.values()):
