@@ -1,0 +1,86 @@
+"""The controller node over real Fast DDS: FrameStats showing a bandwidth drop -> a lower Knob."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from cloudseg.control.profile import ProfileEntry, save_profile
+from cloudseg.graph import KNOB_TOPIC, STATS_TOPIC, config_dir
+from cloudseg.launcher import NodeProcesses
+
+pytestmark = pytest.mark.dds
+
+PROFILE = [
+    ProfileEntry(scale=4, crf=28, kbps=300, miou=0.45, cloud_ms=40),
+    ProfileEntry(scale=4, crf=23, kbps=600, miou=0.50, cloud_ms=40),
+    ProfileEntry(scale=2, crf=23, kbps=1500, miou=0.58, cloud_ms=60),
+    ProfileEntry(scale=1, crf=23, kbps=4000, miou=0.65, cloud_ms=90),
+]
+
+
+def test_controller_steps_down_after_a_bandwidth_drop(tmp_path):
+    import rclpy
+
+    from cloudseg.msg import FrameStats, Knob
+    from cloudseg.nodes.common import qos_for
+
+    profile = tmp_path / "profile.json"
+    save_profile(profile, PROFILE, {"source": "test"})
+    rclpy.init(args=[])
+    node = rclpy.create_node("controller_test")
+    knobs: list[Knob] = []
+    node.create_subscription(Knob, KNOB_TOPIC, knobs.append, qos_for(KNOB_TOPIC))
+    pub = node.create_publisher(FrameStats, STATS_TOPIC, qos_for(STATS_TOPIC))
+    overrides = {
+        "profile": str(profile),
+        "start_kbps": 10000.0,
+        "window_s": 0.5,
+        "full_frame_every_s": 0.0,
+        "latency_bound_ms": 0.0,
+    }
+    try:
+        with NodeProcesses(log_dir=tmp_path) as procs:
+            procs.start("controller", config_dir() / "controller.yaml", overrides)
+            deadline = time.monotonic() + 20
+            while not knobs and time.monotonic() < deadline:
+                rclpy.spin_once(node, timeout_sec=0.1)
+            assert knobs, (tmp_path / "controller.log").read_text()
+            # 20 frames/s sent, 80% arrive, 7812 bytes each: goodput ~1000 kbit/s, and the
+            # transport latency grows 100 ms per second (a queue)
+            received = 0
+            t0 = time.monotonic()
+            seq = 0
+            while time.monotonic() - t0 < 8 and not any(k.scale == 4 for k in knobs):
+                seq += 1
+                if seq % 5:
+                    received += 1
+                    now = node.get_clock().now().to_msg()
+                    stats = FrameStats(
+                        seq=seq,
+                        payload_bytes=7812,
+                        frames_received=received,
+                        bytes_received=received * 7812,
+                        transport_ms=20.0 + 100.0 * (time.monotonic() - t0),
+                        total_ms=40.0,
+                    )
+                    stats.header.stamp = now
+                    pub.publish(stats)
+                end = time.monotonic() + 0.05
+                while time.monotonic() < end:
+                    rclpy.spin_once(node, timeout_sec=0.01)
+            for _ in range(5):
+                rclpy.spin_once(node, timeout_sec=0.1)
+            assert procs.procs["controller"].poll() is None, "the controller died"
+        log = (tmp_path / "controller.log").read_text()
+    finally:
+        node.destroy_node()
+        rclpy.try_shutdown()
+    assert knobs[0].scale == 1 and knobs[0].codec == "h264", log
+    down = [k for k in knobs if k.scale == 4]
+    assert down, log
+    assert (down[0].crf, down[0].seq) == (23, knobs[0].seq + 1), log  # 600 <= 0.8 x 1000
+    assert down[0].selection_mode == "" and down[0].quality == 0  # keep
+    assert "step down (loss 2" in log and "goodput" in log, log
+    assert "Traceback" not in log
