@@ -222,3 +222,31 @@ def test_the_compressor_refuses_out_of_range_knob_values() -> None:
     for bad in ({"crf": 60}, {"quality": 101}, {"scale": 0}):
         with pytest.raises(ValueError):
             CompressorSettings().with_changes(**bad)
+
+
+# -- the accuracy estimate (cloud side) -------------------------------------------------------
+
+
+def test_accuracy_estimate_compares_the_streamed_frame_with_the_full_one() -> None:
+    import numpy as np
+
+    from cloudseg.control.accuracy import as_streamed, estimate_accuracy, label_agreement
+
+    rgb = np.zeros((64, 128, 3), np.uint8)
+    rgb[:, 64:] = 200
+    assert as_streamed(rgb, 4, None).shape == (16, 32, 3)
+    coded = as_streamed(rgb, 2, 23)
+    assert coded.shape == (32, 64, 3) and abs(int(coded[0, 40, 0]) - 200) < 10
+
+    class Service:  # labels: bright pixels are class 1, restored bilinearly
+        def segment_lr(self, lr, scale, width, height, sr_bypass):
+            import cv2
+
+            up = cv2.resize(lr, (width, height), interpolation=cv2.INTER_LINEAR)
+            return type("R", (), {"labels": (up[..., 0] > 100).astype(np.uint8)})()
+
+    full = (rgb[..., 0] > 100).astype(np.uint8)
+    assert estimate_accuracy(Service(), rgb, full, 4, False, 23) > 0.95
+    assert label_agreement(full, 1 - full) == 0.0
+    with pytest.raises(ValueError):
+        label_agreement(full, full[:10])

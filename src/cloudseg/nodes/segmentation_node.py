@@ -12,6 +12,7 @@ from rclpy.node import Node
 from sensor_msgs.msg import Image
 from std_msgs.msg import Header
 
+from cloudseg.control.accuracy import estimate_accuracy
 from cloudseg.graph import LABELS_TOPIC, OVERLAY_TOPIC, RESTORED_TOPIC, SEGMENTATION, STATS_TOPIC
 from cloudseg.msg import FrameStats
 from cloudseg.nodes.common import declare_parameters, qos_for, run_node
@@ -54,6 +55,24 @@ class SegmentationNode(Node):
         """The in-process hand-over from the sr node (job: its FrameJob)."""
         f = job.frame
         result = self.service.segment(pyramid, int(f.width), int(f.height), job.decode_ms)
+        accuracy = -1.0
+        if int(f.scale) == 1 and job.stream_scale > 1:  # the controller's profiling frame
+            try:
+                accuracy = estimate_accuracy(
+                    self.service,
+                    job.lr,
+                    result.labels,
+                    job.stream_scale,
+                    job.sr_bypass,
+                    job.stream_crf,
+                )
+            except Exception as exc:  # the estimate is optional: say why it is missing
+                self.get_logger().warning(f"frame {f.seq}: no accuracy estimate: {exc}")
+            else:
+                self.get_logger().info(
+                    f"frame {f.seq}: profiling frame, labels at x{job.stream_scale} agree "
+                    f"{accuracy:.1%} with full resolution"
+                )
         self.publish(
             result,
             f.header,
@@ -63,6 +82,9 @@ class SegmentationNode(Node):
             codec=f.codec,
             payload_bytes=len(f.data),
             transport_ms=job.transport_ms,
+            frames_received=job.frames_received,
+            bytes_received=job.bytes_received,
+            accuracy_estimate=accuracy,
         )
         return result
 

@@ -37,6 +37,11 @@ class FrameJob:
     decode_ms: float
     transport_ms: float
     t0: float  # perf_counter when the frame arrived
+    frames_received: int = 0  # of this stream so far, processed or skipped (FrameStats)
+    bytes_received: int = 0
+    stream_scale: int = 0  # the Knob's scale (0: no Knob): a scale-1 frame is a profiling frame
+    stream_crf: int | None = None  # the Knob's CRF when the stream is H.264 constant quality
+    sr_bypass: bool = False
 
 
 #: What the SR node hands over in process: (pyramid on the device, the frame) -> result
@@ -49,6 +54,8 @@ class SRNode(Node):
         self.params = declare_parameters(self, SR)
         self.sr_bypass = self.params["restore"] == "bilinear"
         self.service, self.handoff = service, handoff
+        self.frames_received = self.bytes_received = 0
+        self.knob_scale, self.knob_crf = 0, None
         self.restored_pub = self.create_publisher(Image, RESTORED_TOPIC, qos_for(RESTORED_TOPIC))
         self.create_subscription(Frame, FRAMES_TOPIC, self.on_frame, qos_for(FRAMES_TOPIC))
         if handoff is None:  # on its own: restore here, publish the image and the timings
@@ -72,6 +79,9 @@ class SRNode(Node):
         self.get_logger().info(f"restoring {FRAMES_TOPIC} -> {where}")
 
     def on_knob(self, knob: Knob) -> None:
+        self.knob_scale = int(knob.scale)
+        h264_crf = knob.codec in ("", "h264") and not knob.bitrate_kbps and knob.crf
+        self.knob_crf = int(knob.crf) if h264_crf else None
         if bool(knob.sr_bypass) != self.sr_bypass:
             self.sr_bypass = bool(knob.sr_bypass)
             self.get_logger().info(f"knob {knob.seq}: SR {'bypassed' if self.sr_bypass else 'on'}")
@@ -80,10 +90,23 @@ class SRNode(Node):
         t0 = time.perf_counter()
         # transport: compressor publish to DDS arrival here, not to when this callback ran
         transport = (info["received_timestamp"] - Time.from_msg(frame.sent_stamp).nanoseconds) / 1e6
+        self.frames_received += 1
+        self.bytes_received += len(frame.data)
         lr, decode_ms = decode_frame(self, frame, self.decode)
         if lr is None:
             return
-        job = FrameJob(frame, lr, decode_ms, transport, t0)
+        job = FrameJob(
+            frame,
+            lr,
+            decode_ms,
+            transport,
+            t0,
+            self.frames_received,
+            self.bytes_received,
+            self.knob_scale,
+            self.knob_crf,
+            self.sr_bypass,
+        )
         if self.handoff is None:
             self.restore_and_publish(job)
             return
@@ -93,6 +116,9 @@ class SRNode(Node):
         with self.wake:
             if self.latest is not None:
                 self.skipped += 1
+                pending = self.latest
+                if int(pending.frame.scale) == 1 and pending.stream_scale > 1:
+                    return  # keep the controller's profiling frame: it comes once
             self.latest = job
             self.wake.notify()
 
@@ -141,6 +167,8 @@ class SRNode(Node):
                 segmentation_ms=0.0,
                 total_ms=(time.perf_counter() - job.t0) * 1e3,
                 transport_ms=job.transport_ms,
+                frames_received=job.frames_received,
+                bytes_received=job.bytes_received,
             )
         )
 
