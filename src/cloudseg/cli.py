@@ -27,11 +27,22 @@ def _demo(args: argparse.Namespace) -> int:
         score=args.score,
         gop=args.gop,
         select=args.select,
+        control=_control_on(args.control),
     )
     print(stats.report())
     if args.json:
         print(stats.to_json())
     return 0 if stats.frames_received else 1
+
+
+def _control_on(choice: str) -> bool:
+    """`--control`: auto is on when config/profile.json exists (`cloudseg profile`)."""
+    if choice != "auto":
+        return choice == "on"
+    from cloudseg.control.profile import PROFILE_FILE
+    from cloudseg.graph import config_dir
+
+    return (config_dir() / PROFILE_FILE).is_file()
 
 
 def _convert(args: argparse.Namespace) -> int:
@@ -202,6 +213,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="after the stream, the mIoU of the labels that came back: against ground truth "
         "when the input is Cityscapes frames with gtFine labels, else against the segmenter's "
         "labels on the original full-resolution frames",
+    )
+    p.add_argument(
+        "--control",
+        default="auto",
+        choices=("auto", "on", "off"),
+        help="the adaptive controller: on, it measures the link and sends Knobs (scale, rate, "
+        "SR bypass) from the profile, replacing --scale/--crf/--bitrate; off keeps these fixed; "
+        "auto (default): on when config/profile.json exists (cloudseg profile)",
     )
     p.add_argument("--json", action="store_true", help="last line: one JSON object")
     p.set_defaults(func=_demo)

@@ -66,6 +66,8 @@ def run_demo(
     score: bool = False,
     gop: int | None = None,
     select: str = "pixel",
+    control: bool = False,
+    controller_params: dict | None = None,
 ) -> StreamStats:
     """Stream `input_path` through vehicle and cloud processes; return what was seen.
 
@@ -79,6 +81,9 @@ def run_demo(
     interval (None: the compressor's default, except 1 for the unrelated stills of a
     Cityscapes split, each then a stream of its own as `cloudseg eval` encodes them).
     `select`: the frame_selector's mode ("pixel", "learned" or "off": every frame sent).
+    `control`: also run the adaptive controller (the "controller" graph, `controller_params`
+    override its parameters): its Knobs then replace scale, rate and SR bypass as it measures
+    the link; off, the settings given here hold for the whole stream.
     """
     if cloud not in GRAPHS or not cloud.startswith("cloud"):
         raise ValueError(f"unknown cloud graph {cloud!r}")
@@ -123,6 +128,8 @@ def run_demo(
             if gop is not None:
                 vehicle["gop"] = gop
             procs.start_graph("vehicle", {"vehicle": vehicle})
+            if control:
+                procs.start_graph("controller", {"controller": dict(controller_params or {})})
             ready = _wait_for(
                 executor,
                 monitor,
