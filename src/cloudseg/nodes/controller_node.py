@@ -114,7 +114,8 @@ class ControllerNode(Node):
         if d.changed:
             self.get_logger().info(f"knob {self.seq}: {d.entry.describe()}: {d.reason}")
         else:
-            self.get_logger().info(f"knob {self.seq}: full-resolution frame asked: {d.reason}")
+            self.get_logger().info(f"knob {self.seq}: one full-resolution frame (online profiling)")
+            self.get_logger().debug(d.reason)
 
 
 def main(args: list[str] | None = None) -> int:
