@@ -88,6 +88,7 @@ BENCH_COMMANDS = {
     "cloud": "ms per frame of decode, SR and segmentation (CPU or GPU)",
     "accuracy": "Table 1 without codec, through the default H.264 stream and at 750 kbit/s",
     "selector": "frames sent, kbit/s and held-label mIoU of frame selection vs fixed interval",
+    "adapt": "policies over a tc-shaped link replaying a bandwidth trace (root; namespaces)",
 }
 
 

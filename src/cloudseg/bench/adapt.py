@@ -1,0 +1,664 @@
+"""``cloudseg bench adapt``: adaptive streaming over a shaped link that changes its rate.
+
+The vehicle side (source on a loop of a real sequence, vehicle node, and for ``--policy
+controller`` the controller node) runs in one network namespace, the cloud side in another,
+joined by a veth pair whose vehicle-to-cloud direction is shaped by tc tbf
+(:mod:`cloudseg.bench.netem`). A bandwidth trace (default 8 -> 2 -> 1 -> 4 Mbit/s, 20 s each)
+is replayed by changing the tbf rate live. A probe in the vehicle namespace
+(:mod:`cloudseg.bench.adapt_probe`) records every Frame sent, every FrameStats back from the
+cloud and every Knob, and publishes the Knobs of the bench's own policies:
+
+* ``full``: scale 1 throughout; ``fixed4``: scale 4 throughout;
+* ``resolution``: resolution-only adaptation (AWStream-like): scale 1, 2, 4 or 8 picked from
+  the measured goodput and loss, probing a finer scale after a quiet spell
+  (:class:`ResolutionPolicy`; 8 because scale 4 at CRF 23 needs ~1.1 Mbit/s, over a 1 Mbit/s
+  link);
+* ``controller``: the project's adaptive controller node (``cloudseg node controller``).
+
+Without a GPU the cloud runs ``cloud_bilinear`` (decode + bilinear restoration, no
+segmentation), which keeps up on a CPU; ``--cloud cloud`` runs SR + segmentation (a GPU).
+DDS: UDP only between the namespaces (the cloud side has no shared-memory transport, so nothing
+bypasses the veth), multicast discovery, a ROS domain of its own. No added delay (netem is absent
+from this kernel; no delay forwarder yet).
+
+Reported per second: link rate, offered kbit/s (Frame bytes sent), goodput (payload bytes of
+the frames whose FrameStats came back), knob in force (scale), capture-to-result latency (the
+FrameStats' arrival on the vehicle minus the capture stamp) and accuracy estimate (the newest
+``accuracy_estimate`` of the FrameStats, from the cloud's profiling frames; null without one).
+``--json``: one line per policy with ``steps`` = one summary per trace
+step; ``offered_over_link_max`` = the largest offered/link ratio over any 3-s window that starts
+3 s or more after a step starts and ends within that step; ``collapsed`` = no FrameStats
+arrived for more than 2 s while the link was up.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import csv
+import itertools
+import json
+import math
+import os
+import statistics
+import sys
+import tempfile
+import time
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "POLICIES",
+    "ResolutionPolicy",
+    "Step",
+    "WindowStats",
+    "analyse",
+    "collapsed",
+    "main",
+    "offered_over_link_max",
+    "parse_trace",
+]
+
+PROG = "cloudseg bench adapt"
+#: policy -> the scale the vehicle starts with
+POLICIES: dict[str, int] = {"controller": 4, "full": 1, "fixed4": 4, "resolution": 2}
+DEFAULT_TRACE = ((8000.0,), (2000.0,), (1000.0,), (4000.0,))
+DEFAULT_SEQUENCE = "/work/shared/data/sequences/aachen_seq0000"
+COLLAPSE_GAP_S = 2.0
+WINDOW_DELAY_S = 3.0
+WINDOW_S = 3.0
+CPU_CLOUD_NOTE = (
+    "no GPU: the cloud runs `cloud_bilinear` (decode + bilinear restoration, no segmentation), "
+    "which keeps up on a CPU"
+)
+UDP_PROFILE = """<?xml version="1.0" encoding="UTF-8" ?>
+<dds xmlns="http://www.eprosima.com"><profiles>
+  <transport_descriptors><transport_descriptor>
+    <transport_id>cloudseg_udp</transport_id><type>UDPv4</type>
+    <sendBufferSize>4194304</sendBufferSize><receiveBufferSize>8388608</receiveBufferSize>
+  </transport_descriptor></transport_descriptors>
+  <participant profile_name="cloudseg_wan_udp" is_default_profile="true"><rtps>
+    <userTransports><transport_id>cloudseg_udp</transport_id></userTransports>
+    <useBuiltinTransports>false</useBuiltinTransports>
+  </rtps></participant>
+</profiles></dds>
+"""
+
+
+class AdaptError(Exception):
+    """Bad options or a run that cannot go on; main() prints one line and returns 2."""
+
+
+@dataclass(frozen=True)
+class Step:
+    """One step of a bandwidth trace: from `start` (s) for `seconds`, at `kbps`."""
+
+    start: float
+    seconds: float
+    kbps: float
+
+    @property
+    def end(self) -> float:
+        return self.start + self.seconds
+
+
+def _steps(pairs: Sequence[tuple[float, float]]) -> list[Step]:
+    steps, t = [], 0.0
+    for seconds, kbps in pairs:
+        if not (seconds > 0 and kbps > 0):
+            raise AdaptError(f"trace step ({seconds}, {kbps}): seconds and kbps must be > 0")
+        steps.append(Step(t, float(seconds), float(kbps)))
+        t += seconds
+    if not steps:
+        raise AdaptError("the trace has no steps")
+    return steps
+
+
+def parse_trace(path: str | Path | None, step_seconds: float = 20.0) -> list[Step]:
+    """A trace from a CSV (`seconds,kbps` rows, a header allowed) or JSON file (a list of
+    [seconds, kbps] pairs or {"seconds":, "kbps":} objects); None: the default trace
+    (8000, 2000, 1000, 4000 kbit/s, `step_seconds` each)."""
+    if path is None:
+        return _steps([(step_seconds, kbps) for (kbps,) in DEFAULT_TRACE])
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except OSError as exc:
+        raise AdaptError(f"cannot read the trace {p}: {exc.strerror}") from None
+    pairs: list[tuple[float, float]] = []
+    try:
+        if p.suffix.lower() == ".json":
+            for item in json.loads(text):
+                if isinstance(item, dict):
+                    pairs.append((float(item["seconds"]), float(item["kbps"])))
+                else:
+                    pairs.append((float(item[0]), float(item[1])))
+        else:
+            for row in csv.reader(line for line in text.splitlines() if line.strip()):
+                if row[0].strip().startswith("#"):
+                    continue
+                try:
+                    pairs.append((float(row[0]), float(row[1])))
+                except ValueError:
+                    if pairs:  # only the first row may be a header
+                        raise
+    except (ValueError, KeyError, IndexError, TypeError) as exc:
+        raise AdaptError(f"trace {p}: expected (seconds, kbps) steps ({exc})") from None
+    return _steps(pairs)
+
+
+def link_at(steps: Sequence[Step], t: float) -> float:
+    """The link rate at time `t` of the trace (0 outside it)."""
+    for s in steps:
+        if s.start <= t < s.end:
+            return s.kbps
+    return 0.0
+
+
+def offered_over_link_max(
+    sent: Sequence[tuple[float, int]],
+    steps: Sequence[Step],
+    delay: float = WINDOW_DELAY_S,
+    window: float = WINDOW_S,
+    hop: float = 1.0,
+) -> float:
+    """Largest (offered kbit/s over `window` s) / link kbit/s, over windows that start `delay`
+    s or more after a step starts (every `hop` s) and end within the step. `sent`: (time s,
+    bytes) of every frame sent, times relative to the trace start."""
+    best = 0.0
+    for s in steps:
+        w = s.start + delay
+        while w + window <= s.end + 1e-9:
+            bits = 8 * sum(b for t, b in sent if w <= t < w + window)
+            best = max(best, bits / window / 1000 / s.kbps)
+            w += hop
+    return best
+
+
+def collapsed(
+    arrivals: Sequence[float], steps: Sequence[Step], gap: float = COLLAPSE_GAP_S
+) -> bool:
+    """True when, while the link is up (rate > 0), no result arrives for more than `gap` s
+    (also from the trace start to the first arrival and from the last one to the end)."""
+    spans: list[list[float]] = []
+    for s in steps:
+        if s.kbps <= 0:
+            continue
+        if spans and abs(spans[-1][1] - s.start) < 1e-9:
+            spans[-1][1] = s.end
+        else:
+            spans.append([s.start, s.end])
+    times = sorted(arrivals)
+    for a, b in spans:
+        points = [a] + [t for t in times if a < t < b] + [b]
+        if any(q - p > gap for p, q in itertools.pairwise(points)):
+            return True
+    return False
+
+
+def _pct(values: Sequence[float], q: float) -> float | None:
+    if not values:
+        return None
+    v = sorted(values)
+    k = (len(v) - 1) * q / 100
+    lo, hi = math.floor(k), math.ceil(k)
+    return round(v[lo] + (v[hi] - v[lo]) * (k - lo), 1)
+
+
+def analyse(events: Sequence[dict], steps: Sequence[Step], t0: float, policy: str) -> dict:
+    """Per-second records, per-step summaries and the --json result from the probe's events
+    (wall-clock `t`; `t0` = the trace start)."""
+    end = steps[-1].end
+    sent = [e for e in events if e["e"] == "sent" and 0 <= e["t"] - t0 < end]
+    back = {}
+    for e in events:
+        if e["e"] == "back":
+            back.setdefault(e["seq"], e)
+    arrived = [e for e in back.values() if 0 <= e["t"] - t0 < end]
+    knobs = sorted((e for e in events if e["e"] == "knob"), key=lambda e: e["t"])
+    # lost: sent (at least 2 s before the end, so it had time) and never came back
+    lost = [e for e in sent if e["seq"] not in back and e["t"] - t0 < end - 2.0]
+
+    def knob_at(t: float, frames: list[dict]) -> int | None:
+        k = [e for e in knobs if e["t"] <= t]
+        if k and k[-1]["scale"]:
+            return k[-1]["scale"]
+        return frames[-1]["scale"] if frames else None
+
+    estimates = sorted((e["t"], e["acc"]) for e in back.values() if "acc" in e)
+
+    def accuracy_at(t: float) -> float | None:
+        """The newest accuracy estimate from the cloud (profiling frames), None before one."""
+        seen = [a for ts, a in estimates if ts <= t]
+        return seen[-1] if seen else None
+
+    seconds = []
+    for k in range(math.ceil(end)):
+        s_in = [e for e in sent if k <= e["t"] - t0 < k + 1]
+        b_in = [e for e in arrived if k <= e["t"] - t0 < k + 1]
+        seconds.append(
+            {
+                "t": k,
+                "link_kbps": link_at(steps, k),
+                "offered_kbps": round(8 * sum(e["bytes"] for e in s_in) / 1000, 1),
+                "goodput_kbps": round(8 * sum(e["bytes"] for e in b_in) / 1000, 1),
+                "sent": len(s_in),
+                "arrived": len(b_in),
+                "scale": knob_at(t0 + k + 1, s_in),
+                "latency_ms": _pct([e["lat_ms"] for e in b_in], 50),
+                "accuracy": accuracy_at(t0 + k + 1),
+            }
+        )
+    summaries = []
+    for s in steps:
+        rows = [r for r in seconds if s.start <= r["t"] < s.end]
+        b_in = [e for e in arrived if s.start <= e["t"] - t0 < s.end]
+        scales = sorted({r["scale"] for r in rows if r["scale"] is not None})
+        summaries.append(
+            {
+                "start_s": s.start,
+                "seconds": s.seconds,
+                "link_kbps": s.kbps,
+                "offered_kbps": round(statistics.fmean(r["offered_kbps"] for r in rows), 1),
+                "goodput_kbps": round(statistics.fmean(r["goodput_kbps"] for r in rows), 1),
+                "sent": sum(r["sent"] for r in rows),
+                "arrived": sum(r["arrived"] for r in rows),
+                "lost": sum(1 for e in lost if s.start <= e["t"] - t0 < s.end),
+                "scales": scales,
+                "latency_ms_p50": _pct([e["lat_ms"] for e in b_in], 50),
+            }
+        )
+    lat = [e["lat_ms"] for e in arrived]
+    result = {
+        "policy": policy,
+        "steps": summaries,
+        "collapsed": collapsed([e["t"] - t0 for e in arrived], steps),
+        "offered_over_link_max": round(
+            offered_over_link_max([(e["t"] - t0, e["bytes"]) for e in sent], steps), 3
+        ),
+        "latency_ms_p50": _pct(lat, 50),
+        "latency_ms_p95": _pct(lat, 95),
+        "frames_lost": len(lost),
+    }
+    return {"result": result, "seconds": seconds}
+
+
+@dataclass
+class WindowStats:
+    """The probe's view of the last few seconds: frames sent, results back, latencies."""
+
+    horizon: float = 3.0
+    sent_events: deque = field(default_factory=deque)  # (t, seq, bytes)
+    back_events: deque = field(default_factory=deque)  # (t, seq, latency ms)
+    back_seqs: set = field(default_factory=set)
+    first_back: int | None = None  # frames sent before the cloud was up do not count as lost
+
+    def sent(self, t: float, seq: int, nbytes: int) -> None:
+        self.sent_events.append((t, seq, nbytes))
+
+    def back(self, t: float, seq: int, latency_ms: float) -> None:
+        self.back_events.append((t, seq, latency_ms))
+        self.back_seqs.add(seq)
+        if self.first_back is None:
+            self.first_back = seq
+
+    def summary(self, now: float, span: float = 1.5, grace: float = 0.3) -> dict[str, float]:
+        """offered and goodput kbit/s over the last `span` s; loss = the fraction of frames sent
+        between `span + grace` and `grace` s ago with no result yet; p50 latency (ms)."""
+        while self.sent_events and self.sent_events[0][0] < now - self.horizon - span:
+            _, seq, _ = self.sent_events.popleft()
+            self.back_seqs.discard(seq)
+        while self.back_events and self.back_events[0][0] < now - self.horizon - span:
+            self.back_events.popleft()
+        sizes = {seq: b for _, seq, b in self.sent_events}
+        offered = sum(b for t, _, b in self.sent_events if t >= now - span)
+        good = sum(sizes.get(seq, 0) for t, seq, _ in self.back_events if t >= now - span)
+        first = self.first_back if self.first_back is not None else 1 << 62
+        due = [
+            seq
+            for t, seq, _ in self.sent_events
+            if now - span - grace <= t < now - grace and seq >= first
+        ]
+        missing = sum(1 for seq in due if seq not in self.back_seqs)
+        lat = [ms for t, _, ms in self.back_events if t >= now - span]
+        return {
+            "offered_kbps": 8 * offered / span / 1000,
+            "goodput_kbps": 8 * good / span / 1000,
+            "loss": missing / len(due) if due else 0.0,
+            "latency_ms": statistics.median(lat) if lat else 0.0,
+            "due": float(len(due)),
+        }
+
+
+@dataclass
+class ResolutionPolicy:
+    """Resolution-only adaptation (AWStream-like): the finest scale whose measured rate fits
+    `margin` x the goodput once the link is congested (loss or rising latency); after `hold` s
+    without congestion it probes the next finer scale, backing off (x2) after a failed probe."""
+
+    scales: tuple[int, ...] = (1, 2, 4, 8)
+    scale: int = 2
+    margin: float = 0.8
+    hold: float = 8.0
+    max_hold: float = 48.0
+    loss_limit: float = 0.1
+    latency_limit_ms: float = 300.0
+    rates: dict[int, float] = field(
+        default_factory=lambda: {1: 9000.0, 2: 3000.0, 4: 1100.0, 8: 400.0}
+    )
+    quiet_s: float = 0.0
+    backoff: float = 1.0
+    probing: bool = False
+    settle: float = 0.0
+
+    def update(self, w: dict[str, float], dt: float = 1.0) -> int:
+        """One call every `dt` s with `WindowStats.summary()`; returns the scale to use."""
+        if self.settle > 0:  # after a step down the window still holds the old scale's frames
+            self.settle -= dt
+            return self.scale
+        if w["offered_kbps"] > 0 and not self.probing:
+            old = self.rates.get(self.scale, w["offered_kbps"])
+            self.rates[self.scale] = 0.7 * old + 0.3 * w["offered_kbps"]
+        congested = w["due"] > 0 and (
+            w["loss"] > self.loss_limit or w["latency_ms"] > self.latency_limit_ms
+        )
+        if congested:
+            fits = [s for s in self.scales if self.rates[s] <= self.margin * w["goodput_kbps"]]
+            new = min(fits) if fits else max(self.scales)
+            if self.probing:
+                self.backoff = min(self.backoff * 2, self.max_hold / self.hold)
+            self.probing = False
+            self.quiet_s = 0.0
+            new = max(new, self.scale)  # never finer while congested
+            if new != self.scale:
+                self.scale, self.settle = new, 1.5
+            return self.scale
+        if self.probing and w["offered_kbps"] > 0:
+            old = self.rates.get(self.scale, w["offered_kbps"])
+            self.rates[self.scale] = 0.7 * old + 0.3 * w["offered_kbps"]
+        self.quiet_s += dt
+        if self.probing and self.quiet_s >= 4:
+            self.probing, self.backoff = False, 1.0  # the probe held
+        finer = [s for s in self.scales if s < self.scale]
+        if finer and self.quiet_s >= self.hold * self.backoff:
+            self.scale, self.probing, self.quiet_s = max(finer), True, 0.0
+        return self.scale
+
+
+# --- the run -------------------------------------------------------------------------------
+
+
+def _controller_available() -> bool:
+    import importlib.util
+
+    from cloudseg.graph import NODES
+
+    if "controller" not in NODES:
+        return False
+    try:
+        return importlib.util.find_spec(NODES["controller"].module) is not None
+    except ImportError:
+        return False
+
+
+def _has_cuda() -> bool:
+    try:
+        import torch
+
+        return bool(torch.cuda.is_available())
+    except Exception:
+        return False
+
+
+def _read_events(path: Path) -> list[dict]:
+    events = []
+    if path.exists():
+        for line in path.read_text().splitlines():
+            with contextlib.suppress(json.JSONDecodeError):  # a line cut by the stop
+                events.append(json.loads(line))
+    return events
+
+
+def run_policy(
+    policy: str,
+    steps: list[Step],
+    sequence: str,
+    cloud: str,
+    log_dir: Path,
+    rate: float = 17.0,
+    quiet: bool = False,
+    startup_s: float = 90.0,
+) -> dict:
+    """One run of `policy` over the trace; returns `analyse()`'s result."""
+    import subprocess
+
+    from cloudseg.bench.netem import ShapedLink
+    from cloudseg.graph import GRAPHS, NODES, config_dir
+    from cloudseg.launcher import local_env, node_command
+
+    def say(text: str) -> None:
+        if not quiet:
+            print(f"[{policy}] {text}", file=sys.stderr, flush=True)
+
+    log_dir.mkdir(parents=True, exist_ok=True)
+    udp_profile = log_dir / "fastdds_wan_udp.xml"
+    udp_profile.write_text(UDP_PROFILE)
+    base = {**os.environ, **local_env(one_host=False)}
+    base.pop("ROS_LOCALHOST_ONLY", None)
+    base["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "SUBNET"
+    base["ROS_DOMAIN_ID"] = str(100 + os.getpid() % 100)
+    # vehicle: shared memory inside its namespace (6 MB camera images) + UDP; cloud: UDP only,
+    # so everything between the two crosses the veth
+    vehicle_env = {**base, "FASTDDS_DEFAULT_PROFILES_FILE": str(config_dir() / "fastdds_local.xml")}
+    cloud_env = {**base, "FASTDDS_DEFAULT_PROFILES_FILE": str(udp_profile)}
+    events_file = log_dir / f"events-{policy}.jsonl"
+    procs: list[tuple[str, subprocess.Popen]] = []
+
+    def start(name: str, side: str, cmd: list[str], env: dict[str, str]) -> subprocess.Popen:
+        with open(log_dir / f"{policy}-{name}.log", "w") as out:
+            p = subprocess.Popen(
+                link.exec_prefix(side) + cmd, env=env, stdout=out, stderr=subprocess.STDOUT
+            )
+        procs.append((name, p))
+        return p
+
+    link = ShapedLink(steps[0].kbps)
+    link.open()
+    say(f"namespaces {link.vehicle_ns} ({link.vehicle_ip}) and {link.cloud_ns} ({link.cloud_ip})")
+    try:
+        for node, config in GRAPHS[cloud]:
+            over: dict[str, Any] = {"publish_restored": False} if node in ("sr", "cloud") else {}
+            start(node, "cloud", node_command(node, config_dir() / config, over), cloud_env)
+        probe = [sys.executable, "-m", "cloudseg.bench.adapt_probe", "--policy", policy]
+        start("probe", "vehicle", [*probe, "--events", str(events_file)], vehicle_env)
+        if policy == "controller":
+            ctl = dict(GRAPHS).get("controller", (("controller", None),))[0]
+            cfg = config_dir() / ctl[1] if ctl[1] else None
+            start("controller", "vehicle", node_command("controller", cfg), vehicle_env)
+        vehicle_over = {"scale": POLICIES[policy]}
+        for node, config in GRAPHS["vehicle"]:
+            cmd = node_command(node, config_dir() / config, vehicle_over)
+            start(node, "vehicle", cmd, vehicle_env)
+        source = {
+            "input": sequence,
+            "loop": True,
+            "stamp_mode": "now",
+            "rate": rate,
+            "wait_for_subscribers": 1,
+            "wait_timeout": startup_s,
+        }
+        start("source", "vehicle", node_command("source", None, source), vehicle_env)
+        assert "source" in NODES
+        deadline = time.monotonic() + startup_s
+        while not any(e["e"] == "back" for e in _read_events(events_file)):
+            dead = [n for n, p in procs if p.poll() is not None]
+            if dead:
+                raise AdaptError(
+                    f"{dead[0]} ended at start-up; see {log_dir}/{policy}-{dead[0]}.log"
+                )
+            if time.monotonic() > deadline:
+                raise AdaptError(f"no frame came back within {startup_s:.0f} s; logs in {log_dir}")
+            time.sleep(0.5)
+        time.sleep(3.0)  # let the first frames settle before the trace starts
+        say(f"stream up; replaying {len(steps)} steps, {steps[-1].end:.0f} s")
+        t0 = time.time()
+        for s in steps:
+            link.set_rate(s.kbps)
+            say(f"t={s.start:5.1f} s link {s.kbps:.0f} kbit/s")
+            while time.time() - t0 < s.end:
+                time.sleep(0.1)
+                dead = [n for n, p in procs if p.poll() is not None]
+                if dead:
+                    raise AdaptError(f"{dead[0]} died; see {log_dir}/{policy}-{dead[0]}.log")
+    finally:
+        for _, p in reversed(procs):
+            if p.poll() is None:
+                p.send_signal(2)
+        stop = time.monotonic() + 5
+        for _, p in procs:
+            try:
+                p.wait(max(stop - time.monotonic(), 0.1))
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+        link.close()
+    return analyse(_read_events(events_file), steps, t0, policy)
+
+
+def _print_seconds(policy: str, seconds: list[dict]) -> None:
+    print(f"policy {policy}: per second")
+    print("    t  link  offered  goodput  sent  back  scale  latency_ms  accuracy")
+    for r in seconds:
+        lat = "-" if r["latency_ms"] is None else f"{r['latency_ms']:.0f}"
+        print(
+            f"{r['t']:5d} {r['link_kbps']:5.0f} {r['offered_kbps']:8.0f} {r['goodput_kbps']:8.0f}"
+            f" {r['sent']:5d} {r['arrived']:5d} {r['scale'] or '-':>6} {lat:>11}  n/a"
+        )
+
+
+def _print_result(r: dict) -> None:
+    print(
+        f"policy {r['policy']}: collapsed {r['collapsed']}, offered/link max "
+        f"{r['offered_over_link_max']:.2f}, latency p50 {r['latency_ms_p50']} ms, p95 "
+        f"{r['latency_ms_p95']} ms, frames lost {r['frames_lost']}"
+    )
+
+
+def plot(runs: dict[str, dict], path: Path) -> None:
+    """Offered (and goodput) vs link rate over time, one panel per policy."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(len(runs), 1, figsize=(9, 2.4 * len(runs)), sharex=True, squeeze=False)
+    for ax, (policy, run) in zip(axes[:, 0], runs.items(), strict=True):
+        secs = run["seconds"]
+        t = [r["t"] + 0.5 for r in secs]
+        ax.step(
+            [r["t"] for r in secs],
+            [r["link_kbps"] for r in secs],
+            where="post",
+            color="k",
+            label="link",
+        )
+        ax.plot(t, [r["offered_kbps"] for r in secs], label="offered", color="tab:red")
+        ax.plot(t, [r["goodput_kbps"] for r in secs], label="goodput", color="tab:green", ls="--")
+        res = run["result"]
+        ax.set_title(
+            f"{policy}: collapsed {res['collapsed']}, offered/link max "
+            f"{res['offered_over_link_max']:.2f}, p50 {res['latency_ms_p50']} ms",
+            fontsize=9,
+        )
+        ax.set_ylabel("kbit/s")
+        ax.legend(fontsize=7, loc="upper right")
+    axes[-1, 0].set_xlabel("s")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Stream a real sequence from a vehicle namespace to a cloud namespace over "
+        "a tc-shaped veth link that replays a bandwidth trace; per policy: offered vs link "
+        "rate, goodput, knob, latency, collapse. Needs root.",
+    )
+    parser.add_argument("--trace", help="CSV or JSON of (seconds, kbps) steps")
+    parser.add_argument(
+        "--step-seconds", type=float, default=20.0, help="default trace: seconds per step (20)"
+    )
+    parser.add_argument(
+        "--policy",
+        default="controller",
+        choices=(*POLICIES, "all"),
+        help="controller (default), full, fixed4, resolution, or all four in turn",
+    )
+    parser.add_argument("--input", default=DEFAULT_SEQUENCE, help="sequence played on a loop")
+    parser.add_argument("--rate", type=float, default=17.0, help="camera rate, Hz (17)")
+    parser.add_argument(
+        "--cloud",
+        choices=("auto", "cloud_bilinear", "cloud"),
+        default="auto",
+        help="cloud graph (auto: cloud with a GPU, cloud_bilinear without)",
+    )
+    parser.add_argument("--plot", type=Path, help="PNG: offered/goodput vs link over time")
+    parser.add_argument("--records", type=Path, help="write the per-second records (JSON)")
+    parser.add_argument("--log-dir", type=Path, help="node logs and events (default: a temp dir)")
+    parser.add_argument("--json", action="store_true", help="one JSON line per policy")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from cloudseg.bench.netem import NetemError, check_privileges
+
+    reason = check_privileges()
+    if reason:
+        print(f"{PROG}: {reason}", file=sys.stderr)
+        return 1
+    try:
+        steps = parse_trace(args.trace, args.step_seconds)
+        if not Path(args.input).exists():
+            raise AdaptError(f"--input {args.input} does not exist")
+        policies = list(POLICIES) if args.policy == "all" else [args.policy]
+        if not _controller_available() and "controller" in policies:
+            if args.policy == "controller":
+                raise AdaptError("controller not available yet (no `controller` node in the graph)")
+            print(f"{PROG}: controller not available yet; skipping it", file=sys.stderr)
+            policies.remove("controller")
+        cloud = args.cloud
+        if cloud == "auto":
+            cloud = "cloud" if _has_cuda() else "cloud_bilinear"
+        if cloud == "cloud_bilinear":
+            print(f"{PROG}: {CPU_CLOUD_NOTE}", file=sys.stderr)
+        log_dir = args.log_dir or Path(tempfile.mkdtemp(prefix="cloudseg-adapt-"))
+        runs = {}
+        for policy in policies:
+            run = run_policy(policy, steps, args.input, cloud, log_dir, args.rate, quiet=args.json)
+            runs[policy] = run
+            if args.json:
+                print(json.dumps(run["result"]), flush=True)
+            else:
+                _print_seconds(policy, run["seconds"])
+                _print_result(run["result"])
+        if args.records:
+            args.records.write_text(json.dumps({p: r["seconds"] for p, r in runs.items()}))
+        if args.plot:
+            plot(runs, args.plot)
+    except (AdaptError, NetemError) as exc:
+        print(f"{PROG}: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted; namespaces removed", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,127 @@
+"""The vehicle-side probe of `cloudseg bench adapt` (run inside the vehicle namespace).
+
+Records every Frame the compressor sends, every FrameStats that comes back from the cloud and
+every Knob, as JSON lines (wall-clock seconds, one host so one clock), and for the bench's own
+policies (full, fixed4, resolution) publishes the Knobs. The `controller` policy leaves the
+Knobs to the controller node. Usage (internal):
+``python -m cloudseg.bench.adapt_probe --policy P --events FILE``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from typing import IO
+
+import rclpy
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.node import Node
+
+from cloudseg.bench.adapt import POLICIES, ResolutionPolicy, WindowStats
+from cloudseg.graph import FRAMES_TOPIC, KNOB_TOPIC, STATS_TOPIC
+from cloudseg.msg import Frame, FrameStats, Knob
+from cloudseg.nodes.common import qos_for, stamp_ns
+
+TICK_S = 0.5  # the bench policies decide this often
+
+
+class AdaptProbe(Node):
+    """Records the stream on the vehicle side; publishes the bench policies' Knobs."""
+
+    def __init__(self, policy: str, out: IO[str]) -> None:
+        super().__init__("cloudseg_adapt_probe")
+        self.policy = policy
+        self.out = out
+        self.window = WindowStats()
+        self.knob_seq = 0
+        self.scale = 0
+        self.resolution = ResolutionPolicy() if policy == "resolution" else None
+        self.create_subscription(Frame, FRAMES_TOPIC, self.on_frame, qos_for(FRAMES_TOPIC))
+        self.create_subscription(FrameStats, STATS_TOPIC, self.on_stats, qos_for(STATS_TOPIC))
+        self.create_subscription(Knob, KNOB_TOPIC, self.on_knob, qos_for(KNOB_TOPIC))
+        self.knob_pub = None
+        if policy != "controller":
+            self.knob_pub = self.create_publisher(Knob, KNOB_TOPIC, qos_for(KNOB_TOPIC))
+            start = POLICIES[policy]
+            self.publish_scale(self.resolution.scale if self.resolution else start)
+            self.create_timer(TICK_S, self.tick)
+
+    def write(self, record: dict) -> None:
+        self.out.write(json.dumps(record) + "\n")
+
+    def publish_scale(self, scale: int) -> None:
+        if scale == self.scale or self.knob_pub is None:
+            return
+        self.knob_seq += 1
+        self.scale = scale
+        knob = Knob(seq=self.knob_seq, scale=scale)
+        knob.header.stamp = self.get_clock().now().to_msg()
+        self.knob_pub.publish(knob)
+
+    def on_frame(self, f: Frame) -> None:
+        now = time.time()
+        self.window.sent(now, int(f.seq), len(f.data))
+        self.write(
+            {"e": "sent", "t": now, "seq": int(f.seq), "bytes": len(f.data), "scale": f.scale}
+        )
+
+    def on_stats(self, s: FrameStats) -> None:
+        now = time.time()
+        latency_ms = (now - stamp_ns(s.header) / 1e9) * 1e3
+        self.window.back(now, int(s.seq), latency_ms)
+        record = {
+            "e": "back",
+            "t": now,
+            "seq": int(s.seq),
+            "bytes": int(s.payload_bytes),
+            "lat_ms": round(latency_ms, 2),
+        }
+        accuracy = float(getattr(s, "accuracy_estimate", -1.0))  # newer FrameStats carry it
+        if accuracy >= 0:
+            record["acc"] = round(accuracy, 4)
+        self.write(record)
+
+    def on_knob(self, k: Knob) -> None:
+        self.write(
+            {
+                "e": "knob",
+                "t": time.time(),
+                "seq": int(k.seq),
+                "scale": int(k.scale),
+                "max_fps": round(float(k.max_fps), 2),
+                "bitrate_kbps": int(k.bitrate_kbps),
+                "crf": int(k.crf),
+                "sr_bypass": bool(k.sr_bypass),
+            }
+        )
+
+    def tick(self) -> None:
+        if self.resolution is not None and self.window.back_seqs:  # not before the stream is up
+            w = self.window.summary(time.time())
+            self.publish_scale(self.resolution.update(w, TICK_S))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="cloudseg.bench.adapt_probe")
+    parser.add_argument("--policy", required=True, choices=tuple(POLICIES))
+    parser.add_argument("--events", required=True, help="JSON-lines file to write")
+    args = parser.parse_args(argv)
+    rclpy.init(args=[])
+    executor = SingleThreadedExecutor()
+    with open(args.events, "w", buffering=1) as out:
+        probe = AdaptProbe(args.policy, out)
+        executor.add_node(probe)
+        try:
+            executor.spin()
+        except (KeyboardInterrupt, ExternalShutdownException):
+            pass
+        finally:
+            probe.destroy_node()
+            rclpy.try_shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
