@@ -1,0 +1,164 @@
+"""`cloudseg bench adapt`: the pure parts (trace, windows, collapse, policy) and one run over
+two network namespaces joined by a tc-shaped veth (root only)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from cloudseg.bench import adapt, netem
+from cloudseg.bench.adapt import (
+    AdaptError,
+    ResolutionPolicy,
+    Step,
+    WindowStats,
+    analyse,
+    collapsed,
+    offered_over_link_max,
+    parse_trace,
+)
+
+# --- pure parts ------------------------------------------------------------------------------
+
+
+def test_default_trace() -> None:
+    steps = parse_trace(None, step_seconds=5)
+    assert [s.kbps for s in steps] == [8000, 2000, 1000, 4000]
+    assert [s.start for s in steps] == [0, 5, 10, 15]
+    assert steps[-1].end == 20
+
+
+def test_trace_csv_with_header_and_json(tmp_path: Path) -> None:
+    csv_file = tmp_path / "t.csv"
+    csv_file.write_text("seconds,kbps\n# a comment\n10,8000\n5,1000\n")
+    assert parse_trace(csv_file) == [Step(0, 10, 8000), Step(10, 5, 1000)]
+    js = tmp_path / "t.json"
+    js.write_text(json.dumps([[3, 500], {"seconds": 2, "kbps": 700}]))
+    assert parse_trace(js) == [Step(0, 3, 500), Step(3, 2, 700)]
+
+
+@pytest.mark.parametrize("text", ["10,abc\n", "10,0\n", "", "10\n"])
+def test_trace_errors(tmp_path: Path, text: str) -> None:
+    bad = tmp_path / "bad.csv"
+    bad.write_text(text)
+    with pytest.raises(AdaptError):
+        parse_trace(bad)
+
+
+def test_offered_over_link_max_ignores_the_first_3_s_of_a_step() -> None:
+    steps = [Step(0, 10, 8000), Step(10, 10, 1000)]
+    # 1000 kbit/s (125 kB/s) in 10 frames a second throughout, plus a 5 Mbit burst at t=11
+    sent = [(k / 10, 12_500) for k in range(200)] + [(11.0, 625_000)]
+    assert offered_over_link_max(sent, steps) == pytest.approx(1.0)
+    # a burst 3 s or more after the step counts: over [13, 16) 3 Mbit + 5 Mbit in 3 s
+    sent.append((13.5, 625_000))
+    assert offered_over_link_max(sent, steps) == pytest.approx((3000 + 5000) / 3 / 1000)
+
+
+def test_collapse_is_a_gap_over_2_s_while_the_link_is_up() -> None:
+    steps = [Step(0, 10, 8000), Step(10, 10, 1000)]
+    steady = [k / 2 for k in range(1, 40)]
+    assert not collapsed(steady, steps)
+    assert collapsed([t for t in steady if not 12 < t < 14.6], steps)  # 2.5 s without results
+    assert collapsed([t for t in steady if t < 17.5], steps)  # nothing in the last 2.5 s
+    assert not collapsed([t for t in steady if not 12 < t < 13.9], steps)  # 1.9 s
+    assert not collapsed(
+        [t for t in steady if not 12 < t < 15], [Step(0, 12, 1000), Step(12, 3, 0)]
+    )
+
+
+def _events(t0: float, seconds: int, kbps: float, lost_after: float | None = None) -> list[dict]:
+    events = []
+    for seq, k in enumerate(range(seconds * 10)):
+        t = t0 + k / 10
+        nbytes = int(kbps * 1000 / 8 / 10)
+        events.append({"e": "sent", "t": t, "seq": seq, "bytes": nbytes, "scale": 4})
+        if lost_after is None or k / 10 < lost_after:
+            events.append({"e": "back", "t": t + 0.05, "seq": seq, "bytes": nbytes, "lat_ms": 50.0})
+    return events
+
+
+def test_analyse_per_second_and_result() -> None:
+    steps = [Step(0, 10, 8000), Step(10, 10, 1000)]
+    out = analyse(_events(100.0, 20, 800), steps, 100.0, "fixed4")
+    r = out["result"]
+    assert set(r) == {
+        "policy",
+        "steps",
+        "collapsed",
+        "offered_over_link_max",
+        "latency_ms_p50",
+        "latency_ms_p95",
+        "frames_lost",
+    }
+    assert r["policy"] == "fixed4" and not r["collapsed"] and r["frames_lost"] == 0
+    assert r["offered_over_link_max"] == pytest.approx(0.8, rel=0.05)
+    assert r["latency_ms_p50"] == 50.0
+    assert [s["link_kbps"] for s in r["steps"]] == [8000, 1000]
+    assert len(out["seconds"]) == 20
+    sec = out["seconds"][3]
+    assert sec["offered_kbps"] == pytest.approx(800, rel=0.01) and sec["scale"] == 4
+    assert sec["arrived"] == 10 and sec["accuracy"] is None
+    lost = analyse(_events(100.0, 20, 800, lost_after=16.0), steps, 100.0, "full")["result"]
+    assert lost["collapsed"] and lost["frames_lost"] == 20  # sent 16..17.9 s, 2 s before the end
+
+
+def test_window_and_resolution_policy_step_down_and_probe() -> None:
+    w = WindowStats()
+    for k in range(30):  # 3 s at scale 2, ~3 Mbit/s, only a third comes back
+        w.sent(k / 10, k, 37_500)
+        if k % 3 == 0:
+            w.back(k / 10 + 0.05, k, 400.0)
+    s = w.summary(3.0)
+    assert s["offered_kbps"] == pytest.approx(3000, rel=0.1)
+    assert s["loss"] > 0.5
+    policy = ResolutionPolicy(scale=2)
+    assert policy.update(s, 0.5) == 8  # goodput ~1 Mbit/s: only scale 8 fits 0.8 of it
+    quiet = {"offered_kbps": 400.0, "goodput_kbps": 400.0, "loss": 0.0, "latency_ms": 40.0}
+    quiet["due"] = 8.0
+    scales = [policy.update(quiet, 0.5) for _ in range(20)]  # 1.5 s settling, 8 s hold
+    assert scales[-1] == 4 and policy.probing  # probed the next finer scale after the hold
+
+
+def test_no_privileges_is_one_line_and_exit_1(monkeypatch, capsys) -> None:
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    assert "root" in netem.check_privileges()
+    assert adapt.main(["--policy", "fixed4"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "needs root" in err[0]
+
+
+# --- over the namespaces ---------------------------------------------------------------------
+
+
+def _why_not() -> str | None:
+    reason = netem.check_privileges()
+    if reason:
+        return reason
+    if not Path(adapt.DEFAULT_SEQUENCE).is_dir():
+        return f"the real sequence {adapt.DEFAULT_SEQUENCE} is missing"
+    return None
+
+
+@pytest.mark.dds
+@pytest.mark.slow
+@pytest.mark.skipif(_why_not() is not None, reason=str(_why_not()))
+def test_step_8_to_1_mbit_offered_under_link_and_frames_keep_arriving(tmp_path: Path) -> None:
+    assert shutil.which("ip") and shutil.which("tc")
+    policy = "controller" if adapt._controller_available() else "resolution"
+    steps = [Step(0, 8, 8000), Step(8, 12, 1000)]
+    run = adapt.run_policy(
+        policy, steps, adapt.DEFAULT_SEQUENCE, "cloud_bilinear", tmp_path, quiet=True
+    )
+    mine = [n for n in netem.list_namespaces() if n.endswith(f"-{os.getpid()}")]
+    assert mine == [], f"namespaces left behind: {mine}"
+    seconds = run["seconds"]
+    after = [r for r in seconds if 11 <= r["t"] < 14]  # 3 s after the step
+    offered = sum(r["offered_kbps"] for r in after) / len(after)
+    assert offered < 1000, f"{policy}: offered {offered:.0f} kbit/s 3 s after the step: {seconds}"
+    assert all(r["arrived"] > 0 for r in seconds if r["t"] >= 11), f"{policy}: {seconds}"
+    assert sum(r["arrived"] for r in seconds if r["t"] >= 8) > 50
