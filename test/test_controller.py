@@ -119,6 +119,14 @@ def test_silence_steps_down_to_the_lowest_entry() -> None:
     assert d.changed and d.entry.kbps == 300 and "no stats for 3.0 s" in d.reason
 
 
+def test_a_slow_cloud_is_not_a_stall() -> None:
+    ctl = Controller(PROFILE, settings(start_kbps=10_000))
+    slow = Window(0, 1, 1, 1, 4000, 0.0, 0.0, 30.0, 2000.0, 1500.0, None, 0.1)  # 1.5 s a frame
+    ctl.decide(0, slow)
+    assert not ctl.decide(4, window(0, samples=0, silent=4.0)).changed
+    assert ctl.decide(5, window(0, samples=0, silent=5.0)).changed  # 3 x 1.5 s
+
+
 def test_bypasses_sr_when_the_accuracy_estimate_collapses() -> None:
     ctl = Controller(PROFILE, settings(start_kbps=1500))
     first = ctl.decide(0, window(1500), accuracy=0.2)

@@ -15,7 +15,8 @@ Rules (`Controller.decide`), in order:
    than ``trend_bad_ms_per_s``. After ``bad_windows`` bad windows in a row (one is ignored as
    noise) or one severe window (loss >= ``loss_severe``, or no stats at all for ``stall_s``), it
    moves to the most accurate entry whose rate fits ``safety`` x the measured goodput, at least
-   one step down. A probe that fails is not tried again for ``probe_backoff_s`` (doubling).
+   one step down (the stall time grows to 3x the cloud's time per frame when the cloud is slow,
+   e.g. on a CPU). A probe that fails is not tried again for ``probe_backoff_s`` (doubling).
 3. Step up, carefully: after ``up_windows`` good windows in a row (no loss, latency flat) and
    ``hold_s`` since the last change, it probes the next entry up, one step.
 
@@ -204,6 +205,7 @@ class _State:
     max_scale: int | None = None
     worst_until_s: float = -math.inf
     seen_stats: bool = False
+    cloud_ms: float = 0.0  # the last window's median cloud time (a slow cloud is not a stall)
 
 
 class Controller:
@@ -272,6 +274,8 @@ class Controller:
             st.next_full_s = now + s.full_frame_every_s
         if w.samples:
             st.seen_stats = True
+            if math.isfinite(w.cloud_ms):
+                st.cloud_ms = w.cloud_ms
 
         # 1. the worst case: the accuracy estimate below the floor
         if st.worst_until_s != -math.inf and now >= st.worst_until_s:
@@ -318,7 +322,8 @@ class Controller:
                 )
 
         # 2. step down, fast
-        stalled = st.seen_stats and w.samples == 0 and w.silent_s >= s.stall_s
+        stall_s = max(s.stall_s, 3 * st.cloud_ms / 1e3)
+        stalled = st.seen_stats and w.samples == 0 and w.silent_s >= stall_s
         bad_why = []
         if w.samples and w.loss > s.loss_bad:
             bad_why.append(f"loss {w.loss:.0%}")
