@@ -52,6 +52,11 @@ class StreamStats:
     not_scored: str = ""  # frames not scored and why, e.g. "1 wrong size"
     miou_held: float | None = None  # of the labels the vehicle held for each camera frame
     frames_held_scored: int | None = None
+    # the adaptive controller (demo --control): Knobs that changed the settings, full frames
+    # asked for online profiling, and the cloud's accuracy estimates of those
+    knob_changes: int = 0
+    full_frames_asked: int = 0
+    accuracy_estimates: list[float] = field(default_factory=list)
 
     def add_latency(self, stage: str, ms: float) -> None:
         self.latency_ms[stage].append(float(ms))
@@ -95,6 +100,9 @@ class StreamStats:
             "frames_scored": self.frames_scored,
             "miou_held": self.miou_held,
             "frames_held_scored": self.frames_held_scored,
+            "knob_changes": self.knob_changes,
+            "full_frames_asked": self.full_frames_asked,
+            "accuracy_estimates": [round(a, 3) for a in self.accuracy_estimates],
             "stages_ms": {
                 s: {
                     "p50": round(percentile(v, 50), 2),
@@ -126,6 +134,12 @@ class StreamStats:
             lines.append(
                 f"labels held per camera frame: {s['camera_labels']} frames, age p50 "
                 f"{s['label_age_ms_p50']:.0f} ms (capture time)"
+            )
+        if self.knob_changes or self.full_frames_asked:
+            acc = ", ".join(f"{a:.2f}" for a in self.accuracy_estimates) or "none"
+            lines.append(
+                f"controller                  : {self.knob_changes} knob changes, "
+                f"{self.full_frames_asked} full frames asked, accuracy estimates: {acc}"
             )
         if self.miou_reference is not None:
             lines.append(self.score_line())

@@ -16,13 +16,14 @@ from cloudseg.graph import (
     CAMERA_LABELS_TOPIC,
     FRAMES_TOPIC,
     IMAGE_TOPIC,
+    KNOB_TOPIC,
     LABELS_TOPIC,
     RESTORED_TOPIC,
     STATS_TOPIC,
 )
 from cloudseg.media.quality import psnr
 from cloudseg.media.resize import downsample
-from cloudseg.msg import Frame, FrameStats, LabelAge
+from cloudseg.msg import Frame, FrameStats, Knob, LabelAge
 from cloudseg.nodes.common import qos_for
 from cloudseg.nodes.convert import ImageError, image_to_numpy, image_to_rgb
 from cloudseg.stream_stats import StreamStats
@@ -57,6 +58,8 @@ class MonitorNode(Node):
         self.create_subscription(Image, IMAGE_TOPIC, self.on_image, qos_for(IMAGE_TOPIC))
         self.create_subscription(Frame, FRAMES_TOPIC, self.on_frame, qos_for(FRAMES_TOPIC))
         self.create_subscription(FrameStats, STATS_TOPIC, self.on_stats, qos_for(STATS_TOPIC))
+        self.create_subscription(Knob, KNOB_TOPIC, self.on_knob, qos_for(KNOB_TOPIC))
+        self.last_knob: tuple | None = None
         self.create_subscription(Image, RESTORED_TOPIC, self.on_restored, qos_for(RESTORED_TOPIC))
         self.create_subscription(Image, LABELS_TOPIC, self.on_labels, qos_for(LABELS_TOPIC))
         self.create_subscription(
@@ -100,6 +103,25 @@ class MonitorNode(Node):
         self.stats.add_latency("decode_restore", msg.decode_ms + msg.sr_ms)
         if msg.segmentation_ms:
             self.stats.add_latency("segmentation", msg.segmentation_ms)
+        if msg.accuracy_estimate >= 0:
+            self.stats.accuracy_estimates.append(float(msg.accuracy_estimate))
+
+    def on_knob(self, k: Knob) -> None:
+        """Count the controller's changes of settings and its full-frame requests."""
+        fields = (
+            k.scale,
+            k.codec,
+            k.bitrate_kbps,
+            k.crf,
+            k.max_fps,
+            k.key_threshold,
+            k.useful_threshold,
+            k.sr_bypass,
+        )
+        if self.last_knob is not None and fields != self.last_knob:
+            self.stats.knob_changes += 1
+        self.last_knob = fields
+        self.stats.full_frames_asked += bool(k.request_full_frame)
 
     def on_label_age(self, msg: LabelAge) -> None:
         self.stats.label_age_ms.append(float(msg.age_ms))
