@@ -63,7 +63,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.dds != "local":
         from cloudseg.launcher import dds_env
 
-        side = "vehicle" if args.graph == "vehicle" else "cloud"
+        side = "vehicle" if args.graph in ("vehicle", "controller") else "cloud"
         if args.graph in ("pipeline", "cloud_split"):
             print(f"--dds {args.dds} runs one side: graph vehicle or cloud", file=sys.stderr)
             return 2
