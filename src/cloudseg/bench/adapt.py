@@ -431,8 +431,10 @@ def run_policy(
     rate: float = 17.0,
     quiet: bool = False,
     startup_s: float = 90.0,
+    controller_params: dict[str, Any] | None = None,
 ) -> dict:
-    """One run of `policy` over the trace; returns `analyse()`'s result."""
+    """One run of `policy` over the trace; returns `analyse()`'s result. `controller_params`
+    override the controller node's parameters (policy controller)."""
     import subprocess
 
     from cloudseg.bench.netem import ShapedLink
@@ -477,7 +479,8 @@ def run_policy(
         if policy == "controller":
             ctl = dict(GRAPHS).get("controller", (("controller", None),))[0]
             cfg = config_dir() / ctl[1] if ctl[1] else None
-            start("controller", "vehicle", node_command("controller", cfg), vehicle_env)
+            cmd = node_command("controller", cfg, controller_params)
+            start("controller", "vehicle", cmd, vehicle_env)
         vehicle_over = {"scale": POLICIES[policy]}
         for node, config in GRAPHS["vehicle"]:
             cmd = node_command(node, config_dir() / config, vehicle_over)
@@ -582,6 +585,30 @@ def plot(runs: dict[str, dict], path: Path) -> None:
     plt.close(fig)
 
 
+def _controller_params(items: Sequence[str]) -> dict[str, Any]:
+    """NAME=VALUE pairs (VALUE as JSON where it parses, else a string), checked against the
+    controller node's parameters."""
+    from cloudseg.graph import NODES
+
+    out: dict[str, Any] = {}
+    for item in items:
+        name, sep, text = item.partition("=")
+        if not sep:
+            raise AdaptError(f"--controller-param {item!r}: expected NAME=VALUE")
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError:
+            value = text
+        try:
+            spec = NODES["controller"].param(name)
+            if isinstance(spec.default, float) and isinstance(value, int):
+                value = float(value)
+            out[name] = spec.check(value)
+        except (KeyError, ValueError, TypeError) as exc:
+            raise AdaptError(f"--controller-param {item}: {str(exc).strip(chr(34))}") from None
+    return out
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG,
@@ -606,6 +633,13 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("auto", "cloud_bilinear", "cloud"),
         default="auto",
         help="cloud graph (auto: cloud with a GPU, cloud_bilinear without)",
+    )
+    parser.add_argument(
+        "--controller-param",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="override a controller node parameter (repeatable)",
     )
     parser.add_argument("--plot", type=Path, help="PNG: offered/goodput vs link over time")
     parser.add_argument("--records", type=Path, help="write the per-second records (JSON)")
@@ -637,10 +671,13 @@ def main(argv: list[str] | None = None) -> int:
             cloud = "cloud" if _has_cuda() else "cloud_bilinear"
         if cloud == "cloud_bilinear":
             print(f"{PROG}: {CPU_CLOUD_NOTE}", file=sys.stderr)
+        ctl_params = _controller_params(args.controller_param)
         log_dir = args.log_dir or Path(tempfile.mkdtemp(prefix="cloudseg-adapt-"))
         runs = {}
         for policy in policies:
-            run = run_policy(policy, steps, args.input, cloud, log_dir, args.rate, quiet=args.json)
+            run = run_policy(
+                policy, steps, args.input, cloud, log_dir, args.rate, args.json, 90.0, ctl_params
+            )
             runs[policy] = run
             if args.json:
                 print(json.dumps(run["result"]), flush=True)
