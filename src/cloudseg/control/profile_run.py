@@ -2,8 +2,9 @@
 
 Runs configurations of the vehicle's knobs over real sequences and keeps the Pareto-optimal
 ones in ``config/profile.json`` (:mod:`cloudseg.control.profile`), with a PNG plot of accuracy
-against kbit/s. A configuration is a scale (1, 2, 4), an H.264 CRF, a frame-rate cap and SR on
-or off; everything else is the compressor's defaults (``cloudseg.graph.COMPRESSOR``).
+against kbit/s. A configuration is a scale (1, 2, 4), an H.264 CRF (no maxrate cap: the CRF is
+the knob), a frame-rate cap and SR on or off; everything else is the compressor's defaults
+(``cloudseg.graph.COMPRESSOR``; ``--preset`` overrides the preset).
 
 For each configuration and input, in stream order:
 
@@ -154,9 +155,8 @@ def measure(
     from cloudseg.media.stream import FrameCompressor, FrameRestorer, default_compressor_settings
     from cloudseg.train.metrics import ConfusionMatrix
 
-    settings = default_compressor_settings(
-        **{**(base or {}), "scale": setting.scale, "crf": setting.crf, "bitrate_kbps": 0}
-    )
+    knobs = {"scale": setting.scale, "crf": setting.crf, "bitrate_kbps": 0, "maxrate_kbps": 0}
+    settings = default_compressor_settings(**{**(base or {}), **knobs})
     hr, gt = ConfusionMatrix(), ConfusionMatrix()
     total_bytes, seconds, decode_ms, seg_ms = 0, 0.0, [], []
     for clip in clips:
@@ -293,6 +293,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--score-every", type=int, default=3, metavar="K")
     parser.add_argument("--gt", type=Path, default=DEFAULT_GT, help="Cityscapes root (gtFine)")
     parser.add_argument("--backend", default="espnetv2")
+    parser.add_argument("--preset", help="libx264 preset (default: the compressor's)")
     return parser
 
 
@@ -319,13 +320,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             clips.append(Clip(seq.name, frames, seq.fps, labels, gt))
         grid = settings_grid(args.scales, args.crfs, args.max_fps, args.sr_scales, args.sr_crfs)
         segment = pipeline_segment(args.backend)
+        base = {"preset": args.preset} if args.preset else {}
         total = sum(len(sent_frames(len(c.frames), c.fps, s.max_fps)) for s in grid for c in clips)
         rows = []
         with tqdm(total=total, desc="profile", unit="frame", file=sys.stderr) as progress:
             for setting in grid:
                 progress.set_postfix_str(f"x{setting.scale} crf{setting.crf} {setting.max_fps:g}")
                 rows.append(measure(clips, setting, segment, score_every=args.score_every,
-                                    progress=progress))  # fmt: skip
+                                    base=base, progress=progress))  # fmt: skip
     except (DataError, CodecError, ValueError, OSError) as exc:
         print(f"cloudseg profile: error: {exc}", file=sys.stderr)
         return 2
@@ -339,7 +341,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "score_every": args.score_every,
         "reference": "hr: the segmenter's labels on the original full-resolution frames",
         "held_labels": "frames skipped by the fps cap hold the last sent frame's labels",
-        "compressor": default_compressor_settings().as_dict(),
+        "compressor": default_compressor_settings(**base, maxrate_kbps=0).as_dict(),
         "cloud": f"{args.backend} at its trained resolution, CPU (no GPU), decode + restore + seg",
         "gt_miou": {e.describe(): gt for e, gt in rows if math.isfinite(gt)},
     }
