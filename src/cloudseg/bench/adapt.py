@@ -451,7 +451,7 @@ def run_policy(
     base = {**os.environ, **local_env(one_host=False)}
     base.pop("ROS_LOCALHOST_ONLY", None)
     base["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "SUBNET"
-    base["ROS_DOMAIN_ID"] = str(100 + os.getpid() % 100)
+    base["ROS_DOMAIN_ID"] = str(200 + os.getpid() % 30)  # not the test sessions' 100..199
     # vehicle: shared memory inside its namespace (6 MB camera images) + UDP; cloud: UDP only,
     # so everything between the two crosses the veth
     vehicle_env = {**base, "FASTDDS_DEFAULT_PROFILES_FILE": str(config_dir() / "fastdds_local.xml")}
