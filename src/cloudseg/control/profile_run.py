@@ -13,8 +13,8 @@ For each configuration and input, in stream order:
   sent one. kbit/s = bytes sent x 8 / clip duration;
 * the cloud decodes every sent frame and restores + segments (bilinear or CARN-M SR, ESPNetv2
   at its trained 1024x512, or the frame itself at scale 1) those whose labels are needed;
-* accuracy is scored on every ``--score-every``-th camera frame (offset 1, so Cityscapes frame
-  19 is among them): the labels the vehicle holds then (those of the last sent frame) against
+* accuracy is scored on every ``--score-every``-th camera frame (offset 19 mod K, so Cityscapes
+  frame 19, the annotated one, is among them): the labels the vehicle holds then (those of the last sent frame) against
   the segmenter's labels on the original full-resolution frame (reference ``"hr"``, one
   confusion matrix over all inputs). Where Cityscapes ground truth exists for a scored frame
   (``--gt``, gtFine labelTrainIds) a second mIoU against it is reported (few frames: noisy);
@@ -52,6 +52,8 @@ Segment = Callable[[np.ndarray, int, bool], np.ndarray]
 
 _FRAME = re.compile(r"^(?P<city>[A-Za-z]+)_(?P<seq>\d+)_(?P<frame>\d+)")
 DEFAULT_GT = Path("/work/shared/data/cityscapes")
+ANNOTATED = 19
+"""Cityscapes annotates frame 19 of each 30-frame snippet: the scored frames include it."""
 
 
 @dataclass
@@ -163,7 +165,7 @@ def measure(
         n = len(clip.frames)
         sent = sent_frames(n, clip.fps, setting.max_fps)
         holder = held(n, sent)
-        scored = list(range(1 % score_every, n, score_every))
+        scored = list(range(ANNOTATED % score_every, n, score_every))
         needed = {holder[i] for i in scored}
         compressor, restorer = FrameCompressor(settings), FrameRestorer()
         labels: dict[int, np.ndarray] = {}
