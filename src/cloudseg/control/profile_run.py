@@ -14,10 +14,11 @@ For each configuration and input, in stream order:
 * the cloud decodes every sent frame and restores + segments (bilinear or CARN-M SR, ESPNetv2
   at its trained 1024x512, or the frame itself at scale 1) those whose labels are needed;
 * accuracy is scored on every ``--score-every``-th camera frame (offset 19 mod K, so Cityscapes
-  frame 19, the annotated one, is among them): the labels the vehicle holds then (those of the last sent frame) against
-  the segmenter's labels on the original full-resolution frame (reference ``"hr"``, one
-  confusion matrix over all inputs). Where Cityscapes ground truth exists for a scored frame
-  (``--gt``, gtFine labelTrainIds) a second mIoU against it is reported (few frames: noisy);
+  frame 19, the annotated one, is among them): the labels the vehicle holds then (those of the
+  last sent frame) against the segmenter's labels on the original full-resolution frame
+  (reference ``"hr"``, one confusion matrix over all inputs). Where Cityscapes ground truth
+  exists for a scored frame (``--gt``, gtFine labelTrainIds) a second mIoU against it is
+  reported (few frames: noisy);
 * cloud ms per frame = mean decode ms of the sent frames + mean restore + segment ms, on the
   CPU this runs on (no GPU).
 """
