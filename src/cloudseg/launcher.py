@@ -105,6 +105,23 @@ def dds_env(
     return env
 
 
+def wait_for_tcp_peer(host: str, port: int, timeout: float | None = None) -> bool:
+    """Wait until `host:port` accepts a TCP connection (the cloud's Fast DDS listener); False
+    on timeout. Fast DDS 3.2's TCP client sometimes never connects when its first attempt is
+    refused (about 1 start in 8 here), so the vehicle starts its nodes once the cloud listens."""
+    import socket
+
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        try:
+            with socket.create_connection((host, port), timeout=2.0):
+                return True
+        except OSError:
+            if deadline is not None and time.monotonic() >= deadline:
+                return False
+            time.sleep(0.5)
+
+
 def _param_value(value: Any) -> str:
     """A value as `-p name:=value` expects it (YAML): JSON is valid YAML for these types."""
     return json.dumps(value)
@@ -196,6 +213,13 @@ def run_graph(
     `dds`: environment from `dds_env` for vehicle and cloud on different hosts (it wins over
     the one-host settings)."""
     env = local_env(one_host=graph == "pipeline" and not dds)
+    if dds and "CLOUDSEG_DDS_PEER_ADDRESS" in dds:
+        peer = dds["CLOUDSEG_DDS_PEER_ADDRESS"], int(dds["CLOUDSEG_DDS_PEER_PORT"])
+        print(f"waiting for the cloud to listen at {peer[0]}:{peer[1]}", file=sys.stderr)
+        try:
+            wait_for_tcp_peer(*peer)
+        except KeyboardInterrupt:
+            return 130
     with NodeProcesses(env={**env, **(dds or {})}) as procs:
         procs.start_graph(graph, overrides)
         try:
