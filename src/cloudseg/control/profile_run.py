@@ -241,6 +241,7 @@ def write_plot(
     ax.plot([e.kbps for e in front], [e.miou for e in front], "k--", lw=1, label="Pareto front")
     for e in front:
         text = f"x{e.scale} crf{e.crf}" + (f" {e.max_fps:g}fps" if e.max_fps else "")
+        text += "" if e.sr_bypass else " SR"
         ax.annotate(text, (e.kbps, e.miou), fontsize=7, xytext=(3, -9), textcoords="offset points")
     ax.set_xscale("log")
     ax.set_xlabel("kbit/s (17 fps camera)")
