@@ -31,9 +31,9 @@ class CompressorSettings:
     scale: int = 4
     codec: str = "h264"
     bitrate_kbps: int = 0
-    crf: int = 23
+    crf: int = 25
     gop: int = 17
-    preset: str = "ultrafast"
+    preset: str = "veryfast"
     quality: int = 80
     maxrate_kbps: int = 0
     intra_refresh: bool = False
