@@ -73,10 +73,13 @@ def test_discovery_client_profile_names_the_server():
 
 
 def test_dds_env_sets_the_profile_and_its_variables():
-    cloud = dds_env("tcp", "cloud", listen=7500, public_ip="203.0.113.7")
-    assert cloud["FASTDDS_DEFAULT_PROFILES_FILE"].endswith(TCP_DDS_PROFILES["cloud"])
-    assert (cloud["CLOUDSEG_DDS_PORT"], cloud["CLOUDSEG_DDS_PUBLIC_IP"]) == ("7500", "203.0.113.7")
-    assert dds_env("tcp", "cloud")["CLOUDSEG_DDS_PUBLIC_IP"] == "0.0.0.0"
+    cloud = dds_env("tcp", "cloud", listen=7500)
+    assert cloud["FASTDDS_DEFAULT_PROFILES_FILE"] == str(config_dir() / TCP_DDS_PROFILES["cloud"])
+    assert cloud["CLOUDSEG_DDS_PORT"] == "7500"
+    natted = Path(dds_env("tcp", "cloud", public_ip="203.0.113.7")["FASTDDS_DEFAULT_PROFILES_FILE"])
+    assert ET.parse(natted).getroot().findtext(".//d:wan_addr", namespaces=NS) == "203.0.113.7"
+    with pytest.raises(ValueError):
+        dds_env("tcp", "cloud", public_ip="not-an-ip")
     vehicle = dds_env("tcp", "vehicle", peer="localhost:7500")
     assert (vehicle["CLOUDSEG_DDS_PEER_ADDRESS"], vehicle["CLOUDSEG_DDS_PEER_PORT"]) == (
         "127.0.0.1",

@@ -59,6 +59,23 @@ def parse_host_port(text: str, default_port: int) -> tuple[str, int]:
     return socket.gethostbyname(host), port_n
 
 
+def cloud_profile_with_wan_addr(public_ip: str, out_dir: Path | None = None) -> Path:
+    """A copy of the TCP cloud profile announcing `public_ip` (`<wan_addr>`) for a cloud behind
+    NAT; written to `out_dir` (default: a new temporary folder)."""
+    import ipaddress
+    import tempfile
+
+    ip = str(ipaddress.IPv4Address(public_ip))  # the XML takes a literal IPv4 address
+    text = (config_dir() / TCP_DDS_PROFILES["cloud"]).read_text()
+    anchor = "</listening_ports>"
+    if text.count(anchor) != 1:
+        raise ValueError(f"{TCP_DDS_PROFILES['cloud']}: expected one {anchor}")
+    text = text.replace(anchor, f"{anchor}\n        <wan_addr>{ip}</wan_addr>")
+    out = Path(out_dir or tempfile.mkdtemp(prefix="cloudseg_dds_")) / TCP_DDS_PROFILES["cloud"]
+    out.write_text(text)
+    return out
+
+
 def dds_env(
     mode: str,
     side: str,
@@ -71,7 +88,8 @@ def dds_env(
     and cloud on different hosts, with the variables the profile reads.
 
     - "tcp": the cloud listens on TCP port `listen` (announcing `public_ip` when it is behind
-      NAT), the vehicle connects to `peer` (HOST:PORT); only that one port must be reachable.
+      NAT, through a written copy of the profile), the vehicle connects to `peer` (HOST:PORT);
+      only that one port must be reachable.
     - "discovery": both sides are clients of the discovery server `server` (HOST:PORT, started
       with `fastdds discovery -i 0 -l ADDR -p PORT`); data then flows directly over UDP.
     """
@@ -81,7 +99,8 @@ def dds_env(
         env = {"FASTDDS_DEFAULT_PROFILES_FILE": str(config_dir() / TCP_DDS_PROFILES[side])}
         if side == "cloud":
             env["CLOUDSEG_DDS_PORT"] = str(listen or DEFAULT_DDS_PORT)
-            env["CLOUDSEG_DDS_PUBLIC_IP"] = public_ip or "0.0.0.0"
+            if public_ip:
+                env["FASTDDS_DEFAULT_PROFILES_FILE"] = str(cloud_profile_with_wan_addr(public_ip))
         else:
             if not peer:
                 raise ValueError("--dds tcp on the vehicle needs --peer HOST:PORT (the cloud)")
