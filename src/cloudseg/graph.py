@@ -431,8 +431,10 @@ CONTROLLER = NodeSpec(
         ),
         Param(
             "stall_s",
-            3.0,
-            "no stats for this long (after some arrived): step to the lowest entry",
+            1.0,
+            "no stats for this long (after some arrived; at least 3x the cloud's time per "
+            "frame): step to the lowest entry. Under 2 s: best-effort UDP collapses within "
+            "about that when the sender outruns the link",
             min=0.1,
             max=600.0,
         ),

@@ -162,7 +162,7 @@ class ControllerSettings:
     loss_bad: float = 0.05  # a window with more loss is bad
     loss_severe: float = 0.3  # ... and with this much, step down at once
     trend_bad_ms_per_s: float = 50.0  # a window whose transport latency rises faster is bad
-    stall_s: float = 3.0  # no stats for this long (after some arrived): step to the lowest entry
+    stall_s: float = 1.0  # no stats for this long (after some arrived): step to the lowest entry
     probe_backoff_s: float = 20.0  # a failed probe is not repeated for this long (doubling)
     accuracy_floor: float = 0.6  # worst case below this accuracy estimate (0: off)
     accuracy_hold_s: float = 30.0  # how long the worst-case setting is kept
