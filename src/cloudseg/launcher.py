@@ -118,9 +118,9 @@ def dds_env(
         }
     else:
         raise ValueError(f"unknown DDS mode {mode!r} (one of {', '.join(DDS_MODES[1:])})")
-    # A range or server from the environment would fight the profile's own discovery settings.
+    # A range from the environment would fight the profile's own discovery settings (and so
+    # would ROS_DISCOVERY_SERVER: run_graph drops it; an empty value is an error to Fast DDS).
     env["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "SYSTEM_DEFAULT"
-    env["ROS_DISCOVERY_SERVER"] = ""
     return env
 
 
@@ -232,6 +232,8 @@ def run_graph(
     `dds`: environment from `dds_env` for vehicle and cloud on different hosts (it wins over
     the one-host settings)."""
     env = local_env(one_host=graph == "pipeline" and not dds)
+    if dds:
+        os.environ.pop("ROS_DISCOVERY_SERVER", None)  # the profile's discovery, not this one
     if dds and "CLOUDSEG_DDS_PEER_ADDRESS" in dds:
         peer = dds["CLOUDSEG_DDS_PEER_ADDRESS"], int(dds["CLOUDSEG_DDS_PEER_PORT"])
         print(f"waiting for the cloud to listen at {peer[0]}:{peer[1]}", file=sys.stderr)
