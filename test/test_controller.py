@@ -152,9 +152,17 @@ def test_one_low_estimate_then_a_good_one_changes_nothing() -> None:
 
 
 def test_requests_a_full_frame_every_k_seconds() -> None:
-    ctl = Controller(PROFILE, ControllerSettings(full_frame_every_s=5.0))
+    ctl = Controller(PROFILE, ControllerSettings(full_frame_every_s=5.0, full_frame_min_kbps=0))
     asked = [t for t in range(21) if ctl.decide(t, window(300)).request_full_frame]
     assert asked == [0, 5, 10, 15, 20]
+
+
+def test_no_full_frame_while_the_link_is_thin() -> None:
+    """A full-resolution IDR would block a thin link for about a second: profiling waits."""
+    ctl = Controller(PROFILE, ControllerSettings(full_frame_every_s=5.0, full_frame_min_kbps=3000))
+    goodput = [1000] * 10 + [4000] * 11
+    asked = [t for t, g in enumerate(goodput) if ctl.decide(t, window(g)).request_full_frame]
+    assert asked == [10, 15, 20]
 
 
 def test_latency_bound_excludes_slow_entries() -> None:

@@ -404,8 +404,9 @@ CONTROLLER = NodeSpec(
         ),
         Param(
             "start_kbps",
-            0.0,
-            "start at the most accurate entry under this rate (0 = the lowest entry)",
+            500.0,
+            "start at the most accurate entry under this rate (0 = the lowest entry); 500: "
+            "about the compressor's default stream (x4, veryfast CRF 25)",
             min=0.0,
             max=1_000_000.0,
         ),
@@ -462,6 +463,14 @@ CONTROLLER = NodeSpec(
             "online profiling: ask for one full-resolution frame this often (0 = never)",
             min=0.0,
             max=3600.0,
+        ),
+        Param(
+            "full_frame_min_kbps",
+            3000.0,
+            "online profiling only while the goodput is at least this (a full-resolution IDR "
+            "blocks a thin link for about a second)",
+            min=0.0,
+            max=1_000_000.0,
         ),
     ),
 )

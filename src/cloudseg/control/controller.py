@@ -167,6 +167,8 @@ class ControllerSettings:
     accuracy_floor: float = 0.6  # worst case below this accuracy estimate (0: off)
     accuracy_hold_s: float = 30.0  # how long the worst-case setting is kept
     full_frame_every_s: float = 10.0  # online profiling: a full frame this often (0: never)
+    full_frame_min_kbps: float = 3000.0  # ... only while the goodput is at least this: a
+    # full-resolution IDR (~100 kB) blocks a thin link for about a second
 
     def __post_init__(self) -> None:
         if not 0 < self.safety <= 1:
@@ -269,7 +271,8 @@ class Controller:
         s, st = self.settings, self.state
         accuracy = w.accuracy if accuracy is None else accuracy
         full = False
-        if s.full_frame_every_s > 0 and now >= st.next_full_s:
+        link_fits_full = w.samples and w.goodput_kbps >= s.full_frame_min_kbps
+        if s.full_frame_every_s > 0 and now >= st.next_full_s and link_fits_full:
             full = True
             st.next_full_s = now + s.full_frame_every_s
         if w.samples:
