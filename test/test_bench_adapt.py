@@ -155,8 +155,17 @@ def test_step_8_to_1_mbit_offered_under_link_and_frames_keep_arriving(
     if policy == "controller" and not adapt._controller_available():
         pytest.skip("controller not available yet")
     steps = [Step(0, 8, 8000), Step(8, 12, 1000)]
+    # the controller starts on a rich entry (x1 CRF 25, about 4.4 Mbit/s), so the drop to
+    # 1 Mbit/s must make it step down (from its default start it would sit near 0.5-0.8)
+    params = {"start_kbps": 5000.0} if policy == "controller" else None
     run = adapt.run_policy(
-        policy, steps, adapt.DEFAULT_SEQUENCE, "cloud_bilinear", tmp_path, quiet=True
+        policy,
+        steps,
+        adapt.DEFAULT_SEQUENCE,
+        "cloud_bilinear",
+        tmp_path,
+        quiet=True,
+        controller_params=params,
     )
     mine = [n for n in netem.list_namespaces() if n.endswith(f"-{os.getpid()}")]
     assert mine == [], f"namespaces left behind: {mine}"
