@@ -6,7 +6,7 @@ import argparse
 import logging
 import sys
 
-from cloudseg.graph import GRAPHS, NODES
+from cloudseg.graph import COMPRESSOR, GRAPHS, NODES
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -165,7 +165,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--scale", type=int, default=4, choices=(1, 2, 4, 8), help="downsampling factor (default 4)"
     )
     p.add_argument("--codec", default="h264", choices=("h264", "jpeg", "png"))
-    p.add_argument("--crf", type=int, default=23, help="H.264 CRF (default 23)")
+    p.add_argument(
+        "--crf",
+        type=int,
+        help=f"H.264 CRF (default: the compressor's, {COMPRESSOR.param('crf').default})",
+    )
     p.add_argument("--bitrate", type=int, default=0, help="H.264 kbit/s (0 = use --crf)")
     p.add_argument(
         "--gop",

@@ -55,7 +55,7 @@ def run_demo(
     codec: str = "h264",
     rate: float = 17.0,
     limit: int = 0,
-    crf: int = 23,
+    crf: int | None = None,
     bitrate_kbps: int = 0,
     quiet: bool = False,
     log_dir: Path | None = None,
@@ -121,12 +121,12 @@ def run_demo(
             vehicle = {
                 "scale": scale,
                 "codec": codec,
-                "crf": crf,
                 "bitrate_kbps": bitrate_kbps,
                 "mode": select,
             }
-            if gop is not None:
-                vehicle["gop"] = gop
+            for name, value in (("crf", crf), ("gop", gop)):  # None: the compressor's default
+                if value is not None:
+                    vehicle[name] = value
             procs.start_graph("vehicle", {"vehicle": vehicle})
             if control:
                 procs.start_graph("controller", {"controller": dict(controller_params or {})})
