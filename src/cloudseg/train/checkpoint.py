@@ -17,7 +17,8 @@ import csv
 import datetime as _dt
 import json
 import random
-from collections.abc import Mapping
+import sys
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,7 @@ __all__ = [
     "check_resume",
     "load_training_state",
     "read_card",
+    "run_training",
     "save_checkpoint",
     "seed_everything",
     "size_arg",
@@ -246,3 +248,35 @@ def check_resume(saved: Mapping[str, Any], now: Mapping[str, Any], keys: tuple[s
     if changed:
         details = ", ".join(f"{k} {saved[k]} -> {now.get(k)}" for k in changed)
         raise TrainError(f"--resume with other settings than the saved run: {details}")
+
+
+def run_training(
+    prog: str,
+    parser: argparse.ArgumentParser,
+    argv: Sequence[str] | None,
+    train: Callable[[argparse.Namespace], dict[str, Any]],
+    expected: tuple[type[BaseException], ...],
+    wrote: Callable[[argparse.Namespace], str],
+) -> int:
+    """A ``cloudseg train X`` entry point: parse, train, one summary line; 2 with a one-line
+    error on bad input (``expected`` errors), 130 when interrupted, never a traceback."""
+    argv = list(argv or [])
+    if argv[:1] == ["--"]:
+        argv = argv[1:]
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help (0) or a usage error (2, already printed)
+        return int(exc.code or 0)
+    try:
+        card = train(args)
+    except expected as exc:
+        message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        print(f"{prog}: error: {message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(
+            f"{prog}: interrupted; continue from the last checkpoint with --resume", file=sys.stderr
+        )
+        return 130
+    print(f"wrote {wrote(args)}, {card['steps']} steps; metrics {json.dumps(card['metrics'])}")
+    return 0

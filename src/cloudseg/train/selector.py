@@ -53,6 +53,7 @@ from cloudseg.train.checkpoint import (
     check_card,
     check_resume,
     load_training_state,
+    run_training,
     save_checkpoint,
     seed_everything,
     truncate_log,
@@ -604,26 +605,14 @@ _EXPECTED = (
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``cloudseg train selector``; 2 on bad input, never a traceback."""
     argv = sys.argv[1:] if argv is None else list(argv)
-    if argv[:1] == ["--"]:
-        argv = argv[1:]
-    try:
-        args = build_parser().parse_args(argv)
-    except SystemExit as exc:  # --help (0) or a usage error (2, already printed)
-        return int(exc.code or 0)
-    try:
-        card = train(args, argv)
-    except _EXPECTED as exc:
-        message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        print(f"{PROG}: error: {message}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"{PROG}: interrupted; continue with --resume", file=sys.stderr)
-        return 130
-    print(
-        f"wrote {args.out / 'selector.pth'} (+ selector.json), {card['steps']} steps; "
-        f"metrics {json.dumps(card['metrics'])}"
+    return run_training(
+        PROG,
+        build_parser(),
+        argv,
+        lambda args: train(args, argv),
+        _EXPECTED,
+        lambda args: f"{args.out / 'selector.pth'} (+ selector.json)",
     )
-    return 0
 
 
 if __name__ == "__main__":

@@ -47,6 +47,7 @@ from cloudseg.train.checkpoint import (
     TrainError,
     check_card,
     load_training_state,
+    run_training,
     save_checkpoint,
     seed_everything,
     size_arg,
@@ -532,19 +533,11 @@ _EXPECTED = (
 
 def main(argv: Sequence[str] | None, what: str = "sr") -> int:
     """Entry point of ``cloudseg train sr|finetune``; 2 on bad input, never a traceback."""
-    parser = build_parser(what)
-    try:
-        args = parser.parse_args(list(argv or []))
-    except SystemExit as exc:
-        return int(exc.code or 0)
-    try:
-        card = run(args, what)
-    except _EXPECTED as exc:
-        message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        print(f"cloudseg train {what}: error: {message}", file=sys.stderr)
-        return 2
-    print(
-        f"wrote {args.out} (+ {args.out.with_suffix('.json').name}), {card['steps']} steps; "
-        f"metrics {json.dumps(card['metrics'])}"
+    return run_training(
+        f"cloudseg train {what}",
+        build_parser(what),
+        argv,
+        lambda args: run(args, what),
+        _EXPECTED,
+        lambda args: f"{args.out} (+ {args.out.with_suffix('.json').name})",
     )
-    return 0
