@@ -82,5 +82,5 @@ def test_controller_steps_down_after_a_bandwidth_drop(tmp_path):
     assert down, log
     assert (down[0].crf, down[0].seq) == (23, knobs[0].seq + 1), log  # 600 <= 0.8 x 1000
     assert down[0].selection_mode == "" and down[0].quality == 0  # keep
-    assert "step down (loss 2" in log and "goodput" in log, log
+    assert "step down (loss " in log and "goodput" in log, log  # ~20% loss, by window
     assert "Traceback" not in log
