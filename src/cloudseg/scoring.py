@@ -230,16 +230,9 @@ class LabelScorer:
     def _reference_labels(self, rgb: np.ndarray) -> np.ndarray:
         """The segmenter's labels on the full-resolution frame, at its size."""
         if self._segmenter is None:
-            from cloudseg.restore.pipeline import RestorationPipeline
-            from cloudseg.restore.service import pick_device
+            from cloudseg.selection.reference import full_resolution_segmenter
 
-            pipeline = RestorationPipeline(None, self.backend, device=pick_device(self.device))
-            log.info("reference labels: %s", pipeline.describe())
-
-            def segment(frame: np.ndarray) -> np.ndarray:
-                return pipeline.process(frame[None], "full").labels[0].cpu().numpy()
-
-            self._segmenter = segment
+            self._segmenter = full_resolution_segmenter(self.backend, self.device)
         return resize_labels(np.asarray(self._segmenter(rgb)), rgb.shape[1::-1])
 
     def finish(self) -> Score:

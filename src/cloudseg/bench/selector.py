@@ -43,6 +43,7 @@ from typing import Any
 import numpy as np
 
 from cloudseg.media.stream import CompressorSettings, FrameCompressor, default_compressor_settings
+from cloudseg.selection.held_labels import held_sources
 from cloudseg.selection.selector import (
     DEFAULT_THRESHOLDS,
     MODES,
@@ -218,18 +219,6 @@ def interval_keyframes(stamps_ns: Sequence[int], sent: Sequence[int], max_key_in
         if key:
             last = stamps_ns[i]
     return keys
-
-
-def held_sources(n: int, sent: Sequence[int]) -> list[int]:
-    """For each camera frame, the index of the last frame sent at or before it."""
-    if not sent or sent[0] != 0:
-        raise ValueError("the first frame must be sent")
-    out, j = [], 0
-    for t in range(n):
-        while j + 1 < len(sent) and sent[j + 1] <= t:
-            j += 1
-        out.append(sent[j])
-    return out
 
 
 class HeldLabelScorer:

@@ -47,6 +47,8 @@ from cloudseg.control.profile import (
     pareto_front,
     save_profile,
 )
+from cloudseg.selection.held_labels import held_sources
+from cloudseg.selection.rate import RateCap
 
 Segment = Callable[[np.ndarray, int, bool], np.ndarray]
 """(decoded LR frame, scale, sr) -> labels at the reference labels' resolution."""
@@ -69,26 +71,15 @@ class Clip:
 
 
 def sent_frames(n: int, fps: float, max_fps: float) -> list[int]:
-    """Indices the vehicle sends with a frame-rate cap (0: all), greedy on capture time."""
-    if not max_fps or max_fps >= fps:
-        return list(range(n))
-    sent, last = [], -math.inf
-    for i in range(n):
-        t = i / fps
-        if t - last >= 1 / max_fps - 1e-6:
-            sent.append(i)
-            last = t
-    return sent
+    """Indices the vehicle sends with a frame-rate cap (0: all): the selector's RateCap on
+    the capture stamps."""
+    cap = RateCap(max_fps)
+    return [i for i in range(n) if cap.admit(round(i * 1e9 / fps))]
 
 
 def held(n: int, sent: Sequence[int]) -> list[int]:
     """For every frame, the sent frame whose labels the vehicle holds then."""
-    out, j, last = [], 0, sent[0]
-    for i in range(n):
-        while j < len(sent) and sent[j] <= i:
-            last, j = sent[j], j + 1
-        out.append(last)
-    return out
+    return held_sources(n, sent)
 
 
 def gt_labels(path: Path, n: int, size: tuple[int, int], root: Path) -> dict[int, np.ndarray]:

@@ -13,6 +13,7 @@ the current one (as video segmentation does, e.g. Zhu et al., "Deep feature flow
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import cv2
@@ -56,6 +57,19 @@ def warp_labels(
         cv2.INTER_NEAREST,
         borderMode=cv2.BORDER_REPLICATE,
     )
+
+
+def held_sources(n: int, sent: Sequence[int]) -> list[int]:
+    """For each of ``n`` camera frames, the index of the last frame sent at or before it
+    (whose labels the vehicle holds then); the first frame must be sent."""
+    if not sent or sent[0] != 0:
+        raise ValueError("the first frame must be sent")
+    out, j = [], 0
+    for t in range(n):
+        while j + 1 < len(sent) and sent[j + 1] <= t:
+            j += 1
+        out.append(sent[j])
+    return out
 
 
 @dataclass(frozen=True)

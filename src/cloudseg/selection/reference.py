@@ -78,6 +78,24 @@ def load_labelled_sequence(
     return LabelledSequence(path.name, frames, stamps, labels, source.fps)
 
 
+def full_resolution_segmenter(backend: str = "espnetv2", device: str = "auto"):
+    """frame (HxWx3 uint8) -> the backend's labels on it, at its trained resolution (no SR,
+    mode "full"): the reference of selection, profiling and `demo --score`."""
+    import torch
+
+    from cloudseg.restore.pipeline import RestorationPipeline
+    from cloudseg.restore.service import pick_device
+
+    pipeline = RestorationPipeline(None, backend, device=pick_device(device))
+    log.info("reference labels: %s", pipeline.describe())
+
+    def segment(rgb: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            return pipeline.process(rgb[None], "full").labels[0].cpu().numpy().astype(np.uint8)
+
+    return segment
+
+
 def segment_frames(
     frames: list[np.ndarray],
     backend: str = "espnetv2",
@@ -86,16 +104,8 @@ def segment_frames(
     what: str = "labels",
 ) -> list[np.ndarray]:
     """The backend's labels on each original frame (at its trained resolution)."""
-    import torch
     from tqdm import tqdm
 
-    from cloudseg.restore.pipeline import RestorationPipeline
-    from cloudseg.restore.service import pick_device
-
-    pipeline = RestorationPipeline(None, backend, device=pick_device(device))
-    log.info("reference labels: %s", pipeline.describe())
-    out = []
-    with torch.inference_mode():
-        for rgb in tqdm(frames, desc=what, unit="frame", disable=not progress, leave=False):
-            out.append(pipeline.process(rgb[None], "full").labels[0].cpu().numpy().astype(np.uint8))
-    return out
+    segment = full_resolution_segmenter(backend, device)
+    bar = tqdm(frames, desc=what, unit="frame", disable=not progress, leave=False)
+    return [segment(rgb) for rgb in bar]
