@@ -3,13 +3,16 @@
 Records every Frame the compressor sends, every FrameStats that comes back from the cloud and
 every Knob, as JSON lines (wall-clock seconds, one host so one clock), and for the bench's own
 policies (full, fixed4, resolution) publishes the Knobs. The `controller` policy leaves the
-Knobs to the controller node. Usage (internal):
-``python -m cloudseg.bench.adapt_probe --policy P --events FILE``.
+Knobs to the controller node. With ``--payloads FILE`` it also appends every Frame's payload
+to FILE (its offset and length in the "sent" record), so the accuracy of what came back can be
+scored after the run (:mod:`cloudseg.bench.adapt_score`). Usage (internal):
+``python -m cloudseg.bench.adapt_probe --policy P --events FILE [--payloads FILE]``.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 import time
@@ -30,10 +33,11 @@ TICK_S = 0.5  # the bench policies decide this often
 class AdaptProbe(Node):
     """Records the stream on the vehicle side; publishes the bench policies' Knobs."""
 
-    def __init__(self, policy: str, out: IO[str]) -> None:
+    def __init__(self, policy: str, out: IO[str], payloads: IO[bytes] | None = None) -> None:
         super().__init__("cloudseg_adapt_probe")
         self.policy = policy
         self.out = out
+        self.payloads = payloads
         self.window = WindowStats()
         self.knob_seq = 0
         self.scale = 0
@@ -63,9 +67,14 @@ class AdaptProbe(Node):
     def on_frame(self, f: Frame) -> None:
         now = time.time()
         self.window.sent(now, int(f.seq), len(f.data))
-        self.write(
-            {"e": "sent", "t": now, "seq": int(f.seq), "bytes": len(f.data), "scale": f.scale}
-        )
+        record = {"e": "sent", "t": now, "seq": int(f.seq), "bytes": len(f.data), "scale": f.scale}
+        if self.payloads is not None:
+            record.update(
+                off=self.payloads.tell(), len=len(f.data), codec=f.codec, key=bool(f.keyframe),
+                w=int(f.width), h=int(f.height), knob=int(f.knob_seq),
+            )  # fmt: skip
+            self.payloads.write(bytes(f.data))
+        self.write(record)
 
     def on_stats(self, s: FrameStats) -> None:
         now = time.time()
@@ -107,11 +116,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="cloudseg.bench.adapt_probe")
     parser.add_argument("--policy", required=True, choices=tuple(POLICIES))
     parser.add_argument("--events", required=True, help="JSON-lines file to write")
+    parser.add_argument("--payloads", help="file to append every Frame's payload to")
     args = parser.parse_args(argv)
     rclpy.init(args=[])
     executor = SingleThreadedExecutor()
-    with open(args.events, "w", buffering=1) as out:
-        probe = AdaptProbe(args.policy, out)
+    with contextlib.ExitStack() as files:
+        out = files.enter_context(open(args.events, "w", buffering=1))
+        payloads = files.enter_context(open(args.payloads, "wb")) if args.payloads else None
+        probe = AdaptProbe(args.policy, out, payloads)
         executor.add_node(probe)
         try:
             executor.spin()

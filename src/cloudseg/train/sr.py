@@ -63,6 +63,15 @@ IGNORE_ID = 255
 NUM_CLASSES = 19
 
 
+def default_crfs() -> list[int]:
+    """Five CRFs centred on the compressor's default (step 2): what the cloud receives when the
+    controller moves the rate a little either way."""
+    from cloudseg.graph import COMPRESSOR
+
+    centre = int(COMPRESSOR.defaults()["crf"])
+    return [min(51, max(0, centre + d)) for d in (-4, -2, 0, 2, 4)]
+
+
 def _crfs(text: str) -> list[int]:
     try:
         values = [int(v) for v in text.split(",") if v.strip()]
@@ -135,8 +144,10 @@ def build_parser(what: str) -> argparse.ArgumentParser:
     parser.add_argument(
         "--crfs",
         type=_crfs,
-        default=[19, 21, 23, 25, 27],
-        help="H.264 CRFs sampled around the compressor's default (default 19,21,23,25,27)",
+        default=default_crfs(),
+        help="H.264 CRFs sampled around the compressor's default (default "
+        + ",".join(str(c) for c in default_crfs())
+        + ")",
     )
     if finetune:
         parser.add_argument(
