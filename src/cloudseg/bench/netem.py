@@ -5,20 +5,34 @@
 10.233.<n>.2 (cloud), ``lo`` up and a 224.0.0.0/4 route on each veth (DDS multicast
 discovery). The vehicle-to-cloud direction is shaped by a ``tbf`` qdisc on the vehicle's veth;
 :meth:`ShapedLink.set_rate` changes its rate live (``tc qdisc change``). The cloud-to-vehicle
-direction is not shaped. No delay: netem is absent from this kernel and the user-space delay
-forwarder (PLATFORM.md) is not built here.
+direction is not shaped.
 
-Everything lives only inside the two namespaces; :meth:`ShapedLink.close` deletes them (the
-veth pair goes with them) and runs from ``finally``, ``atexit`` and SIGINT/SIGTERM handlers.
+Delay: netem is absent from this kernel, so with ``delay_ms > 0`` a third namespace
+``<prefix>mid-<pid>`` sits between the two: vehicle veth <-> middle iface A, middle iface B <->
+cloud veth, and the user-space forwarder :mod:`cloudseg.bench.delay_line` (AF_PACKET) runs there
+as a transparent L2 bridge (no addresses) that holds every frame ``delay_ms`` in *each*
+direction, so a round trip takes ``2 x delay_ms`` more. The vehicle and cloud keep the same
+addresses; tbf stays on the vehicle's veth (frames are shaped, then delayed). tx checksum, SG,
+TSO, GSO and GRO offloads are off on all four interfaces (frames re-injected by the forwarder
+must be complete and no larger than the MTU). With ``delay_ms == 0`` there is no middle
+namespace and no forwarder.
+
+Everything lives only inside the namespaces; :meth:`ShapedLink.close` stops the forwarder and
+deletes them (the veth pairs go with them) and runs from ``finally``, ``atexit`` and
+SIGINT/SIGTERM handlers.
 """
 
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
 import shutil
 import signal
 import subprocess
+import sys
+import tempfile
+import time
 from collections.abc import Sequence
 from types import FrameType
 
@@ -27,6 +41,8 @@ __all__ = ["NetemError", "ShapedLink", "check_privileges", "list_namespaces", "r
 PREFIX = "cloudseg-"
 QUEUE_S = 0.4  # tbf queue: this many seconds at the link rate ...
 MIN_QUEUE_BYTES = 64 * 1024  # ... and at least this much (a keyframe fits)
+FORWARDER_START_S = 10.0  # the delay forwarder must say "ready" within this
+FORWARDER_STOP_S = 3.0  # ... and exit within this after SIGTERM (else SIGKILL)
 
 
 class NetemError(RuntimeError):
@@ -51,6 +67,19 @@ def _run(cmd: Sequence[str], check: bool = True) -> subprocess.CompletedProcess:
     return proc
 
 
+def _last_line(proc: subprocess.CompletedProcess) -> str:
+    lines = [ln for ln in (proc.stderr or proc.stdout or "").splitlines() if ln.strip()]
+    return lines[-1] if lines else f"exit status {proc.returncode}"
+
+
+def _forwarder_env() -> dict[str, str]:
+    """The environment for ``python -m cloudseg.bench.delay_line``: this cloudseg importable."""
+    env = dict(os.environ)
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
+    return env
+
+
 def list_namespaces(prefix: str = PREFIX) -> list[str]:
     """The network namespaces whose names start with `prefix`."""
     out = _run(["ip", "netns", "list"], check=False).stdout
@@ -63,6 +92,13 @@ def remove_stale(prefix: str = PREFIX) -> list[str]:
     for name in list_namespaces(prefix):
         pid = name.rsplit("-", 1)[-1]
         if pid.isdigit() and not os.path.exists(f"/proc/{pid}"):
+            # a delay forwarder orphaned in a middle namespace: it exits with its parent, but
+            # end any that is still there so that the namespace really goes away
+            pids = _run(["ip", "netns", "pids", name], check=False).stdout.split()
+            for p in pids:
+                if p.isdigit():
+                    with contextlib.suppress(OSError):
+                        os.kill(int(p), signal.SIGTERM)
             _run(["ip", "netns", "del", name], check=False)
             removed.append(name)
     return removed
@@ -77,21 +113,43 @@ def tbf_args(kbps: float) -> list[str]:
 
 
 class ShapedLink:
-    """Two namespaces joined by a veth pair, vehicle-to-cloud shaped by tbf. Use with `with`."""
+    """Two namespaces joined by veths, vehicle-to-cloud shaped by tbf. Use with `with`.
 
-    def __init__(self, kbps: float, prefix: str = PREFIX, tag: str | None = None) -> None:
+    `kbps`: the vehicle-to-cloud rate (tbf). `delay_ms`: one-way delay added in *each*
+    direction by a forwarder in a middle namespace (round trip = 2 x `delay_ms`); 0 (the
+    default): a plain veth pair, no middle namespace.
+    """
+
+    def __init__(
+        self, kbps: float, prefix: str = PREFIX, tag: str | None = None, delay_ms: float = 0.0
+    ) -> None:
+        if delay_ms < 0:
+            raise ValueError(f"delay_ms must be >= 0, got {delay_ms}")
         pid = os.getpid()
         tag = tag or str(pid)
         self.vehicle_ns = f"{prefix}veh-{tag}"
         self.cloud_ns = f"{prefix}cld-{tag}"
         self.vehicle_if = f"csv{pid}"[:15]
         self.cloud_if = f"csc{pid}"[:15]
+        self.delay_ms = float(delay_ms)
+        # the middle (delay) namespace and its two ifaces: A faces the vehicle, B the cloud
+        self.mid_ns: str | None = f"{prefix}mid-{tag}" if self.delay_ms > 0 else None
+        self.mid_if_a = f"csa{pid}"[:15]
+        self.mid_if_b = f"csb{pid}"[:15]
         net = pid % 250 + 1
         self.vehicle_ip = f"10.233.{net}.1"
         self.cloud_ip = f"10.233.{net}.2"
         self.kbps = float(kbps)
         self._open = False
         self._old_handlers: dict[int, object] = {}
+        self._forwarder: subprocess.Popen | None = None
+        self._forwarder_log: str | None = None
+        self.forwarder_summary = ""  # the forwarder's last log line (its counts), after close()
+
+    @property
+    def namespaces(self) -> list[str]:
+        """The namespaces this link makes: vehicle, cloud and (with a delay) the middle one."""
+        return [self.vehicle_ns, self.cloud_ns] + ([self.mid_ns] if self.mid_ns else [])
 
     def _ns(self, ns: str, *cmd: str, check: bool = True) -> subprocess.CompletedProcess:
         return _run(["ip", "netns", "exec", ns, *cmd], check=check)
@@ -106,22 +164,13 @@ class ShapedLink:
             self._old_handlers[sig] = signal.signal(sig, self._on_signal)
         self._open = True
         try:
-            for ns in (self.vehicle_ns, self.cloud_ns):
+            for ns in self.namespaces:
                 _run(["ip", "netns", "add", ns])
-            peer = ["peer", "name", self.cloud_if, "netns", self.cloud_ns]
-            _run(
-                [
-                    "ip",
-                    "link",
-                    "add",
-                    self.vehicle_if,
-                    "netns",
-                    self.vehicle_ns,
-                    "type",
-                    "veth",
-                    *peer,
-                ]
-            )
+            if self.mid_ns is None:
+                self._add_veth(self.vehicle_if, self.vehicle_ns, self.cloud_if, self.cloud_ns)
+            else:
+                self._add_veth(self.vehicle_if, self.vehicle_ns, self.mid_if_a, self.mid_ns)
+                self._add_veth(self.mid_if_b, self.mid_ns, self.cloud_if, self.cloud_ns)
             for ns, dev, ip in (
                 (self.vehicle_ns, self.vehicle_if, self.vehicle_ip),
                 (self.cloud_ns, self.cloud_if, self.cloud_ip),
@@ -134,10 +183,82 @@ class ShapedLink:
                 self.vehicle_ns, "tc", "qdisc", "add", "dev", self.vehicle_if, "root",
                 *tbf_args(self.kbps),
             )  # fmt: skip
+            if self.mid_ns is not None:
+                self._open_middle(self.mid_ns)
         except BaseException:
             self.close()
             raise
         return self
+
+    def _add_veth(self, left: str, left_ns: str, right: str, right_ns: str) -> None:
+        veth = ["ip", "link", "add", left, "netns", left_ns, "type", "veth"]
+        _run([*veth, "peer", "name", right, "netns", right_ns])
+
+    def _delay_line(self, ns: str, *args: str) -> list[str]:
+        return ["ip", "netns", "exec", ns, sys.executable, "-m", "cloudseg.bench.delay_line", *args]
+
+    def _open_middle(self, mid: str) -> None:
+        """Offloads off on all four ifaces, middle ifaces up (promisc), the forwarder started."""
+        env = _forwarder_env()
+        for ns, dev in ((self.vehicle_ns, self.vehicle_if), (self.cloud_ns, self.cloud_if)):
+            proc = subprocess.run(
+                self._delay_line(ns, "--disable-offloads", dev),
+                capture_output=True, text=True, env=env,
+            )  # fmt: skip
+            if proc.returncode != 0:
+                raise NetemError(f"turning offloads off on {dev} in {ns}: {_last_line(proc)}")
+        for dev in (self.mid_if_a, self.mid_if_b):
+            if shutil.which("sysctl"):  # no IPv6 link-local chatter from the bridge itself
+                self._ns(mid, "sysctl", "-qw", f"net.ipv6.conf.{dev}.disable_ipv6=1", check=False)
+            self._ns(mid, "ip", "link", "set", dev, "promisc", "on", "up")
+        fd, self._forwarder_log = tempfile.mkstemp(prefix=f"{mid}-", suffix=".log")
+        with os.fdopen(fd, "w") as log:
+            self._forwarder = subprocess.Popen(
+                self._delay_line(
+                    mid, "--a", self.mid_if_a, "--b", self.mid_if_b,
+                    "--delay-ms", f"{self.delay_ms:g}", "--exit-with-parent",
+                ),
+                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
+                start_new_session=True,  # a terminal's Ctrl-C reaches only us; close() stops it
+            )  # fmt: skip
+        deadline = time.monotonic() + FORWARDER_START_S
+        while True:
+            text = self._read_forwarder_log()
+            if "delay_line: ready" in text:
+                return
+            code = self._forwarder.poll()
+            if code is not None or time.monotonic() > deadline:
+                lines = [ln for ln in text.splitlines() if ln.strip()]
+                why = lines[-1] if lines else f"exit status {code}"
+                if code is None:
+                    why = f"not ready after {FORWARDER_START_S:g} s ({why})"
+                raise NetemError(f"delay forwarder in {mid} did not start: {why}")
+            time.sleep(0.02)
+
+    def _read_forwarder_log(self) -> str:
+        if not self._forwarder_log:
+            return ""
+        try:
+            with open(self._forwarder_log, errors="replace") as f:
+                return f.read()
+        except OSError:
+            return ""
+
+    def _stop_forwarder(self) -> None:
+        proc, self._forwarder = self._forwarder, None
+        if proc is not None and proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(FORWARDER_STOP_S)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        lines = self._read_forwarder_log().strip().splitlines()
+        self.forwarder_summary = lines[-1] if lines and proc is not None else ""
+        if self._forwarder_log:
+            with contextlib.suppress(OSError):
+                os.unlink(self._forwarder_log)
+            self._forwarder_log = None
 
     def set_rate(self, kbps: float) -> None:
         """Change the vehicle-to-cloud rate live."""
@@ -159,11 +280,12 @@ class ShapedLink:
         return int(out.stdout.strip() or 0)
 
     def close(self) -> None:
-        """Delete both namespaces (and with them the veth pair); safe to call twice."""
+        """Stop the forwarder, delete the namespaces (and the veths); safe to call twice."""
         if not self._open:
             return
         self._open = False
-        for ns in (self.vehicle_ns, self.cloud_ns):
+        self._stop_forwarder()
+        for ns in self.namespaces:
             _run(["ip", "netns", "del", ns], check=False)
         for sig, handler in self._old_handlers.items():
             signal.signal(sig, handler)  # type: ignore[arg-type]
