@@ -158,6 +158,8 @@ def test_step_8_to_1_mbit_offered_under_link_and_frames_keep_arriving(
     # the controller starts on a rich entry (x1 CRF 25, about 4.4 Mbit/s), so the drop to
     # 1 Mbit/s must make it step down (from its default start it would sit near 0.5-0.8)
     params = {"start_kbps": 5000.0} if policy == "controller" else None
+    # the resolution run also goes through the delay forwarder (20 ms each way)
+    delay_ms = 20.0 if policy == "resolution" else 0.0
     run = adapt.run_policy(
         policy,
         steps,
@@ -166,9 +168,14 @@ def test_step_8_to_1_mbit_offered_under_link_and_frames_keep_arriving(
         tmp_path,
         quiet=True,
         controller_params=params,
+        delay_ms=delay_ms,
     )
     mine = [n for n in netem.list_namespaces() if n.endswith(f"-{os.getpid()}")]
     assert mine == [], f"namespaces left behind: {mine}"
+    if delay_ms:
+        # capture-to-result includes the round trip through the forwarder
+        assert run["result"]["latency_ms_p50"] >= 2 * delay_ms, run["result"]
+        _check_scoring(run, policy, steps, tmp_path)
     seconds = run["seconds"]
     trace = " ".join(f"{r['t']}:{r['offered_kbps']:.0f}/{r['arrived']}" for r in seconds)
     after = [r for r in seconds if 11 <= r["t"] < 14]  # 3 s after the step
@@ -177,3 +184,16 @@ def test_step_8_to_1_mbit_offered_under_link_and_frames_keep_arriving(
     assert offered < 1000, f"offered {offered:.0f} kbit/s 3 s after the step; {why}"
     assert all(r["arrived"] > 0 for r in seconds if r["t"] >= 11), why
     assert sum(r["arrived"] for r in seconds if r["t"] >= 8) > 50
+
+
+def _check_scoring(run: dict, policy: str, steps: list[Step], log_dir: Path) -> None:
+    """The payloads the probe kept decode and score offline against full-resolution labels."""
+    from cloudseg.control.profile_run import pipeline_segment
+    from cloudseg.selection.reference import load_labelled_sequence
+
+    sequence = load_labelled_sequence(adapt.DEFAULT_SEQUENCE, device="cpu", progress=False)
+    adapt.score_policy(run, policy, steps, log_dir, sequence, pipeline_segment(), 5.0, True)
+    result = run["result"]
+    assert result["miou_reference"] == "hr"
+    assert result["miou"] is not None and 0.15 < result["miou"] <= 1.0, result
+    assert sum(s["scored"] for s in result["steps"]) >= 3

@@ -18,8 +18,14 @@ cloud and every Knob, and publishes the Knobs of the bench's own policies:
 Without a GPU the cloud runs ``cloud_bilinear`` (decode + bilinear restoration, no
 segmentation), which keeps up on a CPU; ``--cloud cloud`` runs SR + segmentation (a GPU).
 DDS: UDP only between the namespaces (the cloud side has no shared-memory transport, so nothing
-bypasses the veth), multicast discovery, a ROS domain of its own. No added delay (netem is absent
-from this kernel; no delay forwarder yet).
+bypasses the veth), multicast discovery, a ROS domain of its own. ``--delay-ms D`` adds a
+one-way delay of D ms in each direction (a user-space forwarder in a middle namespace, as netem
+is absent from this kernel: :mod:`cloudseg.bench.delay_line`).
+
+Accuracy (``--score-interval``, default one frame a second; 0 = off): after each run the
+frames that came back are decoded, restored and segmented offline as a GPU cloud would, and
+scored against the full-resolution labels of their original frames
+(:mod:`cloudseg.bench.adapt_score`): ``miou`` per step and overall, reference "hr".
 
 Reported per second: link rate, offered kbit/s (Frame bytes sent), goodput (payload bytes of
 the frames whose FrameStats came back), knob in force (scale), capture-to-result latency (the
@@ -432,9 +438,11 @@ def run_policy(
     quiet: bool = False,
     startup_s: float = 90.0,
     controller_params: dict[str, Any] | None = None,
+    delay_ms: float = 0.0,
 ) -> dict:
-    """One run of `policy` over the trace; returns `analyse()`'s result. `controller_params`
-    override the controller node's parameters (policy controller)."""
+    """One run of `policy` over the trace; returns `analyse()`'s result and ``t0`` (the trace
+    start, wall clock). `controller_params` override the controller node's parameters (policy
+    controller); `delay_ms`: one-way delay each way."""
     import subprocess
 
     from cloudseg.bench.netem import ShapedLink
@@ -457,6 +465,7 @@ def run_policy(
     vehicle_env = {**base, "FASTDDS_DEFAULT_PROFILES_FILE": str(config_dir() / "fastdds_local.xml")}
     cloud_env = {**base, "FASTDDS_DEFAULT_PROFILES_FILE": str(udp_profile)}
     events_file = log_dir / f"events-{policy}.jsonl"
+    payloads_file = log_dir / f"payloads-{policy}.bin"
     procs: list[tuple[str, subprocess.Popen]] = []
 
     def start(name: str, side: str, cmd: list[str], env: dict[str, str]) -> subprocess.Popen:
@@ -467,7 +476,7 @@ def run_policy(
         procs.append((name, p))
         return p
 
-    link = ShapedLink(steps[0].kbps)
+    link = ShapedLink(steps[0].kbps, delay_ms=delay_ms)
     link.open()
     say(f"namespaces {link.vehicle_ns} ({link.vehicle_ip}) and {link.cloud_ns} ({link.cloud_ip})")
     try:
@@ -475,7 +484,8 @@ def run_policy(
             over: dict[str, Any] = {"publish_restored": False} if node in ("sr", "cloud") else {}
             start(node, "cloud", node_command(node, config_dir() / config, over), cloud_env)
         probe = [sys.executable, "-m", "cloudseg.bench.adapt_probe", "--policy", policy]
-        start("probe", "vehicle", [*probe, "--events", str(events_file)], vehicle_env)
+        probe += ["--events", str(events_file), "--payloads", str(payloads_file)]
+        start("probe", "vehicle", probe, vehicle_env)
         if policy == "controller":
             ctl = dict(GRAPHS).get("controller", (("controller", None),))[0]
             cfg = config_dir() / ctl[1] if ctl[1] else None
@@ -528,7 +538,46 @@ def run_policy(
                 p.kill()
                 p.wait()
         link.close()
-    return analyse(_read_events(events_file), steps, t0, policy)
+    return {**analyse(_read_events(events_file), steps, t0, policy), "t0": t0}
+
+
+def score_policy(
+    run: dict,
+    policy: str,
+    steps: Sequence[Step],
+    log_dir: Path,
+    sequence: Any,
+    segment: Any,
+    interval_s: float,
+    quiet: bool,
+) -> None:
+    """Add the offline accuracy (`miou`, reference "hr") to `run`'s result and its steps."""
+    from tqdm import tqdm
+
+    from cloudseg.bench.adapt_score import read_payloads, score_events
+
+    events = _read_events(log_dir / f"events-{policy}.jsonl")
+    payloads = read_payloads(log_dir / f"payloads-{policy}.bin")
+    arrived = {e["seq"] for e in events if e["e"] == "back"}
+    total = sum(1 for e in events if e["e"] == "sent" and e["seq"] in arrived)
+    with tqdm(total=total, desc=f"score {policy}", unit="frame", disable=quiet) as bar:
+        scores = score_events(
+            events,
+            payloads,
+            [(s.start, s.end) for s in steps],
+            run["t0"],
+            sequence.frames,
+            sequence.labels,
+            segment,
+            interval_s,
+            bar,
+        )
+    result = run["result"]
+    result["miou"] = None if scores.miou is None else round(scores.miou, 4)
+    result["miou_reference"] = "hr"
+    for step, miou, n in zip(result["steps"], scores.steps_miou, scores.steps_scored, strict=True):
+        step["miou"] = None if miou is None else round(miou, 4)
+        step["scored"] = n
 
 
 def _print_seconds(policy: str, seconds: list[dict]) -> None:
@@ -536,9 +585,10 @@ def _print_seconds(policy: str, seconds: list[dict]) -> None:
     print("    t  link  offered  goodput  sent  back  scale  latency_ms  accuracy")
     for r in seconds:
         lat = "-" if r["latency_ms"] is None else f"{r['latency_ms']:.0f}"
+        acc = "n/a" if r["accuracy"] is None else f"{r['accuracy']:.3f}"
         print(
             f"{r['t']:5d} {r['link_kbps']:5.0f} {r['offered_kbps']:8.0f} {r['goodput_kbps']:8.0f}"
-            f" {r['sent']:5d} {r['arrived']:5d} {r['scale'] or '-':>6} {lat:>11}  n/a"
+            f" {r['sent']:5d} {r['arrived']:5d} {r['scale'] or '-':>6} {lat:>11}  {acc}"
         )
 
 
@@ -547,7 +597,12 @@ def _print_result(r: dict) -> None:
         f"policy {r['policy']}: collapsed {r['collapsed']}, offered/link max "
         f"{r['offered_over_link_max']:.2f}, latency p50 {r['latency_ms_p50']} ms, p95 "
         f"{r['latency_ms_p95']} ms, frames lost {r['frames_lost']}"
+        + (f", mIoU {r['miou']:.3f} (vs full-resolution labels)" if r.get("miou") else "")
     )
+    for s in r["steps"]:
+        if "miou" in s:
+            miou = "-" if s["miou"] is None else f"{s['miou']:.3f}"
+            print(f"    step at {s['start_s']:.0f} s, {s['link_kbps']:.0f} kbit/s: mIoU {miou}")
 
 
 def plot(runs: dict[str, dict], path: Path) -> None:
@@ -573,7 +628,8 @@ def plot(runs: dict[str, dict], path: Path) -> None:
         res = run["result"]
         ax.set_title(
             f"{policy}: collapsed {res['collapsed']}, offered/link max "
-            f"{res['offered_over_link_max']:.2f}, p50 {res['latency_ms_p50']} ms",
+            f"{res['offered_over_link_max']:.2f}, p50 {res['latency_ms_p50']} ms"
+            + (f", mIoU {res['miou']:.3f}" if res.get("miou") else ""),
             fontsize=9,
         )
         ax.set_ylabel("kbit/s")
@@ -641,6 +697,19 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NAME=VALUE",
         help="override a controller node parameter (repeatable)",
     )
+    parser.add_argument(
+        "--delay-ms",
+        type=float,
+        default=0.0,
+        help="one-way delay added in each direction, ms (0; a forwarder in a middle namespace)",
+    )
+    parser.add_argument(
+        "--score-interval",
+        type=float,
+        default=1.0,
+        help="score the labels of one returned frame per this many seconds, offline after the "
+        "run (SR + segmentation on the CPU; 0 = no accuracy)",
+    )
     parser.add_argument("--plot", type=Path, help="PNG: offered/goodput vs link over time")
     parser.add_argument("--records", type=Path, help="write the per-second records (JSON)")
     parser.add_argument("--log-dir", type=Path, help="node logs and events (default: a temp dir)")
@@ -671,13 +740,33 @@ def main(argv: list[str] | None = None) -> int:
             cloud = "cloud" if _has_cuda() else "cloud_bilinear"
         if cloud == "cloud_bilinear":
             print(f"{PROG}: {CPU_CLOUD_NOTE}", file=sys.stderr)
+        if args.delay_ms < 0 or args.score_interval < 0:
+            raise AdaptError("--delay-ms and --score-interval must be >= 0")
         ctl_params = _controller_params(args.controller_param)
         log_dir = args.log_dir or Path(tempfile.mkdtemp(prefix="cloudseg-adapt-"))
+        scoring = None
+        if args.score_interval > 0:
+            from cloudseg.control.profile_run import pipeline_segment
+            from cloudseg.selection.reference import load_labelled_sequence
+
+            sequence = load_labelled_sequence(args.input, device="cpu", progress=not args.json)
+            scoring = (sequence, pipeline_segment())
         runs = {}
         for policy in policies:
             run = run_policy(
-                policy, steps, args.input, cloud, log_dir, args.rate, args.json, 90.0, ctl_params
+                policy,
+                steps,
+                args.input,
+                cloud,
+                log_dir,
+                args.rate,
+                args.json,
+                90.0,
+                ctl_params,
+                args.delay_ms,
             )
+            if scoring is not None:
+                score_policy(run, policy, steps, log_dir, *scoring, args.score_interval, args.json)
             runs[policy] = run
             if args.json:
                 print(json.dumps(run["result"]), flush=True)

@@ -76,6 +76,8 @@ def _forwarder_env() -> dict[str, str]:
     """The environment for ``python -m cloudseg.bench.delay_line``: this cloudseg importable."""
     env = dict(os.environ)
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    if os.path.basename(root) in ("site-packages", "dist-packages"):
+        return env  # installed: importable as it is (on PYTHONPATH it would shadow the stdlib)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
     return env
 

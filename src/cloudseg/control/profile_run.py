@@ -189,14 +189,20 @@ def measure(
 
 
 def pipeline_segment(backend: str = "espnetv2") -> Segment:
-    """The cloud's restoration + segmentation on the CPU, one pipeline per (scale, SR)."""
+    """The cloud's restoration + segmentation on the CPU, one pipeline per (scale, SR); SR only
+    at the scales CARN-M has heads for (2, 3, 4), bilinear elsewhere, as the cloud does."""
     import torch
 
     from cloudseg.restore.pipeline import RestorationPipeline
 
+    from cloudseg.models.registry import get_spec
+
+    spec = get_spec("carn_m")
+    sr_scales = spec.weights[spec.default_weights].meta["scales"]
     pipelines: dict[tuple[int, bool], RestorationPipeline] = {}
 
     def segment(lr: np.ndarray, scale: int, sr: bool) -> np.ndarray:
+        sr = sr and scale in sr_scales  # as the cloud: bilinear where SR has no head
         if (scale, sr) not in pipelines:
             model = "carn_m" if sr else None
             pipelines[scale, sr] = RestorationPipeline(model, backend, device="cpu", scale=scale)
