@@ -197,3 +197,20 @@ def _check_scoring(run: dict, policy: str, steps: list[Step], log_dir: Path) -> 
     assert result["miou_reference"] == "hr"
     assert result["miou"] is not None and 0.15 < result["miou"] <= 1.0, result
     assert sum(s["scored"] for s in result["steps"]) >= 3
+
+
+def test_compare_to_fixed_picks_the_best_fixed_policy_that_fits() -> None:
+    def run(*steps: tuple[int, int, float | None]) -> dict:
+        rows = [{"sent": s, "lost": lost, "miou": m} for s, lost, m in steps]
+        return {"result": {"steps": rows}}
+
+    runs = {
+        "full": run((100, 0, 0.60), (100, 60, 0.10)),  # fits step 0 only
+        "fixed4": run((100, 1, 0.45), (100, 2, 0.44)),
+        "controller": run((100, 0, 0.59), (100, 3, 0.43)),
+    }
+    adapt.compare_to_fixed(runs)
+    s0, s1 = runs["controller"]["result"]["steps"]
+    assert (s0["best_fixed_policy"], s0["miou_gap"]) == ("full", -0.01)
+    assert (s1["best_fixed_policy"], s1["best_fixed_miou"]) == ("fixed4", 0.44)
+    assert "best_fixed_miou" not in runs["full"]["result"]["steps"][0]

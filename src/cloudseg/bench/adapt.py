@@ -580,6 +580,31 @@ def score_policy(
         step["scored"] = n
 
 
+FIXED_POLICIES = ("full", "fixed4")
+FIT_LOSS = 0.05
+"""A fixed policy fits a step when at most this share of the frames it sent there was lost."""
+
+
+def compare_to_fixed(runs: dict[str, dict]) -> None:
+    """Per step of every adaptive run: the best mIoU among the fixed policies that fit that
+    step (`best_fixed_miou`, `best_fixed_policy`) and the run's gap to it (`miou_gap`)."""
+    fixed = {p: r["result"] for p, r in runs.items() if p in FIXED_POLICIES}
+    for policy, run in runs.items():
+        if policy in FIXED_POLICIES:
+            continue
+        for k, step in enumerate(run["result"]["steps"]):
+            best = None
+            for name, res in fixed.items():
+                other = res["steps"][k]
+                fits = other["sent"] and other["lost"] <= FIT_LOSS * other["sent"]
+                better = best is None or (other.get("miou") or 0) > best[1]
+                if fits and other.get("miou") is not None and better:
+                    best = (name, other["miou"])
+            if best is not None and step.get("miou") is not None:
+                step["best_fixed_policy"], step["best_fixed_miou"] = best
+                step["miou_gap"] = round(step["miou"] - best[1], 4)
+
+
 def _print_seconds(policy: str, seconds: list[dict]) -> None:
     print(f"policy {policy}: per second")
     print("    t  link  offered  goodput  sent  back  scale  latency_ms  accuracy")
@@ -602,7 +627,14 @@ def _print_result(r: dict) -> None:
     for s in r["steps"]:
         if "miou" in s:
             miou = "-" if s["miou"] is None else f"{s['miou']:.3f}"
-            print(f"    step at {s['start_s']:.0f} s, {s['link_kbps']:.0f} kbit/s: mIoU {miou}")
+            best = (
+                f" (best fixed that fits: {s['best_fixed_policy']} {s['best_fixed_miou']:.3f})"
+                if "best_fixed_miou" in s
+                else ""
+            )
+            print(
+                f"    step at {s['start_s']:.0f} s, {s['link_kbps']:.0f} kbit/s: mIoU {miou}{best}"
+            )
 
 
 def plot(runs: dict[str, dict], path: Path) -> None:
@@ -768,6 +800,8 @@ def main(argv: list[str] | None = None) -> int:
             if scoring is not None:
                 score_policy(run, policy, steps, log_dir, *scoring, args.score_interval, args.json)
             runs[policy] = run
+        compare_to_fixed(runs)
+        for policy, run in runs.items():
             if args.json:
                 print(json.dumps(run["result"]), flush=True)
             else:
