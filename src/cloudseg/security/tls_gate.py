@@ -377,28 +377,47 @@ class TlsGate:
                 logging.INFO,
                 what="connected to",
             )
-            await self._pump_both(tls_r, tls_w, reader, writer)
+            received, error = await self._pump_both(tls_r, tls_w, reader, writer)
+            if not received:
+                # TLS 1.3: the cloud checks our certificate after our side of the handshake has
+                # completed, and its gate drops a refused peer without a word
+                if isinstance(error, ssl.SSLError):
+                    why = refusal_reason(error)
+                else:
+                    why = (
+                        "closed before sending anything: this vehicle's certificate refused, "
+                        "or Fast DDS down there (see the cloud gate's log)"
+                    )
+                self.refusals(f"cloud {_fmt(self.to)}", why, what="connection to")
         finally:
             self.stats.active -= 1
             await _close(writer)
             if tls_w is not None:
                 await _close(tls_w)
 
-    async def _pump_both(self, tls_r, tls_w, plain_r, plain_w) -> None:
-        """Copy both ways until either side closes, then close both."""
+    async def _pump_both(self, tls_r, tls_w, plain_r, plain_w) -> tuple[int, BaseException | None]:
+        """Copy both ways until either side closes, then close both. Returns the bytes read
+        from the TLS side and the error that ended reading it (a TLS alert from the peer)."""
+        tls_read: list = [0, None]
 
-        async def pump(src, dst, counter: str) -> None:
+        async def pump(src, dst, counter: str, from_tls: bool) -> None:
             try:
                 while data := await src.read(CHUNK):
                     dst.write(data)
                     setattr(self.stats, counter, getattr(self.stats, counter) + len(data))
+                    if from_tls:
+                        tls_read[0] += len(data)
                     await dst.drain()
-            except (OSError, ssl.SSLError, asyncio.IncompleteReadError):
-                pass
+            except (OSError, asyncio.IncompleteReadError) as exc:  # ssl.SSLError is an OSError
+                if from_tls:
+                    tls_read[1] = exc
             finally:
                 dst.close()
 
-        await asyncio.gather(pump(tls_r, plain_w, "bytes_in"), pump(plain_r, tls_w, "bytes_out"))
+        await asyncio.gather(
+            pump(tls_r, plain_w, "bytes_in", True), pump(plain_r, tls_w, "bytes_out", False)
+        )
+        return tls_read[0], tls_read[1]
 
 
 async def _close(writer) -> None:
