@@ -473,3 +473,27 @@ def test_tls_gate_module_runs_as_a_command():
         env={**os.environ},
     )
     assert done.returncode == 0 and "server" in done.stdout and "client" in done.stdout
+
+
+@pytest.mark.dds
+def test_deployment_setup_between_two_hosts(tmp_path):
+    """`--dds tls` as deployed (gates at 127.0.0.1:7410 on the vehicle and <cloud>:7411 on the
+    cloud, the cloud announcing 127.0.0.1) between two network namespaces; root only."""
+    from cloudseg.bench.netem import check_privileges
+    from cloudseg.bench.tls import measure_two_hosts
+
+    reason = check_privileges()
+    if reason:
+        pytest.skip(reason)
+    for attempt in range(ATTEMPTS):
+        try:
+            r = measure_two_hosts(30, 5000, 30.0, tmp_path / f"attempt{attempt}", timeout=40.0)
+        except RuntimeError:
+            if attempt + 1 == ATTEMPTS:
+                raise
+            continue
+        if r["tls_received"] > 0:
+            break
+    assert r["plain_received"] > 0 and r["tls_received"] > 0, r
+    assert r["tls_up"] > 30 * 5000 * 0.8, r  # the stream crossed the interface, with TLS
+    assert abs(r["overhead_pct"]) < 10, r

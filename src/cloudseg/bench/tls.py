@@ -17,6 +17,7 @@ about the same number of packets either way). The vehicle publishes `--messages`
 first message and ends 1 s after its last.
 
     cloudseg bench tls [--messages 200] [--size 5000 [SIZE ...]] [--rate 50] [--json]
+    cloudseg bench tls --two-hosts ...   # root: two network namespaces, interface bytes
 
 `GatedLink`, `Recorder` and `make_test_keys` are also the harness of test/test_tls.py.
 """
@@ -178,10 +179,19 @@ def base_env(domain: int | None = None) -> dict[str, str]:
 
 
 def start_gate(
-    mode: str, listen: str, to: str, ca: Path, cert: Path, key: Path, log: Path, *extra: str
+    mode: str,
+    listen: str,
+    to: str,
+    ca: Path,
+    cert: Path,
+    key: Path,
+    log: Path,
+    *extra: str,
+    prefix: Sequence[str] = (),
 ) -> subprocess.Popen:
-    """`python -m cloudseg.security.tls_gate MODE ...`, waiting until it listens."""
-    cmd = [sys.executable, "-m", "cloudseg.security.tls_gate", mode, "--listen", listen]
+    """`python -m cloudseg.security.tls_gate MODE ...` (under the command `prefix`, e.g.
+    `ip netns exec NS`), waiting until it listens."""
+    cmd = [*prefix, sys.executable, "-m", "cloudseg.security.tls_gate", mode, "--listen", listen]
     cmd += ["--to", to, "--ca", str(ca), "--cert", str(cert), "--key", str(key), *extra]
     with open(log, "w") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
@@ -204,11 +214,13 @@ def stop_process(proc: subprocess.Popen, sig: int = signal.SIGINT, grace: float 
         return proc.wait()
 
 
-def start_peer(args: Sequence[str], env: dict[str, str], log: Path) -> subprocess.Popen:
+def start_peer(
+    args: Sequence[str], env: dict[str, str], log: Path, prefix: Sequence[str] = ()
+) -> subprocess.Popen:
     """`python -m cloudseg.bench.tls_peer ARGS` with its output in `log`."""
     with open(log, "w") as out:
         return subprocess.Popen(
-            [sys.executable, "-m", "cloudseg.bench.tls_peer", *args],
+            [*prefix, sys.executable, "-m", "cloudseg.bench.tls_peer", *args],
             env=env,
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -306,11 +318,59 @@ class GatedLink:
 # --- the benchmark -----------------------------------------------------------------------------
 
 
+def _vehicle_stream(
+    prefix: Sequence[str],
+    env: dict[str, str],
+    log_path: Path,
+    messages: int,
+    size: int,
+    rate: float,
+    timeout: float,
+    snap,
+) -> bool:
+    """Run the vehicle peer (under the command `prefix`, e.g. `ip netns exec NS`) until it has
+    streamed; `snap("start")` at its first message, `snap("end")` 1 s after its last. True when
+    it streamed."""
+    cmd = [
+        *prefix, sys.executable, "-m", "cloudseg.bench.tls_peer", "--pub", FRAMES_TOPIC,
+        "--marker", "BENCH", "--size", str(size), "--count", str(messages),
+        "--rate", str(rate), "--linger", "1.5", "--seconds", str(timeout),
+    ]  # fmt: skip
+    published = False
+    with open(log_path, "w") as log:
+        vehicle = subprocess.Popen(
+            cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
+        assert vehicle.stdout is not None
+        for line in vehicle.stdout:
+            log.write(line)
+            if not line.startswith(PEER_PREFIX):
+                continue
+            event = json.loads(line[len(PEER_PREFIX) :])["event"]
+            if event == "start":
+                snap("start")
+            elif event == "published":
+                published = True
+                time.sleep(1.0)  # the last messages cross the link
+                snap("end")
+        vehicle.wait()
+    return published
+
+
+def _deltas(snapshots: dict[str, tuple[int, ...]], a: str, b: str) -> list[int]:
+    return [y - x for x, y in zip(snapshots[a], snapshots[b], strict=True)]
+
+
+def _overhead(tls: int, plain: int) -> float:
+    return round(100.0 * (tls - plain) / max(plain, 1), 2)
+
+
 def measure(
     messages: int, size: int, rate: float, workdir: Path, timeout: float = 90.0
 ) -> dict[str, object]:
-    """One run: the vehicle streams `messages` Frames of `size` bytes at `rate` Hz to the cloud
-    through the gates; bytes on both legs during the stream and in all."""
+    """One run on this host: the vehicle streams `messages` Frames of `size` bytes at `rate` Hz
+    to the cloud through the gates; TCP payload bytes on both legs during the stream and in
+    all."""
     keys = make_test_keys(workdir / "keys")
     env = base_env()
     with GatedLink(keys, workdir) as link:
@@ -318,52 +378,28 @@ def measure(
         cloud = start_peer(
             ["--sub", FRAMES_TOPIC, "--seconds", str(timeout)], link.cloud_env(env), cloud_log
         )
-        vehicle_log = workdir / "vehicle.log"
-        vehicle_cmd = [
-            sys.executable, "-m", "cloudseg.bench.tls_peer", "--pub", FRAMES_TOPIC,
-            "--marker", "BENCH", "--size", str(size), "--count", str(messages),
-            "--rate", str(rate), "--linger", "1.5", "--seconds", str(timeout),
-        ]  # fmt: skip
-        snapshots: dict[str, tuple[int, int, int, int]] = {}
+        snapshots: dict[str, tuple[int, ...]] = {}
 
         def snap(name: str) -> None:
             snapshots[name] = (*link.tls.counts(), *link.plain.counts())
 
-        with open(vehicle_log, "w") as log:
-            vehicle = subprocess.Popen(
-                vehicle_cmd,
-                env=link.vehicle_env(env),
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                text=True,
-            )
-            assert vehicle.stdout is not None
-            published_at = None
-            for line in vehicle.stdout:
-                log.write(line)
-                if not line.startswith(PEER_PREFIX):
-                    continue
-                event = json.loads(line[len(PEER_PREFIX) :])["event"]
-                if event == "start":
-                    snap("start")
-                elif event == "published":
-                    published_at = time.monotonic()
-                    time.sleep(1.0)  # the last messages cross both legs
-                    snap("end")
-            vehicle.wait()
+        snap("zero")
+        vehicle_log = workdir / "vehicle.log"
+        streamed = _vehicle_stream(
+            [], link.vehicle_env(env), vehicle_log, messages, size, rate, timeout, snap
+        )
         stop_process(cloud, signal.SIGTERM, 10)
         snap("total")
         received = (peer_result(cloud_log) or {}).get("received", 0)
-        if published_at is None or "start" not in snapshots:
+        if not streamed or "start" not in snapshots:
             raise RuntimeError(
                 f"the vehicle never streamed (no match through the gates?):\n"
                 f"{vehicle_log.read_text()[-2000:]}\n{link.gate_log('server')[-2000:]}"
             )
-    start, end, total = snapshots["start"], snapshots["end"], snapshots["total"]
-    window = [e - s for s, e in zip(start, end, strict=True)]
-    tls_up, tls_down, plain_up, plain_down = window
-    tls_window, plain_window = tls_up + tls_down, plain_up + plain_down
+    tls_up, tls_down, plain_up, plain_down = _deltas(snapshots, "start", "end")
+    total = _deltas(snapshots, "zero", "total")
     return {
+        "where": "one host, loopback; TCP payload bytes",
         "messages": messages,
         "size": size,
         "rate_hz": rate,
@@ -373,34 +409,129 @@ def measure(
         "plain_down": plain_down,
         "tls_up": tls_up,
         "tls_down": tls_down,
-        "overhead_pct": round(100.0 * (tls_window - plain_window) / max(plain_window, 1), 2),
+        "overhead_pct": _overhead(tls_up + tls_down, plain_up + plain_down),
         "plain_total": total[2] + total[3],
         "tls_total": total[0] + total[1],
-        "total_overhead_pct": round(
-            100.0 * (total[0] + total[1] - total[2] - total[3]) / max(total[2] + total[3], 1), 2
-        ),
+        "total_overhead_pct": _overhead(total[0] + total[1], total[2] + total[3]),
         "tls_connections": link.tls.connections,
     }
+
+
+def measure_two_hosts(
+    messages: int, size: int, rate: float, workdir: Path, timeout: float = 90.0
+) -> dict[str, object]:
+    """The deployment set-up between two network namespaces (root): the same stream once over
+    plain TCP (`--dds tcp` profiles, the vehicle connecting to the cloud's address) and once
+    through the gates (`--dds tls` profiles, gates at 127.0.0.1:7410 on the vehicle and
+    <cloud>:7411 on the cloud), counting the bytes the vehicle's network interface sent and
+    received (Ethernet frames as the kernel counts them, headers included)."""
+    from cloudseg.bench.netem import NetemError, ShapedLink, check_privileges
+    from cloudseg.launcher import dds_env
+    from cloudseg.security.certs import make_ca, make_host
+
+    reason = check_privileges()
+    if reason:
+        raise RuntimeError(reason)
+    env = base_env()
+    out: dict[str, object] = {
+        "where": "two network namespaces (veth); interface bytes incl. headers",
+        "messages": messages,
+        "size": size,
+        "rate_hz": rate,
+        "payload_bytes": messages * size,
+    }
+    try:
+        link = ShapedLink(10_000_000).open()  # 10 Gbit/s: not shaped
+    except NetemError as exc:
+        raise RuntimeError(str(exc)) from exc
+    try:
+        keys = workdir / "keys"
+        make_ca(keys, "cloudseg bench CA")
+        cloud_cert = make_host(keys, "cloud", ips=[link.cloud_ip], usage="server")
+        car_cert = make_host(keys, "car1", usage="client")
+        V, C = link.exec_prefix("vehicle"), link.exec_prefix("cloud")
+        iface = f"/sys/class/net/{link.vehicle_if}/statistics"
+
+        def wire() -> tuple[int, int]:
+            done = subprocess.run(
+                [*V, "cat", f"{iface}/tx_bytes", f"{iface}/rx_bytes"],
+                capture_output=True, text=True, check=True,
+            )  # fmt: skip
+            tx, rx = done.stdout.split()
+            return int(tx), int(rx)
+
+        for mode in ("tcp", "tls"):
+            run_dir = workdir / mode
+            run_dir.mkdir(parents=True, exist_ok=True)
+            gates = []
+            if mode == "tls":
+                gates.append(start_gate(
+                    "server", f"{link.cloud_ip}:7411", "127.0.0.1:7410", keys / "ca.crt",
+                    cloud_cert.cert, cloud_cert.key, run_dir / "gate_server.log", prefix=C,
+                ))  # fmt: skip
+                gates.append(start_gate(
+                    "client", "127.0.0.1:7410", f"{link.cloud_ip}:7411", keys / "ca.crt",
+                    car_cert.cert, car_cert.key, run_dir / "gate_client.log", prefix=V,
+                ))  # fmt: skip
+                cloud_env = {**env, **dds_env("tls", "cloud", listen=7410)}
+                vehicle_env = {**env, **dds_env("tls", "vehicle")}
+            else:
+                cloud_env = {**env, **dds_env("tcp", "cloud", listen=7410)}
+                vehicle_env = {**env, **dds_env("tcp", "vehicle", peer=f"{link.cloud_ip}:7410")}
+            cloud_log = run_dir / "cloud.log"
+            cloud = start_peer(
+                ["--sub", FRAMES_TOPIC, "--seconds", str(timeout)], cloud_env, cloud_log, prefix=C
+            )
+            time.sleep(3.0)  # the cloud listens before the vehicle's first try (launcher.py)
+            snapshots: dict[str, tuple[int, ...]] = {}
+
+            def snap(name: str, snapshots=snapshots) -> None:
+                snapshots[name] = wire()
+
+            streamed = _vehicle_stream(
+                V, vehicle_env, run_dir / "vehicle.log", messages, size, rate, timeout, snap
+            )
+            stop_process(cloud, signal.SIGTERM, 10)
+            for gate in gates:
+                stop_process(gate)
+            if not streamed or "start" not in snapshots:
+                raise RuntimeError(
+                    f"{mode}: the vehicle never streamed:\n"
+                    f"{(run_dir / 'vehicle.log').read_text()[-2000:]}"
+                )
+            name = "plain" if mode == "tcp" else "tls"
+            out[f"{name}_up"], out[f"{name}_down"] = _deltas(snapshots, "start", "end")
+            out[f"{name}_received"] = (peer_result(cloud_log) or {}).get("received", 0)
+    finally:
+        link.close()
+    out["received"] = min(out["plain_received"], out["tls_received"])  # type: ignore[type-var]
+    out["overhead_pct"] = _overhead(
+        out["tls_up"] + out["tls_down"],  # type: ignore[operator]
+        out["plain_up"] + out["plain_down"],  # type: ignore[operator]
+    )
+    return out
 
 
 def format_result(r: dict[str, object]) -> str:
     dur = r["messages"] / r["rate_hz"]  # type: ignore[operator]
     lines = [
         f"{r['messages']} messages of {r['size']} B at {r['rate_hz']} Hz "
-        f"(payload {r['payload_bytes']} B), cloud received {r['received']}",
-        "| leg | vehicle->cloud B | cloud->vehicle B | kbit/s up (stream) |",
+        f"(payload {r['payload_bytes']} B), cloud received {r['received']}; {r['where']}",
+        "| link | vehicle->cloud B | cloud->vehicle B | kbit/s up (stream) |",
         "|---|---:|---:|---:|",
     ]
     for name in ("plain", "tls"):
         up, down = r[f"{name}_up"], r[f"{name}_down"]
         kbps = 8 * up / dur / 1000  # type: ignore[operator]
-        label = "plain TCP (Fast DDS bytes)" if name == "plain" else "TLS (gates)"
+        label = "plain TCP" if name == "plain" else "mutual TLS (gates)"
         lines.append(f"| {label} | {up} | {down} | {kbps:.1f} |")
-    lines.append(
-        f"TLS overhead during the stream: {r['overhead_pct']} % "
-        f"(whole run incl. discovery and handshake: {r['total_overhead_pct']} %, "
-        f"{r['plain_total']} -> {r['tls_total']} B; {r['tls_connections']} TLS connection(s))"
-    )
+    line = f"TLS overhead during the stream: {r['overhead_pct']} %"
+    if "total_overhead_pct" in r:
+        line += (
+            f" (whole run incl. discovery and handshake: {r['total_overhead_pct']} %, "
+            f"{r['plain_total']} -> {r['tls_total']} B; {r['tls_connections']} TLS connection(s))"
+        )
+    lines.append(line)
     return "\n".join(lines)
 
 
@@ -420,7 +551,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="bytes of Frame.data per message; several sizes: one run each",
     )
     p.add_argument("--rate", type=float, default=50.0, help="messages per second")
-    p.add_argument("--json", action="store_true", help="print one JSON line")
+    p.add_argument(
+        "--two-hosts",
+        action="store_true",
+        help="root: vehicle and cloud in two network namespaces with the deployment set-up, "
+        "plain TCP vs TLS, counting interface bytes (headers included)",
+    )
+    p.add_argument("--json", action="store_true", help="print one JSON line per run")
     p.add_argument("--keep", type=Path, help="keep logs and keys in this folder")
     return p
 
@@ -430,24 +567,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.messages < 1 or min(args.size) < 32 or args.rate <= 0:
         print("cloudseg bench tls: --messages >= 1, --size >= 32, --rate > 0", file=sys.stderr)
         return 2
+    cpus = os.cpu_count()
+    machine = f"{platform.machine()}, {cpus} cores, Python {platform.python_version()}"
+    run = measure_two_hosts if args.two_hosts else measure
     with contextlib.ExitStack() as stack:
         if args.keep:
             workdir = args.keep
             workdir.mkdir(parents=True, exist_ok=True)
         else:
             workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="cloudseg-tls-")))
-        try:
-            result = measure(args.messages, args.size, args.rate, workdir)
-        except RuntimeError as exc:
-            print(f"cloudseg bench tls: {exc}", file=sys.stderr)
-            return 1
-    result["machine"] = (
-        f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
-    )
-    if args.json:
-        print(json.dumps(result))
-    else:
-        print(format_result(result))
+        for size in args.size:
+            run_dir = workdir / f"size{size}"
+            run_dir.mkdir(parents=True, exist_ok=True)
+            try:
+                result = run(args.messages, size, args.rate, run_dir)
+            except RuntimeError as exc:
+                print(f"cloudseg bench tls: {exc}", file=sys.stderr)
+                return 1
+            result["machine"] = machine
+            print(json.dumps(result) if args.json else format_result(result), flush=True)
     return 0
 
 
