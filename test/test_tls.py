@@ -485,15 +485,7 @@ def test_deployment_setup_between_two_hosts(tmp_path):
     reason = check_privileges()
     if reason:
         pytest.skip(reason)
-    for attempt in range(ATTEMPTS):
-        try:
-            r = measure_two_hosts(30, 5000, 30.0, tmp_path / f"attempt{attempt}", timeout=40.0)
-        except RuntimeError:
-            if attempt + 1 == ATTEMPTS:
-                raise
-            continue
-        if r["tls_received"] > 0:
-            break
+    r = measure_two_hosts(30, 5000, 30.0, tmp_path)  # retries a pair that never matched
     assert r["plain_received"] > 0 and r["tls_received"] > 0, r
     assert r["tls_up"] > 30 * 5000 * 0.8, r  # the stream crossed the interface, with TLS
     assert abs(r["overhead_pct"]) < 10, r
