@@ -238,7 +238,7 @@ def describe(cert_path: Path) -> str:
         names = []
     try:
         eku = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
-        usages = [u._name for u in eku]
+        usages = [getattr(u, "_name", u.dotted_string) for u in eku]
     except x509.ExtensionNotFound:
         usages = []
     return (

@@ -426,19 +426,36 @@ async def _close(writer) -> None:
         await asyncio.wait_for(writer.wait_closed(), 2.0)
 
 
+HELP_DESCRIPTION = """\
+Mutual-TLS gate for the vehicle-cloud Fast DDS TCP link (TLS 1.2+, Python's ssl).
+
+  server (cloud host): TLS on the public port; a client certificate signed by --ca is
+    required and verified before anything is forwarded; plaintext to Fast DDS on 127.0.0.1.
+    Refused peers are logged, one line each with the reason (rate-limited).
+  client (vehicle host): plain TCP from Fast DDS on 127.0.0.1; TLS to the cloud gate with
+    this vehicle's certificate; the cloud's certificate is checked against --ca and the
+    cloud's name or address (--server-name, default: the host of --to).
+
+The client gate listens on 127.0.0.1 at the port number of the cloud's Fast DDS listener
+(fastdds_tls_cloud.xml announces 127.0.0.1:<that port>)."""
+
+HELP_EPILOG = """\
+examples:
+  cloud:    python -m cloudseg.security.tls_gate server --listen 0.0.0.0:7411 \\
+              --to 127.0.0.1:7410 --ca keys/ca.crt --cert keys/cloud.crt --key keys/cloud.key
+            cloudseg run cloud --dds tls --listen 7410
+  vehicle:  python -m cloudseg.security.tls_gate client --listen 127.0.0.1:7410 \\
+              --to cloud.example.com:7411 --ca keys/ca.crt --cert keys/car1.crt \\
+              --key keys/car1.key
+            cloudseg run vehicle --dds tls
+certificates: cloudseg certs --help; deployment: README, "Encrypted, authenticated WAN link"."""
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m cloudseg.security.tls_gate",
-        description="Mutual-TLS gate for the vehicle-cloud Fast DDS TCP link. "
-        "server (cloud): TLS on the public port, client certificate required and verified "
-        "against the CA, plaintext to Fast DDS on 127.0.0.1. client (vehicle): plain TCP "
-        "from Fast DDS on 127.0.0.1, TLS to the cloud gate with this vehicle's certificate, "
-        "the cloud's certificate checked against the CA and its name or address.",
-        epilog="cloud: python -m cloudseg.security.tls_gate server --listen 0.0.0.0:7411 "
-        "--to 127.0.0.1:7410 --ca keys/ca.crt --cert keys/cloud.crt --key keys/cloud.key   "
-        "vehicle: python -m cloudseg.security.tls_gate client --listen 127.0.0.1:7410 "
-        "--to cloud.example.com:7411 --ca keys/ca.crt --cert keys/car1.crt --key keys/car1.key   "
-        "(certificates: cloudseg certs --help; Fast DDS profiles: README)",
+        description=HELP_DESCRIPTION,
+        epilog=HELP_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("mode", choices=("server", "client"), help="server: cloud; client: vehicle")
@@ -469,8 +486,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="server: accept only client certificates with this common/DNS name (repeatable; "
         "default: any certificate signed by the CA)",
     )
-    p.add_argument("--max-connections", type=int, default=MAX_CONNECTIONS)
-    p.add_argument("--handshake-timeout", type=float, default=HANDSHAKE_TIMEOUT_S, metavar="S")
+    p.add_argument(
+        "--max-connections",
+        type=int,
+        default=MAX_CONNECTIONS,
+        metavar="N",
+        help=f"connections at once; more are refused (default {MAX_CONNECTIONS})",
+    )
+    p.add_argument(
+        "--handshake-timeout",
+        type=float,
+        default=HANDSHAKE_TIMEOUT_S,
+        metavar="S",
+        help=f"drop peers that do not finish the handshake in time (default {HANDSHAKE_TIMEOUT_S})",
+    )
     p.add_argument(
         "--log-interval",
         type=float,
