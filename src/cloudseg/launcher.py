@@ -5,6 +5,7 @@ Uses the same node list and config files as the launch files (`cloudseg.graph.GR
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import signal
@@ -36,8 +37,12 @@ def local_env(one_host: bool = True) -> dict[str, str]:
 
 
 #: `--dds` choices: the Fast DDS profile of each side when vehicle and cloud are on different hosts.
-DDS_MODES = ("local", "tcp", "discovery")
+DDS_MODES = ("local", "tcp", "discovery", "tls")
 TCP_DDS_PROFILES = {"vehicle": "fastdds_tcp_vehicle.xml", "cloud": "fastdds_tcp_cloud.xml"}
+#: behind the mutual-TLS gates (cloudseg.security.tls_gate): Fast DDS talks TCP to 127.0.0.1 only
+TLS_DDS_PROFILES = {"vehicle": "fastdds_tls_vehicle.xml", "cloud": "fastdds_tls_cloud.xml"}
+#: where each vehicle's gate listens, announced by the cloud (fastdds_tls_cloud.xml)
+TLS_ANNOUNCE_ADDRESS = "127.0.0.1"
 DISCOVERY_DDS_PROFILE = "fastdds_discovery_client.xml"
 DEFAULT_DDS_PORT = 7410
 DEFAULT_DISCOVERY_PORT = 11811
@@ -92,6 +97,11 @@ def dds_env(
       only that one port must be reachable.
     - "discovery": both sides are clients of the discovery server `server` (HOST:PORT, started
       with `fastdds discovery -i 0 -l ADDR -p PORT`); data then flows directly over UDP.
+    - "tls": behind the mutual-TLS gates (`python -m cloudseg.security.tls_gate`, started
+      separately; README): the cloud's Fast DDS listens on 127.0.0.1:`listen` only, the
+      vehicle's connects to its own gate at `peer` (default 127.0.0.1:7410; `:PORT` for
+      127.0.0.1:PORT; a loopback address whose port is the cloud's `listen` port). The
+      cloud's address is the vehicle gate's `--to`, not a Fast DDS setting.
     """
     if side not in TCP_DDS_PROFILES:
         raise ValueError(f"side must be vehicle or cloud, not {side!r}")
@@ -105,6 +115,27 @@ def dds_env(
             if not peer:
                 raise ValueError("--dds tcp on the vehicle needs --peer HOST:PORT (the cloud)")
             host, port = parse_host_port(peer, DEFAULT_DDS_PORT)
+            env["CLOUDSEG_DDS_PEER_ADDRESS"] = host
+            env["CLOUDSEG_DDS_PEER_PORT"] = str(port)
+    elif mode == "tls":
+        env = {"FASTDDS_DEFAULT_PROFILES_FILE": str(config_dir() / TLS_DDS_PROFILES[side])}
+        if public_ip:
+            raise ValueError(
+                "--public-ip is for --dds tcp: with tls the vehicle's gate names the cloud (--to)"
+            )
+        if side == "cloud":
+            env["CLOUDSEG_DDS_PORT"] = str(listen or DEFAULT_DDS_PORT)
+            env["CLOUDSEG_DDS_ANNOUNCE_ADDRESS"] = TLS_ANNOUNCE_ADDRESS
+        else:
+            local = peer or ""
+            if local.startswith(":") or not local:  # `:PORT`: the gate on 127.0.0.1
+                local = TLS_ANNOUNCE_ADDRESS + local
+            host, port = parse_host_port(local, DEFAULT_DDS_PORT)
+            if not ipaddress.IPv4Address(host).is_loopback:
+                raise ValueError(
+                    f"--dds tls: --peer is the vehicle's own TLS gate (127.0.0.1:PORT), not "
+                    f"{peer}; the cloud's address goes to the gate (tls_gate client --to)"
+                )
             env["CLOUDSEG_DDS_PEER_ADDRESS"] = host
             env["CLOUDSEG_DDS_PEER_PORT"] = str(port)
     elif mode == "discovery":
