@@ -1,4 +1,4 @@
-"""The `cloudseg` command: demo, convert, run, node, eval and bench."""
+"""The `cloudseg` command: demo, convert, run, node, eval, bench, profile, certs and train."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import logging
 import sys
 
 from cloudseg.graph import COMPRESSOR, GRAPHS, NODES
+from cloudseg.launcher import DDS_MODES
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -89,6 +90,7 @@ BENCH_COMMANDS = {
     "accuracy": "Table 1 without codec, through the default H.264 stream and at 750 kbit/s",
     "selector": "frames sent, kbit/s and held-label mIoU of frame selection vs fixed interval",
     "adapt": "policies over a tc-shaped link replaying a bandwidth trace (root; namespaces)",
+    "tls": "bitrate cost of the mutual-TLS link (bytes with and without TLS, same DDS stream)",
 }
 
 
@@ -114,6 +116,12 @@ def _eval(args: argparse.Namespace) -> int:
     from cloudseg.train.evaluate import main as eval_main
 
     return eval_main(args.rest)
+
+
+def _certs(args: argparse.Namespace) -> int:
+    from cloudseg.security.certs import main as certs_main
+
+    return certs_main(args.rest)
 
 
 def _profile(args: argparse.Namespace) -> int:
@@ -243,10 +251,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--input", help="input for the source node (pipeline graph)")
     p.add_argument(
         "--dds",
-        choices=("local", "tcp", "discovery"),
+        choices=DDS_MODES,
         default="local",
         help="Fast DDS profile: local (one host, default), tcp (cloud listens, vehicle "
-        "connects) or discovery (both are clients of a discovery server)",
+        "connects), discovery (both are clients of a discovery server) or tls (plain TCP to "
+        "the local mutual-TLS gate, python -m cloudseg.security.tls_gate; see the README)",
     )
     p.add_argument("--peer", metavar="HOST:PORT", help="tcp, vehicle: the cloud's address")
     p.add_argument(
@@ -278,6 +287,13 @@ def build_parser() -> argparse.ArgumentParser:
         add_help=False,
     )
     p.set_defaults(func=_eval, passes_options=True)
+
+    p = sub.add_parser(
+        "certs",
+        help="a CA and per-host certificates for the TLS link (see cloudseg certs --help)",
+        add_help=False,
+    )
+    p.set_defaults(func=_certs, passes_options=True)
 
     p = sub.add_parser(
         "profile",
