@@ -7,6 +7,7 @@ This module imports nothing from ROS.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ class Topic:
 
     name: str
     type: str
-    qos: str  # "frames" | "sensor" | "knob" | "results"
+    qos: str  # "frames" | "sensor" | "knob" | "request" | "results"
     description: str
 
 
@@ -36,6 +37,13 @@ TOPICS: dict[str, Topic] = {
         ),
         Topic("/cloudseg/frames", "cloudseg/msg/Frame", "frames", "encoded frames over the WAN"),
         Topic("/cloudseg/knob", "cloudseg/msg/Knob", "knob", "the controller's settings"),
+        Topic(
+            "/cloudseg/keyframe_request",
+            "cloudseg/msg/KeyframeRequest",
+            "request",
+            "cloud -> vehicle: make the next frame an H.264 IDR (after a lost or undecodable "
+            "frame; at most one every 200 ms while the cloud waits)",
+        ),
         Topic("/cloudseg/restored", "sensor_msgs/msg/Image", "results", "restored full-res images"),
         Topic("/cloudseg/labels", "sensor_msgs/msg/Image", "results", "mono8 train ids 0..18"),
         Topic("/cloudseg/overlay", "sensor_msgs/msg/Image", "results", "rgb8 colour overlay"),
@@ -60,6 +68,7 @@ IMAGE_TOPIC = "/camera/image_raw"
 COMPRESSED_TOPIC = "/camera/image_raw/compressed"
 FRAMES_TOPIC = "/cloudseg/frames"
 KNOB_TOPIC = "/cloudseg/knob"
+KEYFRAME_REQUEST_TOPIC = "/cloudseg/keyframe_request"
 RESTORED_TOPIC = "/cloudseg/restored"
 LABELS_TOPIC = "/cloudseg/labels"
 OVERLAY_TOPIC = "/cloudseg/overlay"
@@ -78,12 +87,30 @@ class Param:
     min: float | None = None
     max: float | None = None
     step: float | None = None
-    choices: tuple[str, ...] | None = None
+    choices: tuple[Any, ...] | None = None  # for a list parameter: what each item may be
 
     def check(self, value: Any) -> Any:
-        """Return `value` if it is allowed, else raise ValueError saying why."""
+        """Return `value` if it is allowed, else raise ValueError saying why (a value of
+        another type than the default's, NaN, out of range, not one of the choices)."""
+        if isinstance(self.default, list):
+            if not isinstance(value, (list, tuple)) or not value:
+                raise ValueError(f"{self.name}={value!r}: must be a non-empty list")
+            for item in value:
+                self._check_one(item)
+            return list(value)
+        return self._check_one(value)
+
+    def _check_one(self, value: Any) -> Any:
+        kind = type(self.default[0] if isinstance(self.default, list) else self.default)
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if type(value) is not kind:
+            raise ValueError(f"{self.name}={value!r}: must be a {kind.__name__}")
+        if kind is float and not math.isfinite(value):
+            raise ValueError(f"{self.name}={value!r}: must be a finite number")
         if self.choices is not None and value not in self.choices:
-            raise ValueError(f"{self.name}={value!r}: must be one of {', '.join(self.choices)}")
+            shown = ", ".join(map(str, self.choices))
+            raise ValueError(f"{self.name}={value!r}: must be one of {shown}")
         if self.min is not None and value < self.min:
             raise ValueError(f"{self.name}={value!r}: must be >= {self.min}")
         if self.max is not None and value > self.max:
@@ -117,6 +144,11 @@ class NodeSpec:
 
 
 CODEC_CHOICES = ("h264", "jpeg", "png")
+
+#: The downsampling factors the system serves: full resolution (1), the heads of CARN-M
+#: (2, 3, 4) and 8 (bilinear restoration). The compressor's `scale`, the Knob's and the cloud's
+#: `scales` are chosen from these; the cloud builds at most one pipeline for each.
+SCALES = (1, 2, 3, 4, 8)
 
 SOURCE = NodeSpec(
     name="source",
@@ -172,7 +204,15 @@ COMPRESSOR = NodeSpec(
     side="vehicle",
     description="Downsamples and encodes camera images into Frames for the cloud",
     params=(
-        Param("scale", 4, "downsampling factor (area interpolation)", min=1, max=16, step=1),
+        Param(
+            "scale",
+            4,
+            "downsampling factor (area interpolation)",
+            min=1,
+            max=max(SCALES),
+            step=1,
+            choices=SCALES,
+        ),
         Param("codec", "h264", "payload codec", choices=CODEC_CHOICES),
         Param(
             "bitrate_kbps",
@@ -326,6 +366,28 @@ SR = NodeSpec(
             choices=("sr", "bilinear"),
         ),
         Param("publish_restored", True, "publish the restored image on /cloudseg/restored"),
+        Param(
+            "max_width",
+            4096,
+            "largest camera width a Frame may claim (wider frames are dropped before anything "
+            "is decoded or allocated)",
+            min=16,
+            max=16384,
+        ),
+        Param(
+            "max_height",
+            4096,
+            "largest camera height a Frame may claim",
+            min=16,
+            max=16384,
+        ),
+        Param(
+            "scales",
+            list(SCALES),
+            "downsampling factors accepted from the vehicle (frames at others are dropped); "
+            "the cloud keeps one pipeline per scale it meets",
+            choices=SCALES,
+        ),
     ),
 )
 

@@ -1,11 +1,15 @@
-"""What every cloudseg node shares: QoS profiles, parameter declaration, a clean main()."""
+"""What every cloudseg node shares: QoS profiles, parameter declaration, the callback
+boundary (`boundary`: no exception from a message leaves a callback) and a clean main()."""
 
 from __future__ import annotations
 
+import functools
 import signal
 import sys
+import traceback
 from collections.abc import Callable
-from typing import Any
+from pathlib import Path
+from typing import Any, TypeVar
 
 import rclpy
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
@@ -15,7 +19,7 @@ from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 
 from cloudseg.graph import TOPICS, NodeSpec, Param
-from cloudseg.media.codecs import CodecError
+from cloudseg.guard import BadInput, BadInputCounter, check_stamp
 
 
 def _best_effort(depth: int = 5) -> QoSProfile:
@@ -29,7 +33,8 @@ def _best_effort(depth: int = 5) -> QoSProfile:
 
 #: QoS per role (DESIGN.md): a late frame is worthless, so frames and results are best-effort
 #: with a small keep-last depth; knobs are reliable and transient-local (late joiners get the
-#: last one).
+#: last one); requests (the cloud's keyframe requests) are reliable and volatile (an old
+#: request is worthless to a node that starts later).
 QOS: dict[str, QoSProfile] = {
     "sensor": _best_effort(),
     "frames": _best_effort(),
@@ -40,6 +45,12 @@ QOS: dict[str, QoSProfile] = {
         reliability=ReliabilityPolicy.RELIABLE,
         durability=DurabilityPolicy.TRANSIENT_LOCAL,
     ),
+    "request": QoSProfile(
+        history=HistoryPolicy.KEEP_LAST,
+        depth=2,
+        reliability=ReliabilityPolicy.RELIABLE,
+        durability=DurabilityPolicy.VOLATILE,
+    ),
 }
 
 
@@ -49,14 +60,15 @@ def qos_for(topic: str) -> QoSProfile:
 
 
 def stamp_ns(header) -> int:
-    """A header's stamp in nanoseconds."""
-    return header.stamp.sec * 1_000_000_000 + header.stamp.nanosec
+    """A header's stamp in nanoseconds; BadInput for a stamp no clock can hold (negative)."""
+    return check_stamp(header.stamp, "header.stamp")
 
 
 def _descriptor(p: Param) -> ParameterDescriptor:
     text = p.description
     if p.choices:
-        text += f" (one of: {', '.join(p.choices)})"
+        text += f" ({'each ' if isinstance(p.default, list) else ''}one of: "
+        text += f"{', '.join(map(str, p.choices))})"
     d = ParameterDescriptor(description=text)
     if p.min is not None or p.max is not None:
         if isinstance(p.default, bool):
@@ -92,33 +104,54 @@ def declare_parameters(node: Node, spec: NodeSpec) -> dict[str, Any]:
     return values
 
 
-def decode_frame(node: Node, frame, decode) -> tuple:
-    """Decode a Frame with `decode(payload, codec, seq, scale, width, height)`.
+F = TypeVar("F", bound=Callable[..., Any])
 
-    Returns (lr, decode_ms), or (None, 0) when the frame is dropped: a bad frame is logged with
-    its reason, and a lost frame once per gap ("waiting for the next IDR frame").
-    """
-    try:
-        lr, ms = decode(
-            frame.data,
-            frame.codec,
-            int(frame.seq),
-            int(frame.scale),
-            int(frame.width),
-            int(frame.height),
-        )
-    except (CodecError, ValueError) as exc:
-        node.get_logger().warning(f"frame {frame.seq} dropped: {exc}")
-        return None, 0.0
-    waiting = getattr(node, "_waiting_for_idr", False)
-    if lr is None and not waiting:
-        node.get_logger().warning(
-            f"frame {frame.seq}: a frame was lost; waiting for the next IDR frame"
-        )
-    elif lr is not None and waiting:
-        node.get_logger().info(f"frame {frame.seq}: IDR received, decoding again")
-    node._waiting_for_idr = lr is None
-    return lr, ms
+
+def bad_inputs(node: Node) -> BadInputCounter:
+    """The node's counter of dropped inputs (made on first use)."""
+    counter = node.__dict__.get("bad_inputs")
+    if counter is None:
+        counter = node.__dict__["bad_inputs"] = BadInputCounter()
+    return counter
+
+
+def drop_input(
+    node: Node, callback: str, exc: BaseException, what: str | None = None, kind: str | None = None
+) -> None:
+    """Count one dropped input of `callback` and log it, rate-limited per kind: the first of a
+    kind, then at most one line every 10 s (or 1000 drops) with the count. An input refused by
+    a check (BadInput, CodecError) is a warning; any other exception is an error naming where
+    it was raised (no traceback: one line)."""
+    line = bad_inputs(node).drop(callback, exc, kind)
+    if line is None:
+        return
+    if what:
+        line = what + line[len(callback) :]
+    if isinstance(exc, BadInput):
+        node.get_logger().warning(line)
+    else:
+        frames = traceback.extract_tb(exc.__traceback__)
+        where = f" (at {Path(frames[-1].filename).name}:{frames[-1].lineno})" if frames else ""
+        node.get_logger().error(line + where)
+
+
+def boundary(callback: str) -> Callable[[F], F]:
+    """Decorator for a node's subscription and timer callbacks: every callback is a boundary.
+    No exception from a message leaves it (one would end `executor.spin()` and the process):
+    the message is dropped, counted and logged (`drop_input`) under `callback`, e.g. "frame"."""
+
+    def wrap(method: F) -> F:
+        @functools.wraps(method)
+        def guarded(self: Node, *args: Any, **kwargs: Any) -> Any:
+            try:
+                return method(self, *args, **kwargs)
+            except Exception as exc:  # this is the boundary: nothing leaves it
+                drop_input(self, callback, exc)
+                return None
+
+        return guarded  # type: ignore[return-value]
+
+    return wrap
 
 
 def run_nodes(
