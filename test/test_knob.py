@@ -67,7 +67,7 @@ def test_every_problem_is_named():
 def test_a_negative_stamp_is_refused():
     k = _knob()
     k.header.stamp.sec = -5
-    with pytest.raises(BadInput, match="header.stamp"):
+    with pytest.raises(BadInput, match=r"header\.stamp"):
         check_knob(k)
 
 

@@ -26,7 +26,8 @@ def test_requester_asks_at_most_once_per_interval_while_waiting():
     now[0] = 0.1
     assert req.failed(7) is None  # asked 100 ms ago
     now[0] = 0.25
-    assert req.failed(8, undecodable=True).reason == UNDECODABLE  # the first was lost: again
+    again = req.failed(8, undecodable=True)  # the first or its IDR was lost: again
+    assert again.reason == UNDECODABLE and again.repeat and not ask.repeat
     req.decoded(9)
     assert req.failed(11) is not None  # a new loss: at once
     assert req.requests == 4

@@ -36,6 +36,7 @@ class Ask:
     seq: int
     last_decoded_seq: int
     reason: str
+    repeat: bool = False  # one was already sent for this wait (the first may have been lost)
 
 
 class KeyframeRequester:
@@ -51,11 +52,13 @@ class KeyframeRequester:
         self.last_request = -math.inf
         self.last_decoded_seq: int | None = None
         self.requests = 0
+        self.asked = False  # since the last decoded frame
 
     def decoded(self, seq: int) -> None:
         """A frame was decoded: the stream is whole again."""
         self.last_decoded_seq = int(seq)
         self.last_request = -math.inf
+        self.asked = False
 
     def failed(self, seq: int, undecodable: bool = False, now: float | None = None) -> Ask | None:
         """Frame ``seq`` could not be shown (the decoder waits for an IDR, or the payload was
@@ -70,7 +73,8 @@ class KeyframeRequester:
         else:
             reason = LOST if self.last_decoded_seq is not None else JOINED
         last = -1 if self.last_decoded_seq is None else self.last_decoded_seq
-        return Ask(int(seq), max(last, 0), reason)
+        repeat, self.asked = self.asked, True
+        return Ask(int(seq), max(last, 0), reason, repeat)
 
 
 class KeyframeOnRequest:

@@ -146,7 +146,9 @@ def boundary(callback: str) -> Callable[[F], F]:
             try:
                 return method(self, *args, **kwargs)
             except Exception as exc:  # this is the boundary: nothing leaves it
-                drop_input(self, callback, exc)
+                seq = getattr(args[0], "seq", None) if args else None
+                what = f"{callback} {seq}" if isinstance(seq, int) else None
+                drop_input(self, callback, exc, what if what and what not in str(exc) else None)
                 return None
 
         return guarded  # type: ignore[return-value]

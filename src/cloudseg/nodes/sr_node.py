@@ -191,11 +191,12 @@ class SRNode(Node):
         request.header.stamp = self.get_clock().now().to_msg()
         request.header.frame_id = frame.header.frame_id
         self.keyframe_pub.publish(request)
-        self.get_logger().info(
-            f"frame {ask.seq}: asked the vehicle for an IDR ({ask.reason}; "
-            f"request {self.keyframes.requests})",
-            throttle_duration_sec=1.0,
-        )
+        text = f"frame {ask.seq}: asked the vehicle for an IDR ({ask.reason}; "
+        text += f"request {self.keyframes.requests})"
+        if ask.repeat:  # asked again while waiting: the first request or its IDR was lost
+            self.get_logger().debug(text)
+        else:
+            self.get_logger().info(text)
 
     def restore_loop(self) -> None:
         while True:
