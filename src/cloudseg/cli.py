@@ -89,6 +89,7 @@ BENCH_COMMANDS = {
     "accuracy": "Table 1 without codec, through the default H.264 stream and at 750 kbit/s",
     "selector": "frames sent, kbit/s and held-label mIoU of frame selection vs fixed interval",
     "adapt": "policies over a tc-shaped link replaying a bandwidth trace (root; namespaces)",
+    "recover": "time to recover after a lost frame: periodic IDR vs the cloud's IDR request",
 }
 
 

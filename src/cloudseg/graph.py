@@ -128,6 +128,9 @@ class NodeSpec:
     description: str
     params: tuple[Param, ...] = field(default_factory=tuple)
     composes: tuple[str, ...] = ()  # an executable running several nodes in one process
+    #: parameters that change at run time (`ros2 param set`, checked against the ranges here);
+    #: the others are read-only once the node runs
+    live: frozenset[str] = frozenset()
 
     @property
     def module(self) -> str:
@@ -135,6 +138,9 @@ class NodeSpec:
 
     def defaults(self) -> dict[str, Any]:
         return {p.name: p.default for p in self.params}
+
+    def is_live(self, name: str) -> bool:
+        return name in self.live
 
     def param(self, name: str) -> Param:
         for p in self.params:
@@ -263,6 +269,20 @@ COMPRESSOR = NodeSpec(
             "also publish sensor_msgs/CompressedImage for JPEG/PNG on <image topic>/compressed",
         ),
     ),
+    live=frozenset(
+        (
+            "scale",
+            "codec",
+            "bitrate_kbps",
+            "crf",
+            "maxrate_kbps",
+            "gop",
+            "intra_refresh",
+            "preset",
+            "quality",
+            "publish_compressed",
+        )
+    ),
 )
 
 FRAME_SELECTOR = NodeSpec(
@@ -324,6 +344,9 @@ FRAME_SELECTOR = NodeSpec(
             "checkpoint path (cloudseg train selector)",
         ),
     ),
+    live=frozenset(
+        ("mode", "key_threshold", "useful_threshold", "max_key_interval", "max_gap", "max_fps")
+    ),
 )
 
 CAMERA_LABELS = NodeSpec(
@@ -339,6 +362,7 @@ CAMERA_LABELS = NodeSpec(
             "move the labels to the current frame along dense optical flow (OpenCV Farneback)",
         ),
     ),
+    live=frozenset(("warp",)),
 )
 
 VEHICLE = NodeSpec(
@@ -348,6 +372,7 @@ VEHICLE = NodeSpec(
     description="The frame_selector, compressor and camera_labels nodes in one process: each "
     "camera image crosses DDS once",
     params=FRAME_SELECTOR.params + COMPRESSOR.params + CAMERA_LABELS.params,
+    live=FRAME_SELECTOR.live | COMPRESSOR.live | CAMERA_LABELS.live,
     composes=(FRAME_SELECTOR.name, COMPRESSOR.name, CAMERA_LABELS.name),
 )
 
@@ -389,6 +414,7 @@ SR = NodeSpec(
             choices=SCALES,
         ),
     ),
+    live=frozenset(("restore", "publish_restored")),
 )
 
 SEGMENTATION = NodeSpec(
@@ -433,6 +459,7 @@ SEGMENTATION = NodeSpec(
         ),
         Param("overlay_alpha", 0.5, "weight of the label colours in the overlay", min=0.0, max=1.0),
     ),
+    live=frozenset(("overlay_alpha",)),
 )
 
 CLOUD = NodeSpec(
@@ -442,6 +469,7 @@ CLOUD = NodeSpec(
     description="The sr and segmentation nodes in one process: the SR pyramid goes to the "
     "segmenter in process, on the GPU, never through DDS",
     params=SR.params + SEGMENTATION.params,
+    live=SR.live | SEGMENTATION.live,
     composes=(SR.name, SEGMENTATION.name),
 )
 
@@ -534,6 +562,24 @@ CONTROLLER = NodeSpec(
             min=0.0,
             max=1_000_000.0,
         ),
+    ),
+    live=frozenset(
+        (
+            "safety",
+            "latency_bound_ms",
+            "hold_s",
+            "up_windows",
+            "bad_windows",
+            "loss_bad",
+            "loss_severe",
+            "trend_bad_ms_per_s",
+            "stall_s",
+            "probe_backoff_s",
+            "accuracy_floor",
+            "accuracy_hold_s",
+            "full_frame_every_s",
+            "full_frame_min_kbps",
+        )
     ),
 )
 

@@ -108,6 +108,11 @@ class FrameCompressor:
         """Use `settings` from the next frame on."""
         self._pending = settings
 
+    @property
+    def next_settings(self) -> CompressorSettings:
+        """The settings the next frame will use (applied but not yet in force, or current)."""
+        return self._pending or self.settings
+
     def request_keyframe(self) -> None:
         """Make the next frame an H.264 IDR (the cloud lost a frame); JPEG/PNG: every frame is."""
         self._keyframe_requested = True

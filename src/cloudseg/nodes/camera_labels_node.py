@@ -56,6 +56,10 @@ class CameraLabelsNode(Node):
             f"{CAMERA_LABELS_INFO_TOPIC}"
         )
 
+    def on_parameters(self, changes: dict) -> None:
+        if "warp" in changes:
+            self.holder.warp = bool(changes["warp"])
+
     @boundary("frame")
     def on_frame(self, frame: Frame) -> None:
         self.seq_of[stamp_ns(frame.header)] = int(frame.seq)

@@ -63,10 +63,18 @@ class CompressorNode(Node):
             f"compressing {source} -> {FRAMES_TOPIC} with {self.compressor.settings}"
         )
 
+    def on_parameters(self, changes: dict) -> None:
+        """`ros2 param set`: the codec settings apply from the next frame (checked together
+        here: a refused combination changes nothing)."""
+        names = CompressorSettings.__dataclass_fields__
+        codec = {k: v for k, v in changes.items() if k in names}
+        if codec:
+            self.compressor.apply(self.compressor.next_settings.with_changes(**codec))
+
     @boundary("knob")
     def on_knob(self, knob: Knob) -> None:
         k = check_knob(knob)  # refused as a whole: the previous settings stay
-        new = self.compressor.settings.with_changes(**compressor_changes(k))
+        new = self.compressor.next_settings.with_changes(**compressor_changes(k))
         self.compressor.apply(new)
         self.knob_seq = k.seq
         if self.one_shot.fire(k):

@@ -9,6 +9,7 @@ is wanted for online profiling. Every change is logged with its reason.
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from pathlib import Path
 
 from rclpy.node import Node
@@ -70,6 +71,13 @@ class ControllerNode(Node):
         self.create_subscription(FrameStats, STATS_TOPIC, self.on_stats, qos_for(STATS_TOPIC))
         self.create_timer(float(p["window_s"]), self.on_window)
         self.publish(Decision(self.controller.entry, "start", changed=True))
+
+    def on_parameters(self, changes: dict) -> None:
+        """`ros2 param set`: the controller's thresholds apply from the next window."""
+        names = ControllerSettings.__dataclass_fields__
+        fields = {k: v for k, v in changes.items() if k in names}
+        if fields:
+            self.controller.settings = replace(self.controller.settings, **fields)
 
     def load(self, path: str) -> list[ProfileEntry]:
         """The profile; the built-in one (with a warning) when the default file is missing."""

@@ -49,14 +49,21 @@ class FrameSelectorNode(Node):
         self.create_subscription(Knob, KNOB_TOPIC, self.on_knob, qos_for(KNOB_TOPIC))
         self.get_logger().info(f"selecting {IMAGE_TOPIC}: {self.selector.settings.describe()}")
 
+    def on_parameters(self, changes: dict) -> None:
+        """`ros2 param set`: thresholds, mode and bounds apply from the next frame."""
+        names = SelectorSettings.__dataclass_fields__
+        fields = {k: v for k, v in changes.items() if k in names}
+        if fields:
+            self.selector.apply(self.selector.next_settings.with_changes(**fields))
+
     @boundary("knob")
     def on_knob(self, knob: Knob) -> None:
         k = check_knob(knob)  # refused as a whole: the previous settings stay
         try:
-            new = self.selector.settings.with_knob(
+            new = self.selector.next_settings.with_knob(
                 k.key_threshold, k.useful_threshold, k.max_fps, k.selection_mode
             )
-            if new == self.selector.settings:
+            if new == self.selector.next_settings:
                 return
             self.selector.apply(new)
         except Exception as exc:  # SelectionError, missing learned weights

@@ -106,6 +106,20 @@ class SRNode(Node):
             f"{p['max_height']} at scales {', '.join(map(str, self.limits.scales))}"
         )
 
+    def on_parameters(self, changes: dict) -> None:
+        """`ros2 param set`: `restore` switches SR on or off from the next frame."""
+        if "restore" not in changes:
+            return
+        bypass = changes["restore"] == "bilinear"
+        if self.handoff is None:  # on its own: the CARN-M model is built when first needed
+            if bypass:
+                self.sr_model = None
+            elif self.sr_model is None:
+                from cloudseg.models.registry import build_model
+
+                self.sr_model = build_model("carn_m")
+        self.sr_bypass = bypass
+
     @boundary("knob")
     def on_knob(self, knob: Knob) -> None:
         k = check_knob(knob)  # refused as a whole: the previous settings stay
