@@ -269,7 +269,9 @@ def test_a_lost_frame_is_recovered_at_the_next_frame(tmp_path, ros):
             image_pub.publish(image)
             ros.spin(0.4)  # a slow camera: every request has time to arrive
         ros.wait_for(lambda: len(seen) >= 10, 5)
+        codes = procs.stop_all(grace=20)  # SIGINT: both stop by themselves
     logs = {n: (tmp_path / f"{n}.log").read_text() for n in ("sr", "compressor")}
+    assert codes == {"sr": 0, "compressor": 0}, logs
     assert [f.seq for f in seen] == list(range(10)), logs
     keyframes = [f.seq for f in seen if f.keyframe]
     assert keyframes == [0, lost + 2], logs  # asked for at lost + 1, sent at lost + 2
