@@ -139,3 +139,11 @@ def test_opencv_errors_become_codec_errors():
     broken = _png_claiming(128, 64)
     with pytest.raises(CodecError):
         decode_image(broken, "png", size=(128, 64))
+
+
+def test_trusted_offline_limits_open_a_decoder():
+    from cloudseg.guard import TRUSTED
+
+    payload = H264Encoder(crf=25).encode(_picture()).payload
+    lr, _ = FrameRestorer(TRUSTED).decode(payload, "h264", 0, 4, 2048, 1024)
+    assert lr.shape == (256, 512, 3)

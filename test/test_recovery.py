@@ -33,14 +33,18 @@ def test_requester_asks_at_most_once_per_interval_while_waiting():
     assert req.requests == 4
 
 
-def test_vehicle_sends_one_idr_per_loss():
-    honour = KeyframeOnRequest()
+def test_vehicle_sends_one_idr_per_loss_and_at_most_one_per_interval():
+    now = [10.0]
+    honour = KeyframeOnRequest(min_interval_s=0.2, clock=lambda: now[0])
     honour.sent(0, keyframe=True)
     assert honour.request(5) and honour.request(6)  # two requests before the next frame
     assert honour.take() and not honour.take()  # one IDR
     honour.sent(7, keyframe=True)
     assert not honour.request(6)  # the IDR at 7 is on its way
     assert honour.request(7)  # the IDR itself was bad
+    assert not honour.take()  # 0 ms after the last forced IDR: at a later frame
+    now[0] = 10.25
+    assert honour.take()
     assert (honour.honoured, honour.ignored) == (2, 1)
 
 
@@ -48,7 +52,7 @@ def test_a_requested_keyframe_restarts_decoding_at_the_next_frame():
     frames = _frames(12)
     comp = FrameCompressor(CompressorSettings(scale=2, gop=100))
     restorer = FrameRestorer()
-    requester, honour = KeyframeRequester(clock=lambda: 0.0), KeyframeOnRequest()
+    requester, honour = KeyframeRequester(clock=lambda: 0.0), KeyframeOnRequest(0.0)
     shown = []
     for seq, rgb in enumerate(frames):
         c = comp.compress(rgb, keyframe=honour.take())

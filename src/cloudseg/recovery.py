@@ -10,7 +10,8 @@ IDR, which the encoder makes only every ``gop`` frames (17 by default: up to a s
   and a flood of bad frames does not flood the vehicle;
 * vehicle side, :class:`KeyframeOnRequest`: the compressor makes its next frame an IDR, unless
   it already sent one after the frame the request names (that IDR is on its way: one IDR per
-  loss, not one per request).
+  loss, not one per request), and at most one forced IDR per ``min_interval_s`` (a peer that
+  floods requests cannot turn the stream into IDRs only).
 
 Plain Python (no ROS): the nodes, ``cloudseg bench recover`` and the tests share it.
 """
@@ -80,9 +81,16 @@ class KeyframeRequester:
 class KeyframeOnRequest:
     """Vehicle side: whether the next frame must be an IDR (see the module's docstring)."""
 
-    def __init__(self) -> None:
+    def __init__(
+        self,
+        min_interval_s: float = REQUEST_INTERVAL_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.min_interval_s = float(min_interval_s)
+        self.clock = clock
         self.pending = False
         self.last_keyframe_seq: int | None = None
+        self.last_forced = -math.inf
         self.honoured = self.ignored = 0
 
     def request(self, seq: int) -> bool:
@@ -97,10 +105,16 @@ class KeyframeOnRequest:
         self.pending = True
         return True
 
-    def take(self) -> bool:
-        """For the frame about to be encoded: make it an IDR? (clears the request)"""
-        pending, self.pending = self.pending, False
-        return pending
+    def take(self, now: float | None = None) -> bool:
+        """For the frame about to be encoded: make it an IDR? (clears the request; one that
+        comes sooner than ``min_interval_s`` after the last forced IDR waits for a later frame)"""
+        if not self.pending:
+            return False
+        now = self.clock() if now is None else now
+        if now - self.last_forced < self.min_interval_s:
+            return False
+        self.pending, self.last_forced = False, now
+        return True
 
     def sent(self, seq: int, keyframe: bool) -> None:
         """A frame went out (an IDR or not)."""

@@ -109,7 +109,8 @@ def run_policy(
             k = losses - len(bases)
             bases.pop(0)
             next_loss = seq + (k % gop - (seq - last_idr)) % gop
-        c = compressor.compress(frames[ping_pong(len(frames), seq)], keyframe=honour.take())
+        forced = honour.take(now=t)
+        c = compressor.compress(frames[ping_pong(len(frames), seq)], keyframe=forced)
         honour.sent(seq, c.keyframe)
         total_bytes += len(c.payload)
         idrs += c.keyframe

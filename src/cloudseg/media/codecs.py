@@ -544,7 +544,7 @@ class H264Decoder:
         # Report damaged slices as errors instead of concealing them.
         options = {"err_detect": "careful+explode"}
         if self.max_pixels:
-            options["max_pixels"] = str(int(self.max_pixels))
+            options["max_pixels"] = str(min(int(self.max_pixels), 2**31 - 1))  # an int in FFmpeg
         ctx.options = options
         return ctx
 
