@@ -108,8 +108,10 @@ def test_receiver_drops_bad_frames_with_a_reason_and_keeps_serving(tmp_path):
         node.destroy_node()
         rclpy.try_shutdown()
     assert len(restored) == 1 and (restored[0].width, restored[0].height) == (256, 128), log
-    for seq in range(4):
-        assert f"frame {seq} dropped:" in log, log
+    # logged once per kind of drop (frames 0 and 3 are both not a complete JPEG)
+    for seq, kind in ((0, "payload"), (1, "codec"), (2, "size")):
+        assert f"frame {seq} dropped ({kind}):" in log, log
+    assert "frame 3 dropped" not in log
     assert "unknown codec" in log and "Traceback" not in log
 
 
@@ -233,29 +235,58 @@ def test_compressor_applies_a_knob_and_publishes_compressed_images(tmp_path):
 
 
 def test_node_parameters_are_declared_with_descriptions_and_ranges():
-    """Parameters come from cloudseg.graph with their descriptions and ranges; a bad value is
-    refused with a reason and the default is kept."""
+    """Parameters come from cloudseg.graph with their descriptions and ranges; a bad start-up
+    value fails the node's start with the reason; live ones change at run time within their
+    ranges, read-only ones say so."""
     import rclpy
     from rclpy.parameter import Parameter
 
     from cloudseg.graph import COMPRESSOR
+    from cloudseg.nodes.common import ParameterError
     from cloudseg.nodes.compressor_node import CompressorNode
+    from cloudseg.nodes.sr_node import SRNode
 
-    rclpy.init(args=["--ros-args", "-p", "scale:=0", "-p", "codec:=vp9", "-p", "crf:=30"])
+    rclpy.init(args=["--ros-args", "-p", "scale:=0"])
     try:
-        node = CompressorNode()
+        with pytest.raises(ParameterError, match="compressor: scale=0: must be one of 1, 2"):
+            CompressorNode()
+    finally:
+        rclpy.try_shutdown()
+    rclpy.init(args=["--ros-args", "-p", "codec:=vp9"])
+    try:
+        with pytest.raises(ParameterError, match="codec='vp9': must be one of h264"):
+            CompressorNode()
+    finally:
+        rclpy.try_shutdown()
+    rclpy.init(args=["--ros-args", "-p", "crf:=30", "-p", "restore:=bilinear"])
+    try:
+        node, sr = CompressorNode(), SRNode()
         try:
-            assert node.params["scale"] == COMPRESSOR.param("scale").default  # 0 refused
-            assert node.params["codec"] == "h264"  # vp9 refused
             assert node.params["crf"] == 30
             scale = node.describe_parameter("scale")
-            assert "downsampling" in scale.description
+            assert "downsampling" in scale.description and not scale.read_only
             assert scale.integer_range[0].from_value == 1
             assert "one of" in node.describe_parameter("codec").description
             names = {p.name for p in COMPRESSOR.params}
             assert names <= set(node._parameters)
             assert node.get_parameter("gop").type_ == Parameter.Type.INTEGER
+            # live: checked against the graph's range, applied from the next frame
+            ok = node.set_parameters([Parameter("crf", value=35)])[0]
+            assert ok.successful and node.compressor.next_settings.crf == 35
+            bad = node.set_parameters([Parameter("crf", value=60)])[0]
+            assert not bad.successful and node.compressor.next_settings.crf == 35
+            jpeg0 = node.set_parameters_atomically(
+                [Parameter("codec", value="jpeg"), Parameter("quality", value=0)]
+            )
+            assert not jpeg0.successful and "JPEG quality" in jpeg0.reason  # checked together
+            assert node.compressor.next_settings.codec == "h264"
+            # read-only: the cloud's limits
+            assert sr.describe_parameter("max_width").read_only
+            ro = sr.set_parameters([Parameter("max_width", value=1024)])[0]
+            assert not ro.successful and "read-only" in ro.reason
+            assert sr.set_parameters([Parameter("restore", value="bilinear")])[0].successful
         finally:
             node.destroy_node()
+            sr.destroy_node()
     finally:
         rclpy.try_shutdown()

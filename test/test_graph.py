@@ -116,3 +116,30 @@ def test_launcher_command_uses_the_node_module_and_checks_overrides():
     assert cmd[-2:] == ["-p", 'codec:="jpeg"']
     with pytest.raises(ValueError):
         node_command("compressor", None, {"scale": 0})
+
+
+def test_param_check_refuses_nan_wrong_types_and_bad_list_items():
+    import math
+
+    key = graph.FRAME_SELECTOR.param("key_threshold")
+    assert key.check(1) == 1.0 and isinstance(key.check(1), float)  # an int for a float
+    for bad in (math.nan, math.inf, "0.5", True):
+        with pytest.raises(ValueError):
+            key.check(bad)
+    with pytest.raises(ValueError, match="must be a int"):
+        graph.COMPRESSOR.param("crf").check(25.0)
+    scales = graph.SR.param("scales")
+    assert scales.check([4, 2]) == [4, 2]
+    for bad in ([], [4, 5], [0], 4):
+        with pytest.raises(ValueError):
+            scales.check(bad)
+    assert graph.COMPRESSOR.param("scale").choices == graph.SCALES
+
+
+def test_live_parameters_are_parameters_and_composites_keep_them():
+    for spec in graph.NODES.values():
+        assert spec.live <= {p.name for p in spec.params}, spec.name
+        if spec.composes:
+            parts = [graph.NODES[n] for n in spec.composes]
+            assert spec.live == frozenset().union(*(p.live for p in parts))
+    assert graph.COMPRESSOR.is_live("crf") and not graph.SR.is_live("max_width")

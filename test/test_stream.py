@@ -86,8 +86,10 @@ def test_bad_payloads_are_refused_and_the_stream_goes_on(frames):
 
 
 def test_restore_with_garbage_header_is_refused():
-    with pytest.raises(CodecError, match="inconsistent"):
+    with pytest.raises(CodecError, match="scale 0 is not allowed"):
         FrameRestorer().restore(b"xx", "png", 0, 0, 0, 0)
+    with pytest.raises(CodecError, match="outside"):
+        FrameRestorer().restore(b"xx", "png", 0, 2, 0, 0)
 
 
 def test_profiling_frame_is_full_resolution_once_and_keeps_new_settings(frames):

@@ -79,7 +79,8 @@ def test_selected_frames_carry_level_and_deviation_and_labels_follow_every_camer
             ) and time.monotonic() < deadline:
                 spin(0.1)
             spin(1.0)
-            knob_pub.publish(Knob(seq=3, key_threshold=0.1, useful_threshold=0.2))  # refused
+            bad = Knob(seq=3, scale=4, key_threshold=0.1, useful_threshold=0.2)  # refused
+            knob_pub.publish(bad)
             spin(0.5)
             for i in range(6):  # 0: KEY (first); 1-5: the same picture, STALE (< 0.5 s)
                 publish(i, a)
@@ -101,7 +102,7 @@ def test_selected_frames_carry_level_and_deviation_and_labels_follow_every_camer
     assert (first.level, first.keyframe) == (Frame.LEVEL_KEY, True)
     assert (cut.level, cut.keyframe) == (Frame.LEVEL_KEY, True), log
     assert cut.deviation >= 0.08 and cut.header.stamp == header(6).stamp
-    assert "knob 3 refused by the selector" in log and "must not be above" in log
+    assert "knob 3 refused: " in log and "useful_threshold 0.2 is above key_threshold" in log
     assert "Traceback" not in log
     assert [m.header.stamp for m in ages] == [header(7).stamp, header(8).stamp], log
     assert all(m.source_seq == 0 and m.source_stamp == header(0).stamp for m in ages)

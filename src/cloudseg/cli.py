@@ -91,6 +91,7 @@ BENCH_COMMANDS = {
     "selector": "frames sent, kbit/s and held-label mIoU of frame selection vs fixed interval",
     "adapt": "policies over a tc-shaped link replaying a bandwidth trace (root; namespaces)",
     "tls": "bitrate cost of the mutual-TLS link (bytes with and without TLS, same DDS stream)",
+    "recover": "time to recover after a lost frame: periodic IDR vs the cloud's IDR request",
 }
 
 

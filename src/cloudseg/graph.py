@@ -7,6 +7,7 @@ This module imports nothing from ROS.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ class Topic:
 
     name: str
     type: str
-    qos: str  # "frames" | "sensor" | "knob" | "results"
+    qos: str  # "frames" | "sensor" | "knob" | "request" | "results"
     description: str
 
 
@@ -36,6 +37,13 @@ TOPICS: dict[str, Topic] = {
         ),
         Topic("/cloudseg/frames", "cloudseg/msg/Frame", "frames", "encoded frames over the WAN"),
         Topic("/cloudseg/knob", "cloudseg/msg/Knob", "knob", "the controller's settings"),
+        Topic(
+            "/cloudseg/keyframe_request",
+            "cloudseg/msg/KeyframeRequest",
+            "request",
+            "cloud -> vehicle: make the next frame an H.264 IDR (after a lost or undecodable "
+            "frame; at most one every 200 ms while the cloud waits)",
+        ),
         Topic("/cloudseg/restored", "sensor_msgs/msg/Image", "results", "restored full-res images"),
         Topic("/cloudseg/labels", "sensor_msgs/msg/Image", "results", "mono8 train ids 0..18"),
         Topic("/cloudseg/overlay", "sensor_msgs/msg/Image", "results", "rgb8 colour overlay"),
@@ -60,6 +68,7 @@ IMAGE_TOPIC = "/camera/image_raw"
 COMPRESSED_TOPIC = "/camera/image_raw/compressed"
 FRAMES_TOPIC = "/cloudseg/frames"
 KNOB_TOPIC = "/cloudseg/knob"
+KEYFRAME_REQUEST_TOPIC = "/cloudseg/keyframe_request"
 RESTORED_TOPIC = "/cloudseg/restored"
 LABELS_TOPIC = "/cloudseg/labels"
 OVERLAY_TOPIC = "/cloudseg/overlay"
@@ -78,12 +87,30 @@ class Param:
     min: float | None = None
     max: float | None = None
     step: float | None = None
-    choices: tuple[str, ...] | None = None
+    choices: tuple[Any, ...] | None = None  # for a list parameter: what each item may be
 
     def check(self, value: Any) -> Any:
-        """Return `value` if it is allowed, else raise ValueError saying why."""
+        """Return `value` if it is allowed, else raise ValueError saying why (a value of
+        another type than the default's, NaN, out of range, not one of the choices)."""
+        if isinstance(self.default, list):
+            if not isinstance(value, (list, tuple)) or not value:
+                raise ValueError(f"{self.name}={value!r}: must be a non-empty list")
+            for item in value:
+                self._check_one(item)
+            return list(value)
+        return self._check_one(value)
+
+    def _check_one(self, value: Any) -> Any:
+        kind = type(self.default[0] if isinstance(self.default, list) else self.default)
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if type(value) is not kind:
+            raise ValueError(f"{self.name}={value!r}: must be a {kind.__name__}")
+        if kind is float and not math.isfinite(value):
+            raise ValueError(f"{self.name}={value!r}: must be a finite number")
         if self.choices is not None and value not in self.choices:
-            raise ValueError(f"{self.name}={value!r}: must be one of {', '.join(self.choices)}")
+            shown = ", ".join(map(str, self.choices))
+            raise ValueError(f"{self.name}={value!r}: must be one of {shown}")
         if self.min is not None and value < self.min:
             raise ValueError(f"{self.name}={value!r}: must be >= {self.min}")
         if self.max is not None and value > self.max:
@@ -101,6 +128,9 @@ class NodeSpec:
     description: str
     params: tuple[Param, ...] = field(default_factory=tuple)
     composes: tuple[str, ...] = ()  # an executable running several nodes in one process
+    #: parameters that change at run time (`ros2 param set`, checked against the ranges here);
+    #: the others are read-only once the node runs
+    live: frozenset[str] = frozenset()
 
     @property
     def module(self) -> str:
@@ -108,6 +138,9 @@ class NodeSpec:
 
     def defaults(self) -> dict[str, Any]:
         return {p.name: p.default for p in self.params}
+
+    def is_live(self, name: str) -> bool:
+        return name in self.live
 
     def param(self, name: str) -> Param:
         for p in self.params:
@@ -117,6 +150,11 @@ class NodeSpec:
 
 
 CODEC_CHOICES = ("h264", "jpeg", "png")
+
+#: The downsampling factors the system serves: full resolution (1), the heads of CARN-M
+#: (2, 3, 4) and 8 (bilinear restoration). The compressor's `scale`, the Knob's and the cloud's
+#: `scales` are chosen from these; the cloud builds at most one pipeline for each.
+SCALES = (1, 2, 3, 4, 8)
 
 SOURCE = NodeSpec(
     name="source",
@@ -172,7 +210,15 @@ COMPRESSOR = NodeSpec(
     side="vehicle",
     description="Downsamples and encodes camera images into Frames for the cloud",
     params=(
-        Param("scale", 4, "downsampling factor (area interpolation)", min=1, max=16, step=1),
+        Param(
+            "scale",
+            4,
+            "downsampling factor (area interpolation)",
+            min=1,
+            max=max(SCALES),
+            step=1,
+            choices=SCALES,
+        ),
         Param("codec", "h264", "payload codec", choices=CODEC_CHOICES),
         Param(
             "bitrate_kbps",
@@ -222,6 +268,20 @@ COMPRESSOR = NodeSpec(
             True,
             "also publish sensor_msgs/CompressedImage for JPEG/PNG on <image topic>/compressed",
         ),
+    ),
+    live=frozenset(
+        (
+            "scale",
+            "codec",
+            "bitrate_kbps",
+            "crf",
+            "maxrate_kbps",
+            "gop",
+            "intra_refresh",
+            "preset",
+            "quality",
+            "publish_compressed",
+        )
     ),
 )
 
@@ -284,6 +344,9 @@ FRAME_SELECTOR = NodeSpec(
             "checkpoint path (cloudseg train selector)",
         ),
     ),
+    live=frozenset(
+        ("mode", "key_threshold", "useful_threshold", "max_key_interval", "max_gap", "max_fps")
+    ),
 )
 
 CAMERA_LABELS = NodeSpec(
@@ -299,6 +362,7 @@ CAMERA_LABELS = NodeSpec(
             "move the labels to the current frame along dense optical flow (OpenCV Farneback)",
         ),
     ),
+    live=frozenset(("warp",)),
 )
 
 VEHICLE = NodeSpec(
@@ -308,6 +372,7 @@ VEHICLE = NodeSpec(
     description="The frame_selector, compressor and camera_labels nodes in one process: each "
     "camera image crosses DDS once",
     params=FRAME_SELECTOR.params + COMPRESSOR.params + CAMERA_LABELS.params,
+    live=FRAME_SELECTOR.live | COMPRESSOR.live | CAMERA_LABELS.live,
     composes=(FRAME_SELECTOR.name, COMPRESSOR.name, CAMERA_LABELS.name),
 )
 
@@ -326,7 +391,30 @@ SR = NodeSpec(
             choices=("sr", "bilinear"),
         ),
         Param("publish_restored", True, "publish the restored image on /cloudseg/restored"),
+        Param(
+            "max_width",
+            4096,
+            "largest camera width a Frame may claim (wider frames are dropped before anything "
+            "is decoded or allocated)",
+            min=16,
+            max=16384,
+        ),
+        Param(
+            "max_height",
+            4096,
+            "largest camera height a Frame may claim",
+            min=16,
+            max=16384,
+        ),
+        Param(
+            "scales",
+            list(SCALES),
+            "downsampling factors accepted from the vehicle (frames at others are dropped); "
+            "the cloud keeps one pipeline per scale it meets",
+            choices=SCALES,
+        ),
     ),
+    live=frozenset(("restore", "publish_restored")),
 )
 
 SEGMENTATION = NodeSpec(
@@ -371,6 +459,7 @@ SEGMENTATION = NodeSpec(
         ),
         Param("overlay_alpha", 0.5, "weight of the label colours in the overlay", min=0.0, max=1.0),
     ),
+    live=frozenset(("overlay_alpha",)),
 )
 
 CLOUD = NodeSpec(
@@ -380,6 +469,7 @@ CLOUD = NodeSpec(
     description="The sr and segmentation nodes in one process: the SR pyramid goes to the "
     "segmenter in process, on the GPU, never through DDS",
     params=SR.params + SEGMENTATION.params,
+    live=SR.live | SEGMENTATION.live,
     composes=(SR.name, SEGMENTATION.name),
 )
 
@@ -472,6 +562,24 @@ CONTROLLER = NodeSpec(
             min=0.0,
             max=1_000_000.0,
         ),
+    ),
+    live=frozenset(
+        (
+            "safety",
+            "latency_bound_ms",
+            "hold_s",
+            "up_windows",
+            "bad_windows",
+            "loss_bad",
+            "loss_severe",
+            "trend_bad_ms_per_s",
+            "stall_s",
+            "probe_backoff_s",
+            "accuracy_floor",
+            "accuracy_hold_s",
+            "full_frame_every_s",
+            "full_frame_min_kbps",
+        )
     ),
 )
 

@@ -188,7 +188,7 @@ def node_command(
     if config_file is not None:
         cmd += ["--params-file", str(config_file)]
     for name, value in (overrides or {}).items():
-        spec.param(name).check(value)
+        value = spec.param(name).check(value)  # e.g. 6 -> 6.0 for a float parameter
         cmd += ["-p", f"{name}:={_param_value(value)}"]
     return cmd
 

@@ -193,9 +193,8 @@ def pipeline_segment(backend: str = "espnetv2") -> Segment:
     at the scales CARN-M has heads for (2, 3, 4), bilinear elsewhere, as the cloud does."""
     import torch
 
-    from cloudseg.restore.pipeline import RestorationPipeline
-
     from cloudseg.models.registry import get_spec
+    from cloudseg.restore.pipeline import RestorationPipeline
 
     spec = get_spec("carn_m")
     sr_scales = spec.weights[spec.default_weights].meta["scales"]

@@ -18,6 +18,8 @@ H.264 players assume), about 5x faster than PyAV's ``reformat``.
 from __future__ import annotations
 
 import logging
+import os
+import struct
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import NamedTuple, Protocol
@@ -26,6 +28,7 @@ import av
 import cv2
 import numpy as np
 
+from cloudseg.guard import BadInput
 from cloudseg.media.resize import check_rgb
 
 __all__ = [
@@ -42,6 +45,7 @@ __all__ = [
     "compressed_format",
     "decode_image",
     "encode_image",
+    "image_size",
     "is_h264_keyframe",
     "make_decoder",
     "make_encoder",
@@ -62,8 +66,19 @@ _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _NAL_IDR = 5
 
 
-class CodecError(Exception):
-    """A payload that cannot be decoded, an unknown codec, a bad frame or a size mismatch."""
+#: The most pixels OpenCV may decode from one image file anywhere in this process (its own
+#: default is 2^30, from a tiny PNG): the cloud's largest `max_width` x `max_height`. The
+#: decoders below read the size from the file's header and check it before decoding.
+MAX_IMAGE_PIXELS = 16384 * 16384
+os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", str(MAX_IMAGE_PIXELS))
+
+
+class CodecError(BadInput):
+    """A payload that cannot be decoded, an unknown codec, a bad frame or a size mismatch;
+    ``kind`` groups the cause for the nodes' drop counters ("payload", "codec", "size")."""
+
+    def __init__(self, message: str = "", kind: str = "payload") -> None:
+        super().__init__(message, kind)
 
 
 class EncodedFrame(NamedTuple):
@@ -104,7 +119,7 @@ class Decoder(Protocol):
 def _check_codec(codec: str) -> str:
     name = str(codec).strip().lower()
     if name not in CODECS:
-        raise CodecError(f"unknown codec {codec!r}; known codecs: {', '.join(CODECS)}")
+        raise CodecError(f"unknown codec {codec!r}; known codecs: {', '.join(CODECS)}", "codec")
     return name
 
 
@@ -115,12 +130,14 @@ def _check_frame(rgb: object) -> np.ndarray:
         raise CodecError(str(exc)) from None
 
 
-def _check_size(rgb: np.ndarray, size: tuple[int, int] | None) -> np.ndarray:
-    if size is not None and (rgb.shape[1], rgb.shape[0]) != (int(size[0]), int(size[1])):
-        raise CodecError(
-            f"decoded frame is {rgb.shape[1]}x{rgb.shape[0]}, expected {size[0]}x{size[1]}"
-        )
-    return rgb
+def _check_dimensions(
+    width: int, height: int, size: tuple[int, int] | None, max_pixels: int | None
+) -> None:
+    """A picture's size (from its header, before decoding) against the expected size and limit."""
+    if size is not None and (width, height) != (int(size[0]), int(size[1])):
+        raise CodecError(f"decoded frame is {width}x{height}, expected {size[0]}x{size[1]}", "size")
+    if max_pixels is not None and width * height > max_pixels:
+        raise CodecError(f"picture {width}x{height} exceeds {max_pixels} pixels", "size")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -153,25 +170,79 @@ def encode_image(rgb: np.ndarray, codec: str, quality: int | None = None) -> byt
     return buf.tobytes()
 
 
-def decode_image(payload: bytes, codec: str) -> np.ndarray:
+#: JPEG start-of-frame markers (SOF0..SOF15 but DHT, JPG and DAC): they carry the picture size.
+_JPEG_SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
+
+
+def image_size(payload: bytes, codec: str) -> tuple[int, int]:
+    """(width, height) a JPEG or PNG payload declares in its header, read without decoding
+    (so a size can be refused before anything is allocated for it); CodecError if none."""
+    data = bytes(payload)
+    if codec == "png":
+        if not data.startswith(_PNG_SIGNATURE) or data[12:16] != b"IHDR" or len(data) < 24:
+            raise CodecError(f"PNG payload without an IHDR header ({len(data)} bytes)")
+        return struct.unpack(">II", data[16:24])
+    if codec == "jpeg":
+        i = 2
+        while i + 4 <= len(data):
+            if data[i] != 0xFF:
+                break
+            marker = data[i + 1]
+            if marker == 0xFF:  # fill byte
+                i += 1
+                continue
+            if marker in (0x01, *range(0xD0, 0xD8)):  # no length field
+                i += 2
+                continue
+            (length,) = struct.unpack(">H", data[i + 2 : i + 4])
+            if marker in _JPEG_SOF:
+                if i + 9 > len(data) or length < 7:
+                    break
+                height, width = struct.unpack(">HH", data[i + 5 : i + 9])
+                return width, height
+            if marker == 0xDA or length < 2:  # scan data before any frame header
+                break
+            i += 2 + length
+        raise CodecError(f"JPEG payload without a frame header ({len(data)} bytes)")
+    raise CodecError(f"image_size handles jpeg and png, not {codec!r}", "codec")
+
+
+def decode_image(
+    payload: bytes,
+    codec: str,
+    *,
+    size: tuple[int, int] | None = None,
+    max_pixels: int | None = None,
+) -> np.ndarray:
     """Decode a JPEG or PNG payload to an HxWx3 uint8 RGB image.
 
     A payload that is not complete (no JPEG end marker / PNG end chunk) or that OpenCV cannot
-    read raises :class:`CodecError`; OpenCV alone would show a truncated JPEG as grey.
+    read raises :class:`CodecError`; OpenCV alone would show a truncated JPEG as grey. The size
+    in the file's header is checked against ``size`` (width, height) and ``max_pixels`` before
+    decoding.
     """
     codec = _check_codec(codec)
     if codec not in _CV2_EXT:
-        raise CodecError(f"decode_image handles jpeg and png, not {codec!r}")
+        raise CodecError(f"decode_image handles jpeg and png, not {codec!r}", "codec")
     data = bytes(payload)
     complete_jpeg = data.startswith(b"\xff\xd8") and data.rstrip(b"\0").endswith(b"\xff\xd9")
     if codec == "jpeg" and not complete_jpeg:
         raise CodecError(f"not a complete JPEG payload ({len(data)} bytes)")
     if codec == "png" and not (data.startswith(_PNG_SIGNATURE) and b"IEND" in data[-12:]):
         raise CodecError(f"not a complete PNG payload ({len(data)} bytes)")
-    bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
-    if bgr is None:
-        raise CodecError(f"OpenCV could not decode the {codec} payload ({len(data)} bytes)")
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    width, height = image_size(data, codec)
+    if width < 1 or height < 1:
+        raise CodecError(f"{codec} header declares an empty {width}x{height} picture", "size")
+    _check_dimensions(width, height, size, max_pixels)
+    try:
+        bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+        if bgr is None:
+            raise CodecError(f"OpenCV could not decode the {codec} payload ({len(data)} bytes)")
+        _check_dimensions(bgr.shape[1], bgr.shape[0], (width, height), None)
+        return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    except cv2.error as exc:
+        reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else "cv2.error"
+        raise CodecError(f"OpenCV failed on the {codec} payload: {reason}") from None
 
 
 class ImageEncoder:
@@ -188,19 +259,21 @@ class ImageEncoder:
 
 
 class ImageDecoder:
-    """Per-stream JPEG/PNG decoder with the :class:`Decoder` interface (no inter-frame state)."""
+    """Per-stream JPEG/PNG decoder with the :class:`Decoder` interface (no inter-frame state).
+    ``max_pixels``: larger pictures are refused from their header, before decoding."""
 
-    def __init__(self, codec: str = "jpeg") -> None:
+    def __init__(self, codec: str = "jpeg", max_pixels: int | None = None) -> None:
         self.codec = _check_codec(codec)
         if self.codec == "h264":
             raise CodecError("ImageDecoder handles jpeg and png; use H264Decoder for h264")
         self.stats = DecoderStats()
+        self.max_pixels = max_pixels
 
     def decode(
         self, payload: bytes, seq: int, *, size: tuple[int, int] | None = None
     ) -> np.ndarray | None:
         try:
-            rgb = _check_size(decode_image(payload, self.codec), size)
+            rgb = decode_image(payload, self.codec, size=size, max_pixels=self.max_pixels)
         except CodecError:
             self.stats.errors += 1
             raise
@@ -444,12 +517,17 @@ class H264Decoder:
     :class:`CodecError` and the decoder restarts, again waiting for the next keyframe. A
     keyframe with any ``seq`` is accepted (e.g. a restarted sender); a stale non-key frame
     (``seq`` not above the last one) is dropped.
+
+    ``max_pixels``: FFmpeg refuses a stream whose SPS declares a larger picture before it
+    allocates one (its ``max_pixels`` option); a picture of another size than the expected
+    one is refused before it is converted to RGB.
     """
 
     codec = "h264"
 
-    def __init__(self) -> None:
+    def __init__(self, max_pixels: int | None = None) -> None:
         self.stats = DecoderStats()
+        self.max_pixels = max_pixels
         self._ctx = self._open()
         self._last_seq: int | None = None
         self._waiting = True
@@ -459,13 +537,15 @@ class H264Decoder:
         """True until the first keyframe, and again after a lost or corrupt frame."""
         return self._waiting
 
-    @staticmethod
-    def _open() -> av.VideoCodecContext:
+    def _open(self) -> av.VideoCodecContext:
         ctx = av.CodecContext.create("h264", "r")
         # One thread and no frame threading: a frame comes out for each packet that goes in.
         ctx.thread_count = 1
         # Report damaged slices as errors instead of concealing them.
-        ctx.options = {"err_detect": "careful+explode"}
+        options = {"err_detect": "careful+explode"}
+        if self.max_pixels:
+            options["max_pixels"] = str(min(int(self.max_pixels), 2**31 - 1))  # an int in FFmpeg
+        ctx.options = options
         return ctx
 
     def _start_waiting(self, why: str) -> None:
@@ -514,13 +594,22 @@ class H264Decoder:
             what = "a damaged picture" if frames else "no picture"
             raise CodecError(f"H.264 payload at seq {seq} gave {what}")
         frame = frames[0]
-        if frame.format.name in ("yuv420p", "yuvj420p"):
-            rgb = cv2.cvtColor(frame.to_ndarray(), cv2.COLOR_YUV2RGB_I420)
-        else:
-            rgb = frame.to_ndarray(format="rgb24")
+        try:
+            _check_dimensions(frame.width, frame.height, size, self.max_pixels)
+        except CodecError:
+            self._fail(seq)  # the next picture of this stream needs a new IDR (and SPS)
+            raise
+        try:
+            if frame.format.name in ("yuv420p", "yuvj420p"):
+                rgb = cv2.cvtColor(frame.to_ndarray(), cv2.COLOR_YUV2RGB_I420)
+            else:
+                rgb = frame.to_ndarray(format="rgb24")
+        except (cv2.error, ValueError, av.FFmpegError) as exc:
+            self._fail(seq)
+            raise CodecError(f"H.264 picture at seq {seq} cannot be converted: {exc}") from None
         self._waiting = False
         self.stats.decoded += 1
-        return _check_size(rgb, size)
+        return rgb
 
     def _fail(self, seq: int) -> None:
         self.stats.errors += 1
@@ -543,7 +632,7 @@ def make_encoder(codec: str, **params: object) -> Encoder:
         raise CodecError(f"bad {name} encoder parameters {sorted(params)}: {exc}") from None
 
 
-def make_decoder(codec: str) -> Decoder:
-    """A per-stream decoder for ``codec``."""
+def make_decoder(codec: str, max_pixels: int | None = None) -> Decoder:
+    """A per-stream decoder for ``codec`` refusing pictures over ``max_pixels``."""
     name = _check_codec(codec)
-    return H264Decoder() if name == "h264" else ImageDecoder(name)
+    return H264Decoder(max_pixels) if name == "h264" else ImageDecoder(name, max_pixels)

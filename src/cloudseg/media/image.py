@@ -9,6 +9,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from cloudseg.guard import BadInput
+
 #: encoding -> (channels, OpenCV conversion to RGB or None)
 ENCODINGS: dict[str, tuple[int, int | None]] = {
     "rgb8": (3, None),
@@ -20,8 +22,11 @@ ENCODINGS: dict[str, tuple[int, int | None]] = {
 }
 
 
-class ImageError(ValueError):
+class ImageError(BadInput):
     """An Image that cannot be read as a picture (encoding, size, step, data length)."""
+
+    def __init__(self, message: str, kind: str = "image") -> None:
+        super().__init__(message, kind)
 
 
 def image_pixels(msg: object) -> np.ndarray:

@@ -2,9 +2,12 @@
 
 `FrameCompressor` downsamples with the project's one downsampling function and encodes with one
 encoder kept across frames; new settings take effect at the next frame (an H.264 reconfigure
-starts with an IDR). `FrameRestorer` holds one decoder per stream, checks what it decoded
-against the header, and restores full resolution with bilinear upsampling (the paper's
-LR-bilinear baseline; super-resolution plugs in through `cloudseg.restore`).
+starts with an IDR), and so does a keyframe request (`request_keyframe`, the cloud's ask after
+a loss). `FrameRestorer` holds one decoder per stream, checks a frame's claimed size and scale
+against its limits (`cloudseg.guard.FrameLimits`) before decoding, opens its decoders with a
+pixel limit, checks what it decoded against the header, and restores full resolution with
+bilinear upsampling (the paper's LR-bilinear baseline; super-resolution plugs in through
+`cloudseg.restore`).
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from cloudseg.guard import TRUSTED, BadInput, FrameLimits
 from cloudseg.media.codecs import CODECS, CodecError, make_decoder, make_encoder
 from cloudseg.media.resize import downsample, upsample_bilinear
 
@@ -47,6 +51,10 @@ class CompressorSettings:
             raise ValueError(f"crf must be 0..51, got {self.crf}")
         if not 0 <= self.quality <= 100:
             raise ValueError(f"quality must be 0..100, got {self.quality}")
+        if self.codec == "jpeg" and self.quality < 1:
+            raise ValueError(f"JPEG quality must be 1..100, got {self.quality}")
+        if self.bitrate_kbps < 0 or self.maxrate_kbps < 0 or self.gop < 1:
+            raise ValueError("bitrate_kbps and maxrate_kbps must be >= 0, gop >= 1")
 
     @classmethod
     def from_params(cls, params: dict[str, Any]) -> CompressorSettings:
@@ -94,10 +102,20 @@ class FrameCompressor:
         self._pending: CompressorSettings | None = None
         self._encoder = None
         self._encoder_key: tuple | None = None
+        self._keyframe_requested = False
 
     def apply(self, settings: CompressorSettings) -> None:
         """Use `settings` from the next frame on."""
         self._pending = settings
+
+    @property
+    def next_settings(self) -> CompressorSettings:
+        """The settings the next frame will use (applied but not yet in force, or current)."""
+        return self._pending or self.settings
+
+    def request_keyframe(self) -> None:
+        """Make the next frame an H.264 IDR (the cloud lost a frame); JPEG/PNG: every frame is."""
+        self._keyframe_requested = True
 
     def compress(
         self, rgb: np.ndarray, full_resolution: bool = False, keyframe: bool = False
@@ -108,6 +126,8 @@ class FrameCompressor:
         if self._pending is not None:
             self.settings, self._pending = self._pending, None
         s = self.settings.with_changes(scale=1) if full_resolution else self.settings
+        keyframe = keyframe or self._keyframe_requested
+        self._keyframe_requested = False
         t0 = time.perf_counter()
         small = downsample(rgb, s.scale)
         if s.codec == "h264":  # 4:2:0 needs even sides: drop a last odd row/column
@@ -135,25 +155,34 @@ class RestoredFrame:
 
 
 class FrameRestorer:
-    """Decode one stream (one decoder kept per codec) and restore full resolution bilinearly."""
+    """Decode one stream (one decoder kept per codec) and restore full resolution bilinearly.
 
-    def __init__(self) -> None:
+    A frame's claims (codec, scale, camera size) are checked against ``limits`` before its
+    payload is decoded (`cloudseg.guard.BadInput`), and the decoders refuse pictures larger
+    than the limits allow or of another size than the claims say (`CodecError`)."""
+
+    def __init__(self, limits: FrameLimits | None = None) -> None:
+        self.limits = limits or FrameLimits()
         self._decoders: dict[str, Any] = {}
 
     def decoder(self, codec: str):
         if codec not in self._decoders:
-            self._decoders[codec] = make_decoder(codec)
+            self._decoders[codec] = make_decoder(codec, max_pixels=self.limits.max_pixels)
         return self._decoders[codec]
+
+    def waiting_for_idr(self, codec: str = "h264") -> bool:
+        """True while the stream's H.264 decoder waits for an IDR (a loss, a corrupt frame)."""
+        decoder = self._decoders.get(codec)
+        return bool(getattr(decoder, "waiting_for_idr", False))
 
     def decode(
         self, payload: bytes, codec: str, seq: int, scale: int, width: int, height: int
     ) -> tuple[np.ndarray | None, float]:
         """Decode a payload and check its size against the header; None while waiting for IDR."""
-        if scale < 1 or width < scale or height < scale:
-            raise CodecError(f"header is inconsistent: {width}x{height} at scale {scale}")
-        h, w = height // scale, width // scale
-        if codec == "h264":  # the encoder dropped a last odd row/column
-            h, w = h & ~1, w & ~1
+        try:
+            w, h = self.limits.check(codec, scale, width, height)
+        except BadInput as exc:
+            raise CodecError(str(exc), exc.kind) from None
         t0 = time.perf_counter()
         lr = self.decoder(codec).decode(bytes(payload), seq, size=(w, h))
         return lr, (time.perf_counter() - t0) * 1e3
@@ -194,7 +223,7 @@ class StreamRoundTrip:
 
     def restart(self) -> None:
         self._compressor = FrameCompressor(self.settings)
-        self._restorer = FrameRestorer()
+        self._restorer = FrameRestorer(TRUSTED)  # offline: our own stream
         self._seq = 0
 
     def __call__(self, rgb: np.ndarray) -> np.ndarray:

@@ -27,7 +27,7 @@ from cloudseg.graph import (
     LABELS_TOPIC,
 )
 from cloudseg.msg import Frame, LabelAge
-from cloudseg.nodes.common import declare_parameters, qos_for, run_node, stamp_ns
+from cloudseg.nodes.common import boundary, declare_parameters, qos_for, run_node, stamp_ns
 from cloudseg.nodes.convert import ImageError, image_to_numpy, image_to_rgb, numpy_to_image
 from cloudseg.selection.held_labels import LabelHolder
 
@@ -56,27 +56,27 @@ class CameraLabelsNode(Node):
             f"{CAMERA_LABELS_INFO_TOPIC}"
         )
 
+    def on_parameters(self, changes: dict) -> None:
+        if "warp" in changes:
+            self.holder.warp = bool(changes["warp"])
+
+    @boundary("frame")
     def on_frame(self, frame: Frame) -> None:
         self.seq_of[stamp_ns(frame.header)] = int(frame.seq)
         while len(self.seq_of) > KEEP_SEQS:
             self.seq_of.popitem(last=False)
 
+    @boundary("labels")
     def on_labels(self, msg: Image) -> None:
-        try:
-            labels = image_to_numpy(msg)
-        except ImageError as exc:
-            self.get_logger().warning(f"labels dropped: {exc}")
-            return
         stamp = stamp_ns(msg.header)
+        labels = image_to_numpy(msg)
+        if labels.ndim != 2:
+            raise ImageError(f"labels must be one channel (mono8), not {msg.encoding}")
         self.holder.add_labels(stamp, labels, self.seq_of.get(stamp, -1))
 
+    @boundary("camera image")
     def on_image(self, msg: Image) -> None:
-        try:
-            rgb = image_to_rgb(msg)
-        except ImageError as exc:
-            self.get_logger().warning(f"camera image dropped: {exc}")
-            return
-        self.on_camera(msg.header, rgb)
+        self.on_camera(msg.header, image_to_rgb(msg))
 
     def on_camera(self, header: Header, rgb: np.ndarray) -> None:
         """One camera frame: publish the labels held for it (once any came back)."""

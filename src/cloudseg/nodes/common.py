@@ -1,21 +1,31 @@
-"""What every cloudseg node shares: QoS profiles, parameter declaration, a clean main()."""
+"""What every cloudseg node shares: QoS profiles, parameter declaration, the callback
+boundary (`boundary`: no exception from a message leaves a callback) and a clean main()."""
 
 from __future__ import annotations
 
+import array
+import functools
 import signal
 import sys
+import traceback
 from collections.abc import Callable
-from typing import Any
+from pathlib import Path
+from typing import Any, TypeVar
 
 import rclpy
-from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
+from rcl_interfaces.msg import (
+    FloatingPointRange,
+    IntegerRange,
+    ParameterDescriptor,
+    SetParametersResult,
+)
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 
 from cloudseg.graph import TOPICS, NodeSpec, Param
-from cloudseg.media.codecs import CodecError
+from cloudseg.guard import BadInput, BadInputCounter, check_stamp
 
 
 def _best_effort(depth: int = 5) -> QoSProfile:
@@ -29,7 +39,8 @@ def _best_effort(depth: int = 5) -> QoSProfile:
 
 #: QoS per role (DESIGN.md): a late frame is worthless, so frames and results are best-effort
 #: with a small keep-last depth; knobs are reliable and transient-local (late joiners get the
-#: last one).
+#: last one); requests (the cloud's keyframe requests) are reliable and volatile (an old
+#: request is worthless to a node that starts later).
 QOS: dict[str, QoSProfile] = {
     "sensor": _best_effort(),
     "frames": _best_effort(),
@@ -40,6 +51,12 @@ QOS: dict[str, QoSProfile] = {
         reliability=ReliabilityPolicy.RELIABLE,
         durability=DurabilityPolicy.TRANSIENT_LOCAL,
     ),
+    "request": QoSProfile(
+        history=HistoryPolicy.KEEP_LAST,
+        depth=2,
+        reliability=ReliabilityPolicy.RELIABLE,
+        durability=DurabilityPolicy.VOLATILE,
+    ),
 }
 
 
@@ -49,15 +66,18 @@ def qos_for(topic: str) -> QoSProfile:
 
 
 def stamp_ns(header) -> int:
-    """A header's stamp in nanoseconds."""
-    return header.stamp.sec * 1_000_000_000 + header.stamp.nanosec
+    """A header's stamp in nanoseconds; BadInput for a stamp no clock can hold (negative)."""
+    return check_stamp(header.stamp, "header.stamp")
 
 
-def _descriptor(p: Param) -> ParameterDescriptor:
+def _descriptor(p: Param, read_only: bool) -> ParameterDescriptor:
     text = p.description
     if p.choices:
-        text += f" (one of: {', '.join(p.choices)})"
-    d = ParameterDescriptor(description=text)
+        text += f" ({'each ' if isinstance(p.default, list) else ''}one of: "
+        text += f"{', '.join(map(str, p.choices))})"
+    if read_only:
+        text += " [read-only once the node runs]"
+    d = ParameterDescriptor(description=text, read_only=read_only)
     if p.min is not None or p.max is not None:
         if isinstance(p.default, bool):
             pass
@@ -72,53 +92,129 @@ def _descriptor(p: Param) -> ParameterDescriptor:
     return d
 
 
-def declare_parameters(node: Node, spec: NodeSpec) -> dict[str, Any]:
-    """Declare every parameter of `spec` on `node` (descriptions, ranges) and return values.
+def _plain(value: Any) -> Any:
+    """A parameter value as plain Python (rclpy gives arrays as array.array)."""
+    return list(value) if isinstance(value, (array.array, tuple)) else value
 
-    A value outside its range or choices is refused with the reason, and the default is kept.
+
+class ParameterError(ValueError):
+    """An invalid start-up parameter value: the node does not start (one line says why)."""
+
+
+def declare_parameters(node: Node, spec: NodeSpec) -> dict[str, Any]:
+    """Declare every parameter of `spec` on `node` (descriptions, ranges; read-only unless
+    `spec.live` names it) and return their values.
+
+    A start-up value outside its range or choices fails the node's start (ParameterError,
+    with the reason). Live parameters change at run time through a parameter callback that
+    checks each value against the graph's range and then calls ``node.on_parameters(changes)``
+    (when the node has one) to apply it; a refused change leaves everything as it was, and
+    `ros2 param set` prints the reason. Setting a read-only one is refused by rclpy, saying so.
     """
     values: dict[str, Any] = {}
     for p in spec.params:
-        descriptor = _descriptor(p)
+        descriptor = _descriptor(p, read_only=not spec.is_live(p.name))
         try:
-            values[p.name] = p.check(node.declare_parameter(p.name, p.default, descriptor).value)
+            value = node.declare_parameter(p.name, p.default, descriptor).value
         except Exception as exc:  # rclpy raises several kinds for out-of-range or mistyped values
-            node.get_logger().error(f"parameter {p.name}: {exc}; using default {p.default!r}")
-            if node.has_parameter(p.name):
-                node.set_parameters([Parameter(p.name, value=p.default)])
+            override = getattr(node, "_parameter_overrides", {}).get(p.name)
+            given = _plain(override.value) if override is not None else None
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            try:
+                p.check(given)
+            except ValueError as mine:
+                reason = str(mine)
             else:
-                node.declare_parameter(p.name, p.default, descriptor, ignore_override=True)
-            values[p.name] = p.default
+                reason = f"{p.name}={given!r}: {reason}"
+            raise ParameterError(f"invalid parameter of {spec.name}: {reason}") from None
+        try:
+            values[p.name] = p.check(_plain(value))
+        except ValueError as exc:
+            raise ParameterError(f"invalid parameter of {spec.name}: {exc}") from None
+    if spec.live:
+        node.add_on_set_parameters_callback(functools.partial(_on_set, node, spec))
     return values
 
 
-def decode_frame(node: Node, frame, decode) -> tuple:
-    """Decode a Frame with `decode(payload, codec, seq, scale, width, height)`.
-
-    Returns (lr, decode_ms), or (None, 0) when the frame is dropped: a bad frame is logged with
-    its reason, and a lost frame once per gap ("waiting for the next IDR frame").
-    """
+def _on_set(node: Node, spec: NodeSpec, parameters: list[Parameter]) -> SetParametersResult:
+    changes: dict[str, Any] = {}
+    for prm in parameters:
+        try:
+            p = spec.param(prm.name)
+        except KeyError:
+            continue  # not one of ours (e.g. use_sim_time)
+        if not spec.is_live(p.name):
+            return SetParametersResult(successful=False, reason=f"{p.name} is read-only")
+        try:
+            changes[p.name] = p.check(_plain(prm.value))
+        except ValueError as exc:
+            return SetParametersResult(successful=False, reason=str(exc))
+    if not changes:
+        return SetParametersResult(successful=True)
+    apply = getattr(node, "on_parameters", None)
     try:
-        lr, ms = decode(
-            frame.data,
-            frame.codec,
-            int(frame.seq),
-            int(frame.scale),
-            int(frame.width),
-            int(frame.height),
-        )
-    except (CodecError, ValueError) as exc:
-        node.get_logger().warning(f"frame {frame.seq} dropped: {exc}")
-        return None, 0.0
-    waiting = getattr(node, "_waiting_for_idr", False)
-    if lr is None and not waiting:
-        node.get_logger().warning(
-            f"frame {frame.seq}: a frame was lost; waiting for the next IDR frame"
-        )
-    elif lr is not None and waiting:
-        node.get_logger().info(f"frame {frame.seq}: IDR received, decoding again")
-    node._waiting_for_idr = lr is None
-    return lr, ms
+        if apply is not None:
+            apply(changes)
+    except Exception as exc:  # the node cannot use the values together: refused, unchanged
+        return SetParametersResult(successful=False, reason=f"{type(exc).__name__}: {exc}")
+    params = getattr(node, "params", None)
+    if isinstance(params, dict):
+        params.update(changes)
+    shown = ", ".join(f"{k}={v!r}" for k, v in changes.items())
+    node.get_logger().info(f"parameters changed: {shown}")
+    return SetParametersResult(successful=True)
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def bad_inputs(node: Node) -> BadInputCounter:
+    """The node's counter of dropped inputs (made on first use)."""
+    counter = node.__dict__.get("bad_inputs")
+    if counter is None:
+        counter = node.__dict__["bad_inputs"] = BadInputCounter()
+    return counter
+
+
+def drop_input(
+    node: Node, callback: str, exc: BaseException, what: str | None = None, kind: str | None = None
+) -> None:
+    """Count one dropped input of `callback` and log it, rate-limited per kind: the first of a
+    kind, then at most one line every 10 s (or 1000 drops) with the count. An input refused by
+    a check (BadInput, CodecError) is a warning; any other exception is an error naming where
+    it was raised (no traceback: one line)."""
+    line = bad_inputs(node).drop(callback, exc, kind)
+    if line is None:
+        return
+    if what:
+        line = what + line[len(callback) :]
+    if isinstance(exc, BadInput):
+        node.get_logger().warning(line)
+    else:
+        frames = traceback.extract_tb(exc.__traceback__)
+        where = f" (at {Path(frames[-1].filename).name}:{frames[-1].lineno})" if frames else ""
+        node.get_logger().error(line + where)
+
+
+def boundary(callback: str) -> Callable[[F], F]:
+    """Decorator for a node's subscription and timer callbacks: every callback is a boundary.
+    No exception from a message leaves it (one would end `executor.spin()` and the process):
+    the message is dropped, counted and logged (`drop_input`) under `callback`, e.g. "frame"."""
+
+    def wrap(method: F) -> F:
+        @functools.wraps(method)
+        def guarded(self: Node, *args: Any, **kwargs: Any) -> Any:
+            try:
+                return method(self, *args, **kwargs)
+            except Exception as exc:  # this is the boundary: nothing leaves it
+                seq = getattr(args[0], "seq", None) if args else None
+                what = f"{callback} {seq}" if isinstance(seq, int) else None
+                drop_input(self, callback, exc, what if what and what not in str(exc) else None)
+                return None
+
+        return guarded  # type: ignore[return-value]
+
+    return wrap
 
 
 def run_nodes(

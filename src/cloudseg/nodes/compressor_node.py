@@ -3,6 +3,12 @@
 In the vehicle process (`vehicle_node`) the frame_selector hands it the selected frames with
 their level (KEY frames become H.264 IDRs) by a function call. On its own it compresses every
 image on /camera/image_raw (KEY whenever the encoder made an IDR).
+
+A Knob is checked as a whole (`cloudseg.control.knob`); a bad one is refused with one log line
+and the previous settings stay. Its one-shot `request_full_frame` fires once, and not at all
+when the Knob was stamped before this node started (a transient-local Knob delivered again to a
+restarted compressor). A keyframe request from the cloud (/cloudseg/keyframe_request) makes the
+next frame an H.264 IDR, unless an IDR sent after the frame it names is already on its way.
 """
 
 from __future__ import annotations
@@ -12,12 +18,21 @@ from rclpy.node import Node
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
 
-from cloudseg.graph import COMPRESSED_TOPIC, COMPRESSOR, FRAMES_TOPIC, IMAGE_TOPIC, KNOB_TOPIC
+from cloudseg.control.knob import OneShot, check_knob, compressor_changes
+from cloudseg.graph import (
+    COMPRESSED_TOPIC,
+    COMPRESSOR,
+    FRAMES_TOPIC,
+    IMAGE_TOPIC,
+    KEYFRAME_REQUEST_TOPIC,
+    KNOB_TOPIC,
+)
 from cloudseg.media.codecs import CodecError, compressed_format
 from cloudseg.media.stream import CompressorSettings, FrameCompressor
-from cloudseg.msg import Frame, Knob
-from cloudseg.nodes.common import declare_parameters, qos_for, run_node
-from cloudseg.nodes.convert import ImageError, compressed_image, image_to_rgb
+from cloudseg.msg import Frame, KeyframeRequest, Knob
+from cloudseg.nodes.common import boundary, declare_parameters, drop_input, qos_for, run_node
+from cloudseg.nodes.convert import compressed_image, image_to_rgb
+from cloudseg.recovery import KeyframeOnRequest
 
 
 class CompressorNode(Node):
@@ -28,6 +43,8 @@ class CompressorNode(Node):
         self.seq = 0
         self.knob_seq = 0
         self.full_frame_requested = False
+        self.one_shot = OneShot(self.get_clock().now().nanoseconds)
+        self.keyframes = KeyframeOnRequest()
         self.frame_pub = self.create_publisher(Frame, FRAMES_TOPIC, qos_for(FRAMES_TOPIC))
         self.compressed_pub = self.create_publisher(
             CompressedImage, COMPRESSED_TOPIC, qos_for(COMPRESSED_TOPIC)
@@ -35,49 +52,67 @@ class CompressorNode(Node):
         if not in_process:
             self.create_subscription(Image, IMAGE_TOPIC, self.on_image, qos_for(IMAGE_TOPIC))
         self.create_subscription(Knob, KNOB_TOPIC, self.on_knob, qos_for(KNOB_TOPIC))
+        self.create_subscription(
+            KeyframeRequest,
+            KEYFRAME_REQUEST_TOPIC,
+            self.on_keyframe_request,
+            qos_for(KEYFRAME_REQUEST_TOPIC),
+        )
         source = "the frame_selector's frames, in process" if in_process else IMAGE_TOPIC
         self.get_logger().info(
             f"compressing {source} -> {FRAMES_TOPIC} with {self.compressor.settings}"
         )
 
-    def on_knob(self, knob: Knob) -> None:
-        s = self.compressor.settings
-        try:
-            new = s.with_changes(
-                scale=int(knob.scale) or s.scale,
-                codec=knob.codec or s.codec,
-                bitrate_kbps=int(knob.bitrate_kbps),
-                crf=int(knob.crf or s.crf),
-                quality=int(knob.quality or s.quality),
-            )
-        except (CodecError, ValueError) as exc:
-            self.get_logger().error(f"knob {knob.seq} refused: {exc}")
-            return
-        self.compressor.apply(new)
-        self.knob_seq = int(knob.seq)
-        self.full_frame_requested = bool(knob.request_full_frame)
-        self.get_logger().info(f"knob {knob.seq} applies from the next frame: {new}")
+    def on_parameters(self, changes: dict) -> None:
+        """`ros2 param set`: the codec settings apply from the next frame (checked together
+        here: a refused combination changes nothing)."""
+        names = CompressorSettings.__dataclass_fields__
+        codec = {k: v for k, v in changes.items() if k in names}
+        if codec:
+            self.compressor.apply(self.compressor.next_settings.with_changes(**codec))
 
+    @boundary("knob")
+    def on_knob(self, knob: Knob) -> None:
+        k = check_knob(knob)  # refused as a whole: the previous settings stay
+        new = self.compressor.next_settings.with_changes(**compressor_changes(k))
+        self.compressor.apply(new)
+        self.knob_seq = k.seq
+        if self.one_shot.fire(k):
+            self.full_frame_requested = True
+            self.get_logger().info(f"knob {k.seq}: the next frame goes at full resolution")
+        elif k.request_full_frame:
+            self.get_logger().info(
+                f"knob {k.seq}: its full-frame request predates this node or was fired; ignored"
+            )
+        self.get_logger().info(f"knob {k.seq} applies from the next frame: {new}")
+
+    @boundary("keyframe request")
+    def on_keyframe_request(self, request: KeyframeRequest) -> None:
+        if self.keyframes.request(int(request.seq)):
+            self.get_logger().info(
+                f"the cloud asks for an IDR ({request.reason} at frame {request.seq}): "
+                "the next frame is one",
+                throttle_duration_sec=1.0,
+            )
+
+    @boundary("image")
     def on_image(self, msg: Image) -> None:
-        try:
-            rgb = image_to_rgb(msg)
-        except ImageError as exc:
-            self.get_logger().warning(f"image {_stamp(msg.header)} dropped: {exc}")
-            return
-        self.send(msg.header, rgb)
+        self.send(msg.header, image_to_rgb(msg))
 
     def send(
         self, header: Header, rgb: np.ndarray, level: int | None = None, deviation: float = 0.0
     ) -> Frame | None:
         """Compress and publish one frame; `level` from the selector (KEY: an IDR), or None to
         call it KEY when the encoder made an IDR. Returns the Frame, None when dropped."""
+        asked = self.keyframes.take()
         try:
             out = self.compressor.compress(
-                rgb, self.full_frame_requested, keyframe=level == Frame.LEVEL_KEY
+                rgb, self.full_frame_requested, keyframe=level == Frame.LEVEL_KEY or asked
             )
             self.full_frame_requested = False
         except (CodecError, ValueError) as exc:
-            self.get_logger().warning(f"image {_stamp(header)} dropped: {exc}")
+            self.keyframes.pending |= asked  # still owed at the next frame
+            drop_input(self, "image", exc, what=f"image {_stamp(header)}")
             return None
         if level is None:
             level = Frame.LEVEL_KEY if out.keyframe else Frame.LEVEL_USEFUL
@@ -97,6 +132,7 @@ class CompressorNode(Node):
         frame.data = out.payload
         frame.sent_stamp = self.get_clock().now().to_msg()
         self.frame_pub.publish(frame)
+        self.keyframes.sent(self.seq, out.keyframe)
         self.seq += 1
         if out.codec != "h264" and self.params["publish_compressed"]:
             self.compressed_pub.publish(

@@ -8,6 +8,8 @@ is wanted for online profiling. Every change is logged with its reason.
 
 from __future__ import annotations
 
+import math
+from dataclasses import replace
 from pathlib import Path
 
 from rclpy.node import Node
@@ -21,8 +23,9 @@ from cloudseg.control.controller import (
 )
 from cloudseg.control.profile import PROFILE_FILE, ProfileEntry, load_profile
 from cloudseg.graph import CONTROLLER, KNOB_TOPIC, STATS_TOPIC, config_dir
+from cloudseg.guard import BadInput
 from cloudseg.msg import FrameStats, Knob
-from cloudseg.nodes.common import declare_parameters, qos_for, run_node, stamp_ns
+from cloudseg.nodes.common import boundary, declare_parameters, qos_for, run_node, stamp_ns
 
 #: Used when config/profile.json does not exist yet: rates are the H.264 targets, the mIoU
 #: values only order the entries (rough guesses after BENCHMARKS.md, not measured).
@@ -69,6 +72,13 @@ class ControllerNode(Node):
         self.create_timer(float(p["window_s"]), self.on_window)
         self.publish(Decision(self.controller.entry, "start", changed=True))
 
+    def on_parameters(self, changes: dict) -> None:
+        """`ros2 param set`: the controller's thresholds apply from the next window."""
+        names = ControllerSettings.__dataclass_fields__
+        fields = {k: v for k, v in changes.items() if k in names}
+        if fields:
+            self.controller.settings = replace(self.controller.settings, **fields)
+
     def load(self, path: str) -> list[ProfileEntry]:
         """The profile; the built-in one (with a warning) when the default file is missing."""
         file = Path(path) if path else config_dir() / PROFILE_FILE
@@ -84,21 +94,29 @@ class ControllerNode(Node):
     def now_s(self) -> float:
         return self.get_clock().now().nanoseconds / 1e9
 
+    @boundary("stats")
     def on_stats(self, s: FrameStats) -> None:
-        self.measurements.add(
-            StatSample(
-                seq=int(s.seq),
-                payload_bytes=int(s.payload_bytes),
-                capture_s=stamp_ns(s.header) / 1e9,
-                arrival_s=self.now_s(),
-                transport_ms=float(s.transport_ms),
-                total_ms=float(s.total_ms),
-                frames_received=int(s.frames_received),
-                bytes_received=int(s.bytes_received),
-                accuracy=float(s.accuracy_estimate),
-            )
+        sample = StatSample(
+            seq=int(s.seq),
+            payload_bytes=int(s.payload_bytes),
+            capture_s=stamp_ns(s.header) / 1e9,
+            arrival_s=self.now_s(),
+            transport_ms=float(s.transport_ms),
+            total_ms=float(s.total_ms),
+            frames_received=int(s.frames_received),
+            bytes_received=int(s.bytes_received),
+            accuracy=float(s.accuracy_estimate),
         )
+        bad = [
+            name
+            for name in ("transport_ms", "total_ms", "accuracy")
+            if not math.isfinite(getattr(sample, name))
+        ]
+        if bad or sample.total_ms < 0 or sample.accuracy > 1:
+            raise BadInput(f"stats of frame {sample.seq}: {', '.join(bad) or 'range'}", "stats")
+        self.measurements.add(sample)
 
+    @boundary("window")
     def on_window(self) -> None:
         now = self.now_s()
         window = self.measurements.take(now)
@@ -110,7 +128,10 @@ class ControllerNode(Node):
 
     def publish(self, d: Decision) -> None:
         self.seq += 1
-        self.pub.publish(knob_for(d, self.seq))
+        knob = knob_for(d, self.seq)
+        # the stamp tells a (re)started compressor whether a one-shot request is for it
+        knob.header.stamp = self.get_clock().now().to_msg()
+        self.pub.publish(knob)
         if d.changed:
             self.get_logger().info(f"knob {self.seq}: {d.entry.describe()}: {d.reason}")
         else:

@@ -4,7 +4,8 @@ Runs in the vehicle process (`vehicle_node`) in front of the compressor: each se
 goes to the compressor by a function call with its level and deviation (a KEY frame becomes an
 H.264 IDR), and every camera frame goes to the camera_labels node. The logic is
 :mod:`cloudseg.selection.selector`; a Knob changes the thresholds, the mode and the frame-rate
-cap from the next frame (a bad value is refused with a log line, the previous ones kept).
+cap from the next frame (a Knob is checked as a whole, `cloudseg.control.knob`: a bad one is
+refused with a log line, the previous settings kept).
 """
 
 from __future__ import annotations
@@ -16,10 +17,12 @@ from rclpy.node import Node
 from sensor_msgs.msg import Image
 from std_msgs.msg import Header
 
+from cloudseg.control.knob import check_knob
 from cloudseg.graph import FRAME_SELECTOR, IMAGE_TOPIC, KNOB_TOPIC
+from cloudseg.guard import BadInput, check_stamp
 from cloudseg.msg import Knob
-from cloudseg.nodes.common import declare_parameters, qos_for, stamp_ns
-from cloudseg.nodes.convert import ImageError, image_to_rgb
+from cloudseg.nodes.common import boundary, declare_parameters, qos_for
+from cloudseg.nodes.convert import image_to_rgb
 from cloudseg.selection.selector import Decision, FrameSelector, SelectorSettings
 
 #: (camera header, RGB frame, decision) for a frame to send
@@ -46,26 +49,32 @@ class FrameSelectorNode(Node):
         self.create_subscription(Knob, KNOB_TOPIC, self.on_knob, qos_for(KNOB_TOPIC))
         self.get_logger().info(f"selecting {IMAGE_TOPIC}: {self.selector.settings.describe()}")
 
+    def on_parameters(self, changes: dict) -> None:
+        """`ros2 param set`: thresholds, mode and bounds apply from the next frame."""
+        names = SelectorSettings.__dataclass_fields__
+        fields = {k: v for k, v in changes.items() if k in names}
+        if fields:
+            self.selector.apply(self.selector.next_settings.with_changes(**fields))
+
+    @boundary("knob")
     def on_knob(self, knob: Knob) -> None:
+        k = check_knob(knob)  # refused as a whole: the previous settings stay
         try:
-            new = self.selector.settings.with_knob(
-                knob.key_threshold, knob.useful_threshold, knob.max_fps, knob.selection_mode
+            new = self.selector.next_settings.with_knob(
+                k.key_threshold, k.useful_threshold, k.max_fps, k.selection_mode
             )
-            if new == self.selector.settings:
+            if new == self.selector.next_settings:
                 return
             self.selector.apply(new)
         except Exception as exc:  # SelectionError, missing learned weights
-            self.get_logger().error(f"knob {knob.seq} refused by the selector: {exc}")
-            return
-        self.get_logger().info(f"knob {knob.seq} applies from the next frame: {new.describe()}")
+            raise BadInput(f"knob {k.seq} refused by the selector: {exc}", "knob") from exc
+        self.get_logger().info(f"knob {k.seq} applies from the next frame: {new.describe()}")
 
+    @boundary("camera image")
     def on_image(self, msg: Image) -> None:
-        try:
-            rgb = image_to_rgb(msg)
-        except ImageError as exc:
-            self.get_logger().warning(f"camera image dropped: {exc}")
-            return
-        decision = self.selector.select(rgb, stamp_ns(msg.header))
+        stamp = check_stamp(msg.header.stamp, "header.stamp")
+        rgb = image_to_rgb(msg)
+        decision = self.selector.select(rgb, stamp)
         if decision.send:
             self.handoff(msg.header, rgb, decision)
         if self.on_camera is not None:

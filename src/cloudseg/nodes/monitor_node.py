@@ -8,7 +8,6 @@ from typing import TYPE_CHECKING
 import numpy as np
 from rclpy.node import Node
 from rclpy.subscription import MessageInfo
-from rclpy.time import Time
 from sensor_msgs.msg import Image
 
 from cloudseg.graph import (
@@ -24,8 +23,8 @@ from cloudseg.graph import (
 from cloudseg.media.quality import psnr
 from cloudseg.media.resize import downsample
 from cloudseg.msg import Frame, FrameStats, Knob, LabelAge
-from cloudseg.nodes.common import qos_for
-from cloudseg.nodes.convert import ImageError, image_to_numpy, image_to_rgb
+from cloudseg.nodes.common import boundary, qos_for, stamp_ns
+from cloudseg.nodes.convert import image_to_numpy, image_to_rgb
 from cloudseg.stream_stats import StreamStats
 
 if TYPE_CHECKING:
@@ -71,11 +70,12 @@ class MonitorNode(Node):
             )
 
     @staticmethod
-    def ms_since(stamp, info: MessageInfo) -> float:
-        """Milliseconds from a header stamp to when DDS handed us the message (not counting
+    def ms_since(header, info: MessageInfo) -> float:
+        """Milliseconds from a header's stamp to when DDS handed us the message (not counting
         the time it then waited for this single-threaded monitor)."""
-        return (info["received_timestamp"] - Time.from_msg(stamp).nanoseconds) / 1e6
+        return (info["received_timestamp"] - stamp_ns(header)) / 1e6
 
+    @boundary("camera image")
     def on_image(self, msg: Image) -> None:
         self.stats.frames_in += 1
         self.originals[_key(msg.header)] = rgb = image_to_rgb(msg)
@@ -84,6 +84,7 @@ class MonitorNode(Node):
         while len(self.originals) > self.keep:
             self.originals.popitem(last=False)
 
+    @boundary("frame")
     def on_frame(self, frame: Frame) -> None:
         self.stats.frames_sent += 1
         if frame.level == Frame.LEVEL_KEY:
@@ -94,6 +95,7 @@ class MonitorNode(Node):
         self.stats.payload_bytes += len(frame.data)
         self.stats.add_latency("encode", frame.encode_ms)
 
+    @boundary("stats")
     def on_stats(self, msg: FrameStats) -> None:
         key = _key(msg.header)  # a split cloud reports a frame twice (sr, segmentation)
         if key not in self.reported:
@@ -106,6 +108,7 @@ class MonitorNode(Node):
         if msg.accuracy_estimate >= 0:
             self.stats.accuracy_estimates.append(float(msg.accuracy_estimate))
 
+    @boundary("knob")
     def on_knob(self, k: Knob) -> None:
         """Count the controller's changes of settings and its full-frame requests."""
         fields = (
@@ -123,35 +126,32 @@ class MonitorNode(Node):
         self.last_knob = fields
         self.stats.full_frames_asked += bool(k.request_full_frame)
 
+    @boundary("label age")
     def on_label_age(self, msg: LabelAge) -> None:
         self.stats.label_age_ms.append(float(msg.age_ms))
 
+    @boundary("camera labels")
     def on_camera_labels(self, msg: Image) -> None:
-        try:
-            self.scorer.add_labels(_key(msg.header), image_to_numpy(msg), stream="held")
-        except ImageError as exc:
-            self.get_logger().warning(f"unreadable camera labels: {exc}")
+        self.scorer.add_labels(_key(msg.header), image_to_numpy(msg), stream="held")
 
+    @boundary("labels")
     def on_labels(self, msg: Image, info: MessageInfo) -> None:
         self.stats.labels_received += 1
         self.labelled.add(_key(msg.header))
         self.stats.labels_sizes.append((msg.width, msg.height))
-        self.stats.add_latency("labels_end_to_end", self.ms_since(msg.header.stamp, info))
-        try:
-            labels = image_to_numpy(msg)
-        except ImageError as exc:
-            self.get_logger().warning(f"unreadable labels: {exc}")
-            return
+        self.stats.add_latency("labels_end_to_end", self.ms_since(msg.header, info))
+        labels = image_to_numpy(msg)
         self.stats.label_values.update(np.unique(labels).tolist())
         if self.scorer is not None:
             self.scorer.add_labels(_key(msg.header), labels)
 
+    @boundary("restored image")
     def on_restored(self, msg: Image, info: MessageInfo) -> None:
         self.stats.restored_stamps_ns.append(
             msg.header.stamp.sec * 10**9 + msg.header.stamp.nanosec
         )
         self.stats.restored_sizes.append((msg.width, msg.height))
-        self.stats.add_latency("end_to_end", self.ms_since(msg.header.stamp, info))
+        self.stats.add_latency("end_to_end", self.ms_since(msg.header, info))
         original = self.originals.pop(_key(msg.header), None)
         if original is not None:
             restored = image_to_rgb(msg)

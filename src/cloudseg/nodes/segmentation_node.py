@@ -15,8 +15,8 @@ from std_msgs.msg import Header
 from cloudseg.control.accuracy import estimate_accuracy
 from cloudseg.graph import LABELS_TOPIC, OVERLAY_TOPIC, RESTORED_TOPIC, SEGMENTATION, STATS_TOPIC
 from cloudseg.msg import FrameStats
-from cloudseg.nodes.common import declare_parameters, qos_for, run_node
-from cloudseg.nodes.convert import ImageError, image_to_rgb, numpy_to_image
+from cloudseg.nodes.common import boundary, declare_parameters, qos_for, run_node
+from cloudseg.nodes.convert import image_to_rgb, numpy_to_image
 from cloudseg.restore.pipeline import Pyramid
 from cloudseg.restore.service import CloudResult, CloudService
 
@@ -41,7 +41,7 @@ class SegmentationNode(Node):
             self.create_subscription(
                 Image, RESTORED_TOPIC, self.on_restored, qos_for(RESTORED_TOPIC)
             )
-        untrained = self.service.pipelines[4].untrained
+        untrained = self.service.first.untrained
         if untrained:
             self.get_logger().warning(
                 f"UNTRAINED weights in use ({', '.join(untrained)}): labels are meaningless"
@@ -88,13 +88,10 @@ class SegmentationNode(Node):
         )
         return result
 
+    @boundary("restored image")
     def on_restored(self, msg: Image) -> None:
         t0 = time.perf_counter()
-        try:
-            result = self.service.segment_restored(image_to_rgb(msg))
-        except (ImageError, ValueError) as exc:
-            self.get_logger().warning(f"restored image dropped: {exc}")
-            return
+        result = self.service.segment_restored(image_to_rgb(msg))
         self.publish(
             result, msg.header, t0, seq=0, scale=1, codec="", payload_bytes=0, transport_ms=0.0
         )

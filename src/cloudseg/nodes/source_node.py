@@ -46,7 +46,9 @@ class SourceNode(Node):
                 "(`cloudseg convert`), a Cityscapes leftImg8bit_sequence folder or a video"
             )
         # rate 0: follow the input's own stamps (bag, video); else a fixed rate
-        self.pacer = Pacer(p["rate"] or None)
+        self.stopping = threading.Event()
+        # sleeps end early when the node stops
+        self.pacer = Pacer(p["rate"] or None, sleep=lambda s: self.stopping.wait(max(s, 0.0)))
         pace = f"{p['rate']:.1f} Hz" if p["rate"] else "the input's stamps"
         self.get_logger().info(
             f"publishing {self.source.describe()} on {IMAGE_TOPIC} at {pace}"
@@ -60,7 +62,7 @@ class SourceNode(Node):
         if not wanted:
             return
         deadline = time.monotonic() + self.params["wait_timeout"]
-        while self.publisher.get_subscription_count() < wanted:
+        while self.publisher.get_subscription_count() < wanted and not self.stopping.is_set():
             if time.monotonic() > deadline:
                 self.get_logger().warning(
                     f"only {self.publisher.get_subscription_count()} of {wanted} subscribers "
@@ -80,17 +82,36 @@ class SourceNode(Node):
         self.count += 1
 
     def play(self) -> None:
-        self.wait_for_subscribers()
         code = 0
         try:
+            self.wait_for_subscribers()
             for frame in self.source:
                 self.pacer.wait(frame.stamp_ns)
+                if self.stopping.is_set():
+                    return
                 self.publish_frame(frame)
             self.get_logger().info(f"input finished: {self.count} frames published")
         except DataError as exc:
             self.get_logger().error(f"input failed after {self.count} frames: {exc}")
             code = 1
-        self.finished.set_result(code)
+        except Exception as exc:  # the player's boundary: say why, end the node
+            if self.stopping.is_set():
+                return
+            self.get_logger().error(
+                f"input failed after {self.count} frames: {type(exc).__name__}: {exc}"
+            )
+            code = 1
+        if not self.finished.done():
+            self.finished.set_result(code)
+
+    def destroy_node(self) -> None:
+        """Stop the player (it ends its sleep at once) and wait for it before the publisher
+        goes away."""
+        thread = getattr(self, "thread", None)
+        if thread is not None:
+            self.stopping.set()
+            thread.join(5.0)
+        super().destroy_node()
 
 
 def main(args: list[str] | None = None) -> int:

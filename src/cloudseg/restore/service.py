@@ -2,19 +2,25 @@
 
 `CloudService` keeps one decoder per stream (`FrameRestorer`) and one `RestorationPipeline`
 per downsampling scale (the models are built once and shared), and turns an encoded payload
-into labels at the camera's size, the restored image and stage timings.
+into labels at the camera's size, the restored image and stage timings. Scales come from the
+wire: only allowed ones (`scales`, `cloudseg.graph.SCALES` by default) get a pipeline, and at
+most `max_pipelines` are kept (least recently used first out; the x4 one stays).
 """
 
 from __future__ import annotations
 
 import functools
 import logging
+from collections import OrderedDict
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import cv2
 import numpy as np
 import torch
 
+from cloudseg.graph import SCALES
+from cloudseg.guard import BadInput
 from cloudseg.media.resize import resize_labels
 from cloudseg.media.stream import FrameRestorer
 from cloudseg.restore.pipeline import PipelineResult, Pyramid, RestorationPipeline, overlay
@@ -89,8 +95,12 @@ class CloudService:
         cpu_max_width: int | None = 1024,
         allow_untrained: bool = False,
         sr_weights: str = "default",
+        scales: Iterable[int] = SCALES,
+        max_pipelines: int = 4,
     ) -> None:
         self.device = pick_device(device)
+        self.scales = tuple(int(s) for s in scales)
+        self.max_pipelines = max(1, int(max_pipelines))
         self.options = {
             "device": self.device,
             "dtype": dtype if self.device == "cuda" else "fp32",
@@ -106,21 +116,37 @@ class CloudService:
             scale=4,
             **self.options,
         )
-        self.pipelines: dict[int, RestorationPipeline] = {4: first}
+        self.first = first
+        self.pipelines: OrderedDict[int, RestorationPipeline] = OrderedDict({4: first})
         self.restorer = FrameRestorer()
         log.info("cloud pipeline: %s", first.describe())
 
     def describe(self) -> str:
-        return self.pipelines[4].describe()
+        return self.first.describe()
+
+    def limit_scales(self, scales: Iterable[int]) -> None:
+        """Serve only these scales from now on (the sr node's `scales` parameter)."""
+        self.scales = tuple(int(s) for s in scales)
 
     def pipeline(self, scale: int) -> RestorationPipeline:
-        if scale not in self.pipelines:
-            first = self.pipelines[4]
-            sr = first.sr if scale in getattr(first.sr, "scales", ()) else None
-            self.pipelines[scale] = RestorationPipeline.from_modules(
-                sr, first.segmenter, self.backend, scale=scale, **self.options
-            )
-        return self.pipelines[scale]
+        """The pipeline of one downsampling factor: built on first use (sharing the models),
+        only for allowed scales, at most `max_pipelines` kept (least recently used out)."""
+        scale = int(scale)
+        if scale in self.pipelines:
+            self.pipelines.move_to_end(scale)
+            return self.pipelines[scale]
+        if scale not in self.scales and scale != 1:  # scale 1: profiling, segment_restored
+            allowed = ", ".join(map(str, self.scales))
+            raise BadInput(f"scale {scale} is not served (allowed: {allowed})", "scale")
+        first = self.first
+        sr = first.sr if scale in getattr(first.sr, "scales", ()) else None
+        self.pipelines[scale] = pipe = RestorationPipeline.from_modules(
+            sr, first.segmenter, self.backend, scale=scale, **self.options
+        )
+        while len(self.pipelines) > self.max_pipelines:
+            victim = next(k for k in self.pipelines if self.pipelines[k] is not first)
+            del self.pipelines[victim]
+        return pipe
 
     def decode(
         self, payload: bytes, codec: str, seq: int, scale: int, width: int, height: int

@@ -194,6 +194,11 @@ class FrameSelector:
             self._measures[mode] = make_measure(mode, self._learned_weights)
         return self._measures[mode]
 
+    @property
+    def next_settings(self) -> SelectorSettings:
+        """The settings the next frame will use (applied but not yet in force, or current)."""
+        return self._pending or self.settings
+
     def apply(self, settings: SelectorSettings) -> None:
         """Use ``settings`` from the next frame on (a new mode is built now, so a missing
         weight file is refused here, not at the next frame)."""
