@@ -80,6 +80,27 @@ class Param:
     step: float | None = None
     choices: tuple[str, ...] | None = None
 
+    def parse(self, text: str) -> Any:
+        """A value from the command line (`-p node.name:=TEXT`), typed like the default; raise
+        ValueError saying what is expected."""
+        kind = type(self.default)
+        try:
+            if kind is bool:
+                word = text.strip().lower()
+                if word not in ("true", "false"):
+                    raise ValueError
+                return word == "true"
+            if kind is int:
+                return int(text)
+            if kind is float:
+                return float(text)
+        except ValueError:
+            what = {bool: "true or false", int: "an integer", float: "a number"}[kind]
+            raise ValueError(f"{self.name}={text!r}: must be {what}") from None
+        if len(text) >= 2 and text[0] == text[-1] and text[0] in "'\"":
+            return text[1:-1]  # a quoted string, as YAML reads it
+        return text
+
     def check(self, value: Any) -> Any:
         """Return `value` if it is allowed, else raise ValueError saying why."""
         if self.choices is not None and value not in self.choices:
@@ -92,6 +113,20 @@ class Param:
 
 
 @dataclass(frozen=True)
+class Endpoint:
+    """A publisher or subscription a node has on a topic (`kind`: "pub" or "sub")."""
+
+    node: str
+    kind: str
+    topic: str
+
+    def describe(self) -> str:
+        return (
+            f"{self.node} ({'publisher' if self.kind == 'pub' else 'subscriber'} of {self.topic})"
+        )
+
+
+@dataclass(frozen=True)
 class NodeSpec:
     """One node of the graph: its name, entry module, side and parameters."""
 
@@ -101,6 +136,9 @@ class NodeSpec:
     description: str
     params: tuple[Param, ...] = field(default_factory=tuple)
     composes: tuple[str, ...] = ()  # an executable running several nodes in one process
+    # endpoints the process has once it has started (created after its models, encoder or
+    # profile are ready): `cloudseg run` and the demo wait for them before the source starts
+    ready: tuple[Endpoint, ...] = ()
 
     @property
     def module(self) -> str:
@@ -223,6 +261,7 @@ COMPRESSOR = NodeSpec(
             "also publish sensor_msgs/CompressedImage for JPEG/PNG on <image topic>/compressed",
         ),
     ),
+    ready=(Endpoint("compressor", "sub", KNOB_TOPIC),),
 )
 
 FRAME_SELECTOR = NodeSpec(
@@ -284,6 +323,7 @@ FRAME_SELECTOR = NodeSpec(
             "checkpoint path (cloudseg train selector)",
         ),
     ),
+    ready=(Endpoint("frame_selector", "sub", IMAGE_TOPIC),),
 )
 
 CAMERA_LABELS = NodeSpec(
@@ -299,6 +339,7 @@ CAMERA_LABELS = NodeSpec(
             "move the labels to the current frame along dense optical flow (OpenCV Farneback)",
         ),
     ),
+    ready=(Endpoint("camera_labels", "sub", LABELS_TOPIC),),
 )
 
 VEHICLE = NodeSpec(
@@ -309,6 +350,11 @@ VEHICLE = NodeSpec(
     "camera image crosses DDS once",
     params=FRAME_SELECTOR.params + COMPRESSOR.params + CAMERA_LABELS.params,
     composes=(FRAME_SELECTOR.name, COMPRESSOR.name, CAMERA_LABELS.name),
+    ready=(
+        Endpoint("frame_selector", "sub", IMAGE_TOPIC),
+        Endpoint("compressor", "pub", FRAMES_TOPIC),
+        Endpoint("camera_labels", "sub", LABELS_TOPIC),
+    ),
 )
 
 SR = NodeSpec(
@@ -327,6 +373,7 @@ SR = NodeSpec(
         ),
         Param("publish_restored", True, "publish the restored image on /cloudseg/restored"),
     ),
+    ready=(Endpoint("sr", "sub", FRAMES_TOPIC), Endpoint("sr", "pub", STATS_TOPIC)),
 )
 
 SEGMENTATION = NodeSpec(
@@ -371,6 +418,7 @@ SEGMENTATION = NodeSpec(
         ),
         Param("overlay_alpha", 0.5, "weight of the label colours in the overlay", min=0.0, max=1.0),
     ),
+    ready=(Endpoint("segmentation", "sub", RESTORED_TOPIC),),
 )
 
 CLOUD = NodeSpec(
@@ -381,6 +429,10 @@ CLOUD = NodeSpec(
     "segmenter in process, on the GPU, never through DDS",
     params=SR.params + SEGMENTATION.params,
     composes=(SR.name, SEGMENTATION.name),
+    ready=(
+        Endpoint("segmentation", "pub", LABELS_TOPIC),
+        Endpoint("sr", "sub", FRAMES_TOPIC),
+    ),
 )
 
 CONTROLLER = NodeSpec(
@@ -473,6 +525,7 @@ CONTROLLER = NodeSpec(
             max=1_000_000.0,
         ),
     ),
+    ready=(Endpoint("controller", "sub", STATS_TOPIC),),
 )
 
 NODES: dict[str, NodeSpec] = {
