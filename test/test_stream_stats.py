@@ -51,7 +51,7 @@ def test_counts_are_consistent_when_the_monitor_misses_messages():
     )
     assert stats.report().splitlines()[:2] == [
         "frames in / sent / received : 10 / 10 / 9 (lost on the way: 1)",
-        "cloud restored / skipped  : 9 / 0",
+        "cloud restored / skipped    : 9 / 0",
     ]
 
 
@@ -72,5 +72,5 @@ def test_a_cpu_cloud_skips_frames_by_design_and_says_so():
     assert (summary["frames_received"], summary["frames_processed"]) == (30, 2)
     assert (summary["frames_skipped"], summary["frames_lost"]) == (28, 0)
     line = stats.report().splitlines()[1]
-    assert line.startswith("cloud segmented / skipped  : 2 / 28 (newest frame first")
+    assert line.startswith("cloud segmented / skipped   : 2 / 28 (newest frame first")
     assert line.endswith("labels back: 2")

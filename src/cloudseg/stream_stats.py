@@ -220,7 +220,7 @@ class StreamStats:
         lines = [
             f"frames in / sent / received : {s['frames_in']} / {s['frames_sent']} / "
             f"{s['frames_received']} (lost on the way: {s['frames_lost']})",
-            f"cloud {done} / skipped  : {s['frames_processed']} / {s['frames_skipped']}"
+            f"{f'cloud {done} / skipped':<28}: {s['frames_processed']} / {s['frames_skipped']}"
             + (
                 " (newest frame first: it skips what arrived while busy)"
                 if s["frames_skipped"]
