@@ -15,7 +15,7 @@ import rclpy
 from rclpy.executors import SingleThreadedExecutor
 
 from cloudseg.data.sources import DataError, are_stills, check_input, list_frame_files
-from cloudseg.graph import GRAPHS, config_dir
+from cloudseg.graph import GRAPHS, IMAGE_TOPIC, config_dir
 from cloudseg.launcher import (
     NodeFailed,
     NodeProcesses,
@@ -222,6 +222,7 @@ def _stream(
         scorer = LabelScorer(
             input_path,
             limit=limit,
+            topic=topic or IMAGE_TOPIC,
             backend=(cloud_params or {}).get("backend", "espnetv2"),
             device=(cloud_params or {}).get("device", "auto"),
         )
