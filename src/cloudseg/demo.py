@@ -148,7 +148,7 @@ def run_demo(
         print(REAL_DATA_HINT, file=sys.stderr)
     own_logs = log_dir is None
     log_dir = Path(tempfile.mkdtemp(prefix="cloudseg-demo-")) if own_logs else Path(log_dir)
-    if keep_logs and not quiet:
+    if keep_logs:  # asked for: said even with quiet (stderr; --json's line is on stdout)
         print(f"node logs: {log_dir}", file=sys.stderr)
     try:
         return _stream(
