@@ -161,23 +161,46 @@ def test_malformed_image_messages() -> None:
         image_to_rgb(_msg_image("rgb8", 2, 5, 10, np.zeros(20), 0))
     with pytest.raises(DataError, match="needs 30"):
         image_to_rgb(_msg_image("rgb8", 2, 5, 15, np.zeros(29), 0))
-    with pytest.raises(DataError, match="unsupported image encoding '16UC1'"):
-        image_to_rgb(_msg_image("16UC1", 2, 5, 10, np.zeros(20), 0))
+    with pytest.raises(DataError, match="unsupported image encoding '32FC1'"):
+        image_to_rgb(_msg_image("32FC1", 2, 5, 20, np.zeros(40), 0))
 
 
 def test_unsupported_encoding_in_bag(tmp_path: Path) -> None:
-    bag = _write_bag(tmp_path / "u16", [(1, _msg_image("mono16", 2, 2, 4, np.zeros(8), 1))])
-    with pytest.raises(DataError, match="unsupported image encoding 'mono16'"):
+    bag = _write_bag(tmp_path / "f32", [(1, _msg_image("32FC1", 2, 2, 8, np.zeros(16), 1))])
+    with pytest.raises(DataError, match="unsupported image encoding '32FC1'"):
         list(iter_bag(bag))
+
+
+def test_bayer_and_16_bit_bags_are_read_as_cv_bridge_converts(tmp_path: Path) -> None:
+    """A machine-vision camera's bayer_rggb8 topic and a depth camera's 16UC1 (little-endian)
+    or mono16 (big-endian) topic become RGB: demosaiced, and 16 bits scaled by 255/65535."""
+    mosaic = np.zeros((4, 6), np.uint8)
+    mosaic[0::2, 0::2], mosaic[0::2, 1::2], mosaic[1::2, 0::2], mosaic[1::2, 1::2] = 200, 90, 90, 30
+    depth = np.array([[0, 257, 65535], [514, 1000, 25700]], np.uint16)
+    msgs = [
+        (1, _msg_image("bayer_rggb8", 4, 6, 6, mosaic, 1)),
+        (2, _msg_image("16UC1", 2, 3, 6, depth.astype("<u2").view(np.uint8), 2)),
+        (3, _msg_image("mono16", 2, 3, 6, depth.astype(">u2").view(np.uint8), 3, bigendian=1)),
+    ]
+    bayer = _write_bag(tmp_path / "bayer", msgs[:1], topic="/cam/image_raw")
+    (frame,) = list(open_source(bayer, topic="/cam/image_raw"))
+    np.testing.assert_array_equal(
+        frame.rgb[1:3, 2:4], cv2.cvtColor(mosaic, cv2.COLOR_BayerBG2RGB)[1:3, 2:4]
+    )
+    assert frame.rgb[1, 2].tolist() == [200, 90, 30]
+    grey = np.array([[0, 1, 255], [2, 4, 100]], np.uint8)
+    for i, msg in enumerate(msgs[1:]):
+        (frame,) = list(iter_bag(_write_bag(tmp_path / f"depth{i}", [msg])))
+        np.testing.assert_array_equal(frame.rgb, np.repeat(grey[..., None], 3, axis=2))
 
 
 def test_bag_errors(tmp_path: Path) -> None:
     bag = _write_bag(
         tmp_path / "other", [(1, _msg_image("rgb8", 1, 1, 3, [1, 2, 3], 1))], topic="/front/image"
     )
-    with pytest.raises(DataError, match=r"no topic '/camera/image_raw'.*/front/image"):
+    with pytest.raises(DataError, match=r"no image topic '/camera/image_raw'.*/front/image"):
         open_source(bag)
-    with pytest.raises(DataError, match=r"it has: /front/image \(sensor_msgs/msg/Image\)"):
+    with pytest.raises(DataError, match=r"its image topics: /front/image \(Image, 1 messages\)"):
         list(iter_bag(bag))
 
     corrupt = tmp_path / "corrupt.mcap"
@@ -190,3 +213,39 @@ def test_bag_errors(tmp_path: Path) -> None:
         list(iter_bag(tmp_path / "missing.mcap"))
     with pytest.raises(DataError, match="does not exist"):
         open_source(tmp_path / "missing_bag")
+
+
+def test_a_robot_bags_topics_are_listed_when_the_topic_is_missing(tmp_path: Path) -> None:
+    """A bag from a real robot: colour on /camera/color/image_raw, its compressed twin, and a
+    non-image topic. The default topic is missing: the error lists the image topics only; each
+    image topic can be read."""
+    ts = typestore()
+    rgb = synthetic_frame(1, 32, 16)
+    _, png = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    header = ts.types["std_msgs/msg/Header"](
+        stamp=ts.types["builtin_interfaces/msg/Time"](sec=1, nanosec=0), frame_id="cam"
+    )
+    compressed = ts.types["sensor_msgs/msg/CompressedImage"](header=header, format="png", data=png)
+    raw = _msg_image("rgb8", 16, 32, 96, rgb, 1_000_000_000)
+    text = ts.types["std_msgs/msg/String"](data="hello")
+    path = tmp_path / "robot"
+    with Writer(path, version=9, storage_plugin=StoragePlugin.MCAP) as writer:
+        for topic, msg in (
+            ("/camera/color/image_raw", raw),
+            ("/camera/color/image_raw/compressed", compressed),
+            ("/rosout_like", text),
+        ):
+            conn = writer.add_connection(topic, msg.__msgtype__, typestore=ts)
+            writer.write(conn, 1, ts.serialize_cdr(msg, msg.__msgtype__))
+    with pytest.raises(DataError) as err:
+        open_source(path)
+    message = str(err.value)
+    assert "no image topic '/camera/image_raw'" in message
+    assert "/camera/color/image_raw (Image, 1 messages)" in message
+    assert "/camera/color/image_raw/compressed (CompressedImage, 1 messages)" in message
+    assert "rosout_like" not in message
+    with pytest.raises(DataError, match=r"carries std_msgs/msg/String.*its image topics"):
+        open_source(path, topic="/rosout_like")
+    for topic in ("/camera/color/image_raw", "/camera/color/image_raw/compressed"):
+        (frame,) = list(open_source(path, topic=topic))
+        np.testing.assert_array_equal(frame.rgb, rgb)

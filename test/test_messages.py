@@ -107,7 +107,7 @@ def test_row_padding_is_honoured():
 
 def test_bad_images_give_clear_errors():
     with pytest.raises(ImageError, match="encoding"):
-        image_to_numpy(Image(height=1, width=1, encoding="16UC1", step=2, data=b"\0\0"))
+        image_to_numpy(Image(height=1, width=1, encoding="32FC1", step=4, data=b"\0" * 4))
     with pytest.raises(ImageError, match="bytes"):
         image_to_numpy(Image(height=2, width=2, encoding="rgb8", step=6, data=b"\0" * 5))
     with pytest.raises(ImageError, match="step"):

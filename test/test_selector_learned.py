@@ -147,4 +147,4 @@ def test_train_selector_help_and_errors(tmp_path, capsys) -> None:
     )
     assert code == 2 and len(err.strip().splitlines()) == 1
     assert cli_main(["train", "--help"]) == 0
-    assert "selector" in capsys.readouterr().err
+    assert "selector" in capsys.readouterr().out  # asked-for help goes to stdout

@@ -6,7 +6,7 @@ import argparse
 import logging
 import sys
 
-from cloudseg.graph import COMPRESSOR, GRAPHS, NODES
+from cloudseg.graph import COMPRESSOR, GRAPHS, IMAGE_TOPIC, NODES
 from cloudseg.launcher import DDS_MODES
 
 
@@ -29,11 +29,13 @@ def _demo(args: argparse.Namespace) -> int:
         gop=args.gop,
         select=args.select,
         control=_control_on(args.control),
+        topic=args.topic,
+        keep_logs=args.keep_logs,
     )
     print(stats.report())
     if args.json:
         print(stats.to_json())
-    return 0 if stats.frames_received else 1
+    return 0 if stats.frames_processed else 1
 
 
 def _control_on(choice: str) -> bool:
@@ -50,16 +52,43 @@ def _convert(args: argparse.Namespace) -> int:
     from cloudseg.data.bag import convert_to_bag
 
     n = convert_to_bag(
-        args.input, args.output, storage=args.storage, fps=args.fps, topic=args.topic, progress=True
+        args.input,
+        args.output,
+        storage=args.storage,
+        fps=args.fps,
+        topic=args.output_topic,
+        input_topic=args.topic or IMAGE_TOPIC,
+        progress=True,
     )
-    print(f"wrote {n} frames to {args.output} ({args.storage}, topic {args.topic})")
+    print(f"wrote {n} frames to {args.output} ({args.storage}, topic {args.output_topic})")
     return 0
 
 
 def _run(args: argparse.Namespace) -> int:
-    from cloudseg.launcher import run_graph
+    from cloudseg.data.sources import DataError, check_input
+    from cloudseg.launcher import parse_param_overrides, run_graph
 
-    overrides = {"source": {"input": args.input}} if args.input else None
+    try:
+        overrides = parse_param_overrides(args.graph, args.params or [])
+    except ValueError as exc:
+        print(f"cloudseg run: {exc}", file=sys.stderr)
+        return 2
+    if args.input or args.topic:
+        if "source" not in dict(GRAPHS[args.graph]):
+            print(
+                f"cloudseg run: --input/--topic: graph {args.graph} has no source", file=sys.stderr
+            )
+            return 2
+        try:
+            check_input(args.input, args.topic)
+        except DataError as exc:
+            print(f"cloudseg run: {exc}", file=sys.stderr)
+            return 2
+        source = overrides.setdefault("source", {})
+        if args.input:
+            source["input"] = args.input
+        if args.topic:
+            source["topic_in_bag"] = args.topic
     dds = None
     if args.dds != "local":
         from cloudseg.launcher import dds_env
@@ -73,11 +102,52 @@ def _run(args: argparse.Namespace) -> int:
         except (ValueError, OSError) as exc:
             print(f"cloudseg run: {exc}", file=sys.stderr)
             return 2
-    return run_graph(args.graph, overrides, dds)
+    return run_graph(args.graph, overrides or None, dds)
+
+
+def node_help(name: str) -> str:
+    """`cloudseg node NAME --help`: what the node does and its parameters (cloudseg.graph)."""
+    spec = NODES[name]
+    configs = sorted(
+        {
+            c
+            for entries in GRAPHS.values()
+            for n, c in entries
+            if n == name or name in NODES[n].composes
+        }
+    )
+    lines = [
+        f"usage: cloudseg node {name} [--ros-args -p NAME:=VALUE ... --params-file FILE]",
+        "",
+        f"{spec.description} ({spec.side} side; python -m {spec.module}).",
+    ]
+    if spec.composes:
+        lines.append(f"Runs the nodes {', '.join(spec.composes)} in one process.")
+    if configs:
+        lines.append(f"Config files: {', '.join(f'config/{c}' for c in configs)}.")
+    lines += ["", "parameters:"]
+    for p in spec.params:
+        allowed = ""
+        if p.choices:
+            allowed = f"; one of {', '.join(p.choices)}"
+        elif p.min is not None or p.max is not None:
+            allowed = f"; {p.min:g}..{p.max:g}"
+        lines.append(f"  {p.name} (default {p.default!r}{allowed})")
+        lines.append(f"      {p.description}")
+    return "\n".join(lines)
 
 
 def _node(args: argparse.Namespace) -> int:
     import importlib
+
+    ours = (
+        args.ros_args[: args.ros_args.index("--ros-args")]
+        if "--ros-args" in args.ros_args
+        else args.ros_args
+    )
+    if {"-h", "--help"} & set(ours):
+        print(node_help(args.name))
+        return 0
 
     module = importlib.import_module(NODES[args.name].module)
     return module.main(["cloudseg", *args.ros_args])
@@ -96,12 +166,15 @@ BENCH_COMMANDS = {
 
 
 def _list_commands(command: str, commands: dict[str, str], rest: list[str]) -> int:
-    """`cloudseg bench` / `cloudseg train` without a sub-command: list them (0 with --help)."""
-    print(f"usage: cloudseg {command} {{{','.join(commands)}}} [options]", file=sys.stderr)
+    """`cloudseg bench` / `cloudseg train` without a sub-command: list them (on stdout and 0
+    with --help, else on stderr and 2)."""
+    asked = bool({"-h", "--help"} & set(rest))
+    out = sys.stdout if asked else sys.stderr
+    print(f"usage: cloudseg {command} {{{','.join(commands)}}} [options]", file=out)
     for name, text in commands.items():
-        print(f"  {name:<10} {text}", file=sys.stderr)
-    print(f"see cloudseg {command} NAME --help", file=sys.stderr)
-    return 0 if {"-h", "--help"} & set(rest) else 2
+        print(f"  {name:<10} {text}", file=out)
+    print(f"see cloudseg {command} NAME --help", file=out)
+    return 0 if asked else 2
 
 
 def _bench(args: argparse.Namespace) -> int:
@@ -171,6 +244,11 @@ def build_parser() -> argparse.ArgumentParser:
         "default: a generated test clip",
     )
     p.add_argument(
+        "--topic",
+        help="the image topic of a rosbag2 input (sensor_msgs/Image or CompressedImage; "
+        f"default {IMAGE_TOPIC}), e.g. /camera/color/image_raw",
+    )
+    p.add_argument(
         "--scale", type=int, default=4, choices=(1, 2, 4, 8), help="downsampling factor (default 4)"
     )
     p.add_argument("--codec", default="h264", choices=("h264", "jpeg", "png"))
@@ -237,19 +315,44 @@ def build_parser() -> argparse.ArgumentParser:
         "auto (default): on when config/profile.json exists (cloudseg profile)",
     )
     p.add_argument("--json", action="store_true", help="last line: one JSON object")
+    p.add_argument(
+        "--keep-logs",
+        action="store_true",
+        help="keep the node processes' logs (their folder is printed); by default they are "
+        "removed at the end",
+    )
     p.set_defaults(func=_demo)
 
-    p = sub.add_parser("convert", help="frames folder or video -> rosbag2 of sensor_msgs/Image")
-    p.add_argument("input", help="Cityscapes sequence folder or video file")
+    p = sub.add_parser(
+        "convert", help="frames folder, video or rosbag2 -> rosbag2 of sensor_msgs/Image rgb8"
+    )
+    p.add_argument("input", help="Cityscapes sequence folder, video file or rosbag2")
     p.add_argument("output", help="output bag folder")
     p.add_argument("--storage", default="mcap", choices=("mcap", "sqlite3"))
     p.add_argument("--fps", type=float, default=17.0, help="stamp rate (default 17)")
-    p.add_argument("--topic", default="/camera/image_raw")
+    p.add_argument(
+        "--topic",
+        help=f"the image topic of a rosbag2 input (Image or CompressedImage; default "
+        f"{IMAGE_TOPIC})",
+    )
+    p.add_argument(
+        "--output-topic", default=IMAGE_TOPIC, help=f"topic written (default {IMAGE_TOPIC})"
+    )
     p.set_defaults(func=_convert)
 
     p = sub.add_parser("run", help="start a graph's nodes as processes (no ros2 launch needed)")
     p.add_argument("graph", choices=sorted(GRAPHS))
     p.add_argument("--input", help="input for the source node (pipeline graph)")
+    p.add_argument("--topic", help=f"the image topic of a rosbag2 --input (default {IMAGE_TOPIC})")
+    p.add_argument(
+        "-p",
+        "--param",
+        dest="params",
+        action="append",
+        metavar="NODE.NAME:=VALUE",
+        help="set a node's parameter (checked against its range), e.g. -p compressor.scale:=2 "
+        "or -p segmentation.device:=cpu; repeatable (see cloudseg node NODE --help)",
+    )
     p.add_argument(
         "--dds",
         choices=DDS_MODES,
@@ -268,9 +371,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--server", metavar="HOST:PORT", help="discovery: the discovery server")
     p.set_defaults(func=_run)
 
-    p = sub.add_parser("node", help="run one node: cloudseg node NAME [--ros-args ...]")
-    p.add_argument("name", choices=sorted(NODES))
-    p.add_argument("ros_args", nargs=argparse.REMAINDER)
+    p = sub.add_parser(
+        "node",
+        help="run one node: cloudseg node NAME [--ros-args ...]",
+        description="Run one node of the graph (cloudseg.graph) in the foreground.",
+        epilog="nodes: "
+        + "; ".join(f"{n}: {spec.description}" for n, spec in sorted(NODES.items()))
+        + ". See cloudseg node NAME --help for a node's parameters.",
+    )
+    p.add_argument("name", choices=sorted(NODES), metavar="NAME", help="the node")
+    p.add_argument(
+        "ros_args",
+        nargs=argparse.REMAINDER,
+        metavar="--ros-args ...",
+        help="ROS arguments, e.g. --ros-args -p scale:=2 --params-file config/vehicle.yaml",
+    )
     p.set_defaults(func=_node)
 
     # eval and bench parse their own options: `cloudseg eval --help`, `cloudseg bench cloud -h`

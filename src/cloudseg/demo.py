@@ -3,17 +3,27 @@
 from __future__ import annotations
 
 import os
+import re
+import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import rclpy
 from rclpy.executors import SingleThreadedExecutor
 
-from cloudseg.data.sources import DataError, are_stills, list_frame_files
-from cloudseg.graph import FRAMES_TOPIC, GRAPHS, STATS_TOPIC, config_dir
-from cloudseg.launcher import NodeProcesses, local_env
+from cloudseg.data.sources import DataError, are_stills, check_input, list_frame_files
+from cloudseg.graph import GRAPHS, IMAGE_TOPIC, config_dir
+from cloudseg.launcher import (
+    NodeFailed,
+    NodeProcesses,
+    local_env,
+    ready_endpoints,
+    wait_until_ready,
+)
+from cloudseg.nodes.graph_watch import missing_endpoints
 from cloudseg.nodes.monitor_node import MonitorNode
 from cloudseg.stream_stats import StreamStats
 
@@ -40,13 +50,50 @@ def _plays_stills(input_path: str | None) -> bool:
         return False  # the source node will say what is wrong with it
 
 
-def _wait_for(executor, node, condition, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        executor.spin_once(timeout_sec=0.1)
-    return condition()
+class DemoError(RuntimeError):
+    """The demo cannot go on; the message says why in one line (a node's own reason)."""
+
+
+#: The source node's last line: how many frames it published.
+_SOURCE_COUNT = re.compile(r"input (?:finished: (\d+) frames published|failed after (\d+) frames)")
+
+
+def source_frames_published(log: Path) -> int:
+    """The number of frames the source node says it published (its log), 0 when unknown."""
+    try:
+        found = _SOURCE_COUNT.findall(log.read_text(errors="replace"))
+    except OSError:
+        return 0
+    return int(next(n for n in found[-1] if n)) if found else 0
+
+
+def check_inputs(
+    input_path: str | None, topic: str | None = None, cloud_params: dict | None = None
+) -> None:
+    """What can be checked before any process starts: the input opens (a bag has the image
+    topic), a bag topic is asked only of a bag, CUDA is there when asked for. DataError or
+    DemoError saying what is wrong."""
+    check_input(input_path, topic)
+    if (cloud_params or {}).get("device") == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise DemoError(
+                f"device cuda asked for, but CUDA is not available here (torch {torch.__version__})"
+            )
+
+
+def cloud_overrides(
+    cloud: str, sr_bypass: bool = False, cloud_params: dict | None = None
+) -> dict[str, dict]:
+    """Parameter overrides of the cloud graph's processes. The sr node restores as asked
+    (`sr_bypass`: bilinear, else SR), whatever its graph's config file says, except in
+    `cloud_bilinear`, the bilinear baseline; `cloud_params` go to the segmentation node."""
+    if cloud == "cloud_bilinear":
+        return {}
+    seg = dict(cloud_params or {})
+    sr = {"restore": "bilinear" if sr_bypass else "sr"}
+    return {"cloud": {**sr, **seg}, "segmentation": seg, "sr": sr}
 
 
 def run_demo(
@@ -68,6 +115,9 @@ def run_demo(
     select: str = "pixel",
     control: bool = False,
     controller_params: dict | None = None,
+    topic: str | None = None,
+    keep_logs: bool = False,
+    ready_timeout: float = 120.0,
 ) -> StreamStats:
     """Stream `input_path` through vehicle and cloud processes; return what was seen.
 
@@ -83,16 +133,84 @@ def run_demo(
     `select`: the frame_selector's mode ("pixel", "learned" or "off": every frame sent).
     `control`: also run the adaptive controller (the "controller" graph, `controller_params`
     override its parameters): its Knobs then replace scale, rate and SR bypass as it measures
-    the link; off, the settings given here hold for the whole stream.
+    the link; off, the settings given here hold for the whole stream. `topic`: the image
+    topic of a bag input (default /camera/image_raw).
+
+    The input (and CUDA, when asked for) is checked before anything starts; a node process
+    that ends while the graph starts or streams stops the demo at once with DemoError and the
+    node's own reason (the last error line of its log). Logs go to `log_dir`, or to a
+    temporary folder that is removed at the end unless `keep_logs` (then it is printed).
     """
     if cloud not in GRAPHS or not cloud.startswith("cloud"):
         raise ValueError(f"unknown cloud graph {cloud!r}")
+    check_inputs(input_path, topic, cloud_params)
     if input_path is None and not quiet:
         print(REAL_DATA_HINT, file=sys.stderr)
-    stats = StreamStats(fps=rate or 17.0)
+    own_logs = log_dir is None
+    log_dir = Path(tempfile.mkdtemp(prefix="cloudseg-demo-")) if own_logs else Path(log_dir)
+    if keep_logs:  # asked for: said even with quiet (stderr; --json's line is on stdout)
+        print(f"node logs: {log_dir}", file=sys.stderr)
+    try:
+        return _stream(
+            input_path,
+            log_dir,
+            logs_hint=(
+                "; run with --keep-logs for the full logs"
+                if own_logs and not keep_logs
+                else f"; logs in {log_dir}"
+            ),
+            scale=scale,
+            codec=codec,
+            rate=rate,
+            limit=limit,
+            crf=crf,
+            bitrate_kbps=bitrate_kbps,
+            quiet=quiet,
+            timeout=timeout,
+            cloud=cloud,
+            sr_bypass=sr_bypass,
+            cloud_params=cloud_params,
+            score=score,
+            gop=gop,
+            select=select,
+            control=control,
+            controller_params=controller_params,
+            topic=topic,
+            ready_timeout=ready_timeout,
+        )
+    finally:
+        if own_logs and not keep_logs:
+            shutil.rmtree(log_dir, ignore_errors=True)
+
+
+def _stream(
+    input_path: str | None,
+    log_dir: Path,
+    logs_hint: str,
+    *,
+    scale: int,
+    codec: str,
+    rate: float,
+    limit: int,
+    crf: int | None,
+    bitrate_kbps: int,
+    quiet: bool,
+    timeout: float,
+    cloud: str,
+    sr_bypass: bool,
+    cloud_params: dict | None,
+    score: bool,
+    gop: int | None,
+    select: str,
+    control: bool,
+    controller_params: dict | None,
+    topic: str | None,
+    ready_timeout: float,
+) -> StreamStats:
+    """run_demo's stream, its logs in `log_dir` (`logs_hint` ends its error messages)."""
+    stats = StreamStats(fps=rate or 17.0, segmenting=cloud != "cloud_bilinear")
     env = local_env()
     os.environ.update(env)
-    log_dir = log_dir or Path(tempfile.mkdtemp(prefix="cloudseg-demo-"))
     if gop is None and codec == "h264" and _plays_stills(input_path):
         gop = 1
         if not quiet:
@@ -104,6 +222,7 @@ def run_demo(
         scorer = LabelScorer(
             input_path,
             limit=limit,
+            topic=topic or IMAGE_TOPIC,
             backend=(cloud_params or {}).get("backend", "espnetv2"),
             device=(cloud_params or {}).get("device", "auto"),
         )
@@ -115,9 +234,7 @@ def run_demo(
     executor.add_node(monitor)
     try:
         with NodeProcesses(env=env, log_dir=log_dir) as procs:
-            seg = dict(cloud_params or {})
-            sr = {"restore": "bilinear"} if sr_bypass else {}
-            procs.start_graph(cloud, {"cloud": {**sr, **seg}, "segmentation": seg, "sr": sr})
+            started = procs.start_graph(cloud, cloud_overrides(cloud, sr_bypass, cloud_params))
             vehicle = {
                 "scale": scale,
                 "codec": codec,
@@ -127,41 +244,54 @@ def run_demo(
             for name, value in (("crf", crf), ("gop", gop)):  # None: the compressor's default
                 if value is not None:
                     vehicle[name] = value
-            procs.start_graph("vehicle", {"vehicle": vehicle})
+            started += procs.start_graph("vehicle", {"vehicle": vehicle})
             if control:
-                procs.start_graph("controller", {"controller": dict(controller_params or {})})
-            ready = _wait_for(
-                executor,
-                monitor,
-                lambda: (
-                    monitor.count_publishers(FRAMES_TOPIC) >= 1
-                    # the cloud, this monitor and the vehicle's camera_labels
-                    and monitor.count_subscribers(FRAMES_TOPIC) >= 3
-                    and monitor.count_publishers(STATS_TOPIC) >= 1
-                ),
-                timeout=90,
-            )
-            if not ready:
-                raise RuntimeError(f"compressor and receiver did not come up; logs in {log_dir}")
-            procs.start(
-                "source",
-                config_dir() / "source.yaml",
-                {
-                    "input": input_path or "",
-                    "rate": rate,
-                    "limit": limit,
-                    "stamp_mode": "now",
-                    "wait_for_subscribers": 2,
-                },
-            )  # the vehicle's frame_selector + this monitor
+                controller = {"controller": dict(controller_params or {})}
+                started += procs.start_graph("controller", controller)
+
+            def spin(seconds: float) -> None:
+                executor.spin_once(timeout_sec=seconds)
+
+            def check_nodes() -> None:
+                gone = procs.exited(started)
+                if gone:
+                    name, code = next(iter(gone.items()))
+                    raise DemoError(procs.failure(name, code) + logs_hint)
+
+            endpoints = ready_endpoints(started)
+            try:
+                wait_until_ready(
+                    procs,
+                    started,
+                    lambda: missing_endpoints(monitor, endpoints),
+                    spin,
+                    timeout=ready_timeout,
+                )
+            except (NodeFailed, TimeoutError) as exc:
+                raise DemoError(f"{exc}{logs_hint}") from None
+            source = {
+                "input": input_path or "",
+                "rate": rate,
+                "limit": limit,
+                "stamp_mode": "now",
+                "wait_for_subscribers": 2,  # the vehicle's frame_selector + this monitor
+            }
+            if topic:
+                source["topic_in_bag"] = topic
+            procs.start("source", config_dir() / "source.yaml", source)
             deadline = time.monotonic() + timeout
+            checked = time.monotonic()
             while procs.procs["source"].poll() is None and time.monotonic() < deadline:
                 executor.spin_once(timeout_sec=0.05)
+                if time.monotonic() - checked > 0.5:
+                    check_nodes()
+                    checked = time.monotonic()
             code = procs.procs["source"].poll()
             if code:
-                raise RuntimeError(f"the source failed (exit {code}); see {log_dir}/source.log")
+                raise DemoError(procs.failure("source", code) + logs_hint)
+            stats.source_frames = source_frames_published(log_dir / "source.log")
             bilinear = cloud == "cloud_bilinear"
-            _settle(executor, monitor, 2.0 if bilinear else 5.0, segmenting=not bilinear)
+            _settle(executor, monitor, 2.0 if bilinear else 5.0, not bilinear, check_nodes)
     finally:
         executor.remove_node(monitor)
         monitor.destroy_node()
@@ -183,6 +313,7 @@ def _settle(
     monitor: MonitorNode,
     quiet_s: float,
     segmenting: bool,
+    check: Callable[[], None] = lambda: None,
     first_s: float = 30.0,
     limit_s: float = 120.0,
 ) -> None:
@@ -190,18 +321,26 @@ def _settle(
     or the stats of a cloud that does not segment) of the last frame sent is back (the cloud
     always works on the newest frame), or until it has been quiet for `quiet_s` or 1.5 times
     the longest frame it took (`first_s` while nothing has come back: models warming up on a
-    CPU), at most `limit_s`."""
+    CPU), at most `limit_s`. `check` raises when a node has ended."""
     stats = monitor.stats
-    start = last = time.monotonic()
-    seen = (stats.frames_received, stats.labels_received)
+    start = last = checked = time.monotonic()
+    seen = (stats.frames_received, stats.frames_processed, stats.labels_received)
     while time.monotonic() - start < limit_s:
         executor.spin_once(timeout_sec=0.05)
         now = time.monotonic()
-        if (stats.frames_received, stats.labels_received) != seen:
-            seen = (stats.frames_received, stats.labels_received)
+        if now - checked > 0.5:
+            check()
+            checked = now
+        progress = (stats.frames_received, stats.frames_processed, stats.labels_received)
+        if progress != seen:
+            seen = progress
             last = now
-        back = monitor.labelled if segmenting else monitor.reported
-        if monitor.last_sent is not None and monitor.last_sent in back:
+        last_sent = monitor.last_sent
+        if segmenting:
+            back = last_sent in stats.segmented or last_sent in monitor.labelled
+        else:
+            back = last_sent in stats.reported
+        if last_sent is not None and back:
             end = max(now + 0.5, start + quiet_s)  # anything else still on its way
             while time.monotonic() < end:
                 executor.spin_once(timeout_sec=0.05)

@@ -89,6 +89,27 @@ class Param:
     step: float | None = None
     choices: tuple[Any, ...] | None = None  # for a list parameter: what each item may be
 
+    def parse(self, text: str) -> Any:
+        """A value from the command line (`-p node.name:=TEXT`), typed like the default; raise
+        ValueError saying what is expected."""
+        kind = type(self.default)
+        try:
+            if kind is bool:
+                word = text.strip().lower()
+                if word not in ("true", "false"):
+                    raise ValueError
+                return word == "true"
+            if kind is int:
+                return int(text)
+            if kind is float:
+                return float(text)
+        except ValueError:
+            what = {bool: "true or false", int: "an integer", float: "a number"}[kind]
+            raise ValueError(f"{self.name}={text!r}: must be {what}") from None
+        if len(text) >= 2 and text[0] == text[-1] and text[0] in "'\"":
+            return text[1:-1]  # a quoted string, as YAML reads it
+        return text
+
     def check(self, value: Any) -> Any:
         """Return `value` if it is allowed, else raise ValueError saying why (a value of
         another type than the default's, NaN, out of range, not one of the choices)."""
@@ -119,6 +140,20 @@ class Param:
 
 
 @dataclass(frozen=True)
+class Endpoint:
+    """A publisher or subscription a node has on a topic (`kind`: "pub" or "sub")."""
+
+    node: str
+    kind: str
+    topic: str
+
+    def describe(self) -> str:
+        return (
+            f"{self.node} ({'publisher' if self.kind == 'pub' else 'subscriber'} of {self.topic})"
+        )
+
+
+@dataclass(frozen=True)
 class NodeSpec:
     """One node of the graph: its name, entry module, side and parameters."""
 
@@ -131,6 +166,9 @@ class NodeSpec:
     #: parameters that change at run time (`ros2 param set`, checked against the ranges here);
     #: the others are read-only once the node runs
     live: frozenset[str] = frozenset()
+    # endpoints the process has once it has started (created after its models, encoder or
+    # profile are ready): `cloudseg run` and the demo wait for them before the source starts
+    ready: tuple[Endpoint, ...] = ()
 
     @property
     def module(self) -> str:
@@ -283,6 +321,7 @@ COMPRESSOR = NodeSpec(
             "publish_compressed",
         )
     ),
+    ready=(Endpoint("compressor", "sub", KNOB_TOPIC),),
 )
 
 FRAME_SELECTOR = NodeSpec(
@@ -347,6 +386,7 @@ FRAME_SELECTOR = NodeSpec(
     live=frozenset(
         ("mode", "key_threshold", "useful_threshold", "max_key_interval", "max_gap", "max_fps")
     ),
+    ready=(Endpoint("frame_selector", "sub", IMAGE_TOPIC),),
 )
 
 CAMERA_LABELS = NodeSpec(
@@ -363,6 +403,7 @@ CAMERA_LABELS = NodeSpec(
         ),
     ),
     live=frozenset(("warp",)),
+    ready=(Endpoint("camera_labels", "sub", LABELS_TOPIC),),
 )
 
 VEHICLE = NodeSpec(
@@ -374,6 +415,11 @@ VEHICLE = NodeSpec(
     params=FRAME_SELECTOR.params + COMPRESSOR.params + CAMERA_LABELS.params,
     live=FRAME_SELECTOR.live | COMPRESSOR.live | CAMERA_LABELS.live,
     composes=(FRAME_SELECTOR.name, COMPRESSOR.name, CAMERA_LABELS.name),
+    ready=(
+        Endpoint("frame_selector", "sub", IMAGE_TOPIC),
+        Endpoint("compressor", "pub", FRAMES_TOPIC),
+        Endpoint("camera_labels", "sub", LABELS_TOPIC),
+    ),
 )
 
 SR = NodeSpec(
@@ -415,6 +461,7 @@ SR = NodeSpec(
         ),
     ),
     live=frozenset(("restore", "publish_restored")),
+    ready=(Endpoint("sr", "sub", FRAMES_TOPIC), Endpoint("sr", "pub", STATS_TOPIC)),
 )
 
 SEGMENTATION = NodeSpec(
@@ -460,6 +507,7 @@ SEGMENTATION = NodeSpec(
         Param("overlay_alpha", 0.5, "weight of the label colours in the overlay", min=0.0, max=1.0),
     ),
     live=frozenset(("overlay_alpha",)),
+    ready=(Endpoint("segmentation", "sub", RESTORED_TOPIC),),
 )
 
 CLOUD = NodeSpec(
@@ -471,6 +519,10 @@ CLOUD = NodeSpec(
     params=SR.params + SEGMENTATION.params,
     live=SR.live | SEGMENTATION.live,
     composes=(SR.name, SEGMENTATION.name),
+    ready=(
+        Endpoint("segmentation", "pub", LABELS_TOPIC),
+        Endpoint("sr", "sub", FRAMES_TOPIC),
+    ),
 )
 
 CONTROLLER = NodeSpec(
@@ -581,6 +633,7 @@ CONTROLLER = NodeSpec(
             "full_frame_min_kbps",
         )
     ),
+    ready=(Endpoint("controller", "sub", STATS_TOPIC),),
 )
 
 NODES: dict[str, NodeSpec] = {

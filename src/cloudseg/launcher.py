@@ -8,14 +8,16 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from cloudseg.graph import GRAPHS, NODES, config_dir
+from cloudseg.graph import GRAPHS, IMAGE_TOPIC, NODES, Endpoint, config_dir
 
 LOCAL_DDS_PROFILE = "fastdds_local.xml"
 
@@ -172,6 +174,86 @@ def wait_for_tcp_peer(host: str, port: int, timeout: float | None = None) -> boo
             time.sleep(0.5)
 
 
+_OVERRIDE = re.compile(r"^(?P<node>[A-Za-z_]\w*)[.:](?P<name>[A-Za-z_]\w*):?=(?P<value>.*)$", re.S)
+
+
+def graph_processes(graph: str) -> dict[str, str]:
+    """Every node name reachable in `graph` -> the process (graph entry) that runs it: the
+    graph's own entries and the nodes composed into them."""
+    owners = {}
+    for process, _config in GRAPHS[graph]:
+        owners[process] = process
+        for part in NODES[process].composes:
+            owners.setdefault(part, process)
+    return owners
+
+
+def parse_param_overrides(graph: str, items: list[str]) -> dict[str, dict[str, Any]]:
+    """`NODE.NAME:=VALUE` (or `NODE:NAME=VALUE`) items as {process: {name: value}} for the
+    processes of `graph`, each value typed and checked against the node's parameter in
+    cloudseg.graph; ValueError with a clear reason otherwise. A node composed into a process
+    (e.g. compressor in vehicle) is set through that process."""
+    owners = graph_processes(graph)
+    out: dict[str, dict[str, Any]] = {}
+    for item in items:
+        m = _OVERRIDE.match(item)
+        if not m:
+            raise ValueError(f"-p {item!r}: expected NODE.NAME:=VALUE, e.g. compressor.scale:=2")
+        node, name, text = m["node"], m["name"], m["value"]
+        if node not in owners:
+            raise ValueError(
+                f"-p {item}: graph {graph} has no node {node!r} (its nodes: "
+                f"{', '.join(sorted(owners))})"
+            )
+        spec = NODES[node]
+        try:
+            param = spec.param(name)
+        except KeyError:
+            names = ", ".join(p.name for p in spec.params)
+            raise ValueError(
+                f"-p {item}: node {node} has no parameter {name!r} (its parameters: {names})"
+            ) from None
+        try:
+            value = param.check(param.parse(text))
+        except ValueError as exc:
+            raise ValueError(f"-p {item}: {exc}") from None
+        out.setdefault(owners[node], {})[name] = value
+    return out
+
+
+def ready_endpoints(processes: list[str]) -> list[Endpoint]:
+    """What the started `processes` (graph entries) have once they are up (cloudseg.graph)."""
+    return [e for p in processes for e in NODES[p].ready]
+
+
+_ROS_LOG = re.compile(r"^\[(?P<level>[A-Z]+)\] \[[\d.]+\] \[(?P<node>[^\]]*)\]: (?P<text>.*)$")
+
+
+def log_reason(path: Path, max_chars: int = 600) -> str:
+    """The last meaningful error line of a node's log: its one-line failure (`run_nodes`), a
+    ROS ERROR/FATAL line (as `node: text`) or an exception's last line; skips tracebacks,
+    INFO/DEBUG/WARN lines and blank lines. Empty when the log holds nothing of the kind."""
+    try:
+        lines = path.read_text(errors="replace").splitlines()
+    except OSError:
+        return ""
+    fallback = ""
+    for line in reversed(lines):
+        text = line.rstrip()
+        if not text or text[0].isspace() or text.startswith(("Traceback", "During handling")):
+            continue
+        m = _ROS_LOG.match(text)
+        if m:
+            if m["level"] in ("ERROR", "FATAL"):
+                return f"{m['node']}: {m['text']}"[:max_chars]
+            fallback = fallback or f"{m['node']}: {m['text']}"
+            continue
+        if text.startswith(("^", "~")):  # traceback carets
+            continue
+        return text[:max_chars]
+    return fallback[:max_chars]
+
+
 def _param_value(value: Any) -> str:
     """A value as `-p name:=value` expects it (YAML): JSON is valid YAML for these types."""
     return json.dumps(value)
@@ -222,10 +304,29 @@ class NodeProcesses:
         graph: str,
         overrides: dict[str, dict[str, Any]] | None = None,
         only: tuple[str, ...] | None = None,
-    ) -> None:
+        exclude: tuple[str, ...] = (),
+    ) -> list[str]:
+        """Start the graph's processes (or `only` those, less `exclude`); return their names."""
+        started = []
         for node, config in GRAPHS[graph]:
-            if only is None or node in only:
+            if (only is None or node in only) and node not in exclude:
                 self.start(node, config_dir() / config, (overrides or {}).get(node))
+                started.append(node)
+        return started
+
+    def exited(self, names: list[str] | None = None) -> dict[str, int]:
+        """Processes (of `names`, default all) that have ended, with their exit codes."""
+        chosen = self.procs if names is None else {n: self.procs[n] for n in names}
+        return {n: p.returncode for n, p in chosen.items() if p.poll() is not None}
+
+    def reason(self, node: str) -> str:
+        """Why `node` ended, from its log (when logs go to files): one line, or ''."""
+        return log_reason(self.log_dir / f"{node}.log") if self.log_dir else ""
+
+    def failure(self, node: str, code: int) -> str:
+        """`node exited (code N): <its reason>` for error messages."""
+        reason = self.reason(node)
+        return f"{node} exited (code {code})" + (f": {reason}" if reason else "")
 
     def wait(self, node: str, timeout: float | None = None) -> int | None:
         try:
@@ -260,8 +361,12 @@ def run_graph(
     dds: dict[str, str] | None = None,
 ) -> int:
     """Run a whole graph in the foreground until Ctrl-C (or until every node has ended).
-    `dds`: environment from `dds_env` for vehicle and cloud on different hosts (it wins over
-    the one-host settings)."""
+
+    A graph with a source (pipeline) starts its other nodes first and starts the source once
+    they are up (the endpoints `cloudseg.graph` lists as `ready`), so no frame goes out before
+    the cloud listens. A node that fails stops the graph (exit 1); the source ending (a finite
+    input) does not. `dds`: environment from `dds_env` for vehicle and cloud on different hosts
+    (it wins over the one-host settings)."""
     env = local_env(one_host=graph == "pipeline" and not dds)
     if dds:
         os.environ.pop("ROS_DISCOVERY_SERVER", None)  # the profile's discovery, not this one
@@ -272,11 +377,100 @@ def run_graph(
             wait_for_tcp_peer(*peer)
         except KeyboardInterrupt:
             return 130
+    overrides = {k: dict(v) for k, v in (overrides or {}).items()}
+    has_source = any(node == "source" for node, _ in GRAPHS[graph])
     with NodeProcesses(env={**env, **(dds or {})}) as procs:
-        procs.start_graph(graph, overrides)
         try:
-            while any(p.poll() is None for p in procs.procs.values()):
-                time.sleep(0.2)
+            started = procs.start_graph(graph, overrides, exclude=("source",))
+            if has_source:
+                _start_source_when_ready(procs, graph, started, overrides, env)
+            return _supervise(procs, graph)
+        except NodeFailed as exc:
+            print(f"cloudseg run: {exc}; stopping the {graph} graph", file=sys.stderr)
+            return 1
         except KeyboardInterrupt:
             print(f"stopping the {graph} graph", file=sys.stderr)
-    return 0
+            return 0
+
+
+def _start_source_when_ready(
+    procs: NodeProcesses,
+    graph: str,
+    started: list[str],
+    overrides: dict[str, dict[str, Any]],
+    env: dict[str, str],
+) -> None:
+    from cloudseg.nodes.graph_watch import GraphWatcher  # rclpy, only here
+
+    endpoints = ready_endpoints(started)
+    os.environ.update(env)  # the watcher looks at the graph as the nodes do
+    print(f"starting {', '.join(started)}; the source starts once they are up", file=sys.stderr)
+    t0 = time.monotonic()
+    with GraphWatcher() as watcher:
+        wait_until_ready(
+            procs,
+            started,
+            lambda: watcher.missing(endpoints),
+            time.sleep,
+            progress=lambda line: print(line, file=sys.stderr),
+        )
+    # the source holds its first frame until the graph's image subscribers matched it too
+    source = overrides.setdefault("source", {})
+    takers = sum(e.kind == "sub" and e.topic == IMAGE_TOPIC for e in endpoints)
+    source.setdefault("wait_for_subscribers", takers)
+    print(f"graph up after {time.monotonic() - t0:.1f} s; starting the source", file=sys.stderr)
+    config = dict(GRAPHS[graph])["source"]
+    procs.start("source", config_dir() / config, source)
+
+
+def _supervise(procs: NodeProcesses, graph: str) -> int:
+    """Wait while nodes run: a node that fails raises NodeFailed; the source ending is said."""
+    said: set[str] = set()
+    while True:
+        for name, code in procs.exited().items():
+            if code:
+                raise NodeFailed(procs.failure(name, code))
+            if name not in said:
+                said.add(name)
+                rest = "" if name != "source" else "; the graph runs on until Ctrl-C"
+                print(f"{name} ended{rest}", file=sys.stderr)
+        if len(said) == len(procs.procs):
+            return 0
+        time.sleep(0.2)
+
+
+class NodeFailed(RuntimeError):
+    """A node process ended while the graph was starting or running."""
+
+
+def wait_until_ready(
+    procs: NodeProcesses,
+    names: list[str],
+    missing: Callable[[], list[Endpoint]],
+    spin: Callable[[float], object],
+    timeout: float | None = None,
+    progress: Callable[[str], object] | None = None,
+    progress_every: float = 10.0,
+) -> None:
+    """Wait until none of the endpoints is `missing()` (the processes `names` are up), calling
+    `spin(seconds)` meanwhile (an executor's spin_once, or a sleep). NodeFailed as soon as one
+    of them ends (with its log's reason); TimeoutError after `timeout` seconds, naming what is
+    still missing. `progress` gets a line every `progress_every` seconds while waiting."""
+    start = time.monotonic()
+    last_note = start
+    while True:
+        gone = procs.exited(names)
+        if gone:
+            name, code = next(iter(gone.items()))
+            raise NodeFailed(procs.failure(name, code))
+        left = missing()
+        if not left:
+            return
+        now = time.monotonic()
+        waiting = ", ".join(e.describe() for e in left)
+        if timeout is not None and now - start > timeout:
+            raise TimeoutError(f"the graph did not come up in {timeout:.0f} s; missing: {waiting}")
+        if progress is not None and now - last_note >= progress_every:
+            progress(f"waiting for the graph ({now - start:.0f} s): {waiting}")
+            last_note = now
+        spin(0.1)

@@ -27,12 +27,26 @@ def percentile(values: list[float], q: float) -> float:
 
 @dataclass
 class StreamStats:
-    """Accumulates what the monitor sees; `summary()` makes the demo's report."""
+    """Accumulates what the monitor sees; `summary()` makes the demo's report.
+
+    Counts are lower bounds from several witnesses, combined so they stay consistent
+    (received <= sent <= in) even when the monitor, a best-effort subscriber, misses messages:
+    frames in: the source's own count (`source_frames`) or the camera images seen; frames
+    sent: the Frames seen or the compressor's sequence number (from 0, also carried in the
+    cloud's reports); frames received: the cloud's own count (`FrameStats.frames_received`,
+    processed or skipped) or the frames it reported. A frame the cloud received but did not
+    process (on a CPU it works on the newest frame and skips the ones that arrived meanwhile,
+    by design) is *skipped*; a frame sent that never reached the cloud is *lost*. Each stage's
+    timing is counted once per frame, whichever node (or both, in a split cloud) reports it.
+    """
 
     fps: float = 17.0
-    frames_in: int = 0
-    frames_sent: int = 0
-    frames_received: int = 0
+    segmenting: bool = True  # the cloud segments (else it only restores: cloud_bilinear)
+    frames_seen: int = 0  # camera images the monitor saw
+    source_frames: int = 0  # camera images the source published (its own count; 0: unknown)
+    frames_sent_seen: int = 0  # Frames the monitor saw
+    max_seq: int = -1  # the highest Frame.seq seen anywhere (the compressor counts from 0)
+    cloud_received: int = 0  # the cloud's own count of frames received (FrameStats)
     payload_bytes: int = 0
     frames_key: int = 0  # frames sent as KEY (an H.264 IDR) by the frame_selector
     frames_useful: int = 0  # frames sent as USEFUL (a P-frame); the rest of frames_in: STALE
@@ -44,6 +58,11 @@ class StreamStats:
     label_values: set[int] = field(default_factory=set)
     restored_stamps_ns: list[int] = field(default_factory=list)  # in arrival order
     restored_sizes: list[tuple[int, int]] = field(default_factory=list)  # (width, height)
+    # frame (capture stamp) -> the stages already timed for it; frames reported by the node
+    # that received them, and frames segmented
+    timed: dict[tuple[int, int], set[str]] = field(default_factory=dict)
+    reported: set[tuple[int, int]] = field(default_factory=set)
+    segmented: set[tuple[int, int]] = field(default_factory=set)
     # `cloudseg demo --score` (cloudseg.scoring): mIoU of the labels that came back
     miou: float | None = None
     miou_gt_classes: float | None = None
@@ -60,6 +79,83 @@ class StreamStats:
 
     def add_latency(self, stage: str, ms: float) -> None:
         self.latency_ms[stage].append(float(ms))
+
+    def _time_once(self, key: tuple[int, int], stage: str, ms: float) -> None:
+        done = self.timed.setdefault(key, set())
+        if stage not in done:
+            done.add(stage)
+            self.add_latency(stage, ms)
+
+    # ------------------------------------------------------------------ what the monitor saw
+
+    def add_camera_frame(self) -> None:
+        self.frames_seen += 1
+
+    def add_sent(self, seq: int, key: bool, payload_bytes: int, encode_ms: float) -> None:
+        """A Frame the compressor sent (seen on the WAN topic)."""
+        self.frames_sent_seen += 1
+        self.max_seq = max(self.max_seq, int(seq))
+        if key:
+            self.frames_key += 1
+        else:
+            self.frames_useful += 1
+        self.payload_bytes += int(payload_bytes)
+        self.add_latency("encode", encode_ms)
+
+    def add_cloud_report(
+        self,
+        key: tuple[int, int],
+        *,
+        receiver: bool,
+        seq: int = 0,
+        frames_received: int = 0,
+        transport_ms: float = 0.0,
+        decode_restore_ms: float = 0.0,
+        segmentation_ms: float = 0.0,
+    ) -> None:
+        """A cloud FrameStats for the frame captured at `key`. `receiver`: sent by the node
+        that received the Frame (it knows the seq, transport, decode and restoration); a split
+        cloud's segmentation node reports the same frame again with only its segmentation."""
+        if receiver:
+            self.reported.add(key)
+            self.max_seq = max(self.max_seq, int(seq))
+            self.cloud_received = max(self.cloud_received, int(frames_received))
+            self._time_once(key, "transport", transport_ms)
+            self._time_once(key, "decode_restore", decode_restore_ms)
+        if segmentation_ms:
+            self.segmented.add(key)
+            self._time_once(key, "segmentation", segmentation_ms)
+
+    # ------------------------------------------------------------------ consistent counts
+
+    @property
+    def frames_received(self) -> int:
+        """Frames that reached the cloud (processed or skipped)."""
+        return max(self.cloud_received, len(self.reported), self.frames_processed)
+
+    @property
+    def frames_processed(self) -> int:
+        """Frames the cloud restored and, when it segments, segmented (their results came)."""
+        return len(self.segmented) if self.segmenting else len(self.reported)
+
+    @property
+    def frames_sent(self) -> int:
+        return max(self.frames_sent_seen, self.max_seq + 1, self.frames_received)
+
+    @property
+    def frames_in(self) -> int:
+        return max(self.source_frames, self.frames_seen, self.frames_sent)
+
+    @property
+    def frames_skipped(self) -> int:
+        """Received but not processed: the cloud worked on a newer frame (or, after a loss,
+        waited for the next IDR)."""
+        return self.frames_received - self.frames_processed
+
+    @property
+    def frames_lost(self) -> int:
+        """Sent but never received by the cloud."""
+        return self.frames_sent - self.frames_received
 
     @property
     def kbps(self) -> float:
@@ -82,6 +178,9 @@ class StreamStats:
             "frames_in": self.frames_in,
             "frames_sent": self.frames_sent,
             "frames_received": self.frames_received,
+            "frames_processed": self.frames_processed,
+            "frames_skipped": self.frames_skipped,
+            "frames_lost": self.frames_lost,
             "labels_received": self.labels_received,
             "frames_key": self.frames_key,
             "frames_useful": self.frames_useful,
@@ -117,10 +216,17 @@ class StreamStats:
     def report(self) -> str:
         """A human-readable table of the summary."""
         s = self.summary()
+        done = "segmented" if self.segmenting else "restored"
         lines = [
             f"frames in / sent / received : {s['frames_in']} / {s['frames_sent']} / "
-            f"{s['frames_received']}"
-            + (f" (labels back: {s['labels_received']})" if s["labels_received"] else ""),
+            f"{s['frames_received']} (lost on the way: {s['frames_lost']})",
+            f"{f'cloud {done} / skipped':<28}: {s['frames_processed']} / {s['frames_skipped']}"
+            + (
+                " (newest frame first: it skips what arrived while busy)"
+                if s["frames_skipped"]
+                else ""
+            )
+            + (f"; labels back: {s['labels_received']}" if s["labels_received"] else ""),
             f"selection KEY/USEFUL/STALE  : {s['frames_key']} / {s['frames_useful']} / "
             f"{s['frames_stale']}",
             f"Frame-stream bitrate        : {s['kbps']:.1f} kbit/s at {self.fps:g} fps",

@@ -151,18 +151,51 @@ def _open_reader(path: Path) -> Reader:
     return reader
 
 
+def _image_topics(reader: Reader) -> list[tuple[str, str, int]]:
+    """(topic, message type, message count) of every image topic, by name."""
+    return [
+        (name, info.msgtype, sum(c.msgcount for c in info.connections))
+        for name, info in sorted(reader.topics.items())
+        if info.msgtype in IMAGE_TYPES
+    ]
+
+
+def describe_image_topics(reader: Reader) -> str:
+    """The bag's image topics in one line, e.g. for an error message."""
+    images = _image_topics(reader)
+    if not images:
+        others = ", ".join(
+            f"{name} ({info.msgtype})" for name, info in sorted(reader.topics.items())
+        )
+        return f"it has no {IMAGE_TYPE} or {COMPRESSED_TYPE} topic (topics: {others or 'none'})"
+    listing = ", ".join(
+        f"{name} ({msgtype.rsplit('/', 1)[-1]}, {n} messages)" for name, msgtype, n in images
+    )
+    return f"its image topics: {listing}"
+
+
 def _topic_connections(reader: Reader, path: Path, topic: str) -> list:
     topics = reader.topics
     if topic not in topics:
-        listing = ", ".join(f"{name} ({info.msgtype})" for name, info in sorted(topics.items()))
-        raise DataError(f"rosbag2 {path} has no topic {topic!r}; it has: {listing or 'none'}")
+        raise DataError(
+            f"rosbag2 {path} has no image topic {topic!r}; {describe_image_topics(reader)}"
+        )
     info = topics[topic]
     if info.msgtype not in IMAGE_TYPES:
         raise DataError(
-            f"rosbag2 {path}: topic {topic!r} carries {info.msgtype}, "
-            f"not {IMAGE_TYPE} or {COMPRESSED_TYPE}"
+            f"rosbag2 {path}: topic {topic!r} carries {info.msgtype}, not {IMAGE_TYPE} or "
+            f"{COMPRESSED_TYPE}; {describe_image_topics(reader)}"
         )
     return info.connections
+
+
+def bag_image_topics(path: str | Path) -> list[tuple[str, str, int]]:
+    """(topic, message type, message count) of every image topic of the bag at ``path``."""
+    reader = _open_reader(Path(path))
+    try:
+        return _image_topics(reader)
+    finally:
+        reader.close()
 
 
 def probe_bag(path: str | Path, topic: str = "/camera/image_raw") -> BagTopic:
@@ -252,6 +285,7 @@ def convert_to_bag(
     *,
     limit: int | None = None,
     version: int = 9,
+    input_topic: str = "/camera/image_raw",
 ) -> int:
     """Write the frames of ``input_path`` (anything open_source accepts) as an rgb8 image bag.
 
@@ -259,7 +293,9 @@ def convert_to_bag(
     receive time are the frame's stamp: frame folders and the synthetic clip are stamped at
     ``fps``; videos and bags keep their own stamps. The topic records a reliable, volatile,
     keep-last offered QoS so ``ros2 bag play`` republishes it like a live camera. ``output_path``
-    is the bag folder; an existing one is never overwritten. Returns the number of frames.
+    is the bag folder; an existing one is never overwritten. When the input is a bag, its
+    image topic ``input_topic`` is read (any encoding the reader converts, or compressed).
+    Returns the number of frames.
     """
     plugins = {"mcap": StoragePlugin.MCAP, "sqlite3": StoragePlugin.SQLITE3}
     if storage not in plugins:
@@ -267,7 +303,9 @@ def convert_to_bag(
     output = Path(output_path)
     if output.exists():
         raise DataError(f"output {output} exists already; not overwriting it")
-    source = open_source(None if input_path is None else Path(input_path), fps=fps, limit=limit)
+    source = open_source(
+        None if input_path is None else Path(input_path), fps=fps, limit=limit, topic=input_topic
+    )
     ts = typestore()
     try:
         writer = Writer(output, version=version, storage_plugin=plugins[storage])

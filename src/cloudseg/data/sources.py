@@ -511,6 +511,17 @@ def open_source(
     )
 
 
+def check_input(path: str | Path | None, topic: str | None = None) -> None:
+    """Check an input before anything starts: it opens, and a bag ``topic`` is asked only of
+    a bag (and exists in it, else DataError listing the bag's image topics)."""
+    if topic and not (path and is_bag(path)):
+        raise DataError(
+            f"--topic {topic} picks a rosbag2's image topic; {path or 'the input'} is not a bag"
+        )
+    if path:
+        open_source(path, topic=topic or "/camera/image_raw")
+
+
 # --------------------------------------------------------------------------- pacing
 
 

@@ -6,6 +6,8 @@ rclpy messages. It imports ROS message types but not rclpy, so it is testable wi
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
@@ -17,12 +19,13 @@ __all__ = ["ImageError", "compressed_image", "image_to_numpy", "image_to_rgb", "
 
 
 def numpy_to_image(array: np.ndarray, encoding: str, header: Header | None = None) -> Image:
-    """Build an Image from HxWx3 (rgb8/bgr8) or HxW (mono8) uint8."""
+    """Build an Image from HxWxC (e.g. rgb8/bgr8) or HxW (e.g. mono8, mono16) pixels."""
     if encoding not in ENCODINGS:
         raise ImageError(f"unsupported encoding {encoding!r}")
-    channels = ENCODINGS[encoding][0]
+    enc = ENCODINGS[encoding]
+    channels = enc.channels
     if (
-        array.dtype != np.uint8
+        array.dtype != enc.dtype
         or array.ndim != (3 if channels > 1 else 2)
         or (channels > 1 and array.shape[2] != channels)
     ):
@@ -32,8 +35,8 @@ def numpy_to_image(array: np.ndarray, encoding: str, header: Header | None = Non
         msg.header = header
     msg.height, msg.width = int(array.shape[0]), int(array.shape[1])
     msg.encoding = encoding
-    msg.is_bigendian = 0
-    msg.step = msg.width * channels
+    msg.is_bigendian = int(sys.byteorder == "big")
+    msg.step = msg.width * channels * enc.depth
     msg.data = np.ascontiguousarray(array).tobytes()
     return msg
 

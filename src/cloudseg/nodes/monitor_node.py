@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 from rclpy.node import Node
+from rclpy.qos import QoSProfile
 from rclpy.subscription import MessageInfo
 from sensor_msgs.msg import Image
 
@@ -35,6 +36,21 @@ def _key(header) -> tuple[int, int]:
     return (header.stamp.sec, header.stamp.nanosec)
 
 
+#: Queue depth of the monitor's subscriptions to small messages (Frames, stats, label ages):
+#: it is busy with images at times, and a best-effort reader drops what overflows its queue.
+SMALL_DEPTH = 200
+
+
+def _deep(topic: str) -> QoSProfile:
+    qos = qos_for(topic)
+    return QoSProfile(
+        history=qos.history,
+        depth=SMALL_DEPTH,
+        reliability=qos.reliability,
+        durability=qos.durability,
+    )
+
+
 class MonitorNode(Node):
     """Counts frames, bytes and latencies; PSNR of restored images against the originals.
 
@@ -50,19 +66,18 @@ class MonitorNode(Node):
         self.stats = stats
         self.scorer = scorer
         self.keep = keep_originals
-        self.reported: set[tuple[int, int]] = set()  # frames the cloud sent stats for
         self.labelled: set[tuple[int, int]] = set()  # frames whose labels came back
         self.last_sent: tuple[int, int] | None = None  # the last frame the compressor sent
         self.originals: OrderedDict[tuple[int, int], object] = OrderedDict()
         self.create_subscription(Image, IMAGE_TOPIC, self.on_image, qos_for(IMAGE_TOPIC))
-        self.create_subscription(Frame, FRAMES_TOPIC, self.on_frame, qos_for(FRAMES_TOPIC))
-        self.create_subscription(FrameStats, STATS_TOPIC, self.on_stats, qos_for(STATS_TOPIC))
+        self.create_subscription(Frame, FRAMES_TOPIC, self.on_frame, _deep(FRAMES_TOPIC))
+        self.create_subscription(FrameStats, STATS_TOPIC, self.on_stats, _deep(STATS_TOPIC))
         self.create_subscription(Knob, KNOB_TOPIC, self.on_knob, qos_for(KNOB_TOPIC))
         self.last_knob: tuple | None = None
         self.create_subscription(Image, RESTORED_TOPIC, self.on_restored, qos_for(RESTORED_TOPIC))
         self.create_subscription(Image, LABELS_TOPIC, self.on_labels, qos_for(LABELS_TOPIC))
         self.create_subscription(
-            LabelAge, CAMERA_LABELS_INFO_TOPIC, self.on_label_age, qos_for(CAMERA_LABELS_INFO_TOPIC)
+            LabelAge, CAMERA_LABELS_INFO_TOPIC, self.on_label_age, _deep(CAMERA_LABELS_INFO_TOPIC)
         )
         if scorer is not None:  # the labels the vehicle holds for every camera frame
             self.create_subscription(
@@ -75,9 +90,14 @@ class MonitorNode(Node):
         the time it then waited for this single-threaded monitor)."""
         return (info["received_timestamp"] - stamp_ns(header)) / 1e6
 
+    @property
+    def reported(self) -> set[tuple[int, int]]:
+        """Frames the cloud reported (by the node that received them)."""
+        return self.stats.reported
+
     @boundary("camera image")
     def on_image(self, msg: Image) -> None:
-        self.stats.frames_in += 1
+        self.stats.add_camera_frame()
         self.originals[_key(msg.header)] = rgb = image_to_rgb(msg)
         if self.scorer is not None:
             self.scorer.add_original(_key(msg.header), rgb)
@@ -86,25 +106,23 @@ class MonitorNode(Node):
 
     @boundary("frame")
     def on_frame(self, frame: Frame) -> None:
-        self.stats.frames_sent += 1
-        if frame.level == Frame.LEVEL_KEY:
-            self.stats.frames_key += 1
-        else:
-            self.stats.frames_useful += 1
+        key = frame.level == Frame.LEVEL_KEY
+        self.stats.add_sent(int(frame.seq), key, len(frame.data), frame.encode_ms)
         self.last_sent = _key(frame.header)
-        self.stats.payload_bytes += len(frame.data)
-        self.stats.add_latency("encode", frame.encode_ms)
 
     @boundary("stats")
     def on_stats(self, msg: FrameStats) -> None:
-        key = _key(msg.header)  # a split cloud reports a frame twice (sr, segmentation)
-        if key not in self.reported:
-            self.reported.add(key)
-            self.stats.frames_received += 1
-        self.stats.add_latency("transport", msg.transport_ms)
-        self.stats.add_latency("decode_restore", msg.decode_ms + msg.sr_ms)
-        if msg.segmentation_ms:
-            self.stats.add_latency("segmentation", msg.segmentation_ms)
+        # a split cloud reports a frame twice: the sr node (codec, seq, transport, decode and
+        # restoration) and the segmentation node (segmentation only); count each once
+        self.stats.add_cloud_report(
+            _key(msg.header),
+            receiver=bool(msg.codec),
+            seq=int(msg.seq),
+            frames_received=int(msg.frames_received),
+            transport_ms=msg.transport_ms,
+            decode_restore_ms=msg.decode_ms + msg.sr_ms,
+            segmentation_ms=msg.segmentation_ms,
+        )
         if msg.accuracy_estimate >= 0:
             self.stats.accuracy_estimates.append(float(msg.accuracy_estimate))
 
@@ -129,6 +147,7 @@ class MonitorNode(Node):
     @boundary("label age")
     def on_label_age(self, msg: LabelAge) -> None:
         self.stats.label_age_ms.append(float(msg.age_ms))
+        self.stats.max_seq = max(self.stats.max_seq, int(msg.source_seq))
 
     @boundary("camera labels")
     def on_camera_labels(self, msg: Image) -> None:
