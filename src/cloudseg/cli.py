@@ -89,6 +89,7 @@ BENCH_COMMANDS = {
     "accuracy": "Table 1 without codec, through the default H.264 stream and at 750 kbit/s",
     "selector": "frames sent, kbit/s and held-label mIoU of frame selection vs fixed interval",
     "adapt": "policies over a tc-shaped link replaying a bandwidth trace (root; namespaces)",
+    "fuzz": "hostile messages to the cloud and vehicle processes over DDS: crashes, memory",
 }
 
 
