@@ -219,3 +219,38 @@ def test_a_short_fuzz_run_over_dds(shared_data, weights_env, tmp_path):
     assert r["valid_frames_answered"] > 0
     assert r["knobs_accepted"] == 0 and r["tracebacks_in_logs"] == 0, r
     assert all(s["code"] == 0 and not s["left_behind"] for s in r["stop"].values()), r
+
+
+@pytest.mark.parametrize("height", [4096, 100_000])
+def test_a_1_by_n_camera_image_does_not_blow_up_the_selectors_copies(height):
+    """Found by the fuzzer: the small copies followed the frame's aspect ratio, so a 1 x 4096
+    rgb8 Image (12 kB) made the frame selector allocate 386 MB for 0.7 s, and a 1 x 100000 one
+    asked OpenCV for 8 GB. Now the copies are at most 8 times taller than wide."""
+    import resource
+    import time
+
+    from cloudseg.selection.held_labels import flow_frame
+    from cloudseg.selection.pixel import PixelDeviation
+
+    rgb = np.zeros((height, 1, 3), np.uint8)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    t0 = time.perf_counter()
+    measure = PixelDeviation()
+    features = measure.features(rgb)
+    assert features.shape == (8 * 128, 128)
+    assert flow_frame(rgb).shape == (8 * 256, 256)
+    assert time.perf_counter() - t0 < 0.5
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 50 * 1024  # kB
+    # an ordinary frame keeps its aspect ratio
+    assert measure.features(np.zeros((1024, 2048, 3), np.uint8)).shape == (64, 128)
+
+
+def test_an_image_smaller_than_the_scale_is_bad_input_not_an_error():
+    """Found by the fuzzer: a 1x1 camera Image reached the compressor's boundary as a bare
+    ValueError, logged as an unexpected error; it is bad input (kind "size"), a ValueError still."""
+    from cloudseg.guard import BadInput
+    from cloudseg.media.resize import downsample
+
+    with pytest.raises(BadInput) as info:
+        downsample(np.zeros((1, 1, 3), np.uint8), 4)
+    assert info.value.kind == "size" and isinstance(info.value, ValueError)
