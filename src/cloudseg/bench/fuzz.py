@@ -100,7 +100,7 @@ KINDS: dict[str, tuple[str, str]] = {
     "image_size": ("image", "camera Images whose width, height, step and data disagree"),
     "image_encoding": ("image", "unknown, empty, huge, Bayer, 16-bit, float encodings"),
     "image_stamp": ("image", "camera Images with negative, invalid and far-future stamps"),
-    "image_tiny": ("image", "valid camera Images of degenerate sizes (1x1 .. 4096x1)"),
+    "image_tiny": ("image", "valid camera Images of degenerate sizes (1x1 .. 4096x1, 1x100000)"),
     "keyframe_request": ("keyframe_request", "seq 0 / 2^64-1, huge reasons, bad stamps"),
     "labels": ("labels", "label Images to camera_labels: wrong encodings, sizes, stamps, ids"),
 }
@@ -674,10 +674,20 @@ class Hostile:
         return [msg]
 
     def image_tiny(self, i: int) -> list[Any]:
-        sizes = ((1, 1), (2, 1), (1, 2), (3, 3), (7, 5), (1, 4096), (4096, 1), (17, 1), (2, 2))
+        sizes = (
+            (1, 1),
+            (2, 1),
+            (1, 2),
+            (3, 3),
+            (7, 5),
+            (1, 4096),
+            (4096, 1),
+            (17, 1),
+            (1, 100_000),  # made the selector ask for 8 GB before d332c26
+        )
         w, h = sizes[i % len(sizes)]
         encoding, ch = (("rgb8", 3), ("bgr8", 3), ("mono8", 1), ("rgba8", 4))[(i // 9) % 4]
-        return [_image(w, h, encoding, self._bytes(w * h * ch), w * ch)]
+        return [_image(w, h, encoding, bytes(w * h * ch), w * ch)]
 
     def keyframe_request(self, i: int) -> list[Any]:
         from cloudseg.msg import KeyframeRequest
@@ -925,6 +935,7 @@ class Fuzz:
         self.image_stamps: list[int] = []  # capture stamps of the valid camera images
         self.rss: dict[str, dict[str, float | None]] = {}
         self.timeline: list[list[float | None]] = []
+        self.warm_index = 0  # the timeline's sample taken after warm-up
         self.t0 = time.monotonic()
         self.log_dir = opts.log_dir or Path(tempfile.mkdtemp(prefix="cloudseg-fuzz-"))
         self.log_dir.mkdir(parents=True, exist_ok=True)
@@ -1174,6 +1185,7 @@ class Fuzz:
             self.warm_up()
             self.check_nodes()
             self.sample_rss("after_warmup")
+            self.warm_index = len(self.timeline) - 1
             t_main = time.monotonic()
             soak_end = t_main + o.soak_minutes * 60 if o.soak_minutes else None
             kinds = list(KINDS)
@@ -1271,9 +1283,12 @@ class Fuzz:
         # the final batch: FrameStats for every burst of it, labels, the vehicle sending on
         still = all(final) and not crashed and vehicle_final >= 1 and bool(a.valid_labels)
         rss = dict(self.rss)
+        slopes = {}
         for i, p in enumerate(self.nodes):
             samples = [row[1 + i] for row in self.timeline if row[1 + i] is not None]
             rss.setdefault(p.name, {})["max"] = round(max(samples), 1) if samples else None
+            after = [(row[0], row[1 + i]) for row in self.timeline[self.warm_index :]]
+            slopes[p.name] = _slope_per_min([pt for pt in after if pt[1] is not None])
         return {
             "sent": self.sent,
             "crashes": len(crashed),
@@ -1299,6 +1314,7 @@ class Fuzz:
             "publish_errors": dict(self.publish_errors),
             "tracebacks_in_logs": tracebacks,
             "rss_growth_mb_per_process": growth,
+            "rss_slope_mb_per_min": slopes,
             "rss_mb": rss,
             "rss_timeline": self.timeline if self.o.soak_minutes else None,
             "rss_timeline_columns": ["t_s", *(p.name for p in self.nodes)],
@@ -1319,6 +1335,19 @@ class Fuzz:
             "log_lines": {name: text.count("\n") for name, text in logs.items()},
             "log_dir": str(self.log_dir),
         }
+
+
+def _slope_per_min(points: Sequence[tuple[float, float]]) -> float | None:
+    """Least-squares slope of (seconds, MB) points in MB per minute (None: under 3 points)."""
+    if len(points) < 3:
+        return None
+    n = len(points)
+    mt = sum(t for t, _ in points) / n
+    mv = sum(v for _, v in points) / n
+    den = sum((t - mt) ** 2 for t, _ in points)
+    if den == 0:
+        return None
+    return round(60 * sum((t - mt) * (v - mv) for t, v in points) / den, 2)
 
 
 def _describe(msg: Any) -> str:
