@@ -1283,12 +1283,17 @@ class Fuzz:
         # the final batch: FrameStats for every burst of it, labels, the vehicle sending on
         still = all(final) and not crashed and vehicle_final >= 1 and bool(a.valid_labels)
         rss = dict(self.rss)
-        slopes = {}
+        slopes: dict[str, float | None] = {}
+        slopes_late: dict[str, float | None] = {}
         for i, p in enumerate(self.nodes):
             samples = [row[1 + i] for row in self.timeline if row[1 + i] is not None]
             rss.setdefault(p.name, {})["max"] = round(max(samples), 1) if samples else None
             after = [(row[0], row[1 + i]) for row in self.timeline[self.warm_index :]]
-            slopes[p.name] = _slope_per_min([pt for pt in after if pt[1] is not None])
+            after = [pt for pt in after if pt[1] is not None]
+            slopes[p.name] = _slope_per_min(after)
+            if after:  # the second half: growth that goes on, not a first fill of caches
+                mid = (after[0][0] + after[-1][0]) / 2
+                slopes_late[p.name] = _slope_per_min([pt for pt in after if pt[0] >= mid])
         return {
             "sent": self.sent,
             "crashes": len(crashed),
@@ -1315,6 +1320,7 @@ class Fuzz:
             "tracebacks_in_logs": tracebacks,
             "rss_growth_mb_per_process": growth,
             "rss_slope_mb_per_min": slopes,
+            "rss_slope_mb_per_min_second_half": slopes_late,
             "rss_mb": rss,
             "rss_timeline": self.timeline if self.o.soak_minutes else None,
             "rss_timeline_columns": ["t_s", *(p.name for p in self.nodes)],
