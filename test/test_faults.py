@@ -179,10 +179,9 @@ def test_cloud_killed_and_restarted_the_vehicle_runs_on_and_labels_resume(camera
     cloud.proc.send_signal(signal.SIGKILL)
     cloud.proc.wait(10)
     t_kill = time.monotonic()
-    camera.spin(5.0)  # the cloud is gone for 5 s
-    assert vehicle.alive(), graph.logs()
-    during = [a for a, _ in camera.frames if a > t_kill + 1.0]
-    assert len(during) >= 5, f"the vehicle stopped sending without its cloud\n{graph.logs()}"
+    # restart at once: the new cloud comes up on the dead one's ports while the vehicle may
+    # still hold the dead participant (config/fastdds_local.xml: a 3 s lease)
+    camera.spin(1.0)
     graph.restarts += 1
     restarted = graph.start("cloud")
     # spin while the new cloud loads (the vehicle's frames keep coming)
@@ -193,6 +192,10 @@ def test_cloud_killed_and_restarted_the_vehicle_runs_on_and_labels_resume(camera
         if UP_LINE in restarted.log.read_text():
             up = time.monotonic()
     assert up is not None, graph.logs()
+    print(f"the restarted cloud was up {up - t_kill:.1f} s after the kill")
+    assert vehicle.alive(), graph.logs()
+    during = [a for a, _ in camera.frames if t_kill + 0.5 < a < up]
+    assert len(during) >= 5, f"the vehicle stopped sending without its cloud\n{graph.logs()}"
     camera.spin(RESUME_S + 3.0)
     labels, stats = _first_after(camera.labels, up), _first_after(camera.stats, up)
     print(f"labels {_s(labels, up)}, FrameStats {_s(stats, up)} after the restart was up")
