@@ -1469,12 +1469,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="Start the cloud process and the vehicle process over real DDS (a domain "
-        "of their own, this host only) and send them N hostile messages: random and corrupt "
-        "payloads, every codec string, zero and huge sizes, every scale 0..255, bad stamps, "
-        "seq jumps, bad Knobs, bad camera Images, keyframe requests and labels. Between them, "
-        "valid frames (a real H.264 stream, IDR first) check that labels and FrameStats still "
-        "come back. Reports crashes, whether the graph still serves, and memory growth.",
+        description=(
+            "Start the cloud process and the vehicle process over real DDS (a domain of their\n"
+            "own, this host only) and send them N hostile messages: random and corrupt\n"
+            "payloads, every codec string, zero and huge sizes, every scale 0..255, bad stamps,\n"
+            "seq jumps, bad Knobs, bad camera Images, keyframe requests and labels. Between\n"
+            "them, valid frames (a real H.264 stream, IDR first) check that labels and\n"
+            "FrameStats still come back. Reports crashes, whether the graph still serves,\n"
+            "and memory growth (RSS of each node process after warm-up and at the end)."
+        ),
         epilog="kinds of hostile messages:\n"
         + "\n".join(f"  {k:<18} {v[1]}" for k, v in KINDS.items())
         + '\n\n--json: one line {"sent", "crashes", "still_serving", '
@@ -1506,7 +1509,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="a valid burst (one GOP + a camera image) every K hostile messages (100)",
     )
     parser.add_argument(
-        "--final-bursts", type=int, default=5, help="valid bursts after the fuzzing (5)"
+        "--final-bursts",
+        type=int,
+        default=5,
+        metavar="B",
+        help="valid bursts after the fuzzing; all must be answered for still_serving (5)",
     )
     parser.add_argument(
         "--answer-timeout",
