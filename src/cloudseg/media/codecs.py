@@ -543,8 +543,8 @@ class H264Decoder:
         ctx.thread_count = 1
         # Report damaged slices as errors instead of concealing them.
         options = {"err_detect": "careful+explode"}
-        if self.max_pixels:  # FFmpeg's option is an int: 2^32 (TRUSTED) failed to open
-            options["max_pixels"] = str(min(int(self.max_pixels), 2**31 - 1))
+        if self.max_pixels:
+            options["max_pixels"] = str(min(int(self.max_pixels), 2**31 - 1))  # an int in FFmpeg
         ctx.options = options
         return ctx
 
