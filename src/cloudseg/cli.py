@@ -162,6 +162,7 @@ BENCH_COMMANDS = {
     "adapt": "policies over a tc-shaped link replaying a bandwidth trace (root; namespaces)",
     "tls": "bitrate cost of the mutual-TLS link (bytes with and without TLS, same DDS stream)",
     "recover": "time to recover after a lost frame: periodic IDR vs the cloud's IDR request",
+    "fuzz": "hostile messages to the cloud and vehicle processes over DDS: crashes, memory",
 }
 
 

@@ -53,7 +53,11 @@ def _check_scale_method(scale: int, method: str) -> None:
 
 def _check_fits(height: int, width: int, scale: int) -> None:
     if height < scale or width < scale:
-        raise ValueError(f"image {width}x{height} is smaller than the downsampling scale {scale}")
+        from cloudseg.guard import BadInput  # a ValueError: an input problem, kind "size"
+
+        raise BadInput(
+            f"image {width}x{height} is smaller than the downsampling scale {scale}", "size"
+        )
 
 
 def downsample(rgb: np.ndarray, scale: int, method: str = "area") -> np.ndarray:

@@ -29,7 +29,8 @@ def flow_frame(rgb: np.ndarray, width: int = FLOW_WIDTH) -> np.ndarray:
     """The small grey copy of a frame that flow is computed on."""
     check_rgb(rgb, "frame")
     h, w = rgb.shape[:2]
-    small = cv2.resize(rgb, (width, max(1, round(h * width / w))), interpolation=cv2.INTER_AREA)
+    height = min(max(1, round(h * width / w)), 8 * width)  # a 1 x N frame: not 256 x 256N
+    small = cv2.resize(rgb, (width, height), interpolation=cv2.INTER_AREA)
     return cv2.cvtColor(small, cv2.COLOR_RGB2GRAY)
 
 

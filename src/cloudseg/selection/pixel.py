@@ -12,6 +12,11 @@ import numpy as np
 
 from cloudseg.media.resize import check_rgb
 
+#: The small copy is at most this many times taller than wide. Its height follows the frame's
+#: aspect ratio, so without a cap a 1 x 4096 camera Image (12 kB on the wire) became a
+#: 128 x 524288 copy (386 MB, 0.7 s) and a 1 x 100000 one asked for 8 GB (issue 9's fuzzer).
+MAX_ASPECT = 8
+
 
 class PixelDeviation:
     """Mean |grey difference| / 255 of ``width``-pixel-wide copies."""
@@ -26,7 +31,7 @@ class PixelDeviation:
     def features(self, rgb: np.ndarray) -> np.ndarray:
         check_rgb(rgb, "frame")
         h, w = rgb.shape[:2]
-        size = (self.width, max(1, round(h * self.width / w)))
+        size = (self.width, min(max(1, round(h * self.width / w)), MAX_ASPECT * self.width))
         small = cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
         return cv2.cvtColor(small, cv2.COLOR_RGB2GRAY).astype(np.int16)
 
