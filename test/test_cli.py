@@ -196,6 +196,10 @@ def test_split_cloud_restores_as_asked():
         "device": "cpu",
     }
     assert cloud_overrides("cloud_bilinear") == {}  # the bilinear baseline stays bilinear
+    # split: the sr process restores on the device asked for, with the SR weights asked for
+    split = cloud_overrides("cloud_split", cloud_params={"device": "cpu", "sr_weights": "div2k"})
+    assert split["sr"] == {"restore": "sr", "device": "cpu", "sr_weights": "div2k"}
+    assert split["segmentation"] == {"device": "cpu"}
     cmd = node_command("sr", "config/cloud_split.yaml", cloud_overrides("cloud_split")["sr"])
     assert cmd.index('restore:="sr"') > cmd.index("--params-file")
 

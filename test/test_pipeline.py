@@ -118,6 +118,29 @@ def test_cpu_max_width_reduces_resolution(weights, crops) -> None:
     assert pipeline.process(lr[None], "full").reduced_by == 1  # 128 wide already fits
 
 
+def test_restore_only_pipeline_builds_no_segmenter_and_restores_as_the_full_one(
+    espnet, weights, crops
+) -> None:
+    """A split cloud's sr process: stage 1 only, the same image the full pipeline segments."""
+    restore_only = RestorationPipeline(
+        "carn_m", "espnetv2", sr_weights=weights["carn_m"], restore_only=True
+    )
+    assert restore_only.segmenter is None and "restore only" in restore_only.describe()
+    assert restore_only.trained_resolution == (1024, 512)  # from the registry, not the weights
+    _, lr, _ = crops[0]
+    for mode in ("sr", "bilinear"):
+        image, sr_ms = restore_only.restored(restore_only.restore(lr[None], mode))
+        full = espnet.process(lr[None], mode).restored
+        assert image.dtype == torch.uint8 and image.shape == (1, 256, 512, 3) and sr_ms >= 0
+        assert torch.equal(image, full)
+    with pytest.raises(PipelineError, match="restores only"):
+        restore_only.process(lr[None], "sr")
+    # camera 2048 wide (x4 stream of 512): the trained resolution is half of it: SR x2
+    wide = np.zeros((128, 512, 3), np.uint8)
+    pyramid = restore_only.restore(wide[None], "sr")
+    assert pyramid.reduced_by == 2 and restore_only.restored(pyramid)[0].shape == (1, 256, 1024, 3)
+
+
 def test_icnet_untrained_is_flagged_and_refused_without_permission(icnet, weights, crops):
     assert icnet.untrained == ("icnet_resnet50",)
     assert "UNTRAINED" in icnet.describe()
