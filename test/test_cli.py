@@ -141,7 +141,7 @@ def test_run_param_overrides_are_typed_and_checked():
     }
     assert parse_param_overrides("cloud_split", ["sr.restore:=sr"]) == {"sr": {"restore": "sr"}}
     bad = {
-        "compressor.scale:=0": "scale=0: must be >= 1",
+        "compressor.scale:=0": "scale=0: must be one of 1, 2, 3, 4, 8",
         "compressor.scale:=two": "scale='two': must be an integer",
         "compressor.codec:=vp9": "must be one of h264, jpeg, png",
         "compressor.speed:=2": "node compressor has no parameter 'speed' (its parameters: scale",

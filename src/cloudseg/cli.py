@@ -129,7 +129,7 @@ def node_help(name: str) -> str:
     for p in spec.params:
         allowed = ""
         if p.choices:
-            allowed = f"; one of {', '.join(p.choices)}"
+            allowed = f"; one of {', '.join(map(str, p.choices))}"
         elif p.min is not None or p.max is not None:
             allowed = f"; {p.min:g}..{p.max:g}"
         alone = "; in its own process only" if p.name in spec.standalone else ""

@@ -49,6 +49,7 @@ from cloudseg.restore.service import CloudResult, CloudService
 class SegmentationNode(Node):
     def __init__(self, in_process: bool = False) -> None:
         super().__init__(SEGMENTATION.name)
+        self.worker: NewestFirst[tuple[Image, float]] | None = None  # on its own, once up
         self.params = p = declare_parameters(self, SEGMENTATION)
         self.service = CloudService(
             sr_model=None if p["sr_model"] == "none" else p["sr_model"],
@@ -62,7 +63,6 @@ class SegmentationNode(Node):
         self.labels_pub = self.create_publisher(Image, LABELS_TOPIC, qos_for(LABELS_TOPIC))
         self.overlay_pub = self.create_publisher(Image, OVERLAY_TOPIC, qos_for(OVERLAY_TOPIC))
         self.stats_pub = self.create_publisher(FrameStats, STATS_TOPIC, qos_for(STATS_TOPIC))
-        self.worker: NewestFirst[tuple[Image, float]] | None = None
         if not in_process:  # on its own: newest restored image first, in a worker thread
             self.infos: Recent[int, RestoredInfo] = Recent(64)
             self.worker = NewestFirst(
@@ -165,7 +165,7 @@ class SegmentationNode(Node):
 
     def stop(self, timeout: float = 30.0) -> None:
         """Stop the worker (it finishes the image it holds) and wait for it."""
-        if self.worker is None:
+        if getattr(self, "worker", None) is None:  # also when the start failed
             return
         if not self.worker.stop(timeout):
             self.get_logger().warning(f"the segmentation worker did not stop within {timeout:g} s")

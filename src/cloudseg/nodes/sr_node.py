@@ -86,6 +86,7 @@ Handoff = Callable[[Pyramid, FrameJob], CloudResult | None]
 class SRNode(Node):
     def __init__(self, service: CloudService | None = None, handoff: Handoff | None = None):
         super().__init__(SR.name)
+        self.worker: NewestFirst[FrameJob] | None = None  # set once the node is up
         composed = handoff is not None
         self.params = p = declare_parameters(self, SR, composed=composed)
         self.sr_bypass = p["restore"] == "bilinear"
@@ -124,8 +125,9 @@ class SRNode(Node):
                 RestoredInfo, RESTORED_INFO_TOPIC, qos_for(RESTORED_INFO_TOPIC)
             )
             self.stats_pub = self.create_publisher(FrameStats, STATS_TOPIC, qos_for(STATS_TOPIC))
-            where = f"{RESTORED_TOPIC} ({p['restored_size']} size): {service.describe()}"
-        self.worker: NewestFirst[FrameJob] | None = NewestFirst(
+            where = f"{RESTORED_TOPIC} ({p['restore']}) at the {p['restored_size']} size: "
+            where += service.describe()
+        self.worker = NewestFirst(
             self.restore_job,
             name="sr-worker",
             keep=_profiling,
@@ -276,7 +278,7 @@ class SRNode(Node):
 
     def stop(self, timeout: float = 30.0) -> None:
         """Stop the worker (it finishes the frame it holds) and wait for it."""
-        if self.worker is None:
+        if getattr(self, "worker", None) is None:  # also when the start failed
             return
         if not self.worker.stop(timeout):
             self.get_logger().warning(f"the SR worker did not stop within {timeout:g} s")
