@@ -74,7 +74,7 @@ def test_recent_keeps_the_last_values_and_waits_for_a_late_one():
     recent: Recent[int, str] = Recent(size=2)
     for key in (1, 2, 3):
         recent.put(key, f"v{key}")
-    assert recent.get(1) is None and recent.get(3) == "v3"
+    assert recent.get(1) is None and recent.get(3) == "v3" and len(recent) == 2
     threading.Timer(0.05, recent.put, (4, "late")).start()
     assert recent.get(4, timeout=2.0) == "late"
     t0 = time.monotonic()

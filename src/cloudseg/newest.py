@@ -112,6 +112,10 @@ class Recent(Generic[K, T]):
                 self._values.popitem(last=False)
             self._changed.notify_all()
 
+    def __len__(self) -> int:
+        with self._changed:
+            return len(self._values)
+
     def get(self, key: K, timeout: float = 0.0) -> T | None:
         """The value of `key`, waiting up to `timeout` seconds for it; None if none came."""
         deadline = time.monotonic() + timeout

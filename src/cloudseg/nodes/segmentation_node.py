@@ -139,8 +139,9 @@ class SegmentationNode(Node):
         """The worker: segment one restored image (the newest when the worker was free)."""
         msg, t0 = item
         rgb = image_to_rgb(msg)
-        # published just before the image: here unless lost (then labels at the image's size)
-        info = self.infos.get(stamp_ns(msg.header), timeout=0.2)
+        # published just before the image: here unless lost (then labels at the image's
+        # size); not waited for while none ever came (a publisher without RestoredInfo)
+        info = self.infos.get(stamp_ns(msg.header), timeout=0.2 if len(self.infos) else 0.0)
         camera, stats = None, {"seq": 0, "scale": 1}
         if info is not None:
             try:
