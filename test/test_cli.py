@@ -141,7 +141,7 @@ def test_run_param_overrides_are_typed_and_checked():
     }
     assert parse_param_overrides("cloud_split", ["sr.restore:=sr"]) == {"sr": {"restore": "sr"}}
     bad = {
-        "compressor.scale:=0": "scale=0: must be one of 1, 2",
+        "compressor.scale:=0": "scale=0: must be one of 1, 2, 3, 4, 8",
         "compressor.scale:=two": "scale='two': must be an integer",
         "compressor.codec:=vp9": "must be one of h264, jpeg, png",
         "compressor.speed:=2": "node compressor has no parameter 'speed' (its parameters: scale",
@@ -196,6 +196,10 @@ def test_split_cloud_restores_as_asked():
         "device": "cpu",
     }
     assert cloud_overrides("cloud_bilinear") == {}  # the bilinear baseline stays bilinear
+    # split: the sr process restores on the device asked for, with the SR weights asked for
+    split = cloud_overrides("cloud_split", cloud_params={"device": "cpu", "sr_weights": "div2k"})
+    assert split["sr"] == {"restore": "sr", "device": "cpu", "sr_weights": "div2k"}
+    assert split["segmentation"] == {"device": "cpu"}
     cmd = node_command("sr", "config/cloud_split.yaml", cloud_overrides("cloud_split")["sr"])
     assert cmd.index('restore:="sr"') > cmd.index("--params-file")
 

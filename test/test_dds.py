@@ -47,11 +47,13 @@ def test_sequence_arrives_in_order_at_full_size(shared_data, tmp_path, scale, co
     )
     logs = "\n".join(p.read_text() for p in tmp_path.glob("*.log"))
     assert stats.frames_received == SEQUENCE_FRAMES, logs
-    assert len(stats.restored_stamps_ns) == SEQUENCE_FRAMES, logs
-    assert stats.restored_stamps_ns == sorted(stats.restored_stamps_ns)  # in order
-    assert len(set(stats.restored_stamps_ns)) == SEQUENCE_FRAMES
+    # newest first: a frame that arrives while the sr node restores the one before is skipped
+    # (and counted); on this shared CPU most are restored, in order, each once
+    restored = stats.restored_stamps_ns
+    assert len(restored) >= SEQUENCE_FRAMES // 2, logs
+    assert restored == sorted(restored) and len(set(restored)) == len(restored)
     assert set(stats.restored_sizes) == {(2048, 1024)}
-    assert len(stats.psnr_db) >= SEQUENCE_FRAMES - 2  # originals matched by stamp
+    assert len(stats.psnr_db) >= len(restored) - 2  # originals matched by stamp
     assert min(stats.psnr_db) >= bound
     assert stats.kbps > 0
 
@@ -152,9 +154,9 @@ def test_demo_help_and_cli_errors_are_one_line():
 
 @pytest.mark.parametrize("cloud", ["cloud", "cloud_split"])
 def test_cloud_turns_real_frames_into_labels_that_reach_the_vehicle(shared_data, tmp_path, cloud):
-    """SR (official CARN-M) + ESPNetv2 in one cloud process ("cloud"), or bilinear restore in
-    the sr process and segmentation of /cloudseg/restored in another ("cloud_split"); the
-    labels come back over DDS."""
+    """SR (official CARN-M) + ESPNetv2 in one cloud process ("cloud"), or restoration in the
+    sr process and segmentation of /cloudseg/restored in another ("cloud_split", the labels
+    scaled back to the camera size its RestoredInfo gives); the labels come back over DDS."""
     from cloudseg.demo import run_demo
 
     weights = shared_data / "weights"
@@ -169,7 +171,6 @@ def test_cloud_turns_real_frames_into_labels_that_reach_the_vehicle(shared_data,
         log_dir=tmp_path,
         timeout=180,
         cloud=cloud,
-        sr_bypass=cloud == "cloud_split",  # the split sr node restores bilinearly here
         cloud_params={"device": "cpu", "cpu_max_width": 256},
     )
     logs = "\n".join(p.read_text() for p in tmp_path.glob("*.log"))
@@ -291,3 +292,128 @@ def test_node_parameters_are_declared_with_descriptions_and_ranges():
             sr.destroy_node()
     finally:
         rclpy.try_shutdown()
+
+
+def test_split_cloud_with_sr_on_restores_newest_first_and_follows_the_knob(
+    shared_data, weights_env, tmp_path, monkeypatch
+):
+    """cloud_split with SR on, end to end over DDS: real frames (at 512x256, so the CPU keeps
+    up) -> the vehicle process (every frame sent, H.264 at x4) -> the sr process (CARN-M x2
+    in its worker, at most 256 px wide: the size it publishes and the segmentation process
+    segments at) -> the segmentation process -> labels at the camera size. The sr node skips
+    the frames that arrive while it works, and counts them; a Knob with sr_bypass switches it
+    to bilinear from the next frame. Both cloud processes stop cleanly (workers joined)."""
+    import cv2
+    import rclpy
+    from sensor_msgs.msg import Image
+
+    from cloudseg.graph import IMAGE_TOPIC, KNOB_TOPIC, LABELS_TOPIC, STATS_TOPIC
+    from cloudseg.msg import FrameStats, Knob
+    from cloudseg.nodes.common import qos_for
+    from cloudseg.nodes.convert import numpy_to_image
+
+    monkeypatch.setenv("FASTDDS_DEFAULT_PROFILES_FILE", str(config_dir() / "fastdds_local.xml"))
+    folder = shared_data / "sequences" / "aachen_seq0000"
+    camera = [
+        cv2.resize(cv2.imread(str(p))[:, :, ::-1], (512, 256), interpolation=cv2.INTER_AREA)
+        for p in sorted(folder.glob("*.jpg"))[:16]
+    ]
+    node = _rclpy_node("split_cloud_test")
+    labels: list[Image] = []
+    stats: list[FrameStats] = []
+    image_pub = node.create_publisher(Image, IMAGE_TOPIC, qos_for(IMAGE_TOPIC))
+    knob_pub = node.create_publisher(Knob, KNOB_TOPIC, qos_for(KNOB_TOPIC))
+    node.create_subscription(Image, LABELS_TOPIC, labels.append, qos_for(LABELS_TOPIC))
+    node.create_subscription(FrameStats, STATS_TOPIC, stats.append, qos_for(STATS_TOPIC))
+
+    def spin(seconds: float) -> None:
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            rclpy.spin_once(node, timeout_sec=0.01)
+
+    def wait_for(condition, timeout: float) -> bool:
+        end = time.monotonic() + timeout
+        while not condition() and time.monotonic() < end:
+            rclpy.spin_once(node, timeout_sec=0.05)
+        return bool(condition())
+
+    def send(images, fps: float) -> list:
+        stamps = []
+        for rgb in images:
+            msg = numpy_to_image(np.ascontiguousarray(rgb), "rgb8")
+            msg.header.stamp = node.get_clock().now().to_msg()
+            image_pub.publish(msg)
+            stamps.append(msg.header.stamp)
+            spin(1.0 / fps)
+        return stamps
+
+    def labelled(stamp) -> bool:
+        return any(m.header.stamp == stamp for m in labels)
+
+    cloud = {"device": "cpu", "cpu_max_width": 256}
+    split = config_dir() / "cloud_split.yaml"
+    try:
+        with NodeProcesses(log_dir=tmp_path) as procs:
+            procs.start("sr", split, {"restore": "sr", **cloud})
+            procs.start("segmentation", split, cloud)
+            procs.start("vehicle", config_dir() / "vehicle.yaml", {"mode": "off"})
+
+            def logs() -> str:
+                return "\n".join(p.read_text() for p in sorted(tmp_path.glob("*.log")))
+
+            # up: vehicle and sr listen (the camera_labels node also takes the frames), the
+            # segmentation node listens to the sr node and publishes labels
+            assert wait_for(
+                lambda: (
+                    image_pub.get_subscription_count() >= 1
+                    and knob_pub.get_subscription_count() >= 2
+                    and node.count_subscribers(FRAMES_TOPIC) >= 2
+                    and node.count_subscribers(RESTORED_TOPIC) >= 1
+                    and node.count_publishers(LABELS_TOPIC) >= 1
+                ),
+                60,
+            ), logs()
+            spin(1.0)  # discovery is not symmetric: let the other side match us too
+            # SR on: a burst at 30 fps, faster than SR + segmentation on this CPU
+            burst = send(camera[:12], fps=30.0)
+            assert wait_for(lambda: labelled(burst[-1]), 60), logs()  # the newest: always done
+            spin(0.5)
+            sr_on = [s for s in stats if s.codec == "h264"]  # the sr node's (it got the Frame)
+            # SR bypassed by the Knob (reliable: it arrives), from the next frame
+            knob_pub.publish(Knob(seq=1, scale=4, sr_bypass=True))
+            spin(1.0)
+            calm = send(camera[12:], fps=4.0)
+            assert wait_for(lambda: labelled(calm[-1]), 30), logs()
+            spin(0.5)
+            codes = procs.stop_all(grace=30)  # SIGINT: each stops its worker and exits
+        log = {n: (tmp_path / f"{n}.log").read_text() for n in ("sr", "segmentation", "vehicle")}
+    finally:
+        node.destroy_node()
+        rclpy.try_shutdown()
+    assert codes == {"sr": 0, "segmentation": 0, "vehicle": 0}, log
+    assert "restore only" in log["sr"] and "SR carn_m" in log["sr"], log["sr"]
+    assert "knob 1: SR bypassed" in log["sr"], log["sr"]
+    assert "Traceback" not in log["sr"] + log["segmentation"]
+    # SR ran (sr_bypass false) on the newest frames; the frames in between were skipped and
+    # counted: each report's frames_received = reports so far + skipped so far (none lost)
+    assert sr_on and not any(s.sr_bypass for s in sr_on), log["sr"]
+    assert all(s.sr_ms > 0 for s in sr_on)
+    last = max(sr_on, key=lambda s: s.frames_received)
+    assert last.frames_skipped >= 1, [(s.seq, s.frames_received) for s in sr_on]
+    assert last.frames_received >= len(sr_on) + last.frames_skipped
+    assert last.frames_received <= len(burst)
+    # after the Knob: bilinear
+    after = [s for s in stats if s.codec == "h264" and s.header.stamp in calm]
+    assert after and all(s.sr_bypass for s in after), log["sr"]
+    # labels at the camera size, real street labels; the segmentation node's reports name
+    # the frame (from the sr node's RestoredInfo) and leave the frame's count to the sr node
+    assert {(m.width, m.height) for m in labels} == {(512, 256)}
+    values = set(np.unique(np.frombuffer(bytes(labels[-1].data), np.uint8)).tolist())
+    assert values <= set(range(19)) | {255} and len(values) >= 2
+    seg = [s for s in stats if not s.codec]
+    assert seg and all(s.segmentation_ms > 0 and s.frames_received == 0 for s in seg)
+    by_stamp = {(s.header.stamp.sec, s.header.stamp.nanosec): s for s in sr_on}
+    for s in seg:
+        twin = by_stamp.get((s.header.stamp.sec, s.header.stamp.nanosec))
+        if twin is not None:
+            assert (s.seq, s.scale, s.sr_bypass) == (twin.seq, twin.scale, False)

@@ -111,7 +111,7 @@ def test_demo_counts_are_consistent_and_its_logs_removed(tmp_path, shared_data):
 
 
 def test_split_cloud_sr_node_restores_with_sr_when_asked(tmp_path):
-    """config/cloud_split.yaml says bilinear; the demo's override (`--restore sr`) wins."""
+    """The demo's override (`--restore sr` or `bilinear`) wins over config/cloud_split.yaml."""
     from cloudseg.demo import cloud_overrides
     from cloudseg.launcher import NodeProcesses
 

@@ -19,17 +19,20 @@ REPO = Path(__file__).resolve().parents[1]
 def test_config_files_hold_only_declared_parameters_within_range():
     for node_name, config_file in {c for g in graph.GRAPHS.values() for c in g}:
         data = yaml.safe_load((REPO / "config" / config_file).read_text())
+        composed = bool(graph.NODES[node_name].composes)
         for spec in _nodes_in_process(graph.NODES[node_name]):
             assert spec.name in data, f"{config_file} has no section for node {spec.name}"
-            _check_section(spec, data[spec.name]["ros__parameters"], config_file)
+            _check_section(spec, data[spec.name]["ros__parameters"], config_file, composed)
 
 
 def _nodes_in_process(spec: graph.NodeSpec) -> list[graph.NodeSpec]:
     return [graph.NODES[n] for n in spec.composes] if spec.composes else [spec]
 
 
-def _check_section(spec: graph.NodeSpec, params: dict, config_file: str) -> None:
-    assert set(params) == {p.name for p in spec.params}, config_file
+def _check_section(
+    spec: graph.NodeSpec, params: dict, config_file: str, composed: bool = False
+) -> None:
+    assert set(params) == {p.name for p in spec.declared(composed)}, config_file
     for name, value in params.items():
         p = spec.param(name)
         p.check(value)

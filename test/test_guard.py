@@ -147,3 +147,14 @@ def test_trusted_offline_limits_open_a_decoder():
     payload = H264Encoder(crf=25).encode(_picture()).payload
     lr, _ = FrameRestorer(TRUSTED).decode(payload, "h264", 0, 4, 2048, 1024)
     assert lr.shape == (256, 512, 3)
+
+
+def test_a_restored_images_camera_size_must_fit_the_image():
+    from cloudseg.guard import check_camera_size
+
+    assert check_camera_size(2048, 1024, 2, 1024, 512) == (2048, 1024)
+    assert check_camera_size(2046, 1023, 3, 682, 341) == (2046, 1023)  # floor, as the sr node
+    for claim in ((130560, 65280, 255, 512, 256), (2048, 1024, 2, 512, 256), (0, 1, 1, 0, 1)):
+        with pytest.raises(BadInput, match="camera size") as err:
+            check_camera_size(*claim)
+        assert err.value.kind == "size"

@@ -118,6 +118,32 @@ def test_cpu_max_width_reduces_resolution(weights, crops) -> None:
     assert pipeline.process(lr[None], "full").reduced_by == 1  # 128 wide already fits
 
 
+def test_restore_only_pipeline_builds_no_segmenter_and_restores_as_the_full_one(
+    espnet, weights, crops
+) -> None:
+    """A split cloud's sr process: stage 1 only, the same image the full pipeline segments."""
+    restore_only = RestorationPipeline(
+        "carn_m", "espnetv2", sr_weights=weights["carn_m"], restore_only=True
+    )
+    assert restore_only.segmenter is None and "restore only" in restore_only.describe()
+    assert restore_only.trained_resolution == (1024, 512)  # from the registry, not the weights
+    _, lr, _ = crops[0]
+    for mode in ("sr", "bilinear"):
+        out = restore_only.restore_image(lr[None], mode)
+        full = espnet.process(lr[None], mode).restored
+        assert out.images.dtype == torch.uint8 and out.images.shape == (1, 256, 512, 3)
+        assert out.mode == mode and out.reduced_by == 1 and out.sr_ms >= 0
+        # SR: the very image the full pipeline segments; bilinear on uint8 (CPU): within 1
+        assert (out.images.int() - full.int()).abs().max() <= (0 if mode == "sr" else 1)
+    with pytest.raises(PipelineError, match="restores only"):
+        restore_only.process(lr[None], "sr")
+    # camera 2048 wide (x4 stream of 512): the trained resolution is half of it: SR x2
+    wide = np.zeros((128, 512, 3), np.uint8)
+    for mode in ("sr", "bilinear"):
+        out = restore_only.restore_image(wide[None], mode)
+        assert out.reduced_by == 2 and out.images.shape == (1, 256, 1024, 3)
+
+
 def test_icnet_untrained_is_flagged_and_refused_without_permission(icnet, weights, crops):
     assert icnet.untrained == ("icnet_resnet50",)
     assert "UNTRAINED" in icnet.describe()

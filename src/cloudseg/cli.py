@@ -132,7 +132,8 @@ def node_help(name: str) -> str:
             allowed = f"; one of {', '.join(map(str, p.choices))}"
         elif p.min is not None or p.max is not None:
             allowed = f"; {p.min:g}..{p.max:g}"
-        lines.append(f"  {p.name} (default {p.default!r}{allowed})")
+        alone = "; in its own process only" if p.name in spec.standalone else ""
+        lines.append(f"  {p.name} (default {p.default!r}{allowed}{alone})")
         lines.append(f"      {p.description}")
     return "\n".join(lines)
 

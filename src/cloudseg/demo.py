@@ -15,7 +15,7 @@ import rclpy
 from rclpy.executors import SingleThreadedExecutor
 
 from cloudseg.data.sources import DataError, are_stills, check_input, list_frame_files
-from cloudseg.graph import GRAPHS, IMAGE_TOPIC, config_dir
+from cloudseg.graph import GRAPHS, IMAGE_TOPIC, SR, config_dir
 from cloudseg.launcher import (
     NodeFailed,
     NodeProcesses,
@@ -88,12 +88,18 @@ def cloud_overrides(
 ) -> dict[str, dict]:
     """Parameter overrides of the cloud graph's processes. The sr node restores as asked
     (`sr_bypass`: bilinear, else SR), whatever its graph's config file says, except in
-    `cloud_bilinear`, the bilinear baseline; `cloud_params` go to the segmentation node."""
+    `cloud_bilinear`, the bilinear baseline; `cloud_params` (models, device) go to the
+    segmentation node, and in a split cloud also to the sr process where it has them (its SR
+    model and weights only there: the split segmentation node gets restored images)."""
     if cloud == "cloud_bilinear":
         return {}
-    seg = dict(cloud_params or {})
+    params = dict(cloud_params or {})
     sr = {"restore": "bilinear" if sr_bypass else "sr"}
-    return {"cloud": {**sr, **seg}, "segmentation": seg, "sr": sr}
+    if cloud == "cloud_split":
+        own = {p.name for p in SR.params}
+        seg = {k: v for k, v in params.items() if k not in ("sr_model", "sr_weights")}
+        return {"sr": {**sr, **{k: v for k, v in params.items() if k in own}}, "segmentation": seg}
+    return {"cloud": {**sr, **params}, "segmentation": params, "sr": sr}
 
 
 def run_demo(

@@ -44,7 +44,19 @@ TOPICS: dict[str, Topic] = {
             "cloud -> vehicle: make the next frame an H.264 IDR (after a lost or undecodable "
             "frame; at most one every 200 ms while the cloud waits)",
         ),
-        Topic("/cloudseg/restored", "sensor_msgs/msg/Image", "results", "restored full-res images"),
+        Topic(
+            "/cloudseg/restored",
+            "sensor_msgs/msg/Image",
+            "results",
+            "restored images (rgb8): at the size the cloud segments at (cloud, cloud_split), "
+            "at the camera size (cloud_bilinear)",
+        ),
+        Topic(
+            "/cloudseg/restored/info",
+            "cloudseg/msg/RestoredInfo",
+            "results",
+            "split cloud: for each restored image, its frame's seq, scale and camera size",
+        ),
         Topic("/cloudseg/labels", "sensor_msgs/msg/Image", "results", "mono8 train ids 0..18"),
         Topic("/cloudseg/overlay", "sensor_msgs/msg/Image", "results", "rgb8 colour overlay"),
         Topic("/cloudseg/stats", "cloudseg/msg/FrameStats", "results", "per-frame timings"),
@@ -70,6 +82,7 @@ FRAMES_TOPIC = "/cloudseg/frames"
 KNOB_TOPIC = "/cloudseg/knob"
 KEYFRAME_REQUEST_TOPIC = "/cloudseg/keyframe_request"
 RESTORED_TOPIC = "/cloudseg/restored"
+RESTORED_INFO_TOPIC = "/cloudseg/restored/info"
 LABELS_TOPIC = "/cloudseg/labels"
 OVERLAY_TOPIC = "/cloudseg/overlay"
 STATS_TOPIC = "/cloudseg/stats"
@@ -169,6 +182,10 @@ class NodeSpec:
     # endpoints the process has once it has started (created after its models, encoder or
     # profile are ready): `cloudseg run` and the demo wait for them before the source starts
     ready: tuple[Endpoint, ...] = ()
+    #: parameters declared only when the node runs in a process of its own; composed, another
+    #: node's apply (the split cloud's sr node takes the pipeline's, the segmentation node's
+    #: in the cloud process)
+    standalone: frozenset[str] = frozenset()
 
     @property
     def module(self) -> str:
@@ -179,6 +196,12 @@ class NodeSpec:
 
     def is_live(self, name: str) -> bool:
         return name in self.live
+
+    def declared(self, composed: bool = False) -> tuple[Param, ...]:
+        """The parameters the node declares: all on its own, less `standalone` composed."""
+        if not composed:
+            return self.params
+        return tuple(p for p in self.params if p.name not in self.standalone)
 
     def param(self, name: str) -> Param:
         for p in self.params:
@@ -422,12 +445,34 @@ VEHICLE = NodeSpec(
     ),
 )
 
+# The cloud pipeline's models and device: the segmentation node's (it owns the models in the
+# cloud process); a split cloud's sr node, on its own, takes them too (restoring only).
+BACKEND = Param("backend", "espnetv2", "segmentation model", choices=("espnetv2", "icnet"))
+SR_WEIGHTS = Param(
+    "sr_weights",
+    "default",
+    "SR weights: 'default' (this project's CARN-M fine-tuned for the default stream and "
+    "segmenter, weights/carn_m_ft.pth), 'div2k' (the official CARN-M), or the path of a "
+    "checkpoint with a model card (cloudseg train)",
+)
+DEVICE = Param("device", "auto", "torch device", choices=("auto", "cpu", "cuda"))
+DTYPE = Param(
+    "dtype",
+    "fp16",
+    "precision on CUDA (the CPU runs fp32)",
+    choices=("fp32", "fp16", "bf16"),
+)
+ALLOW_UNTRAINED = Param(
+    "allow_untrained", False, "run a model without weights (random; every output says so)"
+)
+
 SR = NodeSpec(
     name="sr",
     executable="sr_node",
     side="cloud",
-    description="Decodes Frames and restores full resolution (super-resolution or bilinear); "
-    "in the cloud process it hands the SR pyramid to the segmentation node on the device",
+    description="Decodes Frames and restores them (super-resolution or bilinear) on a "
+    "newest-frame-first worker; in the cloud process it hands the SR pyramid to the "
+    "segmentation node on the device, on its own it publishes the restored image",
     params=(
         Param(
             "restore",
@@ -459,9 +504,50 @@ SR = NodeSpec(
             "the cloud keeps one pipeline per scale it meets",
             choices=SCALES,
         ),
+        # on its own only (in the cloud process the segmentation node's models apply)
+        Param(
+            "restored_size",
+            "segmenter",
+            "size of the published image: 'segmenter' (what the segmentation node segments: "
+            "the backend's trained resolution, at most cpu_max_width wide on CPU; a split "
+            "cloud), 'camera' (the camera size, at most cpu_max_width wide on CPU; the "
+            "bilinear baseline)",
+            choices=("segmenter", "camera"),
+        ),
+        BACKEND,
+        Param(
+            "sr_model",
+            "carn_m",
+            "super-resolution model ('none' = bilinear only, whatever restore or the Knob say)",
+            choices=("carn_m", "carn", "none"),
+        ),
+        SR_WEIGHTS,
+        DEVICE,
+        DTYPE,
+        Param(
+            "cpu_max_width",
+            1024,
+            "on CPU, restore at most this wide (as the cloud process does; the segmentation "
+            "node scales its labels back to the camera size); 0 = no cap",
+            min=0,
+            max=8192,
+        ),
+        ALLOW_UNTRAINED,
     ),
     live=frozenset(("restore", "publish_restored")),
     ready=(Endpoint("sr", "sub", FRAMES_TOPIC), Endpoint("sr", "pub", STATS_TOPIC)),
+    standalone=frozenset(
+        (
+            "restored_size",
+            "backend",
+            "sr_model",
+            "sr_weights",
+            "device",
+            "dtype",
+            "cpu_max_width",
+            "allow_untrained",
+        )
+    ),
 )
 
 SEGMENTATION = NodeSpec(
@@ -469,29 +555,19 @@ SEGMENTATION = NodeSpec(
     executable="segmentation_node",
     side="cloud",
     description="Segments the SR pyramid handed over in the cloud process, or (run on its own) "
-    "the images on /cloudseg/restored; publishes labels, overlay and timings",
+    "the newest image on /cloudseg/restored in a worker thread; publishes labels (at the "
+    "camera size), overlay and timings",
     params=(
-        Param("backend", "espnetv2", "segmentation model", choices=("espnetv2", "icnet")),
+        BACKEND,
         Param(
             "sr_model",
             "carn_m",
             "super-resolution model of the cloud process's pipeline ('none' = bilinear only)",
             choices=("carn_m", "carn", "none"),
         ),
-        Param(
-            "sr_weights",
-            "default",
-            "SR weights: 'default' (this project's CARN-M fine-tuned for the default stream and "
-            "segmenter, weights/carn_m_ft.pth), 'div2k' (the official CARN-M), or the path of a "
-            "checkpoint with a model card (cloudseg train)",
-        ),
-        Param("device", "auto", "torch device", choices=("auto", "cpu", "cuda")),
-        Param(
-            "dtype",
-            "fp16",
-            "precision on CUDA (the CPU runs fp32)",
-            choices=("fp32", "fp16", "bf16"),
-        ),
+        SR_WEIGHTS,
+        DEVICE,
+        DTYPE,
         Param(
             "cpu_max_width",
             1024,
@@ -501,9 +577,7 @@ SEGMENTATION = NodeSpec(
             min=0,
             max=8192,
         ),
-        Param(
-            "allow_untrained", False, "run a model without weights (random; every output says so)"
-        ),
+        ALLOW_UNTRAINED,
         Param("overlay_alpha", 0.5, "weight of the label colours in the overlay", min=0.0, max=1.0),
     ),
     live=frozenset(("overlay_alpha",)),
@@ -516,7 +590,7 @@ CLOUD = NodeSpec(
     side="cloud",
     description="The sr and segmentation nodes in one process: the SR pyramid goes to the "
     "segmenter in process, on the GPU, never through DDS",
-    params=SR.params + SEGMENTATION.params,
+    params=SR.declared(composed=True) + SEGMENTATION.params,
     live=SR.live | SEGMENTATION.live,
     composes=(SR.name, SEGMENTATION.name),
     ready=(

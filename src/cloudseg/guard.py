@@ -9,6 +9,8 @@ what they drop. Plain Python (no ROS), shared by every node, the benchmarks and 
 * :class:`FrameLimits`: the claimed size and scale of a Frame against configured limits,
   before anything is allocated from them.
 * :func:`check_stamp`: a ``builtin_interfaces/Time`` that a clock can represent.
+* :func:`check_camera_size`: the camera size a split cloud's RestoredInfo claims for a
+  restored image (the segmentation node scales its labels to it).
 """
 
 from __future__ import annotations
@@ -134,6 +136,29 @@ class FrameLimits:
         if w < 1 or h < 1:
             raise BadInput(f"claimed size {width}x{height} is empty at scale {scale}", "size")
         return w, h
+
+
+#: The largest camera side any node accepts (the range of the sr node's max_width/max_height).
+MAX_SIDE = 16384
+
+
+def check_camera_size(
+    width: int, height: int, reduced_by: int, image_width: int, image_height: int
+) -> tuple[int, int]:
+    """(width, height) of the camera a restored image of ``image_width`` x ``image_height``
+    comes from, as a RestoredInfo claims it: the image must be 1/``reduced_by`` of it (the sr
+    node restores to ``width // reduced_by`` x ``height // reduced_by``) and the camera at
+    most :data:`MAX_SIDE` a side. BadInput ("size") otherwise, before anything is allocated."""
+    k = int(reduced_by)
+    if not (1 <= width <= MAX_SIDE and 1 <= height <= MAX_SIDE) or k < 1:
+        raise BadInput(f"camera size {width}x{height} (1/{k}) is out of range", "size")
+    if (width // k, height // k) != (image_width, image_height):
+        raise BadInput(
+            f"camera size {width}x{height} at 1/{k} is not the image's {image_width}x"
+            f"{image_height}",
+            "size",
+        )
+    return int(width), int(height)
 
 
 def _scales(values: Iterable[int]) -> tuple[int, ...]:

@@ -101,9 +101,10 @@ class ParameterError(ValueError):
     """An invalid start-up parameter value: the node does not start (one line says why)."""
 
 
-def declare_parameters(node: Node, spec: NodeSpec) -> dict[str, Any]:
+def declare_parameters(node: Node, spec: NodeSpec, composed: bool = False) -> dict[str, Any]:
     """Declare every parameter of `spec` on `node` (descriptions, ranges; read-only unless
-    `spec.live` names it) and return their values.
+    `spec.live` names it) and return their values. `composed`: the node runs composed with
+    others in one process; the parameters `spec.standalone` names are then not declared.
 
     A start-up value outside its range or choices fails the node's start (ParameterError,
     with the reason). Live parameters change at run time through a parameter callback that
@@ -112,7 +113,7 @@ def declare_parameters(node: Node, spec: NodeSpec) -> dict[str, Any]:
     `ros2 param set` prints the reason. Setting a read-only one is refused by rclpy, saying so.
     """
     values: dict[str, Any] = {}
-    for p in spec.params:
+    for p in spec.declared(composed):
         descriptor = _descriptor(p, read_only=not spec.is_live(p.name))
         try:
             value = node.declare_parameter(p.name, p.default, descriptor).value

@@ -1,7 +1,16 @@
 """Segmentation node (cloud): labels, colour overlay and timings for every frame.
 
 In the cloud process (`cloud_node`) it owns the models and segments the pyramid the sr node
-hands over on the device. On its own it segments the images on /cloudseg/restored.
+hands over on the device (in the sr node's worker thread).
+
+On its own (a split cloud) it segments the images on /cloudseg/restored, newest first: the
+subscription callback only hands the newest image to a worker thread
+(`cloudseg.newest.NewestFirst`; images replaced before the worker took them are skipped and
+counted in FrameStats.frames_skipped), which segments it as it is (the sr node restored it to
+the size the segmenter runs at, or smaller) and publishes labels at the camera size that the
+image's RestoredInfo (/cloudseg/restored/info, same stamp) gives; without one (another
+publisher, or the info was lost) the labels have the image's size. The worker is stopped and
+joined before the node is destroyed.
 """
 
 from __future__ import annotations
@@ -13,9 +22,25 @@ from sensor_msgs.msg import Image
 from std_msgs.msg import Header
 
 from cloudseg.control.accuracy import estimate_accuracy
-from cloudseg.graph import LABELS_TOPIC, OVERLAY_TOPIC, RESTORED_TOPIC, SEGMENTATION, STATS_TOPIC
-from cloudseg.msg import FrameStats
-from cloudseg.nodes.common import boundary, declare_parameters, qos_for, run_node
+from cloudseg.graph import (
+    LABELS_TOPIC,
+    OVERLAY_TOPIC,
+    RESTORED_INFO_TOPIC,
+    RESTORED_TOPIC,
+    SEGMENTATION,
+    STATS_TOPIC,
+)
+from cloudseg.guard import BadInput, check_camera_size
+from cloudseg.msg import FrameStats, RestoredInfo
+from cloudseg.newest import NewestFirst, Recent
+from cloudseg.nodes.common import (
+    boundary,
+    declare_parameters,
+    drop_input,
+    qos_for,
+    run_node,
+    stamp_ns,
+)
 from cloudseg.nodes.convert import image_to_rgb, numpy_to_image
 from cloudseg.restore.pipeline import Pyramid
 from cloudseg.restore.service import CloudResult, CloudService
@@ -24,6 +49,7 @@ from cloudseg.restore.service import CloudResult, CloudService
 class SegmentationNode(Node):
     def __init__(self, in_process: bool = False) -> None:
         super().__init__(SEGMENTATION.name)
+        self.worker: NewestFirst[tuple[Image, float]] | None = None  # on its own, once up
         self.params = p = declare_parameters(self, SEGMENTATION)
         self.service = CloudService(
             sr_model=None if p["sr_model"] == "none" else p["sr_model"],
@@ -37,7 +63,18 @@ class SegmentationNode(Node):
         self.labels_pub = self.create_publisher(Image, LABELS_TOPIC, qos_for(LABELS_TOPIC))
         self.overlay_pub = self.create_publisher(Image, OVERLAY_TOPIC, qos_for(OVERLAY_TOPIC))
         self.stats_pub = self.create_publisher(FrameStats, STATS_TOPIC, qos_for(STATS_TOPIC))
-        if not in_process:
+        if not in_process:  # on its own: newest restored image first, in a worker thread
+            self.infos: Recent[int, RestoredInfo] = Recent(64)
+            self.worker = NewestFirst(
+                self.segment_job,
+                name="segmentation-worker",
+                on_error=lambda item, exc: drop_input(
+                    self, "restored image", exc, what=f"restored image {stamp_ns(item[0].header)}"
+                ),
+            )
+            self.create_subscription(
+                RestoredInfo, RESTORED_INFO_TOPIC, self.on_info, qos_for(RESTORED_INFO_TOPIC)
+            )
             self.create_subscription(
                 Image, RESTORED_TOPIC, self.on_restored, qos_for(RESTORED_TOPIC)
             )
@@ -84,27 +121,70 @@ class SegmentationNode(Node):
             transport_ms=job.transport_ms,
             frames_received=job.frames_received,
             bytes_received=job.bytes_received,
+            frames_skipped=job.frames_skipped,
             accuracy_estimate=accuracy,
         )
         return result
 
+    @boundary("restored info")
+    def on_info(self, msg: RestoredInfo) -> None:
+        self.infos.put(stamp_ns(msg.header), msg)
+
     @boundary("restored image")
     def on_restored(self, msg: Image) -> None:
-        t0 = time.perf_counter()
-        result = self.service.segment_restored(image_to_rgb(msg))
+        stamp_ns(msg.header)  # a stamp no clock can hold is dropped here
+        self.worker.offer((msg, time.perf_counter()))
+
+    def segment_job(self, item: tuple[Image, float], skipped: int) -> None:
+        """The worker: segment one restored image (the newest when the worker was free)."""
+        msg, t0 = item
+        rgb = image_to_rgb(msg)
+        # published just before the image: here unless lost (then labels at the image's
+        # size); not waited for while none ever came (a publisher without RestoredInfo)
+        info = self.infos.get(stamp_ns(msg.header), timeout=0.2 if len(self.infos) else 0.0)
+        camera, stats = None, {"seq": 0, "scale": 1}
+        if info is not None:
+            try:
+                camera = check_camera_size(
+                    int(info.width), int(info.height), int(info.reduced_by), msg.width, msg.height
+                )
+            except BadInput as exc:
+                drop_input(self, "restored info", exc, what=f"restored info {info.seq}")
+            else:
+                stats = {"seq": info.seq, "scale": info.scale, "sr_bypass": info.sr_bypass}
+        result = self.service.segment_restored(rgb, camera)
         self.publish(
-            result, msg.header, t0, seq=0, scale=1, codec="", payload_bytes=0, transport_ms=0.0
+            result,
+            msg.header,
+            t0,
+            codec="",  # the sr node reports the frame (codec, transport, decode, restoration)
+            payload_bytes=0,
+            transport_ms=0.0,
+            frames_skipped=skipped,
+            **stats,
         )
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Stop the worker (it finishes the image it holds) and wait for it."""
+        if getattr(self, "worker", None) is None:  # also when the start failed
+            return
+        if not self.worker.stop(timeout):
+            self.get_logger().warning(f"the segmentation worker did not stop within {timeout:g} s")
+        self.worker = None
+
+    def destroy_node(self) -> None:
+        self.stop()
+        super().destroy_node()
 
     def publish(self, result: CloudResult, header: Header, t0: float, **stats) -> None:
         self.labels_pub.publish(numpy_to_image(result.labels, "mono8", header))
         self.overlay_pub.publish(
             numpy_to_image(result.overlay(self.params["overlay_alpha"]), "rgb8", header)
         )
+        stats.setdefault("sr_bypass", result.mode != "sr")
         self.stats_pub.publish(
             FrameStats(
                 header=header,
-                sr_bypass=result.mode != "sr",
                 decode_ms=result.decode_ms,
                 sr_ms=result.sr_ms,
                 segmentation_ms=result.segmentation_ms,

@@ -1,8 +1,25 @@
-"""SR node (cloud): decode Frames and restore full resolution.
+"""SR node (cloud): decode Frames and restore them, newest frame first.
 
-On its own it publishes the restored image (`restore: sr` with CARN-M, or `bilinear`, the
-paper's LR-bilinear baseline). In the cloud process (`cloud_node`) it super-resolves with the
-shared pipeline and hands the pyramid, still on the GPU, to the segmentation node.
+Frames are decoded as they arrive, in the subscription callback (that keeps the H.264 reference
+chain); restoration runs in a worker thread on the newest decoded frame only
+(`cloudseg.newest.NewestFirst`: a frame that waited is worth less than a new one; frames
+replaced before the worker took them are skipped and counted in FrameStats). SR (CARN-M) or
+bilinear upsampling, as the `restore` parameter and then the Knob's `sr_bypass` say.
+
+- In the cloud process (`cloud_node`) the worker restores on the shared pipeline
+  (`CloudService`, owned by the segmentation node) and hands the pyramid, still on the
+  device, to the segmentation node.
+- On its own (a split cloud, `cloud_split`; or `cloud_bilinear`, the LR-bilinear baseline) it
+  builds the same pipeline restoring only (`CloudService(restore_only=True)`: no segmenter) on
+  its `device`, and publishes the restored image (rgb8) on /cloudseg/restored, with a
+  `RestoredInfo` (seq, scale, camera size; published just before the image, same header) on
+  /cloudseg/restored/info and the FrameStats of the frame. With `restored_size: segmenter`
+  (the split cloud) the image has the size the segmentation node segments at, as the cloud
+  process restores it: the backend's trained resolution (1024x512 for ESPNetv2 from a
+  2048x1024 camera: SR x2 from a x4 stream), at most `cpu_max_width` wide on a CPU. The
+  segmentation node then segments it as it is and scales its labels back to the camera size
+  the RestoredInfo gives. With `restored_size: camera` (the bilinear baseline) it has the
+  camera size (at most `cpu_max_width` wide on a CPU; 0 = no cap).
 
 Frames come from the wire and are not trusted: stamps, codec, scale and claimed size are
 checked (`cloudseg.guard.FrameLimits`: `max_width`, `max_height`, `scales`) before anything is
@@ -14,7 +31,6 @@ stream joined between IDRs) the node asks the vehicle for one on /cloudseg/keyfr
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -29,6 +45,7 @@ from cloudseg.graph import (
     FRAMES_TOPIC,
     KEYFRAME_REQUEST_TOPIC,
     KNOB_TOPIC,
+    RESTORED_INFO_TOPIC,
     RESTORED_TOPIC,
     SR,
     STATS_TOPIC,
@@ -36,7 +53,8 @@ from cloudseg.graph import (
 from cloudseg.guard import BadInput, FrameLimits, check_stamp
 from cloudseg.media.resize import upsample_bilinear
 from cloudseg.media.stream import FrameRestorer
-from cloudseg.msg import Frame, FrameStats, KeyframeRequest, Knob
+from cloudseg.msg import Frame, FrameStats, KeyframeRequest, Knob, RestoredInfo
+from cloudseg.newest import NewestFirst
 from cloudseg.nodes.common import boundary, declare_parameters, drop_input, qos_for, run_node
 from cloudseg.nodes.convert import numpy_to_image
 from cloudseg.recovery import KeyframeRequester
@@ -58,6 +76,7 @@ class FrameJob:
     stream_scale: int = 0  # the Knob's scale (0: no Knob): a scale-1 frame is a profiling frame
     stream_crf: int | None = None  # the Knob's CRF when the stream is H.264 constant quality
     sr_bypass: bool = False
+    frames_skipped: int = 0  # of this stream so far, when the worker took this frame
 
 
 #: What the SR node hands over in process: (pyramid on the device, the frame) -> result
@@ -67,12 +86,30 @@ Handoff = Callable[[Pyramid, FrameJob], CloudResult | None]
 class SRNode(Node):
     def __init__(self, service: CloudService | None = None, handoff: Handoff | None = None):
         super().__init__(SR.name)
-        self.params = p = declare_parameters(self, SR)
+        self.worker: NewestFirst[FrameJob] | None = None  # set once the node is up
+        composed = handoff is not None
+        self.params = p = declare_parameters(self, SR, composed=composed)
         self.sr_bypass = p["restore"] == "bilinear"
-        self.service, self.handoff = service, handoff
+        self.handoff = handoff
         self.frames_received = self.bytes_received = 0
         self.knob_scale, self.knob_crf = 0, None
         self.limits = FrameLimits(p["max_width"], p["max_height"], tuple(p["scales"]))
+        if composed:  # in the cloud process: SR on the shared pipeline, newest frame first
+            service.limit_scales(self.limits.scales)
+        else:  # on its own: the same pipeline, restoring only (no segmenter), on `device`
+            service = CloudService(
+                sr_model=None if p["sr_model"] == "none" else p["sr_model"],
+                sr_weights=p["sr_weights"],
+                backend=p["backend"],
+                device=p["device"],
+                dtype=p["dtype"],
+                cpu_max_width=p["cpu_max_width"] or None,
+                allow_untrained=p["allow_untrained"],
+                scales=self.limits.scales,
+                restore_only=True,
+                seg_size="full" if p["restored_size"] == "camera" else "trained",
+            )
+        self.service = service
         # one decoder per codec for the stream, with the limits (also in the cloud process)
         self.restorer = FrameRestorer(self.limits)
         self.keyframes = KeyframeRequester()
@@ -81,44 +118,35 @@ class SRNode(Node):
         self.keyframe_pub = self.create_publisher(
             KeyframeRequest, KEYFRAME_REQUEST_TOPIC, qos_for(KEYFRAME_REQUEST_TOPIC)
         )
-        self.create_subscription(Frame, FRAMES_TOPIC, self.on_frame, qos_for(FRAMES_TOPIC))
-        self.worker: threading.Thread | None = None
-        if handoff is None:  # on its own: restore here, publish the image and the timings
-            self.sr_model = None
-            if not self.sr_bypass:
-                from cloudseg.models.registry import build_model
-
-                self.sr_model = build_model("carn_m")
-            self.stats_pub = self.create_publisher(FrameStats, STATS_TOPIC, qos_for(STATS_TOPIC))
-            where = f"{RESTORED_TOPIC} ({p['restore']})"
-        else:  # in the cloud process: SR on the shared pipeline, newest frame first
-            service.limit_scales(self.limits.scales)
-            self.create_subscription(Knob, KNOB_TOPIC, self.on_knob, qos_for(KNOB_TOPIC))
-            self.latest: FrameJob | None = None
-            self.skipped = 0
-            self.wake = threading.Condition()
-            self.stopping = False
-            self.worker = threading.Thread(target=self.restore_loop, name="sr-worker", daemon=True)
-            self.worker.start()
+        if composed:
             where = "the segmentation node, in process"
+        else:
+            self.info_pub = self.create_publisher(
+                RestoredInfo, RESTORED_INFO_TOPIC, qos_for(RESTORED_INFO_TOPIC)
+            )
+            self.stats_pub = self.create_publisher(FrameStats, STATS_TOPIC, qos_for(STATS_TOPIC))
+            where = f"{RESTORED_TOPIC} ({p['restore']}) at the {p['restored_size']} size: "
+            where += service.describe()
+        self.worker = NewestFirst(
+            self.restore_job,
+            name="sr-worker",
+            keep=_profiling,
+            on_error=lambda job, exc: drop_input(
+                self, "restore", exc, what=f"frame {job.frame.seq} restoration"
+            ),
+        )
+        self.create_subscription(Knob, KNOB_TOPIC, self.on_knob, qos_for(KNOB_TOPIC))
+        self.create_subscription(Frame, FRAMES_TOPIC, self.on_frame, qos_for(FRAMES_TOPIC))
         self.get_logger().info(
-            f"restoring {FRAMES_TOPIC} -> {where}; frames up to {p['max_width']}x"
-            f"{p['max_height']} at scales {', '.join(map(str, self.limits.scales))}"
+            f"restoring {FRAMES_TOPIC} -> {where}; SR {'bypassed' if self.sr_bypass else 'on'}"
+            f"; frames up to {p['max_width']}x{p['max_height']} at scales "
+            f"{', '.join(map(str, self.limits.scales))}"
         )
 
     def on_parameters(self, changes: dict) -> None:
         """`ros2 param set`: `restore` switches SR on or off from the next frame."""
-        if "restore" not in changes:
-            return
-        bypass = changes["restore"] == "bilinear"
-        if self.handoff is None:  # on its own: the CARN-M model is built when first needed
-            if bypass:
-                self.sr_model = None
-            elif self.sr_model is None:
-                from cloudseg.models.registry import build_model
-
-                self.sr_model = build_model("carn_m")
-        self.sr_bypass = bypass
+        if "restore" in changes:
+            self.sr_bypass = changes["restore"] == "bilinear"
 
     @boundary("knob")
     def on_knob(self, knob: Knob) -> None:
@@ -152,20 +180,10 @@ class SRNode(Node):
             self.knob_crf,
             self.sr_bypass,
         )
-        if self.handoff is None:
-            self.restore_and_publish(job)
-            return
-        # Frames are decoded as they arrive (keeps the H.264 chain); SR + segmentation run in a
-        # worker on the newest decoded frame only: a frame that waited is worth less than a new
-        # one. `skipped` counts frames decoded but not processed.
-        with self.wake:
-            if self.latest is not None:
-                self.skipped += 1
-                pending = self.latest
-                if int(pending.frame.scale) == 1 and pending.stream_scale > 1:
-                    return  # keep the controller's profiling frame: it comes once
-            self.latest = job
-            self.wake.notify()
+        # Restoration (and, in the cloud process, segmentation) runs in the worker on the
+        # newest decoded frame only; a frame replaced before the worker took it is skipped
+        # (the controller's profiling frame is kept: it comes once).
+        self.worker.offer(job)
 
     def decode_frame(self, frame: Frame) -> tuple[np.ndarray | None, float]:
         """(lr, decode_ms), or (None, 0) when the frame is dropped: a bad frame is counted and
@@ -212,54 +230,31 @@ class SRNode(Node):
         else:
             self.get_logger().info(text)
 
-    def restore_loop(self) -> None:
-        while True:
-            with self.wake:
-                while self.latest is None and not self.stopping:
-                    self.wake.wait()
-                if self.stopping:
-                    return
-                job, self.latest = self.latest, None
-            f = job.frame
-            try:
-                pyramid = self.service.restore(job.lr, int(f.scale), self.sr_bypass)
-                result = self.handoff(pyramid, job)
-                if result is not None and self.params["publish_restored"]:
-                    self.restored_pub.publish(numpy_to_image(result.restored, "rgb8", f.header))
-            except Exception as exc:  # keep serving; say what failed (rate-limited)
-                drop_input(self, "restore", exc, what=f"frame {f.seq} restoration")
-
-    def stop(self, timeout: float = 30.0) -> None:
-        """Stop the worker (it finishes the frame it holds) and wait for it."""
-        if self.worker is None:
-            return
-        with self.wake:
-            self.stopping = True
-            self.wake.notify_all()
-        self.worker.join(timeout)
-        if self.worker.is_alive():
-            self.get_logger().warning(f"the SR worker did not stop within {timeout:g} s")
-        self.worker = None
-
-    def destroy_node(self) -> None:
-        self.stop()
-        super().destroy_node()
-
-    def upscale(self, lr: np.ndarray, scale: int, width: int, height: int) -> np.ndarray:
-        if self.sr_model is not None and scale in self.sr_model.scales:
-            from cloudseg.models.carn import upscale_image
-
-            rgb = upscale_image(self.sr_model, lr, scale)
-            if rgb.shape[:2] == (height, width):
-                return rgb
-        return lr if lr.shape[:2] == (height, width) else upsample_bilinear(lr, (width, height))
-
-    def restore_and_publish(self, job: FrameJob) -> None:
+    def restore_job(self, job: FrameJob, skipped: int) -> None:
+        """The worker: restore one frame (the newest when the worker was free)."""
+        job.frames_skipped = skipped
         f = job.frame
-        t1 = time.perf_counter()
-        rgb = self.upscale(job.lr, int(f.scale), int(f.width), int(f.height))
-        restore_ms = (time.perf_counter() - t1) * 1e3
+        if self.handoff is not None:  # in the cloud process: the pyramid to the segmenter
+            pyramid = self.service.restore(job.lr, int(f.scale), self.sr_bypass)
+            result = self.handoff(pyramid, job)
+            if result is not None and self.params["publish_restored"]:
+                self.restored_pub.publish(numpy_to_image(result.restored, "rgb8", f.header))
+            return
+        image = self.service.restore_image(job.lr, int(f.scale), self.sr_bypass)
+        k = image.reduced_by
+        size = (max(1, int(f.width) // k), max(1, int(f.height) // k))
+        rgb = upsample_bilinear(image.rgb, size)  # exactly 1/k of the camera (x3: 682 -> 2046)
         if self.params["publish_restored"]:
+            info = RestoredInfo(
+                header=f.header,
+                seq=f.seq,
+                scale=f.scale,
+                width=f.width,
+                height=f.height,
+                reduced_by=min(k, 255),
+                sr_bypass=image.mode != "sr",
+            )
+            self.info_pub.publish(info)  # first: the segmentation node looks it up by stamp
             self.restored_pub.publish(numpy_to_image(rgb, "rgb8", f.header))
         self.stats_pub.publish(
             FrameStats(
@@ -268,16 +263,35 @@ class SRNode(Node):
                 scale=f.scale,
                 codec=f.codec,
                 payload_bytes=len(f.data),
-                sr_bypass=self.sr_model is None,
+                sr_bypass=image.mode != "sr",
                 decode_ms=job.decode_ms,
-                sr_ms=restore_ms,
+                sr_ms=image.sr_ms,
                 segmentation_ms=0.0,
                 total_ms=(time.perf_counter() - job.t0) * 1e3,
                 transport_ms=job.transport_ms,
+                untrained=bool(image.untrained),
                 frames_received=job.frames_received,
                 bytes_received=job.bytes_received,
+                frames_skipped=skipped,
             )
         )
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Stop the worker (it finishes the frame it holds) and wait for it."""
+        if getattr(self, "worker", None) is None:  # also when the start failed
+            return
+        if not self.worker.stop(timeout):
+            self.get_logger().warning(f"the SR worker did not stop within {timeout:g} s")
+        self.worker = None
+
+    def destroy_node(self) -> None:
+        self.stop()
+        super().destroy_node()
+
+
+def _profiling(job: FrameJob) -> bool:
+    """The controller's profiling frame: full resolution while the stream runs at k > 1."""
+    return int(job.frame.scale) == 1 and job.stream_scale > 1
 
 
 def main(args: list[str] | None = None) -> int:

@@ -5,6 +5,10 @@ per downsampling scale (the models are built once and shared), and turns an enco
 into labels at the camera's size, the restored image and stage timings. Scales come from the
 wire: only allowed ones (`scales`, `cloudseg.graph.SCALES` by default) get a pipeline, and at
 most `max_pipelines` are kept (least recently used first out; the x4 one stays).
+
+With `restore_only=True` it builds no segmenter and serves stage 1 only (`restore`,
+`restore_image`): a split cloud's sr process, which publishes the restored image for the
+segmentation process (`segment_restored`, labels scaled back to the camera size it is told).
 """
 
 from __future__ import annotations
@@ -76,6 +80,17 @@ class CloudResult:
         return out
 
 
+@dataclass
+class RestoredImage:
+    """Stage 1 on the host: what a split cloud's sr process publishes."""
+
+    rgb: np.ndarray  # HxWx3 uint8 at 1/reduced_by of the camera size
+    sr_ms: float
+    mode: str  # "sr", "bilinear" or "full" (a scale-1 frame)
+    reduced_by: int
+    untrained: tuple[str, ...]
+
+
 def pick_device(name: str) -> str:
     """'auto' -> 'cuda' when a GPU is there, else 'cpu'."""
     if name == "auto":
@@ -97,6 +112,8 @@ class CloudService:
         sr_weights: str = "default",
         scales: Iterable[int] = SCALES,
         max_pipelines: int = 4,
+        restore_only: bool = False,
+        seg_size: str = "trained",
     ) -> None:
         self.device = pick_device(device)
         self.scales = tuple(int(s) for s in scales)
@@ -106,6 +123,7 @@ class CloudService:
             "dtype": dtype if self.device == "cuda" else "fp32",
             "cpu_max_width": cpu_max_width if self.device == "cpu" else None,
             "return_restored": True,
+            "seg_size": seg_size,
         }
         self.backend = backend
         first = RestorationPipeline(
@@ -114,6 +132,7 @@ class CloudService:
             sr_weights=sr_weights,
             allow_untrained=allow_untrained,
             scale=4,
+            restore_only=restore_only,
             **self.options,
         )
         self.first = first
@@ -157,8 +176,19 @@ class CloudService:
     def restore(self, lr: np.ndarray, scale: int, sr_bypass: bool = False) -> Pyramid:
         """Stage 1 (the SR node's): SR x2 + x4 in one pass (or bilinear); stays on the device."""
         pipe = self.pipeline(scale)
-        mode = "full" if scale == 1 else ("bilinear" if sr_bypass or pipe.sr is None else "sr")
-        return pipe.restore(lr[None], mode)
+        return pipe.restore(lr[None], self._mode(pipe, scale, sr_bypass))
+
+    @staticmethod
+    def _mode(pipe: RestorationPipeline, scale: int, sr_bypass: bool) -> str:
+        return "full" if scale == 1 else ("bilinear" if sr_bypass or pipe.sr is None else "sr")
+
+    def restore_image(self, lr: np.ndarray, scale: int, sr_bypass: bool = False) -> RestoredImage:
+        """Stage 1 moved to the host: the image the segmenter would get (see `RestoredImage`)."""
+        pipe = self.pipeline(scale)
+        out = pipe.restore_image(lr[None], self._mode(pipe, scale, sr_bypass))
+        return RestoredImage(
+            out.images[0].cpu().numpy(), out.sr_ms, out.mode, out.reduced_by, pipe.untrained
+        )
 
     def segment(
         self, pyramid: Pyramid, width: int, height: int, decode_ms: float = 0.0
@@ -195,7 +225,11 @@ class CloudService:
             return None
         return self.segment_lr(lr, scale, width, height, sr_bypass, decode_ms)
 
-    def segment_restored(self, rgb: np.ndarray) -> CloudResult:
-        """Segment an already restored full-resolution image (SR ran in another process)."""
+    def segment_restored(
+        self, rgb: np.ndarray, camera_size: tuple[int, int] | None = None
+    ) -> CloudResult:
+        """Segment an already restored image (SR ran in another process): at its own size or
+        smaller (trained resolution, CPU cap); `labels` at `camera_size` (width, height), by
+        default the image's size."""
         result = self.pipeline(1).process(rgb[None], "full")
-        return CloudResult.from_pipeline(result, (rgb.shape[1], rgb.shape[0]))
+        return CloudResult.from_pipeline(result, camera_size or (rgb.shape[1], rgb.shape[0]))
