@@ -51,15 +51,7 @@ class SegmentationNode(Node):
         super().__init__(SEGMENTATION.name)
         self.worker: NewestFirst[tuple[Image, float]] | None = None  # on its own, once up
         self.params = p = declare_parameters(self, SEGMENTATION)
-        self.service = CloudService(
-            sr_model=None if p["sr_model"] == "none" else p["sr_model"],
-            sr_weights=p["sr_weights"],
-            backend=p["backend"],
-            device=p["device"],
-            dtype=p["dtype"],
-            cpu_max_width=p["cpu_max_width"] or None,
-            allow_untrained=p["allow_untrained"],
-        )
+        self.service = CloudService.from_params(p)
         self.labels_pub = self.create_publisher(Image, LABELS_TOPIC, qos_for(LABELS_TOPIC))
         self.overlay_pub = self.create_publisher(Image, OVERLAY_TOPIC, qos_for(OVERLAY_TOPIC))
         self.stats_pub = self.create_publisher(FrameStats, STATS_TOPIC, qos_for(STATS_TOPIC))

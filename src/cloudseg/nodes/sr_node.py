@@ -97,14 +97,8 @@ class SRNode(Node):
         if composed:  # in the cloud process: SR on the shared pipeline, newest frame first
             service.limit_scales(self.limits.scales)
         else:  # on its own: the same pipeline, restoring only (no segmenter), on `device`
-            service = CloudService(
-                sr_model=None if p["sr_model"] == "none" else p["sr_model"],
-                sr_weights=p["sr_weights"],
-                backend=p["backend"],
-                device=p["device"],
-                dtype=p["dtype"],
-                cpu_max_width=p["cpu_max_width"] or None,
-                allow_untrained=p["allow_untrained"],
+            service = CloudService.from_params(
+                p,
                 scales=self.limits.scales,
                 restore_only=True,
                 seg_size="full" if p["restored_size"] == "camera" else "trained",

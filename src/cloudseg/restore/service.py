@@ -140,6 +140,21 @@ class CloudService:
         self.restorer = FrameRestorer()
         log.info("cloud pipeline: %s", first.describe())
 
+    @classmethod
+    def from_params(cls, p: dict, **options) -> CloudService:
+        """A service from a node's model and device parameters (the graph's sr/segmentation
+        specs); `options` add the rest (scales, restore_only, ...)."""
+        return cls(
+            sr_model=None if p["sr_model"] == "none" else p["sr_model"],
+            sr_weights=p["sr_weights"],
+            backend=p["backend"],
+            device=p["device"],
+            dtype=p["dtype"],
+            cpu_max_width=p["cpu_max_width"] or None,
+            allow_untrained=p["allow_untrained"],
+            **options,
+        )
+
     def describe(self) -> str:
         return self.first.describe()
 
