@@ -18,6 +18,19 @@ def _isolated_ros_domain():
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
 
 
+_domains = iter(range(1, 100))
+
+
+@pytest.fixture
+def fresh_ros_domain(monkeypatch: pytest.MonkeyPatch) -> int:
+    """A DDS domain of this test's own (1..99, apart from the session's 100..199): no
+    participant left behind by an earlier test (killed, stopped) shares its discovery.
+    Set it before the test's rclpy context and node processes start."""
+    domain = 1 + (os.getpid() + next(_domains)) % 99
+    monkeypatch.setenv("ROS_DOMAIN_ID", str(domain))
+    return domain
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     """The read-only folder of real Cityscapes frames, sequences and weights (never copied)."""

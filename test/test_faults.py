@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -95,7 +97,7 @@ class Camera:
 
 
 @pytest.fixture
-def camera(shared_data, weights_env, monkeypatch):
+def camera(shared_data, weights_env, fresh_ros_domain, monkeypatch):
     monkeypatch.setenv("FASTDDS_DEFAULT_PROFILES_FILE", str(config_dir() / "fastdds_local.xml"))
     monkeypatch.setenv("PYTHONUNBUFFERED", "1")
     cam = Camera(shared_data)
@@ -172,12 +174,30 @@ def _streaming(camera: Camera, graph: Graph, timeout: float = 240.0) -> None:
     )
 
 
+FRESH_PROCESS = "CLOUDSEG_FAULT_TESTS"  # set: this pytest process runs the kill/stop tests
 ORDER_DEPENDENT = pytest.mark.skipif(
-    not os.environ.get("CLOUDSEG_FAULT_TESTS"),
-    reason="passes run alone (CLOUDSEG_FAULT_TESTS=1 .venv/bin/python -m pytest "
-    "test/test_faults.py) but not inside the full suite, where the test process's subscriber "
-    "stops receiving the vehicle's frames once the cloud is killed or stopped (issue 9, open)",
+    not os.environ.get(FRESH_PROCESS),
+    reason="runs in a Python process of its own (test_kill_and_stop_faults_in_a_fresh_process; "
+    f"alone: {FRESH_PROCESS}=1 .venv/bin/python -m pytest test/test_faults.py)",
 )
+
+
+def test_kill_and_stop_faults_in_a_fresh_process():
+    """The two tests below in a fresh pytest process. Inside the full suite (after ~400 tests
+    that started and stopped rclpy contexts in this process) this process's subscriber got
+    the vehicle's frames only now and then once the cloud was killed or stopped (13 of ~50 in
+    10 s), on a DDS domain of the test's own too; run in a process of their own they pass.
+    The vehicle and cloud are separate processes either way: what is tested is the same."""
+    if os.environ.get(FRESH_PROCESS):
+        pytest.skip("this is the fresh process: the two tests run here themselves")
+    cmd = [sys.executable, "-m", "pytest", "-q", "-s", "-p", "no:cacheprovider", __file__]
+    cmd += ["-k", "killed_and_restarted or blocked_for_10_s"]
+    env = {**os.environ, FRESH_PROCESS: "1"}
+    run = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
+    out = run.stdout + run.stderr
+    print(out[-3000:])
+    assert run.returncode == 0, out[-12000:]
+    assert "2 passed" in out, out[-12000:]
 
 
 @ORDER_DEPENDENT
@@ -188,9 +208,12 @@ def test_cloud_killed_and_restarted_the_vehicle_runs_on_and_labels_resume(camera
     cloud.proc.send_signal(signal.SIGKILL)
     cloud.proc.wait(10)
     t_kill = time.monotonic()
-    # restart at once: the new cloud comes up on the dead one's ports while the vehicle may
-    # still hold the dead participant (config/fastdds_local.xml: a 3 s lease)
-    camera.spin(1.0)
+    # the vehicle runs on without its cloud; then the restart comes within the lease: the new
+    # cloud comes up on the dead one's ports while the vehicle still holds the dead
+    # participant (config/fastdds_local.xml: a 10 s lease)
+    camera.spin(3.0)
+    alone = [a for a, _ in camera.frames if a > t_kill + 0.5]
+    assert len(alone) >= 5, f"the vehicle stopped sending without its cloud\n{graph.logs()}"
     graph.restarts += 1
     restarted = graph.start("cloud")
     # spin while the new cloud loads (the vehicle's frames keep coming)
@@ -203,8 +226,6 @@ def test_cloud_killed_and_restarted_the_vehicle_runs_on_and_labels_resume(camera
     assert up is not None, graph.logs()
     print(f"the restarted cloud was up {up - t_kill:.1f} s after the kill")
     assert vehicle.alive(), graph.logs()
-    during = [a for a, _ in camera.frames if t_kill + 0.5 < a < up]
-    assert len(during) >= 5, f"the vehicle stopped sending without its cloud\n{graph.logs()}"
     camera.spin(RESUME_S + 3.0)
     labels, stats = _first_after(camera.labels, up), _first_after(camera.stats, up)
     print(f"labels {_s(labels, up)}, FrameStats {_s(stats, up)} after the restart was up")

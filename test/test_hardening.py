@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import signal
 import struct
+import subprocess
 import time
 import zlib
 
@@ -28,7 +29,7 @@ pytestmark = pytest.mark.dds
 
 
 @pytest.fixture
-def ros(monkeypatch):
+def ros(monkeypatch, fresh_ros_domain):
     """A test node; spin(seconds) and wait_for(condition). The test and the node processes
     it starts use the one-host Fast DDS profile (full-size labels over shared memory)."""
     import rclpy
@@ -54,6 +55,17 @@ def ros(monkeypatch):
     finally:
         node.destroy_node()
         rclpy.try_shutdown()
+
+
+def _wait_or_dump(proc, timeout: float) -> int | None:
+    """The exit code; None when the process still runs after `timeout` s, and then it prints
+    its threads' stacks into its log first (SIGUSR1: faulthandler, see nodes.common.run_nodes)."""
+    try:
+        return proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGUSR1)
+        time.sleep(1.0)
+        return None
 
 
 def _camera_frames(shared_data, n: int) -> list[np.ndarray]:
@@ -147,7 +159,7 @@ def test_cloud_survives_hostile_frames_and_answers_the_valid_one(
         ros.spin(0.5)
         assert cloud.poll() is None, "the cloud died"
         cloud.send_signal(signal.SIGTERM)
-        code = cloud.wait(30)
+        code = _wait_or_dump(cloud, 30)
     log = (tmp_path / "cloud.log").read_text()
     assert code == 0, log
     assert labels[0].header.stamp == valid.header.stamp, log

@@ -4,6 +4,7 @@ boundary (`boundary`: no exception from a message leaves a callback) and a clean
 from __future__ import annotations
 
 import array
+import faulthandler
 import functools
 import signal
 import sys
@@ -223,6 +224,9 @@ def run_nodes(
 ) -> int:
     """Init rclpy, spin the nodes `factory` makes in one executor until Ctrl-C, shutdown, or
     a node's `finished` future (a player that ends); clean up; return an exit code."""
+    # `kill -USR1 <pid>` prints every thread's stack to stderr (the node's log): a node that
+    # hangs can be looked at without stopping it
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     rclpy.init(args=args if args is not None else sys.argv)
     nodes: list[Node] = []
     executor = SingleThreadedExecutor()
