@@ -169,6 +169,29 @@ def test_h264_gap_waits_for_idr(
     assert (decoder.stats.decoded, decoder.stats.dropped) == (7, 2)
 
 
+def test_h264_repeated_losses_are_logged_once_per_kind_then_rate_limited(
+    stream: list[EncodedFrame], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A hostile or very lossy stream (a loss before every IDR, 200 times) writes a line for
+    the first loss and then at most one per 10 s, each saying how many it stood for."""
+    decoder = H264Decoder()
+    with caplog.at_level(logging.WARNING, logger="cloudseg.media.codecs"):
+        seq = 0
+        for _ in range(200):
+            assert decoder.decode(stream[0].payload, seq) is not None  # an IDR
+            seq += 2  # one lost
+            assert decoder.decode(stream[1].payload, seq) is None
+            seq += 1
+        assert decoder.decode(stream[0].payload, seq) is not None
+        with pytest.raises(CodecError):  # a new kind: logged
+            decoder.decode(b"\x00\x00\x00\x01\x41garbage", seq + 1)
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 2, lines
+    assert "lost 1 frame(s)" in lines[0] and "waiting for IDR" in lines[0]
+    assert "1 so far" in lines[0]
+    assert decoder.stats.dropped >= 200
+
+
 def test_h264_starting_mid_stream_waits_for_idr(stream: list[EncodedFrame]) -> None:
     decoder = H264Decoder()
     assert decoder.decode(stream[2].payload, 2) is None

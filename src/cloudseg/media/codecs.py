@@ -28,7 +28,7 @@ import av
 import cv2
 import numpy as np
 
-from cloudseg.guard import BadInput
+from cloudseg.guard import BadInput, BadInputCounter
 from cloudseg.media.resize import check_rgb
 
 __all__ = [
@@ -531,6 +531,7 @@ class H264Decoder:
         self._ctx = self._open()
         self._last_seq: int | None = None
         self._waiting = True
+        self._waits = BadInputCounter()  # one line per kind, then at most one per 10 s
 
     @property
     def waiting_for_idr(self) -> bool:
@@ -549,8 +550,9 @@ class H264Decoder:
         return ctx
 
     def _start_waiting(self, why: str) -> None:
-        if not self._waiting:
-            log.warning("H.264 %s: waiting for IDR", why)
+        kind = why.split()[0]  # "lost", "corrupt", "empty": each kind logged, then rate-limited
+        if not self._waiting and (line := self._waits.drop("H.264 frame", why, kind)):
+            log.warning("%s; waiting for IDR", line)
         self._waiting = True
 
     def decode(
