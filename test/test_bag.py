@@ -10,8 +10,12 @@ import numpy as np
 import pytest
 from rosbags.rosbag2 import Reader, StoragePlugin, Writer
 
-from cloudseg.data.bag import convert_to_bag, image_to_rgb, typestore
-from cloudseg.data.sources import DataError, iter_bag, iter_folder, open_source, synthetic_frame
+from cloudseg.data.bag import image_to_rgb, iter_bag, typestore
+from cloudseg.data.bag_writer import convert_to_bag
+from cloudseg.data.folder import iter_folder
+from cloudseg.data.frames import DataError
+from cloudseg.data.sources import open_source
+from cloudseg.data.synthetic import synthetic_frame
 
 TOPIC = "/camera/image_raw"
 

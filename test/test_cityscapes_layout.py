@@ -17,7 +17,7 @@ from cloudseg.data.cityscapes import (
     load_label_train_ids,
     load_rgb,
 )
-from cloudseg.data.sources import DataError
+from cloudseg.data.frames import DataError
 
 VAL_NAMES = [
     "frankfurt_000000_000294",

@@ -20,6 +20,7 @@ from cloudseg.models.registry import (
     build_model,
     get_spec,
     list_models,
+    resolve_model_weights,
 )
 from cloudseg.models.weights import (
     WeightsError,
@@ -89,7 +90,7 @@ def test_cloudseg_weights_folder_is_searched_with_subfolders(
 ) -> None:
     monkeypatch.setenv("CLOUDSEG_WEIGHTS", str(shared_data / "weights"))
     assert resolve_weights(OFFICIAL) == shared_data / CARN_M
-    espnet = resolve_weights("espnetv2_s2_city_512x256")
+    espnet = resolve_model_weights("espnetv2_s2_city_512x256")
     assert espnet == shared_data / "weights/espnetv2/espnetv2_s_2.0_city_512x256.pth"
     model = build_model("carn_m", "div2k")
     assert model.weights_info.meta["params"] == 414_811
@@ -113,7 +114,7 @@ def test_offline_env_and_missing_url_do_not_download(
     with pytest.raises(WeightsError, match="downloads disabled"):
         resolve_weights(OFFICIAL)
     with pytest.raises(WeightsError, match=r"icnet_resnet50_citys\.pth.*liminn/ICNet-pytorch"):
-        resolve_weights("icnet_resnet50")
+        resolve_model_weights("icnet_resnet50")
     assert isolated == []
 
 
@@ -206,7 +207,7 @@ def test_default_sr_weights_are_the_projects_fine_tuned_ones(monkeypatch) -> Non
     monkeypatch.undo()  # the real project folder
     spec = get_spec("carn_m")
     assert spec.default_weights == "cloudseg_ft"
-    path = resolve_weights("carn_m")
+    path = resolve_model_weights("carn_m")
     assert path.name == "carn_m_ft.pth" and path.parent == weights.project_weights_dir()
     model = build_model("carn_m")
     assert model.weights_info is spec.weights["cloudseg_ft"] and model.untrained is False

@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 
 from cloudseg.data.cityscapes import load_label_train_ids
-from cloudseg.data.sources import list_frame_files, open_source
+from cloudseg.data.folder import list_frame_files
+from cloudseg.data.sources import open_source
 from cloudseg.graph import SEGMENTATION
 from cloudseg.scoring import LabelScorer, find_ground_truth, frame_digest
 from cloudseg.stream_stats import StreamStats

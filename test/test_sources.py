@@ -9,15 +9,11 @@ import cv2
 import numpy as np
 import pytest
 
-from cloudseg.data.sources import (
-    DataError,
-    Pacer,
-    iter_folder,
-    iter_synthetic,
-    iter_video,
-    open_source,
-    synthetic_frame,
-)
+from cloudseg.data.folder import iter_folder
+from cloudseg.data.frames import DataError
+from cloudseg.data.sources import Pacer, open_source
+from cloudseg.data.synthetic import iter_synthetic, synthetic_frame
+from cloudseg.data.video import iter_video
 
 PERIOD_17 = 1e9 / 17
 

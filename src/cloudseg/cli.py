@@ -49,7 +49,7 @@ def _control_on(choice: str) -> bool:
 
 
 def _convert(args: argparse.Namespace) -> int:
-    from cloudseg.data.bag import convert_to_bag
+    from cloudseg.data.bag_writer import convert_to_bag
 
     n = convert_to_bag(
         args.input,
@@ -65,7 +65,8 @@ def _convert(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from cloudseg.data.sources import DataError, check_input
+    from cloudseg.data.frames import DataError
+    from cloudseg.data.sources import check_input
     from cloudseg.launcher import parse_param_overrides, run_graph
 
     try:

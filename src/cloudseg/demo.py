@@ -14,7 +14,9 @@ from pathlib import Path
 import rclpy
 from rclpy.executors import SingleThreadedExecutor
 
-from cloudseg.data.sources import DataError, are_stills, check_input, list_frame_files
+from cloudseg.data.folder import are_stills, list_frame_files
+from cloudseg.data.frames import DataError
+from cloudseg.data.sources import check_input
 from cloudseg.graph import GRAPHS, IMAGE_TOPIC, SR, config_dir
 from cloudseg.launcher import (
     NodeFailed,

@@ -36,8 +36,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from cloudseg.data.bag import is_bag
 from cloudseg.data.cityscapes import LABEL_IDS_SUFFIX, TRAIN_IDS_SUFFIX, load_label_train_ids
-from cloudseg.data.sources import DataError, is_bag, list_frame_files, open_source, read_rgb
+from cloudseg.data.folder import list_frame_files, read_rgb
+from cloudseg.data.frames import DataError
+from cloudseg.data.sources import open_source
 from cloudseg.media.resize import resize_labels
 from cloudseg.train.metrics import ConfusionMatrix
 

@@ -25,7 +25,8 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from cloudseg.data.sources import DataError, open_source
+from cloudseg.data.frames import DataError
+from cloudseg.data.sources import open_source
 from cloudseg.media.codecs import CodecError, make_decoder, make_encoder
 from cloudseg.media.quality import psnr
 from cloudseg.media.resize import downsample, upsample_bilinear

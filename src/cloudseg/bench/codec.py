@@ -312,7 +312,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     for path in args.input:
         if not path.exists():
             parser.error(f"input {path} does not exist")
-    from cloudseg.data.sources import DataError, open_source
+    from cloudseg.data.frames import DataError
+    from cloudseg.data.sources import open_source
     from cloudseg.selection.reference import load_labelled_sequence
 
     try:

@@ -60,7 +60,8 @@ class Row:
 
 def read_frames(path: Path | None, limit: int) -> list[np.ndarray]:
     """Up to ``limit`` RGB frames (a sequence folder, a video or a bag; None: generated clip)."""
-    from cloudseg.data.sources import DataError, open_source
+    from cloudseg.data.frames import DataError
+    from cloudseg.data.sources import open_source
 
     try:
         return [f.rgb for f in open_source(None if path is None else str(path), limit=limit)]

@@ -609,7 +609,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the sweep on one input; 0 on success, 1 on bad input (one line on stderr)."""
     args = build_parser().parse_args(argv)
     try:
-        from cloudseg.data.sources import DataError
+        from cloudseg.data.frames import DataError
         from cloudseg.selection.reference import load_labelled_sequence
 
         if not args.input.exists():

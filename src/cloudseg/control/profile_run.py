@@ -306,7 +306,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for path in args.input:
         if not path.exists():
             parser.error(f"input {path} does not exist")
-    from cloudseg.data.sources import DataError
+    from cloudseg.data.frames import DataError
     from cloudseg.media.codecs import CodecError
     from cloudseg.selection.reference import load_labelled_sequence
 

@@ -1,8 +1,10 @@
-"""Data: frame sources (folder, video, rosbag2, synthetic), rosbag2 writing, Cityscapes layout."""
+"""Data: frame sources (one module each: folder, video, bag, synthetic; `sources` opens any
+of them), rosbag2 writing (bag_writer), the Cityscapes layout."""
 
 from __future__ import annotations
 
-from cloudseg.data.bag import convert_to_bag, probe_bag, read_bag_frames
+from cloudseg.data.bag import iter_bag, probe_bag, read_bag_frames
+from cloudseg.data.bag_writer import convert_to_bag
 from cloudseg.data.cityscapes import (
     TRAIN_ID_COLORS,
     CityscapesPair,
@@ -11,17 +13,11 @@ from cloudseg.data.cityscapes import (
     load_label_train_ids,
     load_rgb,
 )
-from cloudseg.data.sources import (
-    DataError,
-    FrameSource,
-    Pacer,
-    SourceFrame,
-    iter_bag,
-    iter_folder,
-    iter_synthetic,
-    iter_video,
-    open_source,
-)
+from cloudseg.data.folder import iter_folder
+from cloudseg.data.frames import DataError, SourceFrame
+from cloudseg.data.sources import FrameSource, Pacer, open_source
+from cloudseg.data.synthetic import iter_synthetic
+from cloudseg.data.video import iter_video
 
 __all__ = [
     "TRAIN_ID_COLORS",

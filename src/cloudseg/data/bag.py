@@ -2,13 +2,12 @@
 
 Reading follows cv_bridge's conventions: ``step`` (row padding) is honoured and
 ``is_bigendian`` is irrelevant for 8-bit encodings. The one place that deserialises image
-messages is :func:`read_bag_frames`; :func:`cloudseg.data.sources.iter_bag` uses it.
+messages is :func:`read_bag_frames`; :func:`iter_bag` yields them as SourceFrames.
 """
 
 from __future__ import annotations
 
 import logging
-import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cache
@@ -24,13 +23,12 @@ from rosbags.interfaces import (
     QosReliability,
     QosTime,
 )
-from rosbags.rosbag2 import Reader, ReaderError, StoragePlugin, Writer, WriterError
+from rosbags.rosbag2 import Reader, ReaderError
 from rosbags.serde import SerdeError
 from rosbags.typesys import Stores, get_typestore
 from rosbags.typesys.store import Typestore
-from tqdm import tqdm
 
-from cloudseg.data.sources import DataError, _one_line, open_source
+from cloudseg.data.frames import DataError, SourceFrame, one_line
 from cloudseg.media import image as media_image
 
 log = logging.getLogger(__name__)
@@ -147,7 +145,7 @@ def _open_reader(path: Path) -> Reader:
         reader = Reader(path)
         reader.open()
     except (ReaderError, OSError, ValueError, KeyError) as exc:
-        raise DataError(f"rosbag2 {path} cannot be read: {_one_line(exc)}") from exc
+        raise DataError(f"rosbag2 {path} cannot be read: {one_line(exc)}") from exc
     return reader
 
 
@@ -237,7 +235,7 @@ def read_bag_frames(
                 except SerdeError as exc:
                     failed += 1
                     log.warning(
-                        "%s: skipping undecodable %s message: %s", path, topic, _one_line(exc)
+                        "%s: skipping undecodable %s message: %s", path, topic, one_line(exc)
                     )
                     continue
                 if connection.msgtype == IMAGE_TYPE:
@@ -260,7 +258,7 @@ def read_bag_frames(
                 yield stamp, rgb
         except (ReaderError, OSError, ValueError, KeyError) as exc:
             raise DataError(
-                f"rosbag2 {path} broke off after {decoded} messages: {_one_line(exc)}"
+                f"rosbag2 {path} broke off after {decoded} messages: {one_line(exc)}"
             ) from exc
         if decoded == 0:
             raise DataError(
@@ -271,72 +269,22 @@ def read_bag_frames(
         reader.close()
 
 
-# --------------------------------------------------------------------------- writing
+BAG_SUFFIXES = frozenset({".mcap", ".db3"})
 
 
-def convert_to_bag(
-    input_path: str | Path | None,
-    output_path: str | Path,
-    storage: str = "mcap",
-    fps: float = 17.0,
-    topic: str = "/camera/image_raw",
-    frame_id: str = "camera",
-    progress: bool = True,
-    *,
-    limit: int | None = None,
-    version: int = 9,
-    input_topic: str = "/camera/image_raw",
-) -> int:
-    """Write the frames of ``input_path`` (anything open_source accepts) as an rgb8 image bag.
+def iter_bag(path: str | Path, topic: str = "/camera/image_raw") -> Iterator[SourceFrame]:
+    """Frames of one image topic of a rosbag2 (folder, .mcap or .db3), stamped by their header.
 
-    Each frame becomes a ``sensor_msgs/msg/Image`` on ``topic`` whose header stamp and bag
-    receive time are the frame's stamp: frame folders and the synthetic clip are stamped at
-    ``fps``; videos and bags keep their own stamps. The topic records a reliable, volatile,
-    keep-last offered QoS so ``ros2 bag play`` republishes it like a live camera. ``output_path``
-    is the bag folder; an existing one is never overwritten. When the input is a bag, its
-    image topic ``input_topic`` is read (any encoding the reader converts, or compressed).
-    Returns the number of frames.
+    sensor_msgs/Image (rgb8, bgr8, mono8, rgba8, bgra8) and sensor_msgs/CompressedImage are
+    converted to RGB. A missing topic raises DataError listing the topics the bag has.
     """
-    plugins = {"mcap": StoragePlugin.MCAP, "sqlite3": StoragePlugin.SQLITE3}
-    if storage not in plugins:
-        raise ValueError(f"storage must be 'mcap' or 'sqlite3', got {storage!r}")
-    output = Path(output_path)
-    if output.exists():
-        raise DataError(f"output {output} exists already; not overwriting it")
-    source = open_source(
-        None if input_path is None else Path(input_path), fps=fps, limit=limit, topic=input_topic
-    )
-    ts = typestore()
-    try:
-        writer = Writer(output, version=version, storage_plugin=plugins[storage])
-        writer.open()
-    except WriterError as exc:
-        raise DataError(f"cannot create bag {output}: {_one_line(exc)}") from exc
-    count = 0
-    try:
-        connection = writer.add_connection(
-            topic, IMAGE_TYPE, typestore=ts, offered_qos_profiles=[image_qos()]
-        )
-        bar = tqdm(
-            source,
-            total=source.length,
-            unit="frame",
-            disable=not progress,
-            desc=f"-> {output.name}",
-        )
-        for frame in bar:
-            msg = rgb_to_image(frame.rgb, frame.stamp_ns, frame_id)
-            writer.write(connection, frame.stamp_ns, ts.serialize_cdr(msg, IMAGE_TYPE))
-            count += 1
-        bar.close()
-        writer.close()
-    except BaseException:
-        # The folder did not exist before: remove the partial bag instead of leaving it behind.
-        writer.abort()
-        shutil.rmtree(output, ignore_errors=True)
-        raise
-    if count == 0:
-        shutil.rmtree(output, ignore_errors=True)
-        raise DataError(f"input {input_path} yielded no frame; no bag written")
-    log.info("wrote %d frames to %s (%s)", count, output, storage)
-    return count
+    for index, (stamp_ns, rgb) in enumerate(read_bag_frames(path, topic)):
+        yield SourceFrame(stamp_ns, rgb, index)
+
+
+def is_bag(path: str | Path) -> bool:
+    """True for a rosbag2 folder (holds metadata.yaml) or a .mcap/.db3 storage file."""
+    path = Path(path)
+    if path.is_dir():
+        return (path / "metadata.yaml").is_file()
+    return path.suffix.lower() in BAG_SUFFIXES

@@ -14,7 +14,8 @@ import cv2
 import numpy as np
 from cityscapesscripts.helpers.labels import id2label, trainId2label
 
-from cloudseg.data.sources import DataError, read_rgb
+from cloudseg.data.folder import read_rgb
+from cloudseg.data.frames import DataError
 
 log = logging.getLogger(__name__)
 

@@ -14,6 +14,7 @@ from cloudseg.models.registry import (
     get_spec,
     list_models,
     register,
+    resolve_model_weights,
 )
 from cloudseg.models.weights import (
     WeightsError,
@@ -36,6 +37,7 @@ __all__ = [
     "list_models",
     "load_state_dict_file",
     "register",
+    "resolve_model_weights",
     "resolve_weights",
     "upscale_image",
 ]

@@ -115,6 +115,20 @@ def list_models(task: Task | None = None) -> list[str]:
     return sorted(n for n, s in _REGISTRY.items() if task is None or s.task == task)
 
 
+def resolve_model_weights(
+    name: str, explicit: str | Path | None = None, *, download: bool = True
+) -> Path:
+    """Path of model ``name``'s default weight file (searched, cached or downloaded as
+    :func:`cloudseg.models.weights.resolve_weights` says), or of ``explicit``."""
+    spec = get_spec(name)
+    if explicit is None and spec.default_weights is None:
+        raise WeightsError(
+            f"model {name!r} has no registered weight file; pass an explicit path to the weights"
+        )
+    info = None if explicit is not None else spec.weights[spec.default_weights]
+    return resolve_weights(info, explicit, download=download, model_name=name)
+
+
 def _pick_weights(spec: ModelSpec, weights: str | Path) -> tuple[WeightsInfo, Path]:
     """Resolve ``weights`` (a key of spec.weights, "default" or a file path) to (info, path)."""
     key = spec.default_weights if weights == "default" else weights
@@ -132,7 +146,7 @@ def _pick_weights(spec: ModelSpec, weights: str | Path) -> tuple[WeightsInfo, Pa
             f"unknown weights {weights!r} for model {spec.name!r}; registered: "
             f"{', '.join(sorted(spec.weights)) or 'none'} (or give a path to a .pth file)"
         )
-    path = resolve_weights(spec.name, explicit=candidate)
+    path = resolve_weights(None, explicit=candidate, model_name=spec.name)
     digest = sha256_file(path)
     for info in spec.weights.values():
         if info.sha256 is not None and info.sha256.lower() == digest:

@@ -79,20 +79,6 @@ def sha256_file(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def _info_for(name: str | WeightsInfo) -> tuple[str, WeightsInfo]:
-    """Map a registered model name (its default weights) or a WeightsInfo to (label, info)."""
-    if isinstance(name, WeightsInfo):
-        return "", name
-    from cloudseg.models.registry import get_spec  # lazy: the registry imports this module
-
-    spec = get_spec(name)
-    if spec.default_weights is None:
-        raise WeightsError(
-            f"model {name!r} has no registered weight file; pass an explicit path to the weights"
-        )
-    return f" for model {name!r}", spec.weights[spec.default_weights]
-
-
 def project_weights_dir() -> Path | None:
     """The weights this project trained and ships: ``<checkout>/weights`` or the installed
     ``<prefix>/share/cloudseg/weights``; None when neither exists."""
@@ -173,13 +159,14 @@ def _download(info: WeightsInfo, target: Path) -> None:
 
 
 def resolve_weights(
-    name: str | WeightsInfo,
+    info: WeightsInfo | None,
     explicit: str | Path | None = None,
     *,
     download: bool = True,
     model_name: str | None = None,
 ) -> Path:
-    """Path of the weight file for ``name`` (a registered model name or a WeightsInfo).
+    """Path of the weight file ``info`` describes (a model's registered file; for a model name
+    see :func:`cloudseg.models.registry.resolve_model_weights`), or of ``explicit``.
 
     Order: ``explicit`` (must exist, not hash-checked: it may be a fine-tuned file), then
     ``$CLOUDSEG_WEIGHTS``, then the project's own and the shared weights folders, then the
@@ -190,13 +177,15 @@ def resolve_weights(
     if explicit is not None:
         path = Path(explicit).expanduser()
         if not path.is_file():
-            who = model_name or (name.filename if isinstance(name, WeightsInfo) else name)
+            who = model_name or (info.filename if info is not None else "a model")
             raise WeightsError(f"weight file {path} does not exist (given explicitly for {who})")
         return path
 
-    label, info = _info_for(name)
-    if model_name:
-        label = f" for model {model_name!r}"
+    if info is None:
+        raise WeightsError(
+            f"{model_name or 'this model'} has no registered weight file; pass the path to one"
+        )
+    label = f" for model {model_name!r}" if model_name else ""
     searched: list[str] = []
 
     env_dir = os.environ.get(ENV_WEIGHTS)

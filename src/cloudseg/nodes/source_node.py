@@ -10,7 +10,8 @@ from rclpy.task import Future
 from sensor_msgs.msg import Image
 from std_msgs.msg import Header
 
-from cloudseg.data.sources import DataError, Pacer, SourceFrame, open_source
+from cloudseg.data.frames import DataError, SourceFrame
+from cloudseg.data.sources import Pacer, open_source
 from cloudseg.graph import IMAGE_TOPIC, SOURCE
 from cloudseg.nodes.common import declare_parameters, qos_for, run_node
 from cloudseg.nodes.convert import numpy_to_image

@@ -20,7 +20,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from cloudseg.data.sources import DataError, open_source
+from cloudseg.data.frames import DataError
+from cloudseg.data.sources import open_source
 from cloudseg.media.resize import downsample
 from cloudseg.media.stream import CompressorSettings, StreamRoundTrip
 

@@ -51,7 +51,8 @@ from cloudseg.data.cityscapes import (
     load_label_train_ids,
     load_rgb,
 )
-from cloudseg.data.sources import DataError, open_source
+from cloudseg.data.frames import DataError
+from cloudseg.data.sources import open_source
 from cloudseg.media.codecs import CodecError
 from cloudseg.media.quality import psnr, ssim
 from cloudseg.media.resize import downsample, resize_labels
@@ -460,7 +461,7 @@ def _sequence_frames(path: Path, args: argparse.Namespace) -> list[_EvalFrame]:
     """A sequence in order (one stream). With --gt-root, frames whose Cityscapes id (from the
     file names of a frame folder, or a video named <city>_<seq>_<first frame>) has a fine label
     are scored against it and the others only pass through the stream."""
-    from cloudseg.data.sources import list_frame_files
+    from cloudseg.data.folder import list_frame_files
 
     names: list[str] | None = None
     if path.is_dir():

@@ -40,7 +40,7 @@ from torch import nn
 from tqdm import tqdm
 
 from cloudseg.data.cityscapes import CityscapesPair, list_pairs, load_label_train_ids, load_rgb
-from cloudseg.data.sources import DataError
+from cloudseg.data.frames import DataError
 from cloudseg.models.icnet import (
     ICNET_LOSS_WEIGHTS,
     INPUT_MEAN,

@@ -23,7 +23,7 @@ import torch
 from torch.utils.data import Dataset
 
 from cloudseg.data.cityscapes import CityscapesPair, load_label_train_ids, load_rgb
-from cloudseg.data.sources import DataError
+from cloudseg.data.frames import DataError
 
 __all__ = ["SegAugment", "SegTrainSet", "resize_short_side", "sample_rng"]
 

@@ -42,7 +42,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from cloudseg.data.sources import DataError
+from cloudseg.data.frames import DataError
 from cloudseg.models.registry import UnknownModelError
 from cloudseg.models.selector_net import INPUT_MEAN, INPUT_SIZE, INPUT_STD, SelectorNet, prepare
 from cloudseg.models.weights import WeightsError

@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from cloudseg.data.sources import DataError
+from cloudseg.data.frames import DataError
 from cloudseg.media.codecs import CodecError
 from cloudseg.media.resize import resize_labels
 from cloudseg.media.stream import CompressorSettings, default_compressor_settings
