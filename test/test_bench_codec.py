@@ -8,7 +8,8 @@ import pytest
 
 from cloudseg.bench import codec as bench_codec
 from cloudseg.cli import main as cli_main
-from cloudseg.media.codecs import CodecError, H264Decoder, H264Encoder, is_h264_keyframe
+from cloudseg.media.codecs import CodecError
+from cloudseg.media.h264 import H264Decoder, H264Encoder, is_h264_keyframe
 from cloudseg.media.stream import CompressorSettings, FrameCompressor, FrameRestorer
 
 

@@ -32,7 +32,7 @@ def _all(h: Hostile, kind: str, n: int):
 
 
 def test_the_valid_stream_is_a_real_h264_stream_in_gops_idr_first(stream):
-    from cloudseg.media.codecs import H264Decoder
+    from cloudseg.media.h264 import H264Decoder
 
     assert [len(g) for g in stream.gops] == [3, 3, 3]
     assert all(g[0].keyframe and not any(c.keyframe for c in g[1:]) for g in stream.gops)
@@ -124,7 +124,7 @@ def test_bad_camera_images_are_refused_by_the_image_reader(stream):
 
 
 def test_image_bombs_claim_what_they_say():
-    from cloudseg.media.codecs import encode_image, image_size
+    from cloudseg.media.image_codecs import encode_image, image_size
 
     assert image_size(png_claiming(40000, 40000), "png") == (40000, 40000)
     jpeg = encode_image(np.zeros((16, 32, 3), np.uint8), "jpeg", 90)

@@ -1,4 +1,4 @@
-"""cloudseg.media.codecs: H.264 per-stream encoder/decoder, JPEG/PNG, the uniform interface."""
+"""cloudseg.media.codecs, h264, image_codecs: per-stream H.264, JPEG/PNG, one interface."""
 
 from __future__ import annotations
 
@@ -9,21 +9,12 @@ import cv2
 import numpy as np
 import pytest
 
-from cloudseg.media.codecs import (
-    CODECS,
-    CodecError,
-    EncodedFrame,
-    H264Decoder,
-    H264Encoder,
-    compressed_format,
-    decode_image,
-    encode_image,
-    is_h264_keyframe,
-    make_decoder,
-    make_encoder,
-)
+from cloudseg.media.codecs import CODECS, CodecError, EncodedFrame
+from cloudseg.media.h264 import H264Decoder, H264Encoder, is_h264_keyframe
+from cloudseg.media.image_codecs import compressed_format, decode_image, encode_image
 from cloudseg.media.quality import psnr
 from cloudseg.media.resize import downsample
+from cloudseg.media.stream import make_decoder, make_encoder
 
 FRAME = "cityscapes/leftImg8bit/val/frankfurt/frankfurt_000000_000294_leftImg8bit.png"
 SEQUENCE = "sequences/aachen_seq0000"
@@ -155,7 +146,7 @@ def test_h264_gap_waits_for_idr(
     assert decoder.decode(stream[0].payload, 0) is not None
     assert decoder.decode(stream[1].payload, 1) is not None
     # Frame 2 is lost: 3 and 4 reference it and cannot be shown.
-    with caplog.at_level(logging.WARNING, logger="cloudseg.media.codecs"):
+    with caplog.at_level(logging.WARNING, logger="cloudseg.media.h264"):
         assert decoder.decode(stream[3].payload, 3) is None
     assert decoder.waiting_for_idr
     assert "waiting for IDR" in caplog.text
@@ -175,7 +166,7 @@ def test_h264_repeated_losses_are_logged_once_per_kind_then_rate_limited(
     """A hostile or very lossy stream (a loss before every IDR, 200 times) writes a line for
     the first loss and then at most one per 10 s, each saying how many it stood for."""
     decoder = H264Decoder()
-    with caplog.at_level(logging.WARNING, logger="cloudseg.media.codecs"):
+    with caplog.at_level(logging.WARNING, logger="cloudseg.media.h264"):
         seq = 0
         for _ in range(200):
             assert decoder.decode(stream[0].payload, seq) is not None  # an IDR

@@ -69,7 +69,7 @@ def test_receiver_drops_bad_frames_with_a_reason_and_keeps_serving(tmp_path):
     import rclpy
     from sensor_msgs.msg import Image
 
-    from cloudseg.media.codecs import encode_image
+    from cloudseg.media.image_codecs import encode_image
     from cloudseg.msg import Frame
     from cloudseg.nodes.common import qos_for
 
@@ -193,7 +193,7 @@ def test_compressor_applies_a_knob_and_publishes_compressed_images(tmp_path):
     from sensor_msgs.msg import CompressedImage, Image
 
     from cloudseg.graph import COMPRESSED_TOPIC, IMAGE_TOPIC, KNOB_TOPIC
-    from cloudseg.media.codecs import decode_image
+    from cloudseg.media.image_codecs import decode_image
     from cloudseg.msg import Frame, Knob
     from cloudseg.nodes.common import qos_for
     from cloudseg.nodes.convert import numpy_to_image

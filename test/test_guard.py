@@ -12,14 +12,9 @@ import numpy as np
 import pytest
 
 from cloudseg.guard import BadInput, BadInputCounter, FrameLimits, check_stamp
-from cloudseg.media.codecs import (
-    CodecError,
-    H264Decoder,
-    H264Encoder,
-    decode_image,
-    encode_image,
-    image_size,
-)
+from cloudseg.media.codecs import CodecError
+from cloudseg.media.h264 import H264Decoder, H264Encoder
+from cloudseg.media.image_codecs import decode_image, encode_image, image_size
 from cloudseg.media.stream import FrameRestorer
 
 

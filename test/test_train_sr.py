@@ -14,7 +14,7 @@ from cloudseg.cli import main as cli_main
 from cloudseg.data.sources import open_source
 from cloudseg.graph import COMPRESSOR
 from cloudseg.media import stream as media_stream
-from cloudseg.media.codecs import H264Decoder
+from cloudseg.media.h264 import H264Decoder
 from cloudseg.media.stream import FrameCompressor, StreamRoundTrip, default_compressor_settings
 from cloudseg.models.registry import build_model
 from cloudseg.models.weights import load_state_dict_file

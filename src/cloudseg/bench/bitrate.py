@@ -27,9 +27,10 @@ from tqdm import tqdm
 
 from cloudseg.data.frames import DataError
 from cloudseg.data.sources import open_source
-from cloudseg.media.codecs import CodecError, make_decoder, make_encoder
+from cloudseg.media.codecs import CodecError
 from cloudseg.media.quality import psnr
 from cloudseg.media.resize import downsample, upsample_bilinear
+from cloudseg.media.stream import make_decoder, make_encoder
 
 FPS = 17.0
 SCALES = (1, 2, 4)

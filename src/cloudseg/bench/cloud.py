@@ -28,7 +28,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from cloudseg.media.codecs import CodecError, H264Decoder, H264Encoder
+from cloudseg.media.codecs import CodecError
+from cloudseg.media.h264 import H264Decoder, H264Encoder
 from cloudseg.models.registry import UnknownModelError
 from cloudseg.models.weights import WeightsError
 from cloudseg.restore.pipeline import BACKENDS, DTYPES, PipelineError, RestorationPipeline

@@ -1,7 +1,7 @@
 """``cloudseg bench codec``: libx264 preset x rate control x intra refresh at one scale (issue 8).
 
 Every frame of each input is downsampled (area, default 4x: 512x256 for Cityscapes) and
-encoded in stream order with :class:`~cloudseg.media.codecs.H264Encoder` (tune zerolatency,
+encoded in stream order with :class:`~cloudseg.media.h264.H264Encoder` (tune zerolatency,
 GOP 17), decoded, and restored bilinearly to full size. Reported per configuration:
 
 * kbit/s at 17 fps and the largest frame after the first (kB: IDR bursts on the link);
@@ -36,7 +36,8 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from cloudseg.media.codecs import CodecError, H264Decoder, H264Encoder
+from cloudseg.media.codecs import CodecError
+from cloudseg.media.h264 import H264Decoder, H264Encoder
 from cloudseg.media.quality import psnr
 from cloudseg.media.resize import downsample, upsample_bilinear
 

@@ -239,7 +239,7 @@ class ValidStream:
     ) -> None:
         import cv2
 
-        from cloudseg.media.codecs import encode_image
+        from cloudseg.media.image_codecs import encode_image
         from cloudseg.media.resize import downsample
         from cloudseg.media.stream import CompressorSettings, FrameCompressor
 

@@ -260,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--spacing must be >= 2 GOPs + 2 ({2 * args.gop + 2}) to see recoveries")
     if any(r < 0 for r in args.rtt_ms):
         parser.error("--rtt-ms must be >= 0")
-    logging.getLogger("cloudseg.media.codecs").setLevel(logging.ERROR)  # one line per loss
+    logging.getLogger("cloudseg.media.h264").setLevel(logging.ERROR)  # one line per loss
     t0 = time.perf_counter()
     try:
         frames = read_frames(args.input, args.frames)

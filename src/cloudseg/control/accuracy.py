@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from cloudseg.media.codecs import make_decoder, make_encoder
 from cloudseg.media.resize import downsample
+from cloudseg.media.stream import make_decoder, make_encoder
 
 
 def label_agreement(labels: np.ndarray, reference: np.ndarray) -> float:

@@ -1,69 +1,42 @@
-"""Per-stream video and image codecs: H.264 through PyAV (libx264), JPEG and PNG through OpenCV.
+"""The codec interface of a stream: what every encoder and decoder is and raises.
 
-The compressor and receiver nodes hold one :class:`Encoder` / :class:`Decoder` per stream,
-whatever the codec (:func:`make_encoder`, :func:`make_decoder`):
+The compressor and receiver hold one :class:`Encoder` / :class:`Decoder` per stream, whatever
+the codec (:func:`cloudseg.media.stream.make_encoder`, :func:`~cloudseg.media.stream.make_decoder`):
 
 * ``Encoder.encode(rgb) -> EncodedFrame(payload, keyframe)``: exactly one payload per frame.
 * ``Decoder.decode(payload, seq) -> rgb | None``: ``None`` when the frame cannot be shown (an
   H.264 stream after a lost frame waits for the next IDR).
 
-H.264 works on yuv420p, which needs an even width and height: :class:`H264Encoder` raises
-:class:`CodecError` for odd sizes rather than padding (the decoder could not know the original
-size), so crop to even sizes first (``rgb[: h - h % 2, : w - w % 2]``).
-
-Colour conversion uses OpenCV's ``RGB2YUV_I420`` / ``YUV2RGB_I420`` (BT.601, limited range, as
-H.264 players assume), about 5x faster than PyAV's ``reformat``.
+The codecs: :mod:`cloudseg.media.h264` (H.264 through PyAV/libx264) and
+:mod:`cloudseg.media.image_codecs` (JPEG and PNG through OpenCV).
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import struct
 from dataclasses import dataclass
-from fractions import Fraction
 from typing import NamedTuple, Protocol
 
-import av
-import cv2
 import numpy as np
 
-from cloudseg.guard import BadInput, BadInputCounter
+from cloudseg.guard import BadInput
 from cloudseg.media.resize import check_rgb
 
 __all__ = [
     "CODECS",
+    "MAX_IMAGE_PIXELS",
     "CodecError",
     "Decoder",
     "DecoderStats",
     "EncodedFrame",
     "Encoder",
-    "H264Decoder",
-    "H264Encoder",
-    "ImageDecoder",
-    "ImageEncoder",
-    "compressed_format",
-    "decode_image",
-    "encode_image",
-    "image_size",
-    "is_h264_keyframe",
-    "make_decoder",
-    "make_encoder",
+    "check_codec",
 ]
 
 log = logging.getLogger(__name__)
 
 CODECS = ("h264", "jpeg", "png")
-
-DEFAULT_JPEG_QUALITY = 80
-"""JPEG quality 1..100 when none is given (compressed_image_transport's default)."""
-
-DEFAULT_PNG_LEVEL = 3
-"""PNG compression level 0..9 when none is given (compressed_image_transport's default)."""
-
-_CV2_EXT = {"jpeg": ".jpg", "png": ".png"}
-_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-_NAL_IDR = 5
 
 
 #: The most pixels OpenCV may decode from one image file anywhere in this process (its own
@@ -116,21 +89,21 @@ class Decoder(Protocol):
     ) -> np.ndarray | None: ...
 
 
-def _check_codec(codec: str) -> str:
+def check_codec(codec: str) -> str:
     name = str(codec).strip().lower()
     if name not in CODECS:
         raise CodecError(f"unknown codec {codec!r}; known codecs: {', '.join(CODECS)}", "codec")
     return name
 
 
-def _check_frame(rgb: object) -> np.ndarray:
+def check_frame(rgb: object) -> np.ndarray:
     try:
         return check_rgb(rgb, "frame")
     except ValueError as exc:
         raise CodecError(str(exc)) from None
 
 
-def _check_dimensions(
+def check_dimensions(
     width: int, height: int, size: tuple[int, int] | None, max_pixels: int | None
 ) -> None:
     """A picture's size (from its header, before decoding) against the expected size and limit."""
@@ -138,503 +111,3 @@ def _check_dimensions(
         raise CodecError(f"decoded frame is {width}x{height}, expected {size[0]}x{size[1]}", "size")
     if max_pixels is not None and width * height > max_pixels:
         raise CodecError(f"picture {width}x{height} exceeds {max_pixels} pixels", "size")
-
-
-# ---------------------------------------------------------------------------------------------
-# Still images (JPEG, PNG)
-
-
-def _check_quality(codec: str, quality: int | None) -> int:
-    if codec == "jpeg":
-        value = DEFAULT_JPEG_QUALITY if quality is None else int(quality)
-        if not 1 <= value <= 100:
-            raise CodecError(f"JPEG quality must be 1..100, got {quality}")
-    else:
-        value = DEFAULT_PNG_LEVEL if quality is None else int(quality)
-        if not 0 <= value <= 9:
-            raise CodecError(f"PNG quality is the compression level 0..9, got {quality}")
-    return value
-
-
-def encode_image(rgb: np.ndarray, codec: str, quality: int | None = None) -> bytes:
-    """Encode an HxWx3 uint8 RGB image as JPEG (quality 1..100) or PNG (level 0..9)."""
-    codec = _check_codec(codec)
-    if codec not in _CV2_EXT:
-        raise CodecError(f"encode_image handles jpeg and png, not {codec!r}")
-    _check_frame(rgb)
-    value = _check_quality(codec, quality)
-    flag = cv2.IMWRITE_JPEG_QUALITY if codec == "jpeg" else cv2.IMWRITE_PNG_COMPRESSION
-    ok, buf = cv2.imencode(_CV2_EXT[codec], cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [flag, value])
-    if not ok:
-        raise CodecError(f"OpenCV could not encode a {rgb.shape[1]}x{rgb.shape[0]} {codec}")
-    return buf.tobytes()
-
-
-#: JPEG start-of-frame markers (SOF0..SOF15 but DHT, JPG and DAC): they carry the picture size.
-_JPEG_SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
-
-
-def image_size(payload: bytes, codec: str) -> tuple[int, int]:
-    """(width, height) a JPEG or PNG payload declares in its header, read without decoding
-    (so a size can be refused before anything is allocated for it); CodecError if none."""
-    data = bytes(payload)
-    if codec == "png":
-        if not data.startswith(_PNG_SIGNATURE) or data[12:16] != b"IHDR" or len(data) < 24:
-            raise CodecError(f"PNG payload without an IHDR header ({len(data)} bytes)")
-        return struct.unpack(">II", data[16:24])
-    if codec == "jpeg":
-        i = 2
-        while i + 4 <= len(data):
-            if data[i] != 0xFF:
-                break
-            marker = data[i + 1]
-            if marker == 0xFF:  # fill byte
-                i += 1
-                continue
-            if marker in (0x01, *range(0xD0, 0xD8)):  # no length field
-                i += 2
-                continue
-            (length,) = struct.unpack(">H", data[i + 2 : i + 4])
-            if marker in _JPEG_SOF:
-                if i + 9 > len(data) or length < 7:
-                    break
-                height, width = struct.unpack(">HH", data[i + 5 : i + 9])
-                return width, height
-            if marker == 0xDA or length < 2:  # scan data before any frame header
-                break
-            i += 2 + length
-        raise CodecError(f"JPEG payload without a frame header ({len(data)} bytes)")
-    raise CodecError(f"image_size handles jpeg and png, not {codec!r}", "codec")
-
-
-def decode_image(
-    payload: bytes,
-    codec: str,
-    *,
-    size: tuple[int, int] | None = None,
-    max_pixels: int | None = None,
-) -> np.ndarray:
-    """Decode a JPEG or PNG payload to an HxWx3 uint8 RGB image.
-
-    A payload that is not complete (no JPEG end marker / PNG end chunk) or that OpenCV cannot
-    read raises :class:`CodecError`; OpenCV alone would show a truncated JPEG as grey. The size
-    in the file's header is checked against ``size`` (width, height) and ``max_pixels`` before
-    decoding.
-    """
-    codec = _check_codec(codec)
-    if codec not in _CV2_EXT:
-        raise CodecError(f"decode_image handles jpeg and png, not {codec!r}", "codec")
-    data = bytes(payload)
-    complete_jpeg = data.startswith(b"\xff\xd8") and data.rstrip(b"\0").endswith(b"\xff\xd9")
-    if codec == "jpeg" and not complete_jpeg:
-        raise CodecError(f"not a complete JPEG payload ({len(data)} bytes)")
-    if codec == "png" and not (data.startswith(_PNG_SIGNATURE) and b"IEND" in data[-12:]):
-        raise CodecError(f"not a complete PNG payload ({len(data)} bytes)")
-    width, height = image_size(data, codec)
-    if width < 1 or height < 1:
-        raise CodecError(f"{codec} header declares an empty {width}x{height} picture", "size")
-    _check_dimensions(width, height, size, max_pixels)
-    try:
-        bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
-        if bgr is None:
-            raise CodecError(f"OpenCV could not decode the {codec} payload ({len(data)} bytes)")
-        _check_dimensions(bgr.shape[1], bgr.shape[0], (width, height), None)
-        return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-    except cv2.error as exc:
-        reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else "cv2.error"
-        raise CodecError(f"OpenCV failed on the {codec} payload: {reason}") from None
-
-
-class ImageEncoder:
-    """Per-stream JPEG/PNG encoder with the :class:`Encoder` interface (every frame a key)."""
-
-    def __init__(self, codec: str = "jpeg", quality: int | None = None) -> None:
-        self.codec = _check_codec(codec)
-        if self.codec == "h264":
-            raise CodecError("ImageEncoder handles jpeg and png; use H264Encoder for h264")
-        self.quality = _check_quality(self.codec, quality)
-
-    def encode(self, rgb: np.ndarray) -> EncodedFrame:
-        return EncodedFrame(encode_image(rgb, self.codec, self.quality), True)
-
-
-class ImageDecoder:
-    """Per-stream JPEG/PNG decoder with the :class:`Decoder` interface (no inter-frame state).
-    ``max_pixels``: larger pictures are refused from their header, before decoding."""
-
-    def __init__(self, codec: str = "jpeg", max_pixels: int | None = None) -> None:
-        self.codec = _check_codec(codec)
-        if self.codec == "h264":
-            raise CodecError("ImageDecoder handles jpeg and png; use H264Decoder for h264")
-        self.stats = DecoderStats()
-        self.max_pixels = max_pixels
-
-    def decode(
-        self, payload: bytes, seq: int, *, size: tuple[int, int] | None = None
-    ) -> np.ndarray | None:
-        try:
-            rgb = decode_image(payload, self.codec, size=size, max_pixels=self.max_pixels)
-        except CodecError:
-            self.stats.errors += 1
-            raise
-        self.stats.decoded += 1
-        return rgb
-
-
-def compressed_format(codec: str, encoding: str = "rgb8") -> str:
-    """The ``sensor_msgs/CompressedImage.format`` that compressed_image_transport writes.
-
-    For a colour source image of ROS ``encoding`` this is e.g. ``"rgb8; jpeg compressed bgr8"``.
-    H.264 has no such format (stock image_transport cannot show it): CodecError.
-    """
-    codec = _check_codec(codec)
-    if codec not in _CV2_EXT:
-        raise CodecError(
-            f"{codec} has no compressed_image_transport format; publish jpeg or png on /compressed"
-        )
-    return f"{encoding}; {codec} compressed bgr8"
-
-
-# ---------------------------------------------------------------------------------------------
-# H.264
-
-
-def _nal_types(payload: bytes) -> list[int]:
-    """The NAL unit types of an Annex-B byte stream."""
-    types = []
-    start = payload.find(b"\x00\x00\x01")
-    while 0 <= start < len(payload) - 3:
-        types.append(payload[start + 3] & 0x1F)
-        start = payload.find(b"\x00\x00\x01", start + 3)
-    return types
-
-
-def is_h264_keyframe(payload: bytes) -> bool:
-    """True when an Annex-B H.264 payload holds an IDR slice (NAL type 5)."""
-    return _NAL_IDR in _nal_types(bytes(payload))
-
-
-class H264Encoder:
-    """One libx264 encoder per stream, kept across frames; one packet per frame.
-
-    Rate control (:attr:`rate_control`): ``crf`` alone is constant quality; ``crf`` with
-    ``maxrate_kbps`` is capped CRF (constant quality, but at most ``maxrate_kbps`` over a VBV
-    buffer of ``vbv_seconds`` of data); otherwise ``bitrate_kbps`` (default 750) is CBR-like:
-    average ``bit_rate`` with ``maxrate`` equal to it and the same VBV buffer.
-    ``tune=zerolatency`` (no B-frames, no lookahead) makes every ``encode`` return the packet of
-    the frame just given. SPS/PPS are repeated in every IDR, so a decoder can join at any
-    keyframe. Changing the frame size, or :meth:`reconfigure`, starts a new encoder: the next
-    frame is an IDR.
-
-    ``intra_refresh=True`` (x264 ``intra-refresh=1``): after the first IDR, a column of intra
-    blocks sweeps the picture every ``gop`` frames instead of periodic IDRs, so there are no IDR
-    bursts on the link. Only the first frame of an encoder is an IDR and the only frame flagged
-    ``keyframe`` (x264 flags refresh starts as key frames; they are not decodable on their own):
-    a forced keyframe (:meth:`request_keyframe`, a new encoder) is still an IDR.
-    """
-
-    codec = "h264"
-
-    def __init__(
-        self,
-        bitrate_kbps: float | None = None,
-        crf: float | None = None,
-        *,
-        preset: str = "ultrafast",
-        gop: int = 17,
-        fps: float = 17.0,
-        vbv_seconds: float = 0.5,
-        maxrate_kbps: float | None = None,
-        intra_refresh: bool = False,
-    ) -> None:
-        self._ctx: av.VideoCodecContext | None = None
-        self._pts = 0
-        self._settings: dict[str, object] = {}
-        self.reconfigure(
-            bitrate_kbps=bitrate_kbps,
-            crf=crf,
-            preset=preset,
-            gop=gop,
-            fps=fps,
-            vbv_seconds=vbv_seconds,
-            maxrate_kbps=maxrate_kbps,
-            intra_refresh=intra_refresh,
-        )
-
-    @property
-    def bitrate_kbps(self) -> float | None:
-        return self._settings["bitrate_kbps"]  # type: ignore[return-value]
-
-    @property
-    def crf(self) -> float | None:
-        return self._settings["crf"]  # type: ignore[return-value]
-
-    @property
-    def gop(self) -> int:
-        return self._settings["gop"]  # type: ignore[return-value]
-
-    @property
-    def maxrate_kbps(self) -> float | None:
-        return self._settings["maxrate_kbps"]  # type: ignore[return-value]
-
-    @property
-    def intra_refresh(self) -> bool:
-        return bool(self._settings["intra_refresh"])
-
-    @property
-    def rate_control(self) -> str:
-        """``"crf"``, ``"capped-crf"`` (crf with maxrate_kbps) or ``"cbr"`` (bitrate_kbps)."""
-        if self.crf is None:
-            return "cbr"
-        return "capped-crf" if self.maxrate_kbps else "crf"
-
-    @property
-    def size(self) -> tuple[int, int] | None:
-        """(width, height) of the running encoder, None before the first frame."""
-        return None if self._ctx is None else (self._ctx.width, self._ctx.height)
-
-    def reconfigure(self, **changes: object) -> None:
-        """Change any of bitrate_kbps, crf, preset, gop, fps, vbv_seconds, maxrate_kbps,
-        intra_refresh; the next frame is an IDR.
-
-        Giving ``crf`` switches to constant quality; giving ``bitrate_kbps`` switches to
-        bitrate mode (pass ``crf=None`` too, or just the one you want). ``maxrate_kbps`` caps
-        CRF (ignored in bitrate mode, whose cap is the bitrate itself).
-        """
-        known = {
-            "bitrate_kbps",
-            "crf",
-            "preset",
-            "gop",
-            "fps",
-            "vbv_seconds",
-            "maxrate_kbps",
-            "intra_refresh",
-        }
-        unknown = set(changes) - known
-        if unknown:
-            raise CodecError(f"unknown H.264 setting(s) {sorted(unknown)}; known: {sorted(known)}")
-        settings = {**self._settings, **changes}
-        if changes.get("bitrate_kbps") is not None and "crf" not in changes:
-            settings["crf"] = None
-        if changes.get("crf") is not None and "bitrate_kbps" not in changes:
-            settings["bitrate_kbps"] = None
-        if settings.get("crf") is not None and settings.get("bitrate_kbps") is not None:
-            raise CodecError("give H.264 either bitrate_kbps or crf, not both")
-        if settings.get("crf") is None and settings.get("bitrate_kbps") is None:
-            settings["bitrate_kbps"] = 750.0
-        crf, kbps = settings["crf"], settings["bitrate_kbps"]
-        if crf is not None and not 0 <= float(crf) <= 51:
-            raise CodecError(f"H.264 crf must be 0..51, got {crf}")
-        if kbps is not None and not float(kbps) > 0:
-            raise CodecError(f"H.264 bitrate_kbps must be > 0, got {kbps}")
-        maxrate = settings.get("maxrate_kbps")
-        if maxrate is not None and float(maxrate) < 0:
-            raise CodecError(f"H.264 maxrate_kbps must be >= 0 (0: no cap), got {maxrate}")
-        settings["maxrate_kbps"] = float(maxrate) if maxrate else None
-        settings["intra_refresh"] = bool(settings.get("intra_refresh"))
-        if int(settings["gop"]) < 1:
-            raise CodecError(f"H.264 gop must be >= 1, got {settings['gop']}")
-        if not float(settings["fps"]) > 0 or not float(settings["vbv_seconds"]) > 0:
-            raise CodecError("H.264 fps and vbv_seconds must be > 0")
-        self._settings = settings
-        self._close()
-
-    def request_keyframe(self) -> None:
-        """Make the next frame an IDR (e.g. when the receiver reports a loss)."""
-        self._close()
-
-    def _close(self) -> None:
-        self._ctx = None
-        self._pts = 0
-
-    def _open(self, width: int, height: int) -> av.VideoCodecContext:
-        s = self._settings
-        ctx = av.CodecContext.create("libx264", "w")
-        ctx.width, ctx.height = width, height
-        ctx.pix_fmt = "yuv420p"
-        fps = Fraction(float(s["fps"])).limit_denominator(1001)
-        ctx.framerate = fps
-        ctx.time_base = 1 / fps
-        ctx.gop_size = int(s["gop"])
-        options = {"preset": str(s["preset"]), "tune": "zerolatency"}
-        if s["intra_refresh"]:
-            options["x264-params"] = "intra-refresh=1"
-        if s["crf"] is not None:
-            options["crf"] = f"{float(s['crf']):g}"
-            if s["maxrate_kbps"]:
-                cap = int(float(s["maxrate_kbps"]) * 1000)
-                options["maxrate"] = str(cap)
-                options["bufsize"] = str(int(cap * float(s["vbv_seconds"])))
-        else:
-            bits = int(float(s["bitrate_kbps"]) * 1000)
-            ctx.bit_rate = bits
-            options["maxrate"] = str(bits)
-            options["bufsize"] = str(int(bits * float(s["vbv_seconds"])))
-        ctx.options = options
-        try:
-            ctx.open()
-        except av.FFmpegError as exc:
-            raise CodecError(f"libx264 rejected settings {s}: {exc}") from exc
-        return ctx
-
-    def encode(self, rgb: np.ndarray) -> EncodedFrame:
-        """Encode one HxWx3 uint8 RGB frame; returns its payload (Annex-B) and keyframe flag."""
-        _check_frame(rgb)
-        height, width = rgb.shape[:2]
-        if width % 2 or height % 2:
-            raise CodecError(
-                f"H.264 yuv420p needs an even width and height, got {width}x{height}; crop first"
-            )
-        if self._ctx is not None and (width, height) != self.size:
-            log.info("frame size changed %s -> %dx%d: new H.264 encoder", self.size, width, height)
-            self._close()
-        if self._ctx is None:
-            self._ctx = self._open(width, height)
-        yuv = cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2YUV_I420)
-        frame = av.VideoFrame.from_ndarray(yuv, format="yuv420p")
-        frame.pts = self._pts
-        self._pts += 1
-        try:
-            packets = self._ctx.encode(frame)
-        except av.FFmpegError as exc:
-            self._close()
-            raise CodecError(f"libx264 failed to encode a {width}x{height} frame: {exc}") from exc
-        if not packets:
-            self._close()
-            raise CodecError("libx264 buffered a frame (expected one packet per frame)")
-        payload = b"".join(bytes(p) for p in packets)
-        if self.intra_refresh:  # x264 flags refresh starts as key: only an IDR decodes alone
-            return EncodedFrame(payload, is_h264_keyframe(payload))
-        return EncodedFrame(payload, any(p.is_keyframe for p in packets))
-
-
-class H264Decoder:
-    """One H.264 decoder per stream; tracks sequence numbers and waits for an IDR after a loss.
-
-    A gap in ``seq`` (a lost frame) makes the following inter frames undecodable: they are
-    dropped (``None``) until a keyframe arrives. A corrupt or truncated payload raises
-    :class:`CodecError` and the decoder restarts, again waiting for the next keyframe. A
-    keyframe with any ``seq`` is accepted (e.g. a restarted sender); a stale non-key frame
-    (``seq`` not above the last one) is dropped.
-
-    ``max_pixels``: FFmpeg refuses a stream whose SPS declares a larger picture before it
-    allocates one (its ``max_pixels`` option); a picture of another size than the expected
-    one is refused before it is converted to RGB.
-    """
-
-    codec = "h264"
-
-    def __init__(self, max_pixels: int | None = None) -> None:
-        self.stats = DecoderStats()
-        self.max_pixels = max_pixels
-        self._ctx = self._open()
-        self._last_seq: int | None = None
-        self._waiting = True
-        self._waits = BadInputCounter()  # one line per kind, then at most one per 10 s
-
-    @property
-    def waiting_for_idr(self) -> bool:
-        """True until the first keyframe, and again after a lost or corrupt frame."""
-        return self._waiting
-
-    def _open(self) -> av.VideoCodecContext:
-        ctx = av.CodecContext.create("h264", "r")
-        # One thread and no frame threading: a frame comes out for each packet that goes in.
-        ctx.thread_count = 1
-        # Report damaged slices as errors instead of concealing them.
-        options = {"err_detect": "careful+explode"}
-        if self.max_pixels:
-            options["max_pixels"] = str(min(int(self.max_pixels), 2**31 - 1))  # an int in FFmpeg
-        ctx.options = options
-        return ctx
-
-    def _start_waiting(self, why: str) -> None:
-        kind = why.split()[0]  # "lost", "corrupt", "empty": each kind logged, then rate-limited
-        if not self._waiting and (line := self._waits.drop("H.264 frame", why, kind)):
-            log.warning("%s; waiting for IDR", line)
-        self._waiting = True
-
-    def decode(
-        self,
-        payload: bytes,
-        seq: int,
-        *,
-        keyframe: bool | None = None,
-        size: tuple[int, int] | None = None,
-    ) -> np.ndarray | None:
-        """Decode the payload of frame ``seq``; RGB uint8, or None while waiting for an IDR.
-
-        ``keyframe`` may be given by the sender; otherwise it is read from the NAL types.
-        ``size`` = (width, height), when given, must match the decoded frame.
-        """
-        data = bytes(payload)
-        if not data:
-            self.stats.errors += 1
-            self._start_waiting(f"empty payload at seq {seq}")
-            raise CodecError(f"empty H.264 payload at seq {seq}")
-        key = is_h264_keyframe(data) if keyframe is None else bool(keyframe)
-        expected = None if self._last_seq is None else self._last_seq + 1
-        if not key:
-            if expected is not None and seq < expected:
-                self.stats.dropped += 1
-                return None
-            if expected is not None and seq > expected:
-                self._start_waiting(f"lost {seq - expected} frame(s) before seq {seq}")
-            if self._waiting:
-                self._last_seq = seq
-                self.stats.dropped += 1
-                return None
-        self._last_seq = seq
-        try:
-            frames = self._ctx.decode(av.Packet(data))
-        except av.FFmpegError as exc:
-            self._fail(seq)
-            raise CodecError(f"corrupt H.264 payload at seq {seq}: {exc}") from exc
-        if len(frames) != 1 or frames[0].is_corrupt:
-            self._fail(seq)
-            what = "a damaged picture" if frames else "no picture"
-            raise CodecError(f"H.264 payload at seq {seq} gave {what}")
-        frame = frames[0]
-        try:
-            _check_dimensions(frame.width, frame.height, size, self.max_pixels)
-        except CodecError:
-            self._fail(seq)  # the next picture of this stream needs a new IDR (and SPS)
-            raise
-        try:
-            if frame.format.name in ("yuv420p", "yuvj420p"):
-                rgb = cv2.cvtColor(frame.to_ndarray(), cv2.COLOR_YUV2RGB_I420)
-            else:
-                rgb = frame.to_ndarray(format="rgb24")
-        except (cv2.error, ValueError, av.FFmpegError) as exc:
-            self._fail(seq)
-            raise CodecError(f"H.264 picture at seq {seq} cannot be converted: {exc}") from None
-        self._waiting = False
-        self.stats.decoded += 1
-        return rgb
-
-    def _fail(self, seq: int) -> None:
-        self.stats.errors += 1
-        self._ctx = self._open()
-        self._start_waiting(f"corrupt payload at seq {seq}")
-
-
-# ---------------------------------------------------------------------------------------------
-# Factories
-
-
-def make_encoder(codec: str, **params: object) -> Encoder:
-    """A per-stream encoder. h264: H264Encoder params; jpeg/png: ``quality``."""
-    name = _check_codec(codec)
-    try:
-        if name == "h264":
-            return H264Encoder(**params)  # type: ignore[arg-type]
-        return ImageEncoder(name, **params)  # type: ignore[arg-type]
-    except TypeError as exc:
-        raise CodecError(f"bad {name} encoder parameters {sorted(params)}: {exc}") from None
-
-
-def make_decoder(codec: str, max_pixels: int | None = None) -> Decoder:
-    """A per-stream decoder for ``codec`` refusing pictures over ``max_pixels``."""
-    name = _check_codec(codec)
-    return H264Decoder(max_pixels) if name == "h264" else ImageDecoder(name, max_pixels)

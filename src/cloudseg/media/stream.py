@@ -19,8 +19,27 @@ from typing import Any
 import numpy as np
 
 from cloudseg.guard import TRUSTED, BadInput, FrameLimits
-from cloudseg.media.codecs import CODECS, CodecError, make_decoder, make_encoder
+from cloudseg.media.codecs import CODECS, CodecError, Decoder, Encoder, check_codec
+from cloudseg.media.h264 import H264Decoder, H264Encoder
+from cloudseg.media.image_codecs import ImageDecoder, ImageEncoder
 from cloudseg.media.resize import downsample, upsample_bilinear
+
+
+def make_encoder(codec: str, **params: object) -> Encoder:
+    """A per-stream encoder. h264: H264Encoder params; jpeg/png: ``quality``."""
+    name = check_codec(codec)
+    try:
+        if name == "h264":
+            return H264Encoder(**params)  # type: ignore[arg-type]
+        return ImageEncoder(name, **params)  # type: ignore[arg-type]
+    except TypeError as exc:
+        raise CodecError(f"bad {name} encoder parameters {sorted(params)}: {exc}") from None
+
+
+def make_decoder(codec: str, max_pixels: int | None = None) -> Decoder:
+    """A per-stream decoder for ``codec`` refusing pictures over ``max_pixels``."""
+    name = check_codec(codec)
+    return H264Decoder(max_pixels) if name == "h264" else ImageDecoder(name, max_pixels)
 
 
 @dataclass(frozen=True)

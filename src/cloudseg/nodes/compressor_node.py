@@ -27,7 +27,8 @@ from cloudseg.graph import (
     KEYFRAME_REQUEST_TOPIC,
     KNOB_TOPIC,
 )
-from cloudseg.media.codecs import CodecError, compressed_format
+from cloudseg.media.codecs import CodecError
+from cloudseg.media.image_codecs import compressed_format
 from cloudseg.media.stream import CompressorSettings, FrameCompressor
 from cloudseg.msg import Frame, KeyframeRequest, Knob
 from cloudseg.nodes.common import boundary, declare_parameters, drop_input, qos_for, run_node
