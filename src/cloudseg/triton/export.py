@@ -200,8 +200,9 @@ def export_model(
     t0 = time.perf_counter()
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore", torch.jit.TracerWarning)  # fixed sizes: as intended
+        # TorchScript is what Triton's PyTorch backend (pytorch_libtorch) loads
+        warnings.filterwarnings("ignore", r".*torch\.jit.* is deprecated", DeprecationWarning)
         traced = torch.jit.trace(graph, example, check_trace=False)
-        traced = torch.jit.freeze(traced.eval()) if pipeline.device.type == "cpu" else traced
         out = traced(example[:1])  # another batch size than the trace's: the batch dim is free
     oh, ow = (int(v) for v in out.shape[-2:])
     if out.dtype != torch.uint8 or out.shape[0] != 1:
