@@ -363,3 +363,84 @@ def test_two_servers_spread_batches_fail_over_and_come_back(
         b.stop()
         with pytest.raises(NoServerError, match="every server is down"):
             client.infer(lr[:1], SCALE)
+
+
+# --- the client's policies and errors, against stand-in servers (no Triton) ---------------------
+
+
+class _FakeGrpcClient:
+    """Stands in for tritonclient.grpc.InferenceServerClient: labels = the first channel."""
+
+    def __init__(self, error: str | None = None, max_batch: int = 4) -> None:
+        self.error, self.max_batch, self.calls = error, max_batch, []
+
+    def infer(self, model, inputs, outputs=None, client_timeout=None):
+        from tritonclient.utils import InferenceServerException
+
+        if self.error:
+            raise InferenceServerException(f"{self.error} from the stand-in", status=self.error)
+        lr = inputs[0]._np_data if hasattr(inputs[0], "_np_data") else None
+        shape = inputs[0].shape()
+        self.calls.append((model, shape[0]))
+        labels = np.zeros(shape[:3], np.uint8) if lr is None else lr[..., 0].copy()
+        return type("R", (), {"as_numpy": lambda self, name: labels})()
+
+    def get_model_config(self, model, as_json=False, client_timeout=None):
+        return {"config": {"max_batch_size": self.max_batch}}
+
+    def is_server_ready(self, client_timeout=None):
+        return not self.error
+
+    def is_model_ready(self, model, client_timeout=None):
+        return not self.error
+
+    def close(self):
+        pass
+
+
+def _client_with(fakes, policy="round_robin"):
+    pytest.importorskip("tritonclient.grpc", reason="tritonclient[grpc] not installed")
+    from cloudseg.triton.client import TritonInference
+
+    client = TritonInference(
+        [f"fake{i}:8001" for i in range(len(fakes))], policy, timeout_s=1, health_interval_s=60
+    )
+    for server, fake in zip(client._servers, fakes, strict=True):
+        server.client = fake
+    return client
+
+
+def test_client_policies_split_and_errors() -> None:
+    from cloudseg.triton.client import NoServerError, TritonRequestError
+
+    lr = np.zeros((2, 8, 16, 3), np.uint8)
+    a, b = _FakeGrpcClient(), _FakeGrpcClient()
+    with _client_with([a, b]) as client:
+        for _ in range(4):
+            result = client.infer(lr, 4)
+            assert result.labels.shape == (2, 8, 16) and result.restored is None
+        assert len(a.calls) == len(b.calls) == 2 and a.calls[0] == ("cloudseg_x4_sr", 2)
+        client.infer(np.zeros((10, 8, 16, 3), np.uint8), 2, sr_bypass=True)  # 4 + 4 + 2
+        assert [n for _, n in a.calls[2:] + b.calls[2:]] == [4, 2, 4]
+        assert {m for m, _ in a.calls[2:]} == {"cloudseg_x2_bilinear"}
+
+    c, d = _FakeGrpcClient(), _FakeGrpcClient()
+    with _client_with([c, d], "least_outstanding") as client:
+        client._servers[0].outstanding = 1  # a request in flight on the first server
+        client.infer(lr, 4)
+        client.infer(lr, 4)
+        assert not c.calls and len(d.calls) == 2
+
+    bad, good = _FakeGrpcClient("StatusCode.INVALID_ARGUMENT"), _FakeGrpcClient()
+    with _client_with([bad, good]) as client:  # the request's fault: no failover, stays up
+        with pytest.raises(TritonRequestError):
+            client.infer(lr, 4)
+        assert all(s["up"] for s in client.servers()) and not good.calls
+
+    down = [_FakeGrpcClient("StatusCode.UNAVAILABLE") for _ in range(2)]
+    with _client_with(down) as client:
+        with pytest.raises(NoServerError, match="fake0:8001: down"):
+            client.infer(lr, 4)
+        assert [s["failures"] for s in client.servers()] == [1, 1]
+    with pytest.raises(ValueError, match="policy"):
+        _client_with([_FakeGrpcClient()], "random")
