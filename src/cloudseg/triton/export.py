@@ -155,10 +155,11 @@ def render_config(
         "]",
     ]
     for key, value in (parameters or {}).items():
+        text = str(value).replace("\\", "\\\\").replace('"', '\\"')
         lines += [
             "parameters {",
             f'  key: "{key}"',
-            f'  value: {{ string_value: "{value}" }}',
+            f'  value: {{ string_value: "{text}" }}',
             "}",
         ]
     return "\n".join(lines) + "\n"
@@ -221,7 +222,7 @@ def export_model(
         "mode": mode,
         "camera_size": f"{width}x{height}",
         "reduced_by": str(k),
-        "pipeline": pipeline.describe(),
+        "traced_from": pipeline.describe(),  # device and dtype of the trace, not of the server
     }
     text = render_config(name, (h, w), (oh, ow), parameters=meta, **config)  # type: ignore[arg-type]
     parse_pbtxt(text)  # what we write must parse
