@@ -10,7 +10,9 @@ server: the caller's stream goes on, and only when every server is down does the
 the models used so far are ready) every few seconds, on a fresh channel, and puts them back.
 Errors of the request itself (a frame size the model was not exported for) are not failures of
 a server: they raise :class:`TritonRequestError` at once. Batches larger than the model's
-``max_batch_size`` are split.
+``max_batch_size`` are split, and the parts sent at once. ``infer`` is thread-safe: a caller
+that keeps several batches in flight (one thread each) uses several servers at a time;
+"least_outstanding" then sends each to the least busy one.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import logging
 import threading
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -116,6 +119,7 @@ class TritonInference:
         self._models: set[str] = set()
         self._max_batch: dict[str, int] = {}
         self._warned_restored = False
+        self._pool = ThreadPoolExecutor(max_workers=2 * len(urls), thread_name_prefix="triton")
         self._stop = threading.Event()
         self._health = threading.Thread(target=self._health_loop, name="triton-health", daemon=True)
         self._health.start()
@@ -146,8 +150,12 @@ class TritonInference:
         with self._lock:
             self._models.add(model)
         step = self._max_batch_size(model) or len(lr)
-        parts = [self._run(model, lr[i : i + step]) for i in range(0, len(lr), step)]
-        labels = parts[0] if len(parts) == 1 else np.concatenate(parts)
+        chunks = [lr[i : i + step] for i in range(0, len(lr), step)]
+        if len(chunks) == 1:
+            labels = self._run(model, chunks[0])
+        else:  # the parts of a split batch go out at once (to different servers)
+            futures = [self._pool.submit(self._run, model, chunk) for chunk in chunks]
+            labels = np.concatenate([f.result() for f in futures])
         return BatchResult(labels, None, (time.perf_counter() - t0) * 1e3)
 
     # --- state --------------------------------------------------------------------------------
@@ -171,6 +179,7 @@ class TritonInference:
     def close(self) -> None:
         """Stop the health thread and close the channels."""
         self._stop.set()
+        self._pool.shutdown(wait=True)
         self._health.join(timeout=self.health_interval_s + self.timeout_s + 1)
         for server in self._servers:
             self._close_client(server.client)
