@@ -247,6 +247,8 @@ class TritonInference:
             tried.add(index)
             inp = self._grpc.InferInput(INPUT_NAME, list(lr.shape), "UINT8")
             inp.set_data_from_numpy(np.ascontiguousarray(lr))
+            failed: Exception | None = None
+            ok = False
             try:
                 result = client.infer(
                     model,
@@ -255,17 +257,20 @@ class TritonInference:
                     client_timeout=self.timeout_s,
                 )
                 labels = result.as_numpy(OUTPUT_NAME)
+                ok = True
             except self._grpc.InferenceServerException as exc:
-                with self._lock:
-                    server.outstanding -= 1
                 if str(exc.status()) in _REQUEST_ERRORS:
                     raise TritonRequestError(f"{server.url} rejected the batch: {exc}") from None
-                self._mark_down(server, exc)
+                failed = exc
+            finally:
+                with self._lock:
+                    server.outstanding -= 1
+                    if ok:
+                        server.batches += 1
+                        server.frames += len(lr)
+            if failed is not None:
+                self._mark_down(server, failed)
                 continue
-            with self._lock:
-                server.outstanding -= 1
-                server.batches += 1
-                server.frames += len(lr)
             if labels is None:
                 raise NoServerError(f"{server.url}: model {model} returned no {OUTPUT_NAME!r}")
             return labels
