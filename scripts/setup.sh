@@ -6,15 +6,27 @@
 #   scripts/setup.sh            CPU build of PyTorch (torch==2.13.0 resolves to the CPU wheel here)
 #   scripts/setup.sh --cuda     on a GPU host: a CUDA build of PyTorch from the PyTorch index
 #                               (override with CLOUDSEG_TORCH_INDEX=<url>)
+#   scripts/setup.sh --triton   only the Triton server's environment, .venv-triton (below)
+#   scripts/setup.sh --no-triton  skip .venv-triton
+#
+# It also creates .venv-triton (scripts/setup_triton.sh): the environment `cloudseg serve` runs
+# its Triton server in (nvidia-pytriton pins numpy<2, .venv has numpy 2). Once: ~1 min and
+# ~1.3 GB here (a second PyTorch); afterwards a no-op.
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 venv="$root/.venv"
 torch_spec="torch==2.13.0"
 torch_args=()
-if [[ "${1:-}" == "--cuda" ]]; then
-  torch_args=(--index-url "${CLOUDSEG_TORCH_INDEX:-https://download.pytorch.org/whl/cu128}")
-fi
+triton=yes
+for arg in "$@"; do
+  case "$arg" in
+    --cuda) torch_args=(--index-url "${CLOUDSEG_TORCH_INDEX:-https://download.pytorch.org/whl/cu128}") ;;
+    --triton) exec "$root/scripts/setup_triton.sh" ;;
+    --no-triton) triton=no ;;
+    *) echo "setup: unknown option $arg (--cuda, --triton, --no-triton)" >&2; exit 2 ;;
+  esac
+done
 log=$(mktemp -t cloudseg-setup.XXXXXX)
 trap 'rm -f "$log"' EXIT
 
@@ -54,4 +66,9 @@ if [[ ! -f "$pkg_stamp" || "$(cat "$pkg_stamp")" != "$pkg_key" ]]; then
   step "checking the installed package" "$venv/bin/python" -c \
     "import rclpy, torch, av, cv2, rosbags; from cloudseg.msg import Frame, Knob; import cloudseg.cli"
   printf '%s' "$pkg_key" >"$pkg_stamp"
+fi
+
+# The Triton server's environment (cloudseg serve; the Triton tests skip without it).
+if [[ "$triton" == yes ]]; then
+  "$root/scripts/setup_triton.sh"
 fi

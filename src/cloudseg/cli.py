@@ -1,4 +1,5 @@
-"""The `cloudseg` command: demo, convert, run, node, eval, bench, profile, certs and train."""
+"""The `cloudseg` command: demo, convert, run, node, eval, bench, profile, certs, train, export
+and serve."""
 
 from __future__ import annotations
 
@@ -231,6 +232,25 @@ def _train(args: argparse.Namespace) -> int:
     return sr_main(args.rest, args.what)
 
 
+EXPORT_COMMANDS = {
+    "triton": "a Triton Inference Server model repository (TorchScript + config.pbtxt)",
+}
+
+
+def _export(args: argparse.Namespace) -> int:
+    if args.what is None:
+        return _list_commands("export", EXPORT_COMMANDS, args.rest)
+    from cloudseg.triton.export import main as export_main
+
+    return export_main(args.rest)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from cloudseg.triton.serve import main as serve_main
+
+    return serve_main(args.rest)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cloudseg",
@@ -430,6 +450,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("what", nargs="?", choices=tuple(TRAIN_COMMANDS))
     p.set_defaults(func=_train, passes_options=True)
+
+    p = sub.add_parser(
+        "export",
+        help="export models: "
+        + "; ".join(f"{k}: {v}" for k, v in EXPORT_COMMANDS.items())
+        + " (see cloudseg export X --help)",
+        add_help=False,
+    )
+    p.add_argument("what", nargs="?", choices=tuple(EXPORT_COMMANDS))
+    p.set_defaults(func=_export, passes_options=True)
+
+    p = sub.add_parser(
+        "serve",
+        help="a Triton Inference Server on this host (pytriton, needs .venv-triton: "
+        "scripts/setup.sh --triton; see cloudseg serve --help)",
+        add_help=False,
+    )
+    p.set_defaults(func=_serve, passes_options=True)
     return parser
 
 
