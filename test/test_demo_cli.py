@@ -128,7 +128,7 @@ def test_split_cloud_sr_node_restores_with_sr_when_asked(tmp_path):
                 assert procs.procs["sr"].poll() is None, log.read_text()
                 time.sleep(0.2)
         text = log.read_text()
-        assert f"-> /cloudseg/restored {word}" in text, text
+        assert f"cloudseg/restored {word}" in text, text
 
 
 def test_run_pipeline_starts_the_source_once_the_graph_is_up(tmp_path, shared_data):
