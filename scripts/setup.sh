@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One set-up step for the demo and the tests: creates .venv, installs the ROS 2 wheels and the
-# pinned dependencies, builds the cloudseg messages and installs the package. Idempotent: a
-# second run only rebuilds what changed. Quiet on success.
+# pinned dependencies, builds the cloudseg messages and installs the package; when
+# ../shared/wheels exists, also the ROS 2 launch packages (`ros2 launch` without a ROS install).
+# Idempotent: a second run only rebuilds what changed. Quiet on success.
 #
 #   scripts/setup.sh            CPU build of PyTorch (torch==2.13.0 resolves to the CPU wheel here)
 #   scripts/setup.sh --cuda     on a GPU host: a CUDA build of PyTorch from the PyTorch index

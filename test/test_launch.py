@@ -107,6 +107,7 @@ class Launch:
             os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait()
             pytest.fail(f"ros2 launch did not stop in {timeout:.0f} s:\n{self.text()}")
+        assert self.seen, f"ros2 launch started no node process:\n{self.text()}"
         left = [p for p in self.seen.values() if _running(p)]
         for p in left:
             p.kill()
