@@ -75,14 +75,17 @@ def _description(graph_name: str):
     return module_globals["generate_launch_description"]()
 
 
-def _launched_nodes(description, **arguments: str) -> list:
+def _launched_nodes(description, pushed: str | None = None, **arguments: str) -> list:
     """The launch_ros Nodes the description starts with these launch arguments (the others
-    at their defaults), their names, namespaces and parameters expanded as at launch."""
+    at their defaults), their names, namespaces and parameters expanded as at launch;
+    `pushed`: included after a PushRosNamespace(pushed), as a fleet launch file would."""
     from launch import LaunchContext
     from launch.actions import OpaqueFunction
-    from launch_ros.actions import Node
+    from launch_ros.actions import Node, PushRosNamespace
 
     context = LaunchContext()
+    if pushed:
+        PushRosNamespace(pushed).visit(context)
     context.launch_configurations.update(arguments)
     for argument in description.get_launch_arguments():
         argument.visit(context)  # the defaults of those not given
@@ -171,6 +174,8 @@ def test_launch_arguments_reach_the_nodes(launch_api, tmp_path):
     assert _parameter_files(vehicle)[1] == extra  # after vehicle.yaml
     for node in (source, vehicle):
         assert node.expanded_remapping_rules == [(graph.IMAGE_TOPIC, "/camera/color/image_raw")]
+    (vehicle,) = _launched_nodes(description, pushed="fleet", namespace="car8")
+    assert vehicle.expanded_node_namespace == "/fleet/car8"  # a relative namespace nests
     for bad, reason in (
         ({"scale": "5"}, "scale=5"),
         ({"codec": "vp9"}, "codec='vp9'"),
