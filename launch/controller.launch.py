@@ -1,4 +1,7 @@
-"""ros2 launch cloudseg controller.launch.py: the 'controller' graph of cloudseg.graph.GRAPHS."""
+"""ros2 launch cloudseg controller.launch.py: the 'controller' graph of cloudseg.graph.GRAPHS.
+
+Arguments: `ros2 launch -s cloudseg controller.launch.py` (launch/_common.py makes them).
+"""
 
 import sys
 from pathlib import Path
@@ -6,8 +9,8 @@ from pathlib import Path
 from launch import LaunchDescription
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import graph_nodes
+from _common import graph_launch_description
 
 
 def generate_launch_description() -> LaunchDescription:
-    return LaunchDescription(graph_nodes("controller"))
+    return graph_launch_description("controller")

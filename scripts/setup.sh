@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One set-up step for the demo and the tests: creates .venv, installs the ROS 2 wheels and the
-# pinned dependencies, builds the cloudseg messages and installs the package. Idempotent: a
-# second run only rebuilds what changed. Quiet on success.
+# pinned dependencies, builds the cloudseg messages and installs the package; when
+# ../shared/wheels exists, also the ROS 2 launch packages (`ros2 launch` without a ROS install).
+# Idempotent: a second run only rebuilds what changed. Quiet on success.
 #
 #   scripts/setup.sh            CPU build of PyTorch (torch==2.13.0 resolves to the CPU wheel here)
 #   scripts/setup.sh --cuda     on a GPU host: a CUDA build of PyTorch from the PyTorch index
@@ -54,6 +55,28 @@ if [[ ! -f "$deps_stamp" || "$(cat "$deps_stamp")" != "$deps_key" ]]; then
   step "installing PyTorch ($torch_spec)" "${pip[@]}" install "${torch_args[@]}" "$torch_spec"
   step "installing the ROS 2 wheels and dependencies" "${pip[@]}" install -r "$root/requirements.txt"
   printf '%s' "$deps_key" >"$deps_stamp"
+fi
+
+# The ROS 2 launch packages (`ros2 launch` without a ROS install), when ../shared/wheels is there
+# (see its README; CLOUDSEG_LAUNCH_WHEELS=<dir> names another folder, an empty value skips them).
+# A ROS install brings its own. Reinstalled only when the wheels or composition_interfaces changed.
+wheels=${CLOUDSEG_LAUNCH_WHEELS-"$root/../shared/wheels"}
+if [[ -n "$wheels" && -d "$wheels/composition_interfaces-src" ]] && compgen -G "$wheels/*.whl" >/dev/null; then
+  launch_stamp="$venv/.cloudseg-launch"
+  launch_key=$(cd "$wheels" && find ./*.whl composition_interfaces-src -type f -print0 | sort -z \
+    | xargs -0 sha256sum | sha256sum)
+  if [[ ! -f "$launch_stamp" || "$(cat "$launch_stamp")" != "$launch_key" ]]; then
+    step "installing the launch wheels' dependencies" \
+      "${pip[@]}" install osrf-pycommon==2.0.2 packaging psutil
+    # --no-deps: launch_ros asks for `ament_index_python` (here ros-ament-index-python), and
+    # PyPI's unrelated `launch` must never be resolved
+    step "installing the ROS 2 launch wheels" "${pip[@]}" install --no-deps "$wheels"/*.whl
+    step "building composition_interfaces (needed by launch_ros)" \
+      "${pip[@]}" install --no-build-isolation --no-deps "$wheels/composition_interfaces-src"
+    step "checking the launch packages" "$venv/bin/python" -c \
+      "import launch, launch_ros.actions, ros2launch.api, composition_interfaces.srv"
+    printf '%s' "$launch_key" >"$launch_stamp"
+  fi
 fi
 
 # The package (messages + code): rebuilt only when its sources changed.

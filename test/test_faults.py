@@ -27,7 +27,7 @@ pytestmark = [pytest.mark.dds, pytest.mark.slow]
 CAMERA_HZ = 5.0
 CLOUD = {"device": "cpu", "cpu_max_width": 256}
 RESUME_S = 2.0  # labels and FrameStats must be back within this of the fault's end
-UP_LINE = "restoring /cloudseg/frames"  # the cloud's sr node is constructed; spinning follows
+UP_LINE = "cloudseg/frames -> "  # the cloud's sr node is constructed; spinning follows
 
 
 class Camera:

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import importlib
 import re
-import sys
-import types
 from pathlib import Path
 
 import pytest
@@ -21,8 +19,10 @@ def test_config_files_hold_only_declared_parameters_within_range():
         data = yaml.safe_load((REPO / "config" / config_file).read_text())
         composed = bool(graph.NODES[node_name].composes)
         for spec in _nodes_in_process(graph.NODES[node_name]):
-            assert spec.name in data, f"{config_file} has no section for node {spec.name}"
-            _check_section(spec, data[spec.name]["ros__parameters"], config_file, composed)
+            # /**/<node>: the node in whatever namespace it runs (a bare name is the root's only)
+            key = f"/**/{spec.name}"
+            assert key in data, f"{config_file} has no section {key} for node {spec.name}"
+            _check_section(spec, data[key]["ros__parameters"], config_file, composed)
 
 
 def _nodes_in_process(spec: graph.NodeSpec) -> list[graph.NodeSpec]:
@@ -46,35 +46,6 @@ def test_param_check_refuses_out_of_range_and_unknown_choices():
         graph.COMPRESSOR.param("codec").check("vp9")
 
 
-class _RecordedNode:
-    """Stand-in for launch_ros.actions.Node: records what a launch file asks for."""
-
-    def __init__(self, **kwargs):
-        self.kwargs = kwargs
-
-
-class _RecordedLaunchDescription(list):
-    """Stand-in for launch.LaunchDescription."""
-
-
-@pytest.fixture()
-def launch_stand_in(monkeypatch):
-    """Install stand-ins for `launch` and `launch_ros` (not available as pip wheels)."""
-    launch = types.ModuleType("launch")
-    launch.LaunchDescription = _RecordedLaunchDescription
-    launch_ros = types.ModuleType("launch_ros")
-    actions = types.ModuleType("launch_ros.actions")
-    actions.Node = _RecordedNode
-    launch_ros.actions = actions
-    for name, module in {
-        "launch": launch,
-        "launch_ros": launch_ros,
-        "launch_ros.actions": actions,
-    }.items():
-        monkeypatch.setitem(sys.modules, name, module)
-    monkeypatch.delitem(sys.modules, "_common", raising=False)
-
-
 def _executables_in_cmake() -> set[str]:
     text = (REPO / "CMakeLists.txt").read_text()
     match = re.search(r"set\(CLOUDSEG_EXECUTABLES ([^)]*)\)", text)
@@ -82,29 +53,166 @@ def _executables_in_cmake() -> set[str]:
     return set(match.group(1).split())
 
 
-@pytest.mark.parametrize("graph_name", sorted(graph.GRAPHS))
-def test_launch_file_starts_the_graph_with_existing_executables_and_configs(
-    graph_name, launch_stand_in
-):
+@pytest.fixture()
+def launch_api():
+    """The real `launch` and `launch_ros` packages (a ROS install, or the wheels that
+    scripts/setup.sh installs from ../shared/wheels); skipped, saying so, without them."""
+    pytest.importorskip(
+        "launch_ros.actions",
+        reason="the ROS 2 launch packages are not installed: scripts/setup.sh installs them "
+        "from ../shared/wheels (or source a ROS 2 install)",
+    )
+    import launch
+
+    return launch
+
+
+def _description(graph_name: str):
+    """generate_launch_description() of launch/<graph>.launch.py, as ros2 launch loads it."""
     path = REPO / "launch" / f"{graph_name}.launch.py"
     module_globals: dict = {"__file__": str(path), "__name__": f"launch_{graph_name}"}
     exec(compile(path.read_text(), str(path), "exec"), module_globals)
-    description = module_globals["generate_launch_description"]()
-    nodes = [a for a in description if isinstance(a, _RecordedNode)]
-    assert [n.kwargs.get("name") or n.kwargs["executable"] for n in nodes] == [
-        spec.executable if spec.composes else spec.name
-        for spec in (graph.NODES[name] for name, _ in graph.GRAPHS[graph_name])
-    ]
-    installed = _executables_in_cmake()
+    return module_globals["generate_launch_description"]()
+
+
+def _launched_nodes(description, pushed: str | None = None, **arguments: str) -> list:
+    """The launch_ros Nodes the description starts with these launch arguments (the others
+    at their defaults), their names, namespaces and parameters expanded as at launch;
+    `pushed`: included after a PushRosNamespace(pushed), as a fleet launch file would."""
+    from launch import LaunchContext
+    from launch.actions import OpaqueFunction
+    from launch_ros.actions import Node, PushRosNamespace
+
+    context = LaunchContext()
+    if pushed:
+        PushRosNamespace(pushed).visit(context)
+    context.launch_configurations.update(arguments)
+    for argument in description.get_launch_arguments():
+        argument.visit(context)  # the defaults of those not given
+    nodes = []
+    for entity in description.entities:
+        if isinstance(entity, OpaqueFunction):
+            nodes += entity.visit(context) or []
+        elif isinstance(entity, Node):
+            nodes.append(entity)
     for node in nodes:
-        assert node.kwargs["package"] == "cloudseg"
-        executable = node.kwargs["executable"]
-        assert executable in installed, f"{executable} is not installed by CMakeLists.txt"
-        module = importlib.import_module(f"cloudseg.nodes.{executable}")
-        assert callable(module.main)
-        for param in node.kwargs["parameters"]:
-            if isinstance(param, str):
-                assert Path(param).is_file(), f"missing config file {param}"
+        node._perform_substitutions(context)
+    return nodes
+
+
+def _parameter_files(node) -> list[Path]:
+    return [Path(path) for path, _is_file in node._Node__expanded_parameter_arguments]
+
+
+def _given_values(node) -> dict:
+    """The values a node gets from the launch file itself (not from its parameter files)."""
+    values: dict = {}
+    for path in _parameter_files(node):
+        if path.name.startswith("launch_params_"):  # launch_ros writes a dict to a temp file
+            for section in yaml.safe_load(path.read_text()).values():
+                values.update(section["ros__parameters"])
+            path.unlink()
+    return values
+
+
+@pytest.mark.parametrize("graph_name", sorted(graph.GRAPHS))
+def test_launch_file_starts_the_graph_with_existing_executables_and_configs(graph_name, launch_api):
+    description = _description(graph_name)
+    assert isinstance(description, launch_api.LaunchDescription)
+    installed = _executables_in_cmake()
+    for namespace, expected_ns in (("", "/"), ("car1", "/car1"), ("/fleet/car2", "/fleet/car2")):
+        nodes = _launched_nodes(description, namespace=namespace)
+        specs = [graph.NODES[name] for name, _ in graph.GRAPHS[graph_name]]
+        assert [n.node_executable for n in nodes] == [spec.executable for spec in specs]
+        for node, spec in zip(nodes, specs, strict=True):
+            assert node.node_package == "cloudseg"
+            assert node.expanded_node_namespace == expected_ns
+            if not spec.composes:  # a composed process keeps each node's own name
+                assert node.node_name == f"{expected_ns.rstrip('/')}/{spec.name}"
+            assert node.node_executable in installed, f"{node.node_executable} not installed"
+            module = importlib.import_module(f"cloudseg.nodes.{node.node_executable}")
+            assert callable(module.main)
+            files = _parameter_files(node)
+            config = dict(graph.GRAPHS[graph_name])[spec.name]
+            assert files[0].name == config and files[0].is_file(), f"missing config {files[0]}"
+            _given_values(node)
+
+
+def test_launch_arguments_fit_each_graph(launch_api):
+    for graph_name, entries in graph.GRAPHS.items():
+        arguments = {a.name: a for a in _description(graph_name).get_launch_arguments()}
+        processes = [name for name, _ in entries]
+        expected = {"namespace", "params_file"}
+        if "source" in processes or graph_name == "vehicle":
+            expected |= {"input", "loop"}
+        if any("compressor" in (p, *graph.NODES[p].composes) for p in processes):
+            expected |= {"scale", "codec", "image_topic"}
+        assert set(arguments) == expected, graph_name
+        for argument in arguments.values():
+            assert argument.description and argument.description != "no description given"
+        assert arguments["namespace"].default_value[0].text == ""  # the root by default
+
+
+def test_launch_arguments_reach_the_nodes(launch_api, tmp_path):
+    description = _description("vehicle")
+    assert [n.node_executable for n in _launched_nodes(description)] == ["vehicle_node"]
+    extra = tmp_path / "mine.yaml"
+    extra.write_text("/**/compressor:\n  ros__parameters:\n    crf: 30\n")
+    source, vehicle = _launched_nodes(
+        description,
+        namespace="car7",
+        input="clip.mp4",
+        loop="true",
+        scale="2",
+        codec="jpeg",
+        image_topic="/camera/color/image_raw",
+        params_file=str(extra),
+    )  # input:= adds a source that plays it as the camera
+    assert (source.node_name, source.node_executable) == ("/car7/source", "source_node")
+    assert _given_values(source) == {"input": "clip.mp4", "loop": True, "wait_for_subscribers": 1}
+    assert _given_values(vehicle) == {"scale": 2, "codec": "jpeg"}
+    assert _parameter_files(vehicle)[1] == extra  # after vehicle.yaml
+    for node in (source, vehicle):
+        assert node.expanded_remapping_rules == [(graph.IMAGE_TOPIC, "/camera/color/image_raw")]
+    (vehicle,) = _launched_nodes(description, pushed="fleet", namespace="car8")
+    assert vehicle.expanded_node_namespace == "/fleet/car8"  # a relative namespace nests
+    for bad, reason in (
+        ({"scale": "5"}, "scale=5"),
+        ({"codec": "vp9"}, "codec='vp9'"),
+        ({"namespace": "car-1"}, "namespace"),
+        ({"params_file": str(tmp_path / "none.yaml")}, "params_file"),
+    ):
+        with pytest.raises((ValueError, FileNotFoundError), match=re.escape(reason)):
+            _launched_nodes(description, **bad)
+
+
+def test_topic_names_are_relative_and_resolve_in_a_namespace():
+    for topic in graph.TOPICS:
+        assert not topic.startswith("/"), topic
+    assert graph.FRAMES_TOPIC == "cloudseg/frames"
+    assert graph.resolve(graph.FRAMES_TOPIC) == "/cloudseg/frames"
+    assert graph.resolve(graph.FRAMES_TOPIC, "car1") == "/car1/cloudseg/frames"
+    assert graph.resolve(graph.FRAMES_TOPIC, "/fleet/car2/") == "/fleet/car2/cloudseg/frames"
+    assert graph.resolve("/tf", "car1") == "/tf"
+    assert graph.namespace("") == graph.namespace(None) == "/"
+    for bad in ("car-1", "1car", "car 1"):
+        with pytest.raises(ValueError, match="namespace"):
+            graph.namespace(bad)
+    # image_transport: <camera>/image_raw/compressed would have to carry the camera's image
+    assert f"{graph.LOWRES_TOPIC}/compressed" == graph.COMPRESSED_TOPIC
+    assert not graph.COMPRESSED_TOPIC.startswith(graph.IMAGE_TOPIC)
+    assert graph.BAG_IMAGE_TOPIC == "/camera/image_raw"  # bags hold fully qualified names
+
+
+def test_launcher_command_runs_the_node_in_a_namespace():
+    from cloudseg.launcher import NodeProcesses, node_command
+
+    assert "__ns:=/car1" not in " ".join(node_command("compressor", None))
+    cmd = node_command("vehicle", None, None, "car1")
+    assert cmd[-2:] == ["-r", "__ns:=/car1"]
+    assert NodeProcesses(ns="/car2/").ns == "/car2"
+    with pytest.raises(ValueError):
+        node_command("vehicle", None, None, "car-1")
 
 
 def test_every_graph_executable_is_installed():

@@ -7,13 +7,18 @@ import argparse
 import logging
 import sys
 
-from cloudseg.graph import COMPRESSOR, GRAPHS, IMAGE_TOPIC, NODES
+from cloudseg.graph import BAG_IMAGE_TOPIC, COMPRESSOR, GRAPHS, NODES, namespace
 from cloudseg.launcher import DDS_MODES
 
 
 def _demo(args: argparse.Namespace) -> int:
     from cloudseg.demo import run_demo
 
+    try:
+        ns = namespace(args.namespace)
+    except ValueError as exc:
+        print(f"cloudseg demo: {exc}", file=sys.stderr)
+        return 2
     stats = run_demo(
         args.input,
         scale=args.scale,
@@ -32,6 +37,7 @@ def _demo(args: argparse.Namespace) -> int:
         control=_control_on(args.control),
         topic=args.topic,
         keep_logs=args.keep_logs,
+        ns=ns,
     )
     print(stats.report())
     if args.json:
@@ -58,7 +64,7 @@ def _convert(args: argparse.Namespace) -> int:
         storage=args.storage,
         fps=args.fps,
         topic=args.output_topic,
-        input_topic=args.topic or IMAGE_TOPIC,
+        input_topic=args.topic or BAG_IMAGE_TOPIC,
         progress=True,
     )
     print(f"wrote {n} frames to {args.output} ({args.storage}, topic {args.output_topic})")
@@ -72,6 +78,7 @@ def _run(args: argparse.Namespace) -> int:
 
     try:
         overrides = parse_param_overrides(args.graph, args.params or [])
+        ns = namespace(args.namespace)
     except ValueError as exc:
         print(f"cloudseg run: {exc}", file=sys.stderr)
         return 2
@@ -104,7 +111,7 @@ def _run(args: argparse.Namespace) -> int:
         except (ValueError, OSError) as exc:
             print(f"cloudseg run: {exc}", file=sys.stderr)
             return 2
-    return run_graph(args.graph, overrides or None, dds)
+    return run_graph(args.graph, overrides or None, dds, ns)
 
 
 def node_help(name: str) -> str:
@@ -269,7 +276,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--topic",
         help="the image topic of a rosbag2 input (sensor_msgs/Image or CompressedImage; "
-        f"default {IMAGE_TOPIC}), e.g. /camera/color/image_raw",
+        f"default {BAG_IMAGE_TOPIC}), e.g. /camera/color/image_raw",
     )
     p.add_argument(
         "--scale", type=int, default=4, choices=(1, 2, 4, 8), help="downsampling factor (default 4)"
@@ -344,6 +351,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="keep the node processes' logs (their folder is printed); by default they are "
         "removed at the end",
     )
+    p.add_argument(
+        "--namespace",
+        metavar="NS",
+        default="",
+        help="run every node (vehicle, cloud, controller) in this ROS namespace, e.g. car1 "
+        "(default: the root)",
+    )
     p.set_defaults(func=_demo)
 
     p = sub.add_parser(
@@ -356,17 +370,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--topic",
         help=f"the image topic of a rosbag2 input (Image or CompressedImage; default "
-        f"{IMAGE_TOPIC})",
+        f"{BAG_IMAGE_TOPIC})",
     )
     p.add_argument(
-        "--output-topic", default=IMAGE_TOPIC, help=f"topic written (default {IMAGE_TOPIC})"
+        "--output-topic", default=BAG_IMAGE_TOPIC, help=f"topic written (default {BAG_IMAGE_TOPIC})"
     )
     p.set_defaults(func=_convert)
 
     p = sub.add_parser("run", help="start a graph's nodes as processes (no ros2 launch needed)")
     p.add_argument("graph", choices=sorted(GRAPHS))
     p.add_argument("--input", help="input for the source node (pipeline graph)")
-    p.add_argument("--topic", help=f"the image topic of a rosbag2 --input (default {IMAGE_TOPIC})")
+    p.add_argument(
+        "--topic", help=f"the image topic of a rosbag2 --input (default {BAG_IMAGE_TOPIC})"
+    )
     p.add_argument(
         "-p",
         "--param",
@@ -392,6 +408,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--public-ip", metavar="IP", help="tcp, cloud: address the vehicle reaches (behind NAT)"
     )
     p.add_argument("--server", metavar="HOST:PORT", help="discovery: the discovery server")
+    p.add_argument(
+        "--namespace",
+        metavar="NS",
+        default="",
+        help="run every node of the graph in this ROS namespace, e.g. car1: its topics are "
+        "then /car1/camera/image_raw, /car1/cloudseg/frames, ... (default: the root)",
+    )
     p.set_defaults(func=_run)
 
     p = sub.add_parser(

@@ -17,7 +17,7 @@ from rclpy.executors import SingleThreadedExecutor
 from cloudseg.data.folder import are_stills, list_frame_files
 from cloudseg.data.frames import DataError
 from cloudseg.data.sources import check_input
-from cloudseg.graph import GRAPHS, IMAGE_TOPIC, SR, config_dir
+from cloudseg.graph import BAG_IMAGE_TOPIC, GRAPHS, SR, config_dir, namespace
 from cloudseg.launcher import (
     NodeFailed,
     NodeProcesses,
@@ -126,6 +126,7 @@ def run_demo(
     topic: str | None = None,
     keep_logs: bool = False,
     ready_timeout: float = 120.0,
+    ns: str | None = None,
 ) -> StreamStats:
     """Stream `input_path` through vehicle and cloud processes; return what was seen.
 
@@ -142,7 +143,8 @@ def run_demo(
     `control`: also run the adaptive controller (the "controller" graph, `controller_params`
     override its parameters): its Knobs then replace scale, rate and SR bypass as it measures
     the link; off, the settings given here hold for the whole stream. `topic`: the image
-    topic of a bag input (default /camera/image_raw).
+    topic of a bag input (default /camera/image_raw). `ns`: the ROS namespace every node
+    process (and this process's monitor) runs in (`car1`: /car1/cloudseg/frames, ...).
 
     The input (and CUDA, when asked for) is checked before anything starts; a node process
     that ends while the graph starts or streams stops the demo at once with DemoError and the
@@ -151,6 +153,7 @@ def run_demo(
     """
     if cloud not in GRAPHS or not cloud.startswith("cloud"):
         raise ValueError(f"unknown cloud graph {cloud!r}")
+    ns = namespace(ns)
     check_inputs(input_path, topic, cloud_params)
     if input_path is None and not quiet:
         print(REAL_DATA_HINT, file=sys.stderr)
@@ -185,6 +188,7 @@ def run_demo(
             controller_params=controller_params,
             topic=topic,
             ready_timeout=ready_timeout,
+            ns=ns,
         )
     finally:
         if own_logs and not keep_logs:
@@ -214,6 +218,7 @@ def _stream(
     controller_params: dict | None,
     topic: str | None,
     ready_timeout: float,
+    ns: str = "/",
 ) -> StreamStats:
     """run_demo's stream, its logs in `log_dir` (`logs_hint` ends its error messages)."""
     stats = StreamStats(fps=rate or 17.0, segmenting=cloud != "cloud_bilinear")
@@ -230,18 +235,18 @@ def _stream(
         scorer = LabelScorer(
             input_path,
             limit=limit,
-            topic=topic or IMAGE_TOPIC,
+            topic=topic or BAG_IMAGE_TOPIC,
             backend=(cloud_params or {}).get("backend", "espnetv2"),
             device=(cloud_params or {}).get("device", "auto"),
         )
         if not quiet:
             print(f"{scorer.describe()}, after the stream", file=sys.stderr)
     rclpy.init(args=[])
-    monitor = MonitorNode(stats, scorer=scorer)
+    monitor = MonitorNode(stats, scorer=scorer, namespace=ns)
     executor = SingleThreadedExecutor()
     executor.add_node(monitor)
     try:
-        with NodeProcesses(env=env, log_dir=log_dir) as procs:
+        with NodeProcesses(env=env, log_dir=log_dir, ns=ns) as procs:
             started = procs.start_graph(cloud, cloud_overrides(cloud, sr_bypass, cloud_params))
             vehicle = {
                 "scale": scale,
@@ -271,9 +276,10 @@ def _stream(
                 wait_until_ready(
                     procs,
                     started,
-                    lambda: missing_endpoints(monitor, endpoints),
+                    lambda: missing_endpoints(monitor, endpoints, ns),
                     spin,
                     timeout=ready_timeout,
+                    ns=ns,
                 )
             except (NodeFailed, TimeoutError) as exc:
                 raise DemoError(f"{exc}{logs_hint}") from None

@@ -3,11 +3,17 @@
 Nodes declare their parameters from here, the launch files and the `cloudseg` command start
 the nodes listed here with the config files named here, and the tests check against it.
 This module imports nothing from ROS.
+
+Topic names are relative (`cloudseg/frames`): a node started in a namespace
+(`--ros-args -r __ns:=/car1`, `Node(namespace=...)` in a launch file, `cloudseg run vehicle
+--namespace car1`) uses `/car1/cloudseg/frames`, and one in the root namespace `/cloudseg/frames`.
+Whatever compares them with names from the ROS graph resolves them first (`resolve`).
 """
 
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,47 +34,49 @@ class Topic:
 TOPICS: dict[str, Topic] = {
     t.name: t
     for t in (
-        Topic("/camera/image_raw", "sensor_msgs/msg/Image", "sensor", "camera images (rgb8)"),
+        Topic("camera/image_raw", "sensor_msgs/msg/Image", "sensor", "camera images (rgb8)"),
         Topic(
-            "/camera/image_raw/compressed",
+            "cloudseg/lowres/compressed",
             "sensor_msgs/msg/CompressedImage",
             "sensor",
-            "the JPEG/PNG stream for stock viewers (image_transport 'compressed' format)",
+            "the low-resolution JPEG/PNG stream the cloud gets, for stock viewers: the "
+            "'compressed' image_transport of the base topic cloudseg/lowres (its own base "
+            "topic: camera/image_raw/compressed would have to carry the camera's image)",
         ),
-        Topic("/cloudseg/frames", "cloudseg/msg/Frame", "frames", "encoded frames over the WAN"),
-        Topic("/cloudseg/knob", "cloudseg/msg/Knob", "knob", "the controller's settings"),
+        Topic("cloudseg/frames", "cloudseg/msg/Frame", "frames", "encoded frames over the WAN"),
+        Topic("cloudseg/knob", "cloudseg/msg/Knob", "knob", "the controller's settings"),
         Topic(
-            "/cloudseg/keyframe_request",
+            "cloudseg/keyframe_request",
             "cloudseg/msg/KeyframeRequest",
             "request",
             "cloud -> vehicle: make the next frame an H.264 IDR (after a lost or undecodable "
             "frame; at most one every 200 ms while the cloud waits)",
         ),
         Topic(
-            "/cloudseg/restored",
+            "cloudseg/restored",
             "sensor_msgs/msg/Image",
             "results",
             "restored images (rgb8): at the size the cloud segments at (cloud, cloud_split), "
             "at the camera size (cloud_bilinear)",
         ),
         Topic(
-            "/cloudseg/restored/info",
+            "cloudseg/restored/info",
             "cloudseg/msg/RestoredInfo",
             "results",
             "split cloud: for each restored image, its frame's seq, scale and camera size",
         ),
-        Topic("/cloudseg/labels", "sensor_msgs/msg/Image", "results", "mono8 train ids 0..18"),
-        Topic("/cloudseg/overlay", "sensor_msgs/msg/Image", "results", "rgb8 colour overlay"),
-        Topic("/cloudseg/stats", "cloudseg/msg/FrameStats", "results", "per-frame timings"),
+        Topic("cloudseg/labels", "sensor_msgs/msg/Image", "results", "mono8 train ids 0..18"),
+        Topic("cloudseg/overlay", "sensor_msgs/msg/Image", "results", "rgb8 colour overlay"),
+        Topic("cloudseg/stats", "cloudseg/msg/FrameStats", "results", "per-frame timings"),
         Topic(
-            "/cloudseg/camera_labels",
+            "cloudseg/camera_labels",
             "sensor_msgs/msg/Image",
             "results",
             "vehicle: for every camera frame the newest labels (mono8 train ids, the camera "
             "frame's stamp)",
         ),
         Topic(
-            "/cloudseg/camera_labels/info",
+            "cloudseg/camera_labels/info",
             "cloudseg/msg/LabelAge",
             "results",
             "vehicle: for every camera frame, which frame its labels came from and their age",
@@ -76,18 +84,49 @@ TOPICS: dict[str, Topic] = {
     )
 }
 
-IMAGE_TOPIC = "/camera/image_raw"
-COMPRESSED_TOPIC = "/camera/image_raw/compressed"
-FRAMES_TOPIC = "/cloudseg/frames"
-KNOB_TOPIC = "/cloudseg/knob"
-KEYFRAME_REQUEST_TOPIC = "/cloudseg/keyframe_request"
-RESTORED_TOPIC = "/cloudseg/restored"
-RESTORED_INFO_TOPIC = "/cloudseg/restored/info"
-LABELS_TOPIC = "/cloudseg/labels"
-OVERLAY_TOPIC = "/cloudseg/overlay"
-STATS_TOPIC = "/cloudseg/stats"
-CAMERA_LABELS_TOPIC = "/cloudseg/camera_labels"
-CAMERA_LABELS_INFO_TOPIC = "/cloudseg/camera_labels/info"
+IMAGE_TOPIC = "camera/image_raw"
+#: image_transport base topic of the compressor's low-resolution stream (only its 'compressed'
+#: transport is published)
+LOWRES_TOPIC = "cloudseg/lowres"
+COMPRESSED_TOPIC = f"{LOWRES_TOPIC}/compressed"
+FRAMES_TOPIC = "cloudseg/frames"
+KNOB_TOPIC = "cloudseg/knob"
+KEYFRAME_REQUEST_TOPIC = "cloudseg/keyframe_request"
+RESTORED_TOPIC = "cloudseg/restored"
+RESTORED_INFO_TOPIC = "cloudseg/restored/info"
+LABELS_TOPIC = "cloudseg/labels"
+OVERLAY_TOPIC = "cloudseg/overlay"
+STATS_TOPIC = "cloudseg/stats"
+CAMERA_LABELS_TOPIC = "cloudseg/camera_labels"
+CAMERA_LABELS_INFO_TOPIC = "cloudseg/camera_labels/info"
+
+#: the image topic read from a rosbag2 file by default (bags hold fully qualified names)
+BAG_IMAGE_TOPIC = "/" + IMAGE_TOPIC
+
+_NS_TOKEN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def namespace(text: str | None) -> str:
+    """A ROS namespace as a fully qualified one: `car1`, `/car1/` -> `/car1`; empty or None ->
+    `/` (the root). ValueError for a name ROS refuses (tokens of letters, digits and `_`, not
+    starting with a digit)."""
+    tokens = [t for t in (text or "").strip().split("/") if t]
+    for token in tokens:
+        if not _NS_TOKEN.fullmatch(token):
+            raise ValueError(
+                f"namespace {text!r}: {token!r} is not a valid name (letters, digits and _, "
+                f"not starting with a digit)"
+            )
+    return "/" + "/".join(tokens)
+
+
+def resolve(topic: str, ns: str | None = "/") -> str:
+    """The fully qualified name of a graph topic for a node in namespace `ns`
+    (`cloudseg/frames`, `car1` -> `/car1/cloudseg/frames`); an absolute name is kept."""
+    if topic.startswith("/"):
+        return topic
+    base = namespace(ns)
+    return f"{base.rstrip('/')}/{topic}"
 
 
 @dataclass(frozen=True)
@@ -160,10 +199,10 @@ class Endpoint:
     kind: str
     topic: str
 
-    def describe(self) -> str:
-        return (
-            f"{self.node} ({'publisher' if self.kind == 'pub' else 'subscriber'} of {self.topic})"
-        )
+    def describe(self, ns: str | None = "/") -> str:
+        """`node (publisher of topic)`, the topic resolved in namespace `ns`."""
+        role = "publisher" if self.kind == "pub" else "subscriber"
+        return f"{self.node} ({role} of {resolve(self.topic, ns)})"
 
 
 @dataclass(frozen=True)
@@ -229,7 +268,7 @@ SOURCE = NodeSpec(
             "rosbag2 (mcap/sqlite3), Cityscapes sequence folder, video file; "
             "empty = generated test clip",
         ),
-        Param("topic_in_bag", IMAGE_TOPIC, "image topic to read from a bag"),
+        Param("topic_in_bag", BAG_IMAGE_TOPIC, "image topic to read from a bag"),
         Param(
             "rate",
             17.0,
@@ -327,7 +366,8 @@ COMPRESSOR = NodeSpec(
         Param(
             "publish_compressed",
             True,
-            "also publish sensor_msgs/CompressedImage for JPEG/PNG on <image topic>/compressed",
+            "also publish JPEG/PNG frames as sensor_msgs/CompressedImage on "
+            f"{COMPRESSED_TOPIC} (the low-resolution stream, for stock viewers)",
         ),
     ),
     live=frozenset(
@@ -481,7 +521,7 @@ SR = NodeSpec(
             "'bilinear': the paper's LR-bilinear baseline",
             choices=("sr", "bilinear"),
         ),
-        Param("publish_restored", True, "publish the restored image on /cloudseg/restored"),
+        Param("publish_restored", True, "publish the restored image on cloudseg/restored"),
         Param(
             "max_width",
             4096,
@@ -555,7 +595,7 @@ SEGMENTATION = NodeSpec(
     executable="segmentation_node",
     side="cloud",
     description="Segments the SR pyramid handed over in the cloud process, or (run on its own) "
-    "the newest image on /cloudseg/restored in a worker thread; publishes labels (at the "
+    "the newest image on cloudseg/restored in a worker thread; publishes labels (at the "
     "camera size), overlay and timings",
     params=(
         BACKEND,
@@ -604,7 +644,7 @@ CONTROLLER = NodeSpec(
     executable="controller_node",
     side="vehicle",
     description="Adaptive controller: measures goodput, loss, latency trend, cloud time and an "
-    "online accuracy estimate from /cloudseg/stats; picks a profile entry and publishes Knob",
+    "online accuracy estimate from cloudseg/stats; picks a profile entry and publishes Knob",
     params=(
         Param("profile", "", "profile file (cloudseg profile); empty = config/profile.json"),
         Param("window_s", 1.0, "measurement window: one decision per window", min=0.1, max=60.0),

@@ -17,19 +17,25 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from cloudseg.graph import GRAPHS, IMAGE_TOPIC, NODES, Endpoint, config_dir
+from cloudseg.graph import GRAPHS, IMAGE_TOPIC, NODES, Endpoint, config_dir, namespace
 
 LOCAL_DDS_PROFILE = "fastdds_local.xml"
+
+
+def one_host_env() -> dict[str, str]:
+    """DDS on this host only, with the large-message Fast DDS profile (a graph whose vehicle
+    and cloud share the host: `cloudseg run pipeline`, the demo, pipeline.launch.py)."""
+    return {
+        "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST",
+        "FASTDDS_DEFAULT_PROFILES_FILE": str(config_dir() / LOCAL_DDS_PROFILE),
+    }
 
 
 def local_env(one_host: bool = True) -> dict[str, str]:
     """Environment for node processes: the shared weights when $CLOUDSEG_WEIGHTS is not set;
     for a graph on one host also DDS on this host only and the large-message Fast DDS profile.
     Settings already in the environment win."""
-    env = {}
-    if one_host:
-        env["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
-        env["FASTDDS_DEFAULT_PROFILES_FILE"] = str(config_dir() / LOCAL_DDS_PROFILE)
+    env = one_host_env() if one_host else {}
     from cloudseg.models.weights import shared_weights_dir  # lazy: it imports torch
 
     weights = shared_weights_dir()
@@ -260,13 +266,20 @@ def _param_value(value: Any) -> str:
 
 
 def node_command(
-    node: str, config_file: str | Path | None = None, overrides: dict[str, Any] | None = None
+    node: str,
+    config_file: str | Path | None = None,
+    overrides: dict[str, Any] | None = None,
+    ns: str | None = None,
 ) -> list[str]:
-    """The command line that runs one node with its parameter file and overrides."""
+    """The command line that runs one node with its parameter file and overrides, in
+    namespace `ns` (`car1` or `/car1`; None or `/`: the root namespace, no remap)."""
     spec = NODES[node]
     cmd = [sys.executable, "-m", spec.module, "--ros-args"]
     if not spec.composes:  # a composed process keeps each node's own name
         cmd += ["-r", f"__node:={spec.name}"]
+    ns = namespace(ns)
+    if ns != "/":  # every node of the process, composed ones too
+        cmd += ["-r", f"__ns:={ns}"]
     if config_file is not None:
         cmd += ["--params-file", str(config_file)]
     for name, value in (overrides or {}).items():
@@ -276,11 +289,15 @@ def node_command(
 
 
 class NodeProcesses:
-    """A set of node processes, stopped together (SIGINT, then SIGKILL after a grace period)."""
+    """A set of node processes, stopped together (SIGINT, then SIGKILL after a grace period),
+    all in namespace `ns` (default the root)."""
 
-    def __init__(self, env: dict[str, str] | None = None, log_dir: Path | None = None) -> None:
+    def __init__(
+        self, env: dict[str, str] | None = None, log_dir: Path | None = None, ns: str | None = None
+    ) -> None:
         self.env = {**os.environ, **(env or {})}
         self.log_dir = log_dir
+        self.ns = namespace(ns)
         self.procs: dict[str, subprocess.Popen] = {}
 
     def start(
@@ -289,7 +306,7 @@ class NodeProcesses:
         config_file: str | Path | None = None,
         overrides: dict[str, Any] | None = None,
     ) -> subprocess.Popen:
-        cmd = node_command(node, config_file, overrides)
+        cmd = node_command(node, config_file, overrides, self.ns)
         if self.log_dir is None:
             proc = subprocess.Popen(cmd, env=self.env)
         else:
@@ -359,6 +376,7 @@ def run_graph(
     graph: str,
     overrides: dict[str, dict[str, Any]] | None = None,
     dds: dict[str, str] | None = None,
+    ns: str | None = None,
 ) -> int:
     """Run a whole graph in the foreground until Ctrl-C (or until every node has ended).
 
@@ -366,7 +384,9 @@ def run_graph(
     they are up (the endpoints `cloudseg.graph` lists as `ready`), so no frame goes out before
     the cloud listens. A node that fails stops the graph (exit 1); the source ending (a finite
     input) does not. `dds`: environment from `dds_env` for vehicle and cloud on different hosts
-    (it wins over the one-host settings)."""
+    (it wins over the one-host settings). `ns`: the namespace of every node (`car1`: the
+    vehicle's topics are /car1/camera/image_raw, /car1/cloudseg/frames, ...)."""
+    ns = namespace(ns)
     env = local_env(one_host=graph == "pipeline" and not dds)
     if dds:
         os.environ.pop("ROS_DISCOVERY_SERVER", None)  # the profile's discovery, not this one
@@ -379,7 +399,7 @@ def run_graph(
             return 130
     overrides = {k: dict(v) for k, v in (overrides or {}).items()}
     has_source = any(node == "source" for node, _ in GRAPHS[graph])
-    with NodeProcesses(env={**env, **(dds or {})}) as procs:
+    with NodeProcesses(env={**env, **(dds or {})}, ns=ns) as procs:
         try:
             started = procs.start_graph(graph, overrides, exclude=("source",))
             if has_source:
@@ -410,9 +430,10 @@ def _start_source_when_ready(
         wait_until_ready(
             procs,
             started,
-            lambda: watcher.missing(endpoints),
+            lambda: watcher.missing(endpoints, procs.ns),
             time.sleep,
             progress=lambda line: print(line, file=sys.stderr),
+            ns=procs.ns,
         )
     # the source holds its first frame until the graph's image subscribers matched it too
     source = overrides.setdefault("source", {})
@@ -451,11 +472,13 @@ def wait_until_ready(
     timeout: float | None = None,
     progress: Callable[[str], object] | None = None,
     progress_every: float = 10.0,
+    ns: str = "/",
 ) -> None:
     """Wait until none of the endpoints is `missing()` (the processes `names` are up), calling
     `spin(seconds)` meanwhile (an executor's spin_once, or a sleep). NodeFailed as soon as one
     of them ends (with its log's reason); TimeoutError after `timeout` seconds, naming what is
-    still missing. `progress` gets a line every `progress_every` seconds while waiting."""
+    still missing (their topics resolved in namespace `ns`). `progress` gets a line every
+    `progress_every` seconds while waiting."""
     start = time.monotonic()
     last_note = start
     while True:
@@ -467,7 +490,7 @@ def wait_until_ready(
         if not left:
             return
         now = time.monotonic()
-        waiting = ", ".join(e.describe() for e in left)
+        waiting = ", ".join(e.describe(ns) for e in left)
         if timeout is not None and now - start > timeout:
             raise TimeoutError(f"the graph did not come up in {timeout:.0f} s; missing: {waiting}")
         if progress is not None and now - last_note >= progress_every:

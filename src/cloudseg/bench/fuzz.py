@@ -962,7 +962,10 @@ class Fuzz:
         if cloud.get("device", "auto") == "cpu":
             cloud.setdefault("cpu_max_width", 512)
         self.nodes.append(start_node("cloud", "cloud", "cloud.yaml", cloud, (), self.log_dir, env))
-        remap = ["-r", f"/cloudseg/frames:={VEHICLE_FRAMES_TOPIC}"]
+        from cloudseg.graph import FRAMES_TOPIC
+
+        # relative, as the node's own name: it matches in whatever namespace the node runs
+        remap = ["-r", f"{FRAMES_TOPIC}:={VEHICLE_FRAMES_TOPIC}"]
         self.nodes.append(
             start_node("vehicle", "vehicle", "vehicle.yaml", {}, remap, self.log_dir, env)
         )

@@ -52,8 +52,9 @@ class CameraLabelsNode(Node):
             self.create_subscription(Image, IMAGE_TOPIC, self.on_image, qos_for(IMAGE_TOPIC))
         warp = " (warped along optical flow)" if self.params["warp"] else ""
         self.get_logger().info(
-            f"the newest labels for every camera frame{warp} -> {CAMERA_LABELS_TOPIC}, "
-            f"{CAMERA_LABELS_INFO_TOPIC}"
+            f"the newest labels for every camera frame{warp} -> "
+            f"{self.resolve_topic_name(CAMERA_LABELS_TOPIC)}, "
+            f"{self.resolve_topic_name(CAMERA_LABELS_INFO_TOPIC)}"
         )
 
     def on_parameters(self, changes: dict) -> None:

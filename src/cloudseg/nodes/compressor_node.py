@@ -2,13 +2,16 @@
 
 In the vehicle process (`vehicle_node`) the frame_selector hands it the selected frames with
 their level (KEY frames become H.264 IDRs) by a function call. On its own it compresses every
-image on /camera/image_raw (KEY whenever the encoder made an IDR).
+image on camera/image_raw (KEY whenever the encoder made an IDR). Topic names are relative: under
+a namespace (`-r __ns:=/car1`) they are /car1/camera/image_raw, /car1/cloudseg/frames, ...
 
 A Knob is checked as a whole (`cloudseg.control.knob`); a bad one is refused with one log line
 and the previous settings stay. Its one-shot `request_full_frame` fires once, and not at all
 when the Knob was stamped before this node started (a transient-local Knob delivered again to a
-restarted compressor). A keyframe request from the cloud (/cloudseg/keyframe_request) makes the
+restarted compressor). A keyframe request from the cloud (cloudseg/keyframe_request) makes the
 next frame an H.264 IDR, unless an IDR sent after the frame it names is already on its way.
+JPEG/PNG frames also go, as sensor_msgs/CompressedImage, to cloudseg/lowres/compressed (the
+image_transport 'compressed' topic of their own base topic, cloudseg/lowres) for stock viewers.
 """
 
 from __future__ import annotations
@@ -59,9 +62,13 @@ class CompressorNode(Node):
             self.on_keyframe_request,
             qos_for(KEYFRAME_REQUEST_TOPIC),
         )
-        source = "the frame_selector's frames, in process" if in_process else IMAGE_TOPIC
+        source = (
+            "the frame_selector's frames, in process"
+            if in_process
+            else self.resolve_topic_name(IMAGE_TOPIC)
+        )
         self.get_logger().info(
-            f"compressing {source} -> {FRAMES_TOPIC} with {self.compressor.settings}"
+            f"compressing {source} -> {self.frame_pub.topic_name} with {self.compressor.settings}"
         )
 
     def on_parameters(self, changes: dict) -> None:

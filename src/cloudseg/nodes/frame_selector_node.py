@@ -47,7 +47,8 @@ class FrameSelectorNode(Node):
         self.frames = 0
         self.create_subscription(Image, IMAGE_TOPIC, self.on_image, qos_for(IMAGE_TOPIC))
         self.create_subscription(Knob, KNOB_TOPIC, self.on_knob, qos_for(KNOB_TOPIC))
-        self.get_logger().info(f"selecting {IMAGE_TOPIC}: {self.selector.settings.describe()}")
+        image = self.resolve_topic_name(IMAGE_TOPIC)
+        self.get_logger().info(f"selecting {image}: {self.selector.settings.describe()}")
 
     def on_parameters(self, changes: dict) -> None:
         """`ros2 param set`: thresholds, mode and bounds apply from the next frame."""

@@ -60,9 +60,13 @@ class MonitorNode(Node):
     """
 
     def __init__(
-        self, stats: StreamStats, keep_originals: int = 64, scorer: LabelScorer | None = None
+        self,
+        stats: StreamStats,
+        keep_originals: int = 64,
+        scorer: LabelScorer | None = None,
+        namespace: str = "/",
     ) -> None:
-        super().__init__("cloudseg_monitor")
+        super().__init__("cloudseg_monitor", namespace=namespace)  # the graph's topics in it
         self.stats = stats
         self.scorer = scorer
         self.keep = keep_originals

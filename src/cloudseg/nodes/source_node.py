@@ -52,7 +52,7 @@ class SourceNode(Node):
         self.pacer = Pacer(p["rate"] or None, sleep=lambda s: self.stopping.wait(max(s, 0.0)))
         pace = f"{p['rate']:.1f} Hz" if p["rate"] else "the input's stamps"
         self.get_logger().info(
-            f"publishing {self.source.describe()} on {IMAGE_TOPIC} at {pace}"
+            f"publishing {self.source.describe()} on {self.publisher.topic_name} at {pace}"
             f" (stamps: {p['stamp_mode']})"
         )
         self.thread = threading.Thread(target=self.play, daemon=True)
