@@ -228,3 +228,26 @@ def test_restored_and_overlay_are_made_only_for_subscribers(shared_data, weights
         seg.destroy_node()
         node.destroy_node()
         rclpy.try_shutdown()
+
+
+def test_bench_fleet_two_vehicles_json(shared_data, weights_env, tmp_path):
+    """`cloudseg bench fleet --vehicles 2 --json`: both vehicles (aachen, a frankfurt clip)
+    get labels back, and theirs agree with their own scenes' full-resolution labels far more
+    than with the other vehicle's (no cross-talk)."""
+    import json
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-m", "cloudseg.cli", "bench", "fleet", "--vehicles", "2"]
+    cmd += ["--frames", "6", "--score-frames", "3", "--device", "cpu", "--json"]
+    cmd += ["--data", str(shared_data), "--log-dir", str(tmp_path)]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=240)
+    assert out.returncode == 0, out.stderr[-3000:]
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert [v["name"] for v in result["vehicles"]] == ["car1", "car2"]
+    for v in result["vehicles"]:
+        assert v["sent"] >= 5 and v["labels"] >= 3, result
+        assert v["latency_ms_p95"] > 0
+        assert v["miou_vs_own_hr"] > v["miou_vs_other_hr"] + 0.1, result
+    assert result["batch_mean"] >= 1 and result["ms_per_frame"] > 0
+    assert "reduced-resolution" in result["restoration"]
