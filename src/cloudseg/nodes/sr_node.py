@@ -306,9 +306,10 @@ class SRNode(Node):
             drop_input(self, "frame", exc, what=ep.label(f"frame {seq}"))
             self.ask_for_keyframe(ep, frame, stream.take_ask())
             return
-        if decoded.log is not None:
-            log = self.get_logger().warning if decoded.lr is None else self.get_logger().info
-            log(ep.label(decoded.log))
+        if decoded.log is not None and decoded.lr is None:  # (one severity per call site)
+            self.get_logger().warning(ep.label(decoded.log))
+        elif decoded.log is not None:
+            self.get_logger().info(ep.label(decoded.log))
         self.ask_for_keyframe(ep, frame, decoded.ask)
         if decoded.lr is None:
             return
