@@ -15,7 +15,13 @@ from cloudseg.launcher import NodeProcesses
 
 pytestmark = pytest.mark.dds
 
-CLOUD = {"device": "cpu", "cpu_max_width": 256, "discovery_period_s": 0.5, "max_wait_ms": 20.0}
+CLOUD = {
+    "device": "cpu",
+    "cpu_max_width": 256,
+    "discovery_period_s": 0.5,
+    "max_wait_ms": 20.0,
+    "stream_idle_s": 2.0,
+}
 
 
 def _first_frames(shared_data):
@@ -60,7 +66,8 @@ def test_two_vehicles_under_two_namespaces_each_get_only_their_own_labels(
     """One cloud process (streams discovered) and two vehicles, /car1 and /car2, sending
     different real scenes: each gets labels on its own topics only, and they are the labels of
     its own scene (as the same pipeline gives on that scene alone), not the other's. A frame
-    sent on /car1's topic claiming to be /car2's is dropped with the reason."""
+    sent on /car1's topic claiming to be /car2's is dropped with the reason. Idle streams are
+    forgotten; a stream whose publisher left is unsubscribed too."""
     import rclpy
     from sensor_msgs.msg import Image
 
@@ -120,7 +127,9 @@ def test_two_vehicles_under_two_namespaces_each_get_only_their_own_labels(
                     pubs[n].publish(_frame_msg(node, payloads[i], seq, n))
                 seq += 1
                 _spin_until(node, lambda: False, 0.3)
-            _spin_until(node, lambda: False, 1.0)
+            # idle streams are forgotten; one whose vehicle left is also unsubscribed
+            node.destroy_publisher(pubs["/car2"])
+            assert _spin_until(node, lambda: "stream /car2: gone" in logs(), 15), logs()
             codes = procs.stop_all(grace=30)
         log = logs()
     finally:
@@ -138,6 +147,8 @@ def test_two_vehicles_under_two_namespaces_each_get_only_their_own_labels(
         assert stats[n] and all(s.stream_id == n for s in stats[n])
         assert all(1 <= s.batch_size <= 2 for s in stats[n])
     assert "stream /car1: serving /car1/cloudseg/frames" in log, log
+    assert "stream /car1: no frame for 2 s: forgotten" in log, log  # its publisher stays
+    assert "stream /car1: gone" not in log
     assert "/car1 frame 0 dropped (stream): stream_id '/car2' disagrees" in log, log
     assert "Traceback" not in log
 
