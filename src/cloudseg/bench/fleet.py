@@ -3,7 +3,8 @@
 Starts one cloud process (``cloud``: streams discovered, batched inference) and N vehicle
 graphs, each a source and a vehicle process under its own namespace (``/car1`` ... ``/carN``:
 ``--ros-args -r __ns:=/carK``), each playing a different real sequence (the aachen_seq0000
-frames, the four Cityscapes mp4 clips, the dashcam video, in that order, then again). Every
+frames, a Cityscapes mp4 clip, the 960x540 dashcam video, the other three clips, in that
+order, then again). Every
 vehicle sends every frame (selection off), H.264 at x4. This process listens on each
 vehicle's topics: the frames it sent (decoded here and matched to their originals by content,
 `cloudseg.bench.adapt_score.FrameMatcher`), the labels it got back (capture stamp to arrival:
@@ -58,9 +59,10 @@ def default_inputs(shared: Path | None = None) -> list[Path]:
     if shared is None:
         return []
     seq = shared / "sequences"
-    inputs = [seq / "aachen_seq0000", *sorted((seq / "mp4").glob("*.mp4"))]
-    inputs.append(shared / "video" / "solidWhiteRight.mp4")
-    return [p for p in inputs if p.exists()]
+    clips = sorted((seq / "mp4").glob("*.mp4"))
+    # the dashcam third: from 3 vehicles on, two frame sizes meet in the cloud's batches
+    inputs = [seq / "aachen_seq0000", *clips[:1], shared / "video" / "solidWhiteRight.mp4"]
+    return [p for p in [*inputs, *clips[1:]] if p.exists()]
 
 
 def namespace_args(namespace: str) -> list[str]:
