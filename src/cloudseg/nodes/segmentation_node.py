@@ -4,14 +4,14 @@ In the cloud process (`cloud_node`) it owns the models and the publishers of eve
 results (`outputs`: labels, overlay, stats under the stream's namespace); the sr node batches
 the streams' frames and runs them on these models (`cloudseg.cloud`).
 
-On its own (a split cloud) it segments the images on /cloudseg/restored, newest first: the
-subscription callback only hands the newest image to a worker thread
-(`cloudseg.newest.NewestFirst`; images replaced before the worker took them are skipped and
-counted in FrameStats.frames_skipped), which segments it as it is (the sr node restored it to
-the size the segmenter runs at, or smaller) and publishes labels at the camera size that the
-image's RestoredInfo (/cloudseg/restored/info, same stamp) gives; without one (another
-publisher, or the info was lost) the labels have the image's size. The worker is stopped and
-joined before the node is destroyed.
+On its own (a split cloud: single-stream, the root namespace's vehicle only) it segments the
+images on /cloudseg/restored, newest first: the subscription callback only hands the newest
+image to a worker thread (`cloudseg.newest.NewestFirst`; images replaced before the worker
+took them are skipped and counted in FrameStats.frames_skipped), which segments it as it is
+(the sr node restored it to the size the segmenter runs at, or smaller) and publishes labels
+at the camera size that the image's RestoredInfo (/cloudseg/restored/info, same stamp) gives;
+without one (another publisher, or the info was lost) the labels have the image's size. The
+worker is stopped and joined before the node is destroyed.
 """
 
 from __future__ import annotations
