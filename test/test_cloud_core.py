@@ -190,6 +190,10 @@ def test_router_sends_each_result_to_its_own_stream_at_its_camera_size():
     assert out[0].restored is None and out[0].overlay.shape == (256, 512, 3)
     with pytest.raises(ValueError):
         route(frames[:1], result, 1, [0])
+    # the minimal result another Inference (a Triton client) gives: labels, no extras
+    plain = route(frames, BatchResult(labels, None, 5.0), batch_size=2, skipped=[0, 0])
+    assert plain[0].overlay is None and plain[0].restored is None
+    assert not plain[0].stats["sr_bypass"] and plain[1].labels.shape == (512, 1024)
 
 
 def test_device_overlay_matches_the_host_overlay():

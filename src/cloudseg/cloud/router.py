@@ -105,7 +105,8 @@ def route(
             "scale": f.scale,
             "codec": f.codec,
             "payload_bytes": f.payload_bytes,
-            "sr_bypass": result.mode != "sr",
+            # an inference that does not say how it restored: as the frame asked
+            "sr_bypass": result.mode != "sr" if result.mode else f.sr_bypass or f.scale == 1,
             "decode_ms": f.decode_ms,
             "sr_ms": result.sr_ms / n,
             "segmentation_ms": result.segmentation_ms / n,
