@@ -146,7 +146,6 @@ class SRNode(Node):
                 name="cloud-batcher",
             )
             listed = [normalise_namespace(n) for n in p["streams"].split(",") if n.strip()]
-            self.fixed_streams = listed
             for ns in listed or ["/"]:  # the root stream is always served when discovering
                 self.add_stream(ns, fixed=True)
             where = (
@@ -162,7 +161,6 @@ class SRNode(Node):
             self.discover()
             self.create_timer(p["discovery_period_s"], self.discover)
         else:
-            self.fixed_streams = ["/"]
             self.info_pub = self.create_publisher(
                 RestoredInfo, RESTORED_INFO_TOPIC, qos_for(RESTORED_INFO_TOPIC)
             )
@@ -231,8 +229,9 @@ class SRNode(Node):
         self.get_logger().info(f"stream {namespace}: gone (no publisher, idle): unsubscribed")
 
     def discover(self) -> None:
-        """The discovery timer: serve new streams (every <ns>/cloudseg/frames topic of type
-        Frame with a publisher, unless `streams` lists them), forget idle ones."""
+        """The discovery timer (cloud process): serve new streams (every <ns>/cloudseg/frames
+        topic of type Frame with a publisher, unless `streams` lists them), forget idle ones,
+        unsubscribe discovered streams that are idle and have no publisher left."""
         for stream in self.streams.forget_idle():
             if self.batcher is not None:
                 self.batcher.forget(stream.id)
@@ -241,8 +240,6 @@ class SRNode(Node):
                 f"(decoders freed; {stream.frames_received} frames received, "
                 f"{stream.frames_done} results)"
             )
-        if self.fixed_streams and self.batcher is None:
-            return
         live: set[str] = set()
         if not self.params.get("streams"):
             for name, types in self.get_topic_names_and_types():
