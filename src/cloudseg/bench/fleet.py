@@ -362,7 +362,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--inference", choices=INFERENCE_CHOICES, default="local")
     p.add_argument("--json", action="store_true", help="also print one JSON line")
     p.add_argument("--frames", type=int, default=20, help="frames per vehicle (default 20)")
-    p.add_argument("--rate", type=float, default=4.0, help="camera fps per vehicle (default 4)")
+    p.add_argument(
+        "--rate",
+        type=float,
+        default=2.0,
+        help="camera fps per vehicle (default 2: 4 vehicles' worth keeps this 2-core CPU busy)",
+    )
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument(
         "--cpu-max-width", type=int, default=256, help="CPU: segment at most this wide (256)"
