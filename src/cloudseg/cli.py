@@ -173,6 +173,7 @@ BENCH_COMMANDS = {
     "tls": "bitrate cost of the mutual-TLS link (bytes with and without TLS, same DDS stream)",
     "recover": "time to recover after a lost frame: periodic IDR vs the cloud's IDR request",
     "fuzz": "hostile messages to the cloud and vehicle processes over DDS: crashes, memory",
+    "fleet": "N vehicles under their own namespaces, one cloud: labels, latency, no cross-talk",
 }
 
 

@@ -225,6 +225,9 @@ class NodeSpec:
     #: node's apply (the split cloud's sr node takes the pipeline's, the segmentation node's
     #: in the cloud process)
     standalone: frozenset[str] = frozenset()
+    #: parameters declared only when the node runs composed (the cloud process's sr node
+    #: serves many streams in batches; on its own it serves the root stream, one by one)
+    composed_only: frozenset[str] = frozenset()
 
     @property
     def module(self) -> str:
@@ -237,10 +240,10 @@ class NodeSpec:
         return name in self.live
 
     def declared(self, composed: bool = False) -> tuple[Param, ...]:
-        """The parameters the node declares: all on its own, less `standalone` composed."""
-        if not composed:
-            return self.params
-        return tuple(p for p in self.params if p.name not in self.standalone)
+        """The parameters the node declares: on its own all but `composed_only`, composed
+        all but `standalone`."""
+        skip = self.standalone if composed else self.composed_only
+        return tuple(p for p in self.params if p.name not in skip)
 
     def param(self, name: str) -> Param:
         for p in self.params:
@@ -506,13 +509,63 @@ ALLOW_UNTRAINED = Param(
     "allow_untrained", False, "run a model without weights (random; every output says so)"
 )
 
+#: The cloud's `inference` choices: the one place they are listed (cloudseg.cloud.inference
+#: builds them). "triton" joins when its client is wired in.
+INFERENCE_CHOICES = ("local",)
+
+#: The cloud process's many-vehicle parameters (the sr node's, composed only).
+FLEET_PARAMS = (
+    Param(
+        "streams",
+        "",
+        "namespaces of the vehicle streams to serve, comma-separated (e.g. '/car1,/car2'; '/' "
+        "is the root namespace's stream); empty: discover them (every <ns>/cloudseg/frames "
+        "topic of type cloudseg/msg/Frame with a publisher, plus the root's)",
+    ),
+    Param(
+        "discovery_period_s",
+        1.0,
+        "scan the ROS graph for new streams (and forget idle ones) this often",
+        min=0.1,
+        max=600.0,
+    ),
+    Param(
+        "stream_idle_s",
+        30.0,
+        "forget a stream (its decoders, sequence and counters) after this long without a frame",
+        min=1.0,
+        max=86_400.0,
+    ),
+    Param(
+        "max_batch",
+        8,
+        "at most this many frames (the newest of as many streams) per inference batch",
+        min=1,
+        max=256,
+    ),
+    Param(
+        "max_wait_ms",
+        5.0,
+        "run a batch at most this long after its first frame arrived, however full",
+        min=0.0,
+        max=10_000.0,
+    ),
+    Param(
+        "inference",
+        "local",
+        "where batches run: 'local' (this process's pipeline on `device`)",
+        choices=INFERENCE_CHOICES,
+    ),
+)
+
 SR = NodeSpec(
     name="sr",
     executable="sr_node",
     side="cloud",
-    description="Decodes Frames and restores them (super-resolution or bilinear) on a "
-    "newest-frame-first worker; in the cloud process it hands the SR pyramid to the "
-    "segmentation node on the device, on its own it publishes the restored image",
+    description="Decodes Frames and restores them (super-resolution or bilinear); in the "
+    "cloud process it serves every vehicle stream (namespace) with its own decoders, batches "
+    "the newest frame of each and segments them with the segmentation node's models; on its "
+    "own it restores the root stream newest frame first and publishes the restored image",
     params=(
         Param(
             "restore",
@@ -573,6 +626,7 @@ SR = NodeSpec(
             max=8192,
         ),
         ALLOW_UNTRAINED,
+        *FLEET_PARAMS,
     ),
     live=frozenset(("restore", "publish_restored")),
     ready=(Endpoint("sr", "sub", FRAMES_TOPIC), Endpoint("sr", "pub", STATS_TOPIC)),
@@ -588,6 +642,7 @@ SR = NodeSpec(
             "allow_untrained",
         )
     ),
+    composed_only=frozenset(p.name for p in FLEET_PARAMS),
 )
 
 SEGMENTATION = NodeSpec(

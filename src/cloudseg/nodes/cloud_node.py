@@ -1,9 +1,12 @@
-"""The cloud process: the sr and segmentation nodes composed in one process.
+"""The cloud process: the sr and segmentation nodes composed in one process, serving many
+vehicles.
 
-The sr node decodes each Frame and super-resolves it; the pyramid (LR, x2, x4) goes to the
-segmentation node by a function call, on the GPU, never through DDS (as Isaac ROS type
-adaptation does for C++ components). Both nodes keep their names and parameters, so
-config/cloud.yaml configures them as if they ran apart.
+The sr node keeps every vehicle stream apart (its namespace: own decoders, sequence, keyframe
+requests, statistics), batches the newest decoded frame of each stream and runs each batch on
+the segmentation node's models by a function call, on the GPU, never through DDS (as Isaac ROS
+type adaptation does for C++ components); each result goes back on its own stream's topics
+(`<ns>/cloudseg/labels`, `overlay`, `stats`, `restored`). See `cloudseg.cloud`. Both nodes
+keep their names and parameters, so config/cloud.yaml configures them as if they ran apart.
 """
 
 from __future__ import annotations
@@ -14,9 +17,10 @@ from cloudseg.nodes.sr_node import SRNode
 
 
 def compose() -> list:
-    """Both nodes, wired: segmentation owns the models, sr hands it the pyramid."""
+    """Both nodes, wired: segmentation owns the models and the result publishers, sr batches
+    the streams' frames on them."""
     segmentation = SegmentationNode(in_process=True)
-    sr = SRNode(service=segmentation.service, handoff=segmentation.segment_pyramid)
+    sr = SRNode(service=segmentation.service, outputs=segmentation)
     return [sr, segmentation]
 
 

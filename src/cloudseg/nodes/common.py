@@ -209,7 +209,9 @@ def boundary(callback: str) -> Callable[[F], F]:
             try:
                 return method(self, *args, **kwargs)
             except Exception as exc:  # this is the boundary: nothing leaves it
-                seq = getattr(args[0], "seq", None) if args else None
+                # the message: the first argument that has a seq (a stream's callbacks get
+                # their namespace first)
+                seq = next((a.seq for a in args if hasattr(a, "seq")), None)
                 what = f"{callback} {seq}" if isinstance(seq, int) else None
                 drop_input(self, callback, exc, what if what and what not in str(exc) else None)
                 return None

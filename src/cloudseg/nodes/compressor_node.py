@@ -136,6 +136,7 @@ class CompressorNode(Node):
             keyframe=out.keyframe,
             knob_seq=self.knob_seq,
             encode_ms=out.encode_ms,
+            stream_id=self.get_namespace(),  # the vehicle's namespace: its stream in the cloud
         )
         frame.data = out.payload
         frame.sent_stamp = self.get_clock().now().to_msg()

@@ -1,27 +1,30 @@
 """Segmentation node (cloud): labels, colour overlay and timings for every frame.
 
-In the cloud process (`cloud_node`) it owns the models and segments the pyramid the sr node
-hands over on the device (in the sr node's worker thread).
+In the cloud process (`cloud_node`) it owns the models and the publishers of every stream's
+results (`outputs`: labels, overlay, stats under the stream's namespace); the sr node batches
+the streams' frames and runs them on these models (`cloudseg.cloud`).
 
-On its own (a split cloud) it segments the images on /cloudseg/restored, newest first: the
-subscription callback only hands the newest image to a worker thread
-(`cloudseg.newest.NewestFirst`; images replaced before the worker took them are skipped and
-counted in FrameStats.frames_skipped), which segments it as it is (the sr node restored it to
-the size the segmenter runs at, or smaller) and publishes labels at the camera size that the
-image's RestoredInfo (/cloudseg/restored/info, same stamp) gives; without one (another
-publisher, or the info was lost) the labels have the image's size. The worker is stopped and
-joined before the node is destroyed.
+On its own (a split cloud: single-stream, the root namespace's vehicle only) it segments the
+images on /cloudseg/restored, newest first: the subscription callback only hands the newest
+image to a worker thread (`cloudseg.newest.NewestFirst`; images replaced before the worker
+took them are skipped and counted in FrameStats.frames_skipped), which segments it as it is
+(the sr node restored it to the size the segmenter runs at, or smaller) and publishes labels
+at the camera size that the image's RestoredInfo (/cloudseg/restored/info, same stamp) gives;
+without one (another publisher, or the info was lost) the labels have the image's size. The
+worker is stopped and joined before the node is destroyed.
 """
 
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
 from rclpy.node import Node
+from rclpy.publisher import Publisher
 from sensor_msgs.msg import Image
 from std_msgs.msg import Header
 
-from cloudseg.control.accuracy import estimate_accuracy
+from cloudseg.cloud.streams import normalise_namespace, stream_topic
 from cloudseg.graph import (
     LABELS_TOPIC,
     OVERLAY_TOPIC,
@@ -42,8 +45,16 @@ from cloudseg.nodes.common import (
     stamp_ns,
 )
 from cloudseg.nodes.convert import image_to_rgb, numpy_to_image
-from cloudseg.restore.pipeline import Pyramid
 from cloudseg.restore.service import CloudResult, CloudService
+
+
+@dataclass
+class Outputs:
+    """A stream's result publishers."""
+
+    labels: Publisher
+    overlay: Publisher
+    stats: Publisher
 
 
 class SegmentationNode(Node):
@@ -55,6 +66,7 @@ class SegmentationNode(Node):
         self.labels_pub = self.create_publisher(Image, LABELS_TOPIC, qos_for(LABELS_TOPIC))
         self.overlay_pub = self.create_publisher(Image, OVERLAY_TOPIC, qos_for(OVERLAY_TOPIC))
         self.stats_pub = self.create_publisher(FrameStats, STATS_TOPIC, qos_for(STATS_TOPIC))
+        self._outputs: dict[str, Outputs] = {}  # other streams' (cloud process)
         if not in_process:  # on its own: newest restored image first, in a worker thread
             self.infos: Recent[int, RestoredInfo] = Recent(64)
             self.worker = NewestFirst(
@@ -75,48 +87,37 @@ class SegmentationNode(Node):
             self.get_logger().warning(
                 f"UNTRAINED weights in use ({', '.join(untrained)}): labels are meaningless"
             )
-        source = "the sr node's pyramid, in process" if in_process else RESTORED_TOPIC
+        source = "the sr node's batches, in process" if in_process else RESTORED_TOPIC
         self.get_logger().info(
             f"segmenting {source} -> {LABELS_TOPIC}, {OVERLAY_TOPIC}: {self.service.describe()}"
         )
 
-    def segment_pyramid(self, pyramid: Pyramid, job) -> CloudResult:
-        """The in-process hand-over from the sr node (job: its FrameJob)."""
-        f = job.frame
-        result = self.service.segment(pyramid, int(f.width), int(f.height), job.decode_ms)
-        accuracy = -1.0
-        if int(f.scale) == 1 and job.stream_scale > 1:  # the controller's profiling frame
-            try:
-                accuracy = estimate_accuracy(
-                    self.service,
-                    job.lr,
-                    result.labels,
-                    job.stream_scale,
-                    job.sr_bypass,
-                    job.stream_crf,
+    def outputs(self, namespace: str) -> Outputs:
+        """The publishers of one stream's results (cloud process): `<ns>/cloudseg/labels`,
+        `overlay` and `stats`; the root stream's are the node's own."""
+        ns = normalise_namespace(namespace)
+        if ns == "/":
+            return Outputs(self.labels_pub, self.overlay_pub, self.stats_pub)
+        out = self._outputs.get(ns)
+        if out is None:
+            out = self._outputs[ns] = Outputs(
+                *(
+                    self.create_publisher(kind, stream_topic(ns, topic), qos_for(topic))
+                    for kind, topic in (
+                        (Image, LABELS_TOPIC),
+                        (Image, OVERLAY_TOPIC),
+                        (FrameStats, STATS_TOPIC),
+                    )
                 )
-            except Exception as exc:  # the estimate is optional: say why it is missing
-                self.get_logger().warning(f"frame {f.seq}: no accuracy estimate: {exc}")
-            else:
-                self.get_logger().info(
-                    f"frame {f.seq}: profiling frame, labels at x{job.stream_scale} agree "
-                    f"{accuracy:.1%} with full resolution"
-                )
-        self.publish(
-            result,
-            f.header,
-            job.t0,
-            seq=int(f.seq),
-            scale=int(f.scale),
-            codec=f.codec,
-            payload_bytes=len(f.data),
-            transport_ms=job.transport_ms,
-            frames_received=job.frames_received,
-            bytes_received=job.bytes_received,
-            frames_skipped=job.frames_skipped,
-            accuracy_estimate=accuracy,
-        )
-        return result
+            )
+        return out
+
+    def drop_outputs(self, namespace: str) -> None:
+        """Destroy the publishers of a stream that went away."""
+        out = self._outputs.pop(normalise_namespace(namespace), None)
+        if out is not None:
+            for pub in (out.labels, out.overlay, out.stats):
+                self.destroy_publisher(pub)
 
     @boundary("restored info")
     def on_info(self, msg: RestoredInfo) -> None:

@@ -6,10 +6,20 @@ chain); restoration runs in a worker thread on the newest decoded frame only
 replaced before the worker took them are skipped and counted in FrameStats). SR (CARN-M) or
 bilinear upsampling, as the `restore` parameter and then the Knob's `sr_bypass` say.
 
-- In the cloud process (`cloud_node`) the worker restores on the shared pipeline
-  (`CloudService`, owned by the segmentation node) and hands the pyramid, still on the
-  device, to the segmentation node.
-- On its own (a split cloud, `cloud_split`; or `cloud_bilinear`, the LR-bilinear baseline) it
+- In the cloud process (`cloud_node`) it serves many vehicles: each vehicle stream (its
+  namespace: frames on `<ns>/cloudseg/frames`) has its own decoders, sequence tracking,
+  keyframe requests and counters (`cloudseg.cloud.streams`); the streams are discovered in
+  the ROS graph every `discovery_period_s` (or listed in `streams`), idle ones forgotten
+  after `stream_idle_s`. The newest decoded frame of each stream goes to a batcher
+  (`cloudseg.cloud.batcher`: `max_batch` frames or `max_wait_ms`, grouped by size, scale and
+  mode), each group to the `inference` (`cloudseg.cloud.inference`, on the segmentation
+  node's models), and each result back to its own stream (`cloudseg.cloud.router`): labels,
+  overlay and FrameStats on `<ns>/cloudseg/...` through the segmentation node's publishers,
+  restored images on `<ns>/cloudseg/restored`. The restored image and the overlay are made
+  only while someone subscribes to them. A Frame whose `stream_id` names another namespace
+  than its topic's is dropped (kind "stream").
+- On its own (a split cloud, `cloud_split`; or `cloud_bilinear`, the LR-bilinear baseline:
+  single-stream, the root namespace's only) it
   builds the same pipeline restoring only (`CloudService(restore_only=True)`: no segmenter) on
   its `device`, and publishes the restored image (rgb8) on /cloudseg/restored, with a
   `RestoredInfo` (seq, scale, camera size; published just before the image, same header) on
@@ -31,15 +41,27 @@ stream joined between IDRs) the node asks the vehicle for one on /cloudseg/keyfr
 
 from __future__ import annotations
 
+import functools
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from rclpy.node import Node
 from rclpy.subscription import MessageInfo
 from sensor_msgs.msg import Image
 
+from cloudseg.cloud.batcher import Batcher, Group
+from cloudseg.cloud.inference import Inference, make_inference
+from cloudseg.cloud.router import StreamFrame, route
+from cloudseg.cloud.streams import (
+    FRAMES_SUFFIX,
+    StreamTable,
+    check_stream_id,
+    namespace_of,
+    normalise_namespace,
+    stream_topic,
+)
+from cloudseg.control.accuracy import estimate_accuracy
 from cloudseg.control.knob import check_knob
 from cloudseg.graph import (
     FRAMES_TOPIC,
@@ -52,49 +74,50 @@ from cloudseg.graph import (
 )
 from cloudseg.guard import BadInput, FrameLimits, check_stamp
 from cloudseg.media.resize import upsample_bilinear
-from cloudseg.media.stream import FrameRestorer
 from cloudseg.msg import Frame, FrameStats, KeyframeRequest, Knob, RestoredInfo
 from cloudseg.newest import NewestFirst
 from cloudseg.nodes.common import boundary, declare_parameters, drop_input, qos_for, run_node
 from cloudseg.nodes.convert import numpy_to_image
-from cloudseg.recovery import KeyframeRequester
-from cloudseg.restore.pipeline import Pyramid
-from cloudseg.restore.service import CloudResult, CloudService
+from cloudseg.recovery import Ask
+from cloudseg.restore.service import CloudService
+
+FRAME_TYPE = "cloudseg/msg/Frame"
 
 
 @dataclass
-class FrameJob:
-    """A decoded frame on its way through the cloud process."""
+class StreamEndpoints:
+    """A stream's topics on the sr node (and, in the cloud process, the segmentation node's
+    publishers of its results), with the settings of its Knob."""
 
-    frame: Frame
-    lr: np.ndarray
-    decode_ms: float
-    transport_ms: float
-    t0: float  # perf_counter when the frame arrived
-    frames_received: int = 0  # of this stream so far, processed or skipped (FrameStats)
-    bytes_received: int = 0
-    stream_scale: int = 0  # the Knob's scale (0: no Knob): a scale-1 frame is a profiling frame
-    stream_crf: int | None = None  # the Knob's CRF when the stream is H.264 constant quality
-    sr_bypass: bool = False
-    frames_skipped: int = 0  # of this stream so far, when the worker took this frame
+    namespace: str
+    fixed: bool  # listed (or the root's): kept while the node runs
+    subscriptions: list = field(default_factory=list)
+    keyframe_pub: object = None
+    restored_pub: object = None
+    outputs: object = None  # the segmentation node's publishers (cloud process)
+    knob_scale: int = 0  # the stream's Knob (0: none yet): a scale-1 frame is then profiling
+    knob_crf: int | None = None
+    sr_bypass: bool | None = None  # the Knob's; None: the node's `restore` setting
 
-
-#: What the SR node hands over in process: (pyramid on the device, the frame) -> result
-Handoff = Callable[[Pyramid, FrameJob], CloudResult | None]
+    def label(self, what: str) -> str:
+        """`what` as the log names it: with the stream's namespace unless it is the root."""
+        return what if self.namespace == "/" else f"{self.namespace} {what}"
 
 
 class SRNode(Node):
-    def __init__(self, service: CloudService | None = None, handoff: Handoff | None = None):
+    """``outputs``: in the cloud process, the segmentation node (its `outputs(namespace)`
+    gives a stream's labels/overlay/stats publishers; its `service` owns the models)."""
+
+    def __init__(self, service: CloudService | None = None, outputs=None, inference=None):
         super().__init__(SR.name)
-        self.worker: NewestFirst[FrameJob] | None = None  # set once the node is up
-        composed = handoff is not None
+        self.worker: NewestFirst[StreamFrame] | None = None  # on its own, once up
+        self.batcher: Batcher[StreamFrame] | None = None  # in the cloud process, once up
+        composed = outputs is not None
         self.params = p = declare_parameters(self, SR, composed=composed)
         self.sr_bypass = p["restore"] == "bilinear"
-        self.handoff = handoff
-        self.frames_received = self.bytes_received = 0
-        self.knob_scale, self.knob_crf = 0, None
+        self.outputs = outputs
         self.limits = FrameLimits(p["max_width"], p["max_height"], tuple(p["scales"]))
-        if composed:  # in the cloud process: SR on the shared pipeline, newest frame first
+        if composed:  # in the cloud process: the segmentation node's models, batched
             service.limit_scales(self.limits.scales)
         else:  # on its own: the same pipeline, restoring only (no segmenter), on `device`
             service = CloudService.from_params(
@@ -104,16 +127,39 @@ class SRNode(Node):
                 seg_size="full" if p["restored_size"] == "camera" else "trained",
             )
         self.service = service
-        # one decoder per codec for the stream, with the limits (also in the cloud process)
-        self.restorer = FrameRestorer(self.limits)
-        self.keyframes = KeyframeRequester()
-        self.waiting_for_idr = False
-        self.restored_pub = self.create_publisher(Image, RESTORED_TOPIC, qos_for(RESTORED_TOPIC))
-        self.keyframe_pub = self.create_publisher(
-            KeyframeRequest, KEYFRAME_REQUEST_TOPIC, qos_for(KEYFRAME_REQUEST_TOPIC)
-        )
+        idle_s = p.get("stream_idle_s", SR.param("stream_idle_s").default)
+        self.streams = StreamTable(self.limits, idle_s)
+        self.endpoints: dict[str, StreamEndpoints] = {}
+        self.batch_frames = self.batch_count = 0
+        self.batch_ms = 0.0
         if composed:
-            where = "the segmentation node, in process"
+            self.inference: Inference = inference or make_inference(
+                p["inference"], service, outputs.params["overlay_alpha"]
+            )
+            self.batcher = Batcher(
+                self.infer_group,
+                key=StreamFrame.batch_key,
+                max_batch=p["max_batch"],
+                max_wait_ms=p["max_wait_ms"],
+                keep=lambda f: f.profiling,
+                on_error=self._batch_failed,
+                name="cloud-batcher",
+            )
+            listed = [normalise_namespace(n) for n in p["streams"].split(",") if n.strip()]
+            for ns in listed or ["/"]:  # the root stream is always served when discovering
+                self.add_stream(ns, fixed=True)
+            where = (
+                f"streams {', '.join(listed)}"
+                if listed
+                else f"every <ns>/{FRAMES_SUFFIX} (discovered every {p['discovery_period_s']:g} s)"
+            )
+            where += (
+                f" -> batches of up to {p['max_batch']} frames or {p['max_wait_ms']:g} ms -> "
+                f"the segmentation node, in process ({p['inference']} inference)"
+            )
+            self.batcher.start()
+            self.discover()
+            self.create_timer(p["discovery_period_s"], self.discover)
         else:
             self.info_pub = self.create_publisher(
                 RestoredInfo, RESTORED_INFO_TOPIC, qos_for(RESTORED_INFO_TOPIC)
@@ -121,123 +167,267 @@ class SRNode(Node):
             self.stats_pub = self.create_publisher(FrameStats, STATS_TOPIC, qos_for(STATS_TOPIC))
             where = f"{RESTORED_TOPIC} ({p['restore']}) at the {p['restored_size']} size: "
             where += service.describe()
-        self.worker = NewestFirst(
-            self.restore_job,
-            name="sr-worker",
-            keep=_profiling,
-            on_error=lambda job, exc: drop_input(
-                self, "restore", exc, what=f"frame {job.frame.seq} restoration"
-            ),
-        )
-        self.create_subscription(Knob, KNOB_TOPIC, self.on_knob, qos_for(KNOB_TOPIC))
-        self.create_subscription(Frame, FRAMES_TOPIC, self.on_frame, qos_for(FRAMES_TOPIC))
+            self.worker = NewestFirst(
+                self.restore_job,
+                name="sr-worker",
+                keep=lambda f: f.profiling,
+                on_error=lambda job, exc: drop_input(
+                    self, "restore", exc, what=f"frame {job.seq} restoration"
+                ),
+            )
+            self.add_stream("/", fixed=True)
         self.get_logger().info(
             f"restoring {FRAMES_TOPIC} -> {where}; SR {'bypassed' if self.sr_bypass else 'on'}"
             f"; frames up to {p['max_width']}x{p['max_height']} at scales "
             f"{', '.join(map(str, self.limits.scales))}"
         )
 
+    # --- streams ------------------------------------------------------------------------------
+
+    def add_stream(self, namespace: str, fixed: bool = False) -> StreamEndpoints:
+        """Subscribe to a stream's frames and Knob and create its publishers."""
+        ns = normalise_namespace(namespace)
+        ep = self.endpoints.get(ns)
+        if ep is not None:
+            return ep
+        ep = StreamEndpoints(ns, fixed)
+        topic = functools.partial(stream_topic, ns)
+        ep.keyframe_pub = self.create_publisher(
+            KeyframeRequest, topic(KEYFRAME_REQUEST_TOPIC), qos_for(KEYFRAME_REQUEST_TOPIC)
+        )
+        ep.restored_pub = self.create_publisher(
+            Image, topic(RESTORED_TOPIC), qos_for(RESTORED_TOPIC)
+        )
+        if self.outputs is not None:
+            ep.outputs = self.outputs.outputs(ns)
+        self.endpoints[ns] = ep  # before the subscriptions: a frame may come at once
+        ep.subscriptions = [
+            self.create_subscription(
+                Knob, topic(KNOB_TOPIC), functools.partial(self.on_knob, ns), qos_for(KNOB_TOPIC)
+            ),
+            self.create_subscription(
+                Frame,
+                topic(FRAMES_TOPIC),
+                functools.partial(self.on_frame, ns),
+                qos_for(FRAMES_TOPIC),
+            ),
+        ]
+        if ns != "/" or not fixed:
+            self.get_logger().info(f"stream {ns}: serving {topic(FRAMES_TOPIC)}")
+        return ep
+
+    def remove_stream(self, namespace: str) -> None:
+        ep = self.endpoints.pop(namespace, None)
+        if ep is None:
+            return
+        for sub in ep.subscriptions:
+            self.destroy_subscription(sub)
+        self.destroy_publisher(ep.keyframe_pub)
+        self.destroy_publisher(ep.restored_pub)
+        if self.outputs is not None:
+            self.outputs.drop_outputs(namespace)
+        self.get_logger().info(f"stream {namespace}: gone (no publisher, idle): unsubscribed")
+
+    def discover(self) -> None:
+        """The discovery timer (cloud process): serve new streams (every <ns>/cloudseg/frames
+        topic of type Frame with a publisher, unless `streams` lists them), forget idle ones,
+        unsubscribe discovered streams that are idle and have no publisher left."""
+        for stream in self.streams.forget_idle():
+            if self.batcher is not None:
+                self.batcher.forget(stream.id)
+            self.get_logger().info(
+                f"stream {stream.id}: no frame for {self.streams.idle_s:g} s: forgotten "
+                f"(decoders freed; {stream.frames_received} frames received, "
+                f"{stream.frames_done} results)"
+            )
+        live: set[str] = set()
+        if not self.params.get("streams"):
+            for name, types in self.get_topic_names_and_types():
+                ns = namespace_of(name)
+                if ns is None or FRAME_TYPE not in types or self.count_publishers(name) == 0:
+                    continue
+                live.add(ns)
+                self.add_stream(ns)
+        for ns, ep in list(self.endpoints.items()):
+            if not ep.fixed and ns not in live and ns not in self.streams:
+                self.remove_stream(ns)
+
+    # --- callbacks ----------------------------------------------------------------------------
+
     def on_parameters(self, changes: dict) -> None:
-        """`ros2 param set`: `restore` switches SR on or off from the next frame."""
+        """`ros2 param set`: `restore` switches SR on or off from the next frame (of every
+        stream, overriding what their Knobs said)."""
         if "restore" in changes:
             self.sr_bypass = changes["restore"] == "bilinear"
+            for ep in self.endpoints.values():
+                ep.sr_bypass = None
 
     @boundary("knob")
-    def on_knob(self, knob: Knob) -> None:
+    def on_knob(self, namespace: str, knob: Knob) -> None:
         k = check_knob(knob)  # refused as a whole: the previous settings stay
-        self.knob_scale, self.knob_crf = k.scale, k.h264_crf
-        if k.sr_bypass != self.sr_bypass:
-            self.sr_bypass = k.sr_bypass
-            self.get_logger().info(f"knob {k.seq}: SR {'bypassed' if self.sr_bypass else 'on'}")
+        ep = self.endpoints.get(namespace)
+        if ep is None:
+            return
+        ep.knob_scale, ep.knob_crf = k.scale, k.h264_crf
+        if k.sr_bypass != self.bypass(ep):
+            self.get_logger().info(
+                ep.label(f"knob {k.seq}: SR {'bypassed' if k.sr_bypass else 'on'}")
+            )
+        ep.sr_bypass = k.sr_bypass
+
+    def bypass(self, ep: StreamEndpoints) -> bool:
+        return self.sr_bypass if ep.sr_bypass is None else ep.sr_bypass
 
     @boundary("frame")
-    def on_frame(self, frame: Frame, info: MessageInfo) -> None:
+    def on_frame(self, namespace: str, frame: Frame, info: MessageInfo) -> None:
         t0 = time.perf_counter()
-        self.frames_received += 1
-        self.bytes_received += len(frame.data)
+        ep = self.endpoints.get(namespace)
+        if ep is None:
+            return
+        seq = int(frame.seq)
+        try:
+            check_stream_id(frame.stream_id, namespace)
+        except BadInput as exc:
+            drop_input(self, "frame", exc, what=ep.label(f"frame {seq}"))
+            return
         check_stamp(frame.header.stamp, "header.stamp")
         sent_ns = check_stamp(frame.sent_stamp, "sent_stamp")
         # transport: compressor publish to DDS arrival here, not to when this callback ran
         transport = (info["received_timestamp"] - sent_ns) / 1e6
-        lr, decode_ms = self.decode_frame(frame)
-        if lr is None:
-            return
-        job = FrameJob(
-            frame,
-            lr,
-            decode_ms,
-            transport,
-            t0,
-            self.frames_received,
-            self.bytes_received,
-            self.knob_scale,
-            self.knob_crf,
-            self.sr_bypass,
-        )
-        # Restoration (and, in the cloud process, segmentation) runs in the worker on the
-        # newest decoded frame only; a frame replaced before the worker took it is skipped
-        # (the controller's profiling frame is kept: it comes once).
-        self.worker.offer(job)
-
-    def decode_frame(self, frame: Frame) -> tuple[np.ndarray | None, float]:
-        """(lr, decode_ms), or (None, 0) when the frame is dropped: a bad frame is counted and
-        logged with its reason, a lost one once per gap; while the H.264 decoder waits for an
-        IDR, the vehicle is asked for one."""
-        seq = int(frame.seq)
+        stream = self.streams.seen(namespace)
         try:
-            lr, ms = self.restorer.decode(
+            decoded = stream.decode(
                 frame.data, frame.codec, seq, int(frame.scale), int(frame.width), int(frame.height)
             )
         except BadInput as exc:  # CodecError included
-            drop_input(self, "frame", exc, what=f"frame {seq}")
-            if frame.codec == "h264" and self.restorer.waiting_for_idr():
-                self.ask_for_keyframe(frame, undecodable=True)
-            return None, 0.0
-        if lr is None:
-            if not self.waiting_for_idr:
-                self.get_logger().warning(
-                    f"frame {seq}: a frame was lost; waiting for the next IDR frame"
-                )
-            self.waiting_for_idr = True
-            self.ask_for_keyframe(frame)
-            return None, 0.0
-        if self.waiting_for_idr:
-            self.get_logger().info(f"frame {seq}: IDR received, decoding again")
-        self.waiting_for_idr = False
-        self.keyframes.decoded(seq)
-        return lr, ms
+            drop_input(self, "frame", exc, what=ep.label(f"frame {seq}"))
+            self.ask_for_keyframe(ep, frame, stream.take_ask())
+            return
+        if decoded.log is not None and decoded.lr is None:  # (one severity per call site)
+            self.get_logger().warning(ep.label(decoded.log))
+        elif decoded.log is not None:
+            self.get_logger().info(ep.label(decoded.log))
+        self.ask_for_keyframe(ep, frame, decoded.ask)
+        if decoded.lr is None:
+            return
+        job = StreamFrame(
+            stream_id=namespace,
+            header=frame.header,
+            seq=seq,
+            scale=int(frame.scale),
+            codec=frame.codec,
+            width=int(frame.width),
+            height=int(frame.height),
+            payload_bytes=len(frame.data),
+            lr=decoded.lr,
+            decode_ms=decoded.decode_ms,
+            transport_ms=transport,
+            t0=t0,
+            frames_received=stream.frames_received,
+            bytes_received=stream.bytes_received,
+            sr_bypass=self.bypass(ep),
+            stream_scale=ep.knob_scale,
+            stream_crf=ep.knob_crf,
+        )
+        # the newest decoded frame of each stream only; a frame replaced before the worker or
+        # the batch took it is skipped (the controller's profiling frame is kept: it comes once)
+        if self.batcher is not None:
+            self.batcher.offer(namespace, job)
+        else:
+            self.worker.offer(job)
 
-    def ask_for_keyframe(self, frame: Frame, undecodable: bool = False) -> None:
-        ask = self.keyframes.failed(int(frame.seq), undecodable)
-        if ask is None:  # asked less than 200 ms ago
+    def ask_for_keyframe(self, ep: StreamEndpoints, frame: Frame, ask: Ask | None) -> None:
+        if ask is None:  # not waiting, or asked less than 200 ms ago
             return
         request = KeyframeRequest(
             seq=ask.seq, last_decoded_seq=ask.last_decoded_seq, reason=ask.reason
         )
         request.header.stamp = self.get_clock().now().to_msg()
         request.header.frame_id = frame.header.frame_id
-        self.keyframe_pub.publish(request)
-        text = f"frame {ask.seq}: asked the vehicle for an IDR ({ask.reason}; "
-        text += f"request {self.keyframes.requests})"
+        ep.keyframe_pub.publish(request)
+        stream = self.streams.get(ep.namespace)
+        requests = stream.keyframes.requests if stream is not None else 0
+        text = ep.label(f"frame {ask.seq}: asked the vehicle for an IDR ({ask.reason}; ")
+        text += f"request {requests})"
         if ask.repeat:  # asked again while waiting: the first request or its IDR was lost
             self.get_logger().debug(text)
         else:
             self.get_logger().info(text)
 
-    def restore_job(self, job: FrameJob, skipped: int) -> None:
-        """The worker: restore one frame (the newest when the worker was free)."""
-        job.frames_skipped = skipped
-        f = job.frame
-        if self.handoff is not None:  # in the cloud process: the pyramid to the segmenter
-            pyramid = self.service.restore(job.lr, int(f.scale), self.sr_bypass)
-            result = self.handoff(pyramid, job)
-            if result is not None and self.params["publish_restored"]:
-                self.restored_pub.publish(numpy_to_image(result.restored, "rgb8", f.header))
-            return
-        image = self.service.restore_image(job.lr, int(f.scale), self.sr_bypass)
+    # --- the cloud process: batches -----------------------------------------------------------
+
+    def infer_group(self, group: Group[StreamFrame]) -> None:
+        """The batcher's worker: one inference call for a group of frames (one per stream),
+        each result back to its own stream. The restored image and the overlay are asked for
+        only when someone subscribes to them on a stream of the group."""
+        frames = [e.item for e in group.entries]
+        eps = [self.endpoints.get(f.stream_id) for f in frames]
+        want_restored = self.params["publish_restored"] and any(
+            ep is not None and ep.restored_pub.get_subscription_count() > 0 for ep in eps
+        )
+        want_overlay = any(
+            ep is not None and ep.outputs.overlay.get_subscription_count() > 0 for ep in eps
+        )
+        if hasattr(self.inference, "overlay_alpha"):
+            self.inference.overlay_alpha = self.outputs.params["overlay_alpha"]
+        first = frames[0]
+        result = self.inference.infer(
+            np.stack([f.lr for f in frames]),
+            first.scale,
+            first.sr_bypass,
+            want_restored=want_restored,
+            want_overlay=want_overlay,
+        )
+        self.batch_count += 1
+        self.batch_frames += len(frames)
+        self.batch_ms += result.ms
+        routed = route(frames, result, group.batch_size, [e.skipped for e in group.entries])
+        for r, ep in zip(routed, eps, strict=True):
+            stream = self.streams.get(r.stream_id)
+            if ep is None:  # the stream went away meanwhile
+                continue
+            if stream is not None:
+                stream.frames_done += 1
+            header = r.frame.header
+            accuracy = self.profile(r) if r.frame.profiling else -1.0
+            out = ep.outputs
+            out.labels.publish(numpy_to_image(r.labels, "mono8", header))
+            if r.overlay is not None and out.overlay.get_subscription_count() > 0:
+                out.overlay.publish(numpy_to_image(r.overlay, "rgb8", header))
+            if r.restored is not None and ep.restored_pub.get_subscription_count() > 0:
+                ep.restored_pub.publish(numpy_to_image(r.restored, "rgb8", header))
+            out.stats.publish(FrameStats(header=header, accuracy_estimate=accuracy, **r.stats))
+
+    def profile(self, r) -> float:
+        """The controller's profiling frame: agreement of the labels at the stream's scale with
+        the full frame's (-1 when it cannot be estimated)."""
+        f = r.frame
+        try:
+            accuracy = estimate_accuracy(
+                self.service, f.lr, r.labels, f.stream_scale, f.sr_bypass, f.stream_crf
+            )
+        except Exception as exc:  # the estimate is optional: say why it is missing
+            self.get_logger().warning(f"frame {f.seq}: no accuracy estimate: {exc}")
+            return -1.0
+        self.get_logger().info(
+            f"frame {f.seq}: profiling frame, labels at x{f.stream_scale} agree "
+            f"{accuracy:.1%} with full resolution"
+        )
+        return accuracy
+
+    def _batch_failed(self, group: Group[StreamFrame], exc: Exception) -> None:
+        for e in group.entries:
+            ep = self.endpoints.get(e.stream_id)
+            what = ep.label(f"frame {e.item.seq}") if ep else f"frame {e.item.seq}"
+            drop_input(self, "restore", exc, what=f"{what} restoration")
+
+    def restore_job(self, f: StreamFrame, skipped: int) -> None:
+        """The worker (on its own): restore one frame (the newest when the worker was free)."""
+        image = self.service.restore_image(f.lr, f.scale, f.sr_bypass)
         k = image.reduced_by
-        size = (max(1, int(f.width) // k), max(1, int(f.height) // k))
+        size = (max(1, f.width // k), max(1, f.height // k))
         rgb = upsample_bilinear(image.rgb, size)  # exactly 1/k of the camera (x3: 682 -> 2046)
+        ep = self.endpoints["/"]
         if self.params["publish_restored"]:
             info = RestoredInfo(
                 header=f.header,
@@ -249,43 +439,41 @@ class SRNode(Node):
                 sr_bypass=image.mode != "sr",
             )
             self.info_pub.publish(info)  # first: the segmentation node looks it up by stamp
-            self.restored_pub.publish(numpy_to_image(rgb, "rgb8", f.header))
+            ep.restored_pub.publish(numpy_to_image(rgb, "rgb8", f.header))
         self.stats_pub.publish(
             FrameStats(
                 header=f.header,
                 seq=f.seq,
                 scale=f.scale,
                 codec=f.codec,
-                payload_bytes=len(f.data),
+                payload_bytes=f.payload_bytes,
                 sr_bypass=image.mode != "sr",
-                decode_ms=job.decode_ms,
+                decode_ms=f.decode_ms,
                 sr_ms=image.sr_ms,
                 segmentation_ms=0.0,
-                total_ms=(time.perf_counter() - job.t0) * 1e3,
-                transport_ms=job.transport_ms,
+                total_ms=(time.perf_counter() - f.t0) * 1e3,
+                transport_ms=f.transport_ms,
                 untrained=bool(image.untrained),
-                frames_received=job.frames_received,
-                bytes_received=job.bytes_received,
+                frames_received=f.frames_received,
+                bytes_received=f.bytes_received,
                 frames_skipped=skipped,
+                stream_id=f.stream_id,
             )
         )
 
     def stop(self, timeout: float = 30.0) -> None:
-        """Stop the worker (it finishes the frame it holds) and wait for it."""
-        if getattr(self, "worker", None) is None:  # also when the start failed
-            return
-        if not self.worker.stop(timeout):
-            self.get_logger().warning(f"the SR worker did not stop within {timeout:g} s")
-        self.worker = None
+        """Stop the worker or the batcher (each finishes what it holds) and wait for it."""
+        for attr in ("worker", "batcher"):
+            worker = getattr(self, attr, None)
+            if worker is None:  # also when the start failed
+                continue
+            if not worker.stop(timeout):
+                self.get_logger().warning(f"the SR {attr} did not stop within {timeout:g} s")
+            setattr(self, attr, None)
 
     def destroy_node(self) -> None:
         self.stop()
         super().destroy_node()
-
-
-def _profiling(job: FrameJob) -> bool:
-    """The controller's profiling frame: full resolution while the stream runs at k > 1."""
-    return int(job.frame.scale) == 1 and job.stream_scale > 1
 
 
 def main(args: list[str] | None = None) -> int:

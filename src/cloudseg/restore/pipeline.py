@@ -67,6 +67,7 @@ __all__ = [
     "RestorationPipeline",
     "Restored",
     "overlay",
+    "to_uint8",
     "trained_resolution",
 ]
 
@@ -141,7 +142,7 @@ class Restored:
     sr_ms: float
 
 
-def _to_uint8(hr: Tensor) -> Tensor:
+def to_uint8(hr: Tensor) -> Tensor:
     """(N, 3, H, W) float [0, 1] -> (N, H, W, 3) uint8 (rounded), on the same device."""
     out = hr.mul(255.0).round_().clamp_(0, 255).to(torch.uint8)
     return out.permute(0, 2, 3, 1).contiguous()
@@ -559,7 +560,7 @@ class RestorationPipeline:
             if fast is not None:
                 return fast
         pyramid = self.restore(frames, mode)
-        images = _to_uint8(pyramid.levels[1])
+        images = to_uint8(pyramid.levels[1])
         span = self._elapsed(pyramid.marks)
         return Restored(images, pyramid.mode, pyramid.reduced_by, span[2] - span[1])
 
@@ -576,6 +577,21 @@ class RestorationPipeline:
         images = up.permute(0, 2, 3, 1).contiguous()
         return Restored(images, "bilinear", k, (time.perf_counter() - t0) * 1e3)
 
+    def mark(self) -> Any:
+        """A time mark on the device's stream (CUDA event) or the host clock."""
+        return self._mark()
+
+    def elapsed_ms(self, marks: list[Any]) -> list[float]:
+        """Milliseconds from the first mark to each (waits for the last one on CUDA)."""
+        return self._elapsed(marks)
+
+    @torch.inference_mode()
+    def segment_labels(self, pyramid: Pyramid) -> Tensor:
+        """Stage 2 without a host sync: (N, H, W) uint8 train ids on the device."""
+        if self._seg_fn is None:
+            raise PipelineError("this pipeline restores only (built with restore_only=True)")
+        return self._segment(pyramid.levels)
+
     @torch.inference_mode()
     def segment(self, pyramid: Pyramid, *, return_restored: bool | None = None) -> PipelineResult:
         """Stage 2: segment a restored pyramid (ICNet takes LR, MR and HR as they are; ESPNetv2
@@ -585,7 +601,7 @@ class RestorationPipeline:
         want_restored = self.return_restored if return_restored is None else return_restored
         labels = self._segment(pyramid.levels)
         seg_end = self._mark()
-        restored = _to_uint8(pyramid.levels[1]) if want_restored else None
+        restored = to_uint8(pyramid.levels[1]) if want_restored else None
         span = self._elapsed([*pyramid.marks, seg_end, self._mark()])
         timings = {
             "sr": span[2] - span[1],

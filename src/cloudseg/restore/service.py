@@ -191,16 +191,17 @@ class CloudService:
     def restore(self, lr: np.ndarray, scale: int, sr_bypass: bool = False) -> Pyramid:
         """Stage 1 (the SR node's): SR x2 + x4 in one pass (or bilinear); stays on the device."""
         pipe = self.pipeline(scale)
-        return pipe.restore(lr[None], self._mode(pipe, scale, sr_bypass))
+        return pipe.restore(lr[None], self.mode(pipe, scale, sr_bypass))
 
     @staticmethod
-    def _mode(pipe: RestorationPipeline, scale: int, sr_bypass: bool) -> str:
+    def mode(pipe: RestorationPipeline, scale: int, sr_bypass: bool) -> str:
+        """How a frame at ``scale`` is restored: "full" (scale 1), "bilinear" or "sr"."""
         return "full" if scale == 1 else ("bilinear" if sr_bypass or pipe.sr is None else "sr")
 
     def restore_image(self, lr: np.ndarray, scale: int, sr_bypass: bool = False) -> RestoredImage:
         """Stage 1 moved to the host: the image the segmenter would get (see `RestoredImage`)."""
         pipe = self.pipeline(scale)
-        out = pipe.restore_image(lr[None], self._mode(pipe, scale, sr_bypass))
+        out = pipe.restore_image(lr[None], self.mode(pipe, scale, sr_bypass))
         return RestoredImage(
             out.images[0].cpu().numpy(), out.sr_ms, out.mode, out.reduced_by, pipe.untrained
         )

@@ -1,0 +1,12 @@
+"""The multi-vehicle cloud core, as plain modules the cloud node calls (no rclpy here).
+
+* :mod:`cloudseg.cloud.streams`: one entry per vehicle stream (its namespace): decoders,
+  sequence and loss tracking, keyframe-request state, counters, last-seen time; idle streams
+  are forgotten. `stream_topic` joins a namespace with a topic name.
+* :mod:`cloudseg.cloud.batcher`: the newest decoded frame of each stream, collected into
+  batches (``max_batch`` frames or ``max_wait_ms``), grouped by (size, scale, mode).
+* :mod:`cloudseg.cloud.inference`: the slot the GPU work plugs into (`Inference`:
+  `LocalInference` here, a Triton client elsewhere), one call per group.
+* :mod:`cloudseg.cloud.router`: each result of a batch back to its own stream (labels at that
+  frame's camera size, its FrameStats fields).
+"""

@@ -1,0 +1,131 @@
+"""Results of a batch back to their own streams (no rclpy).
+
+Every frame in a batch came from one stream; `route` splits a `BatchResult` into one
+`Routed` per frame: the labels at that frame's camera size (nearest neighbour from the size
+the pipeline segmented at), its restored image and overlay when they were made, and the
+fields of its FrameStats (the stream's own counters, the batch size, the frame's share of the
+batch time). The node publishes each on that stream's topics only.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import cv2
+import numpy as np
+
+from cloudseg.cloud.inference import BatchResult
+from cloudseg.media.resize import resize_labels
+
+
+@dataclass
+class StreamFrame:
+    """A decoded frame of one stream on its way through the batcher."""
+
+    stream_id: str
+    header: Any  # std_msgs/Header of the camera frame (opaque here)
+    seq: int
+    scale: int
+    codec: str
+    width: int  # camera size
+    height: int
+    payload_bytes: int
+    lr: np.ndarray
+    decode_ms: float
+    transport_ms: float
+    t0: float  # perf_counter when the frame arrived
+    frames_received: int = 0  # of its stream so far (FrameStats)
+    bytes_received: int = 0
+    sr_bypass: bool = False
+    stream_scale: int = 0  # the stream's Knob's scale (0: none)
+    stream_crf: int | None = None
+
+    @property
+    def profiling(self) -> bool:
+        """The controller's profiling frame: full resolution while the stream runs at k > 1."""
+        return self.scale == 1 and self.stream_scale > 1
+
+    def batch_key(self) -> tuple:
+        """Frames of one key go through one inference call: (size, scale, mode)."""
+        return (self.lr.shape, self.scale, self.sr_bypass)
+
+
+@dataclass
+class Routed:
+    """One frame's results, for its own stream's publishers."""
+
+    frame: StreamFrame
+    labels: np.ndarray  # HxW uint8 train ids at the camera size
+    work_labels: np.ndarray  # at the size that was segmented
+    restored: np.ndarray | None
+    overlay: np.ndarray | None
+    stats: dict[str, Any]  # FrameStats fields (header excluded)
+
+    @property
+    def stream_id(self) -> str:
+        return self.frame.stream_id
+
+
+def mark_untrained(overlay: np.ndarray, untrained: tuple[str, ...]) -> np.ndarray:
+    """Never let random weights pass for a result: the overlay says so."""
+    out = np.ascontiguousarray(overlay).copy()
+    cv2.putText(
+        out,
+        f"UNTRAINED: {', '.join(untrained)}",
+        (10, 30),
+        cv2.FONT_HERSHEY_SIMPLEX,
+        0.8,
+        (255, 0, 0),
+        2,
+        cv2.LINE_AA,
+    )
+    return out
+
+
+def route(
+    frames: list[StreamFrame], result: BatchResult, batch_size: int, skipped: list[int]
+) -> list[Routed]:
+    """One `Routed` per frame of a group, in order (``skipped``: each stream's frames skipped
+    so far, from the batcher; ``batch_size``: frames in the whole batch)."""
+    n = len(frames)
+    if len(result.labels) != n:
+        raise ValueError(f"inference returned {len(result.labels)} label maps for {n} frames")
+    now = time.perf_counter()
+    out = []
+    for i, (f, skip) in enumerate(zip(frames, skipped, strict=True)):
+        work = result.labels[i]
+        overlay = None if result.overlay is None else result.overlay[i]
+        if overlay is not None and result.untrained:
+            overlay = mark_untrained(overlay, result.untrained)
+        stats = {
+            "stream_id": f.stream_id,
+            "seq": f.seq,
+            "scale": f.scale,
+            "codec": f.codec,
+            "payload_bytes": f.payload_bytes,
+            # an inference that does not say how it restored: as the frame asked
+            "sr_bypass": result.mode != "sr" if result.mode else f.sr_bypass or f.scale == 1,
+            "decode_ms": f.decode_ms,
+            "sr_ms": result.sr_ms / n,
+            "segmentation_ms": result.segmentation_ms / n,
+            "total_ms": (now - f.t0) * 1e3,
+            "transport_ms": f.transport_ms,
+            "untrained": bool(result.untrained),
+            "frames_received": f.frames_received,
+            "bytes_received": f.bytes_received,
+            "frames_skipped": skip,
+            "batch_size": batch_size,
+        }
+        out.append(
+            Routed(
+                f,
+                resize_labels(work, (f.width, f.height)),
+                work,
+                None if result.restored is None else result.restored[i],
+                overlay,
+                stats,
+            )
+        )
+    return out
