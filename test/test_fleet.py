@@ -71,7 +71,7 @@ def test_two_vehicles_under_two_namespaces_each_get_only_their_own_labels(
     import rclpy
     from sensor_msgs.msg import Image
 
-    from cloudseg.media.codecs import encode_image
+    from cloudseg.media.image_codecs import encode_image
     from cloudseg.msg import Frame, FrameStats
     from cloudseg.nodes.common import qos_for
     from cloudseg.restore.service import CloudService
@@ -95,18 +95,18 @@ def test_two_vehicles_under_two_namespaces_each_get_only_their_own_labels(
     stats = {n: [] for n in names}
     root_labels: list = []
     pubs = {
-        n: node.create_publisher(Frame, f"{n}/cloudseg/frames", qos_for("/cloudseg/frames"))
+        n: node.create_publisher(Frame, f"{n}/cloudseg/frames", qos_for("cloudseg/frames"))
         for n in names
     }
     for n in names:
         node.create_subscription(
-            Image, f"{n}/cloudseg/labels", labels[n].append, qos_for("/cloudseg/labels")
+            Image, f"{n}/cloudseg/labels", labels[n].append, qos_for("cloudseg/labels")
         )
         node.create_subscription(
-            FrameStats, f"{n}/cloudseg/stats", stats[n].append, qos_for("/cloudseg/stats")
+            FrameStats, f"{n}/cloudseg/stats", stats[n].append, qos_for("cloudseg/stats")
         )
     node.create_subscription(
-        Image, "/cloudseg/labels", root_labels.append, qos_for("/cloudseg/labels")
+        Image, "/cloudseg/labels", root_labels.append, qos_for("cloudseg/labels")
     )
     try:
         with NodeProcesses(log_dir=tmp_path) as procs:
@@ -176,7 +176,7 @@ def test_restored_and_overlay_are_made_only_for_subscribers(shared_data, weights
 
     from cloudseg.cloud import inference as inference_mod
     from cloudseg.cloud.inference import LocalInference
-    from cloudseg.media.codecs import encode_image
+    from cloudseg.media.image_codecs import encode_image
     from cloudseg.msg import Frame
     from cloudseg.nodes.common import qos_for
     from cloudseg.nodes.segmentation_node import SegmentationNode
@@ -201,8 +201,8 @@ def test_restored_and_overlay_are_made_only_for_subscribers(shared_data, weights
     spinner = threading.Thread(target=executor.spin, daemon=True)
     spinner.start()
     labels, overlays, restored = [], [], []
-    pub = node.create_publisher(Frame, "/cloudseg/frames", qos_for("/cloudseg/frames"))
-    node.create_subscription(Image, "/cloudseg/labels", labels.append, qos_for("/cloudseg/labels"))
+    pub = node.create_publisher(Frame, "/cloudseg/frames", qos_for("cloudseg/frames"))
+    node.create_subscription(Image, "/cloudseg/labels", labels.append, qos_for("cloudseg/labels"))
     try:
         assert _spin_until(node, lambda: pub.get_subscription_count() >= 1, 30)
         for seq in range(3):
@@ -211,10 +211,10 @@ def test_restored_and_overlay_are_made_only_for_subscribers(shared_data, weights
         assert spy.calls and all(c[1:] == (False, False) for c in spy.calls), spy.calls
         assert not blends
         node.create_subscription(
-            Image, "/cloudseg/overlay", overlays.append, qos_for("/cloudseg/overlay")
+            Image, "/cloudseg/overlay", overlays.append, qos_for("cloudseg/overlay")
         )
         node.create_subscription(
-            Image, "/cloudseg/restored", restored.append, qos_for("/cloudseg/restored")
+            Image, "/cloudseg/restored", restored.append, qos_for("cloudseg/restored")
         )
         assert _spin_until(
             node,
