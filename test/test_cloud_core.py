@@ -88,6 +88,32 @@ def test_streams_keep_their_own_decoders_and_idle_ones_are_forgotten(frames):
     assert table.forgotten == 1
 
 
+def test_a_stream_that_loses_often_logs_a_line_per_kind_then_one_per_10_s(frames):
+    """A lossy (or hostile) stream: 100 loss/resume cycles within a few seconds give one
+    "lost" line and one "IDR received" line, then nothing until 10 s later, when the next
+    line says how many it stands for."""
+    clock = Clock()
+    table = StreamTable(clock=clock)
+    stream = table.seen("/car1")
+    stream.log_rate.clock = clock
+    compressor = FrameCompressor(CompressorSettings(scale=4, codec="h264", preset="ultrafast"))
+    idr = compressor.compress(frames[0])
+    p_frame = compressor.compress(frames[1])
+    lines, seq = [], 0
+    for _ in range(100):
+        for c, gap in ((idr, 1), (p_frame, 2)):  # an IDR, then a P-frame after a lost one
+            seq += gap
+            d = stream.decode(c.payload, c.codec, seq, c.scale, c.width, c.height)
+            lines += [d.log] if d.log else []
+        clock.t += 0.05
+    assert len(lines) == 2, lines
+    assert "a frame was lost" in lines[0] and "IDR received" in lines[1]
+    clock.t += 10.0
+    seq += 1
+    d = stream.decode(idr.payload, idr.codec, seq, idr.scale, idr.width, idr.height)
+    assert "IDR received" in d.log and "more of this kind since the last report" in d.log
+
+
 def _batcher(clock, **kw):
     return Batcher(lambda g: None, key=lambda item: item[0], clock=clock, **kw)
 

@@ -46,20 +46,18 @@ class _Tally:
 
 
 @dataclass
-class BadInputCounter:
-    """Counts dropped inputs per (callback, kind); :meth:`drop` returns the log line to write,
-    or None when this drop is only counted (rate limit: the first of a kind, then at most one
-    line per ``every_s`` seconds or per ``every_n`` drops of that kind)."""
+class LogRate:
+    """Rate-limited log lines by key: :meth:`line` returns the text to log, or None when this
+    event is only counted (the first of a key, then at most one per ``every_s`` seconds or per
+    ``every_n`` events of that key; a line says how many it stands for)."""
 
     every_s: float = 10.0
     every_n: int = 1000
     clock: Callable[[], float] = time.monotonic
-    tallies: dict[tuple[str, str], _Tally] = field(default_factory=dict)
+    tallies: dict[object, _Tally] = field(default_factory=dict)
 
-    def drop(self, callback: str, exc: BaseException | str, kind: str | None = None) -> str | None:
-        """Count one dropped input of ``callback`` (e.g. "frame", "knob") failing with ``exc``."""
-        kind = kind or (kind_of(exc) if isinstance(exc, BaseException) else "invalid")
-        tally = self.tallies.setdefault((callback, kind), _Tally())
+    def line(self, key: object, text: str) -> str | None:
+        tally = self.tallies.setdefault(key, _Tally())
         tally.count += 1
         now = self.clock()
         due = tally.count == 1 or (
@@ -70,11 +68,22 @@ class BadInputCounter:
             return None
         since = tally.count - tally.logged_count - 1
         tally.logged_count, tally.logged_at = tally.count, now
+        suffix = f"; {since} more of this kind since the last report" if since else ""
+        return f"{text} [{tally.count} so far{suffix}]"
+
+
+@dataclass
+class BadInputCounter(LogRate):
+    """Counts dropped inputs per (callback, kind); :meth:`drop` returns the log line to write,
+    or None when this drop is only counted (rate-limited as :class:`LogRate`)."""
+
+    def drop(self, callback: str, exc: BaseException | str, kind: str | None = None) -> str | None:
+        """Count one dropped input of ``callback`` (e.g. "frame", "knob") failing with ``exc``."""
+        kind = kind or (kind_of(exc) if isinstance(exc, BaseException) else "invalid")
         reason = str(exc) or type(exc).__name__
         if isinstance(exc, BaseException) and not isinstance(exc, BadInput):
             reason = f"{type(exc).__name__}: {reason}"
-        suffix = f"; {since} more of this kind since the last report" if since else ""
-        return f"{callback} dropped ({kind}): {reason} [{tally.count} so far{suffix}]"
+        return self.line((callback, kind), f"{callback} dropped ({kind}): {reason}")
 
     def count(self, callback: str | None = None) -> int:
         """Drops counted so far (of one callback, or all)."""

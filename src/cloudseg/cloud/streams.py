@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from cloudseg.guard import BadInput, FrameLimits
+from cloudseg.guard import BadInput, FrameLimits, LogRate
 from cloudseg.media.stream import FrameRestorer
 from cloudseg.recovery import Ask, KeyframeRequester
 
@@ -89,6 +89,7 @@ class Stream:
     frames_skipped: int = 0  # replaced by a newer frame of the stream before inference
     frames_done: int = 0  # results routed back
     pending_ask: Ask | None = None  # left by a frame that failed to decode
+    log_rate: LogRate = field(default_factory=LogRate)  # loss / resume / IDR-request lines
 
     def decode(
         self, payload: bytes, codec: str, seq: int, scale: int, width: int, height: int
@@ -109,10 +110,14 @@ class Stream:
         if lr is None:
             line = None
             if not self.waiting_for_idr:
-                line = f"frame {seq}: a frame was lost; waiting for the next IDR frame"
+                line = self.log_rate.line(
+                    "lost", f"frame {seq}: a frame was lost; waiting for the next IDR frame"
+                )
             self.waiting_for_idr = True
             return Decoded(None, 0.0, self.keyframes.failed(seq), line)
-        line = f"frame {seq}: IDR received, decoding again" if self.waiting_for_idr else None
+        line = None
+        if self.waiting_for_idr:
+            line = self.log_rate.line("resumed", f"frame {seq}: IDR received, decoding again")
         self.waiting_for_idr = False
         self.keyframes.decoded(seq)
         return Decoded(lr, ms, None, line)

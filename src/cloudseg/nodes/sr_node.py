@@ -349,10 +349,18 @@ class SRNode(Node):
         requests = stream.keyframes.requests if stream is not None else 0
         text = ep.label(f"frame {ask.seq}: asked the vehicle for an IDR ({ask.reason}; ")
         text += f"request {requests})"
-        if ask.repeat:  # asked again while waiting: the first request or its IDR was lost
+        # asked again while waiting (the first request or its IDR was lost): debug; the first
+        # of a wait: info, at most one line per 10 s per stream (a hostile or very lossy
+        # stream asks up to 5 times a second)
+        line = (
+            None
+            if ask.repeat or stream is None
+            else stream.log_rate.line(("ask", ask.reason), text)
+        )
+        if line is None:
             self.get_logger().debug(text)
         else:
-            self.get_logger().info(text)
+            self.get_logger().info(line)
 
     # --- the cloud process: batches -----------------------------------------------------------
 
