@@ -36,13 +36,13 @@ def _stream(frames: list[np.ndarray], order: list[int], gop: int = 17):
 
 def test_matcher_finds_the_original_of_a_decoded_frame(frames):
     events, payloads = _stream(frames, [5, 2, 7, 0])
-    from cloudseg.media.stream import FrameRestorer
+    from cloudseg.media.stream import StreamDecoder
 
-    restorer, match = FrameRestorer(), FrameMatcher(frames)
+    decoder, match = StreamDecoder(), FrameMatcher(frames)
     found = []
     for e in events:
         data = payloads[e["off"] : e["off"] + e["len"]]
-        lr, _ = restorer.decode(data, e["codec"], e["seq"], e["scale"], e["w"], e["h"])
+        lr, _ = decoder.decode(data, e["codec"], e["seq"], e["scale"], e["w"], e["h"])
         found.append(match(lr))
     assert found == [5, 2, 7, 0]
 

@@ -10,7 +10,7 @@ from cloudseg.bench import codec as bench_codec
 from cloudseg.cli import main as cli_main
 from cloudseg.media.codecs import CodecError
 from cloudseg.media.h264 import H264Decoder, H264Encoder, is_h264_keyframe
-from cloudseg.media.stream import CompressorSettings, FrameCompressor, FrameRestorer
+from cloudseg.media.stream import CompressorSettings, FrameCompressor, StreamDecoder
 
 
 def _clip(n: int = 12, w: int = 128, h: int = 64, seed: int = 0) -> list[np.ndarray]:
@@ -51,7 +51,7 @@ def test_forced_keyframe_with_intra_refresh_is_a_decodable_idr():
         compressor.compress(rgb)
     forced = compressor.compress(frames[5], keyframe=True)
     assert forced.keyframe and is_h264_keyframe(forced.payload)
-    joined = FrameRestorer()  # a receiver that joins at the forced keyframe
+    joined = StreamDecoder()  # a receiver that joins at the forced keyframe
     r = joined.restore(forced.payload, "h264", 100, 2, forced.width, forced.height)
     assert r is not None and r.rgb.shape == frames[5].shape
     nxt = compressor.compress(frames[6])

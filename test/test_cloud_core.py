@@ -241,7 +241,7 @@ def test_local_inference_is_batched_and_makes_only_what_is_asked(shared_data, fr
     """One call for a batch of two streams' frames: labels per frame (the real ESPNetv2 on
     real frames: road at the bottom); the restored image and the overlay only when asked for
     (the blend runs only then)."""
-    from cloudseg.restore.service import CloudService
+    from cloudseg.cloud.service import CloudService
 
     monkeypatch.setenv("CLOUDSEG_WEIGHTS", str(shared_data / "weights"))
     service = CloudService(device="cpu", cpu_max_width=256)

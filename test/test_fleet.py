@@ -71,10 +71,10 @@ def test_two_vehicles_under_two_namespaces_each_get_only_their_own_labels(
     import rclpy
     from sensor_msgs.msg import Image
 
+    from cloudseg.cloud.service import CloudService
     from cloudseg.media.image_codecs import encode_image
     from cloudseg.msg import Frame, FrameStats
     from cloudseg.nodes.common import qos_for
-    from cloudseg.restore.service import CloudService
 
     monkeypatch.setenv("FASTDDS_DEFAULT_PROFILES_FILE", str(config_dir() / "fastdds_local.xml"))
     scenes = _first_frames(shared_data)

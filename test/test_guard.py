@@ -15,7 +15,7 @@ from cloudseg.guard import BadInput, BadInputCounter, FrameLimits, check_stamp
 from cloudseg.media.codecs import CodecError
 from cloudseg.media.h264 import H264Decoder, H264Encoder
 from cloudseg.media.image_codecs import decode_image, encode_image, image_size
-from cloudseg.media.stream import FrameRestorer
+from cloudseg.media.stream import StreamDecoder
 
 
 def _picture(h: int = 256, w: int = 512) -> np.ndarray:
@@ -81,13 +81,13 @@ def test_claims_are_checked_against_the_limits_before_decoding():
 
 def test_a_valid_idr_with_huge_claims_is_refused_before_anything_is_allocated():
     payload = H264Encoder(crf=25).encode(_picture()).payload
-    restorer = FrameRestorer()
+    decoder = StreamDecoder()
     with pytest.raises(CodecError, match="scale 255") as info:
-        restorer.decode(payload, "h264", 0, 255, 130560, 65280)
+        decoder.decode(payload, "h264", 0, 255, 130560, 65280)
     assert info.value.kind == "scale"
     with pytest.raises(CodecError, match="outside"):
-        restorer.decode(payload, "h264", 0, 4, 130560, 65280)
-    lr, _ = restorer.decode(payload, "h264", 1, 4, 2048, 1024)  # the stream goes on
+        decoder.decode(payload, "h264", 0, 4, 130560, 65280)
+    lr, _ = decoder.decode(payload, "h264", 1, 4, 2048, 1024)  # the stream goes on
     assert lr.shape == (256, 512, 3)
 
 
@@ -140,7 +140,7 @@ def test_trusted_offline_limits_open_a_decoder():
     from cloudseg.guard import TRUSTED
 
     payload = H264Encoder(crf=25).encode(_picture()).payload
-    lr, _ = FrameRestorer(TRUSTED).decode(payload, "h264", 0, 4, 2048, 1024)
+    lr, _ = StreamDecoder(TRUSTED).decode(payload, "h264", 0, 4, 2048, 1024)
     assert lr.shape == (256, 512, 3)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from cloudseg.media.stream import CompressorSettings, FrameCompressor, FrameRestorer
+from cloudseg.media.stream import CompressorSettings, FrameCompressor, StreamDecoder
 from cloudseg.recovery import JOINED, LOST, UNDECODABLE, KeyframeOnRequest, KeyframeRequester
 
 
@@ -51,7 +51,7 @@ def test_vehicle_sends_one_idr_per_loss_and_at_most_one_per_interval():
 def test_a_requested_keyframe_restarts_decoding_at_the_next_frame():
     frames = _frames(12)
     comp = FrameCompressor(CompressorSettings(scale=2, gop=100))
-    restorer = FrameRestorer()
+    decoder = StreamDecoder()
     requester, honour = KeyframeRequester(clock=lambda: 0.0), KeyframeOnRequest(0.0)
     shown = []
     for seq, rgb in enumerate(frames):
@@ -59,7 +59,7 @@ def test_a_requested_keyframe_restarts_decoding_at_the_next_frame():
         honour.sent(seq, c.keyframe)
         if seq == 3:
             continue  # lost on the link
-        lr, _ = restorer.decode(c.payload, c.codec, seq, c.scale, c.width, c.height)
+        lr, _ = decoder.decode(c.payload, c.codec, seq, c.scale, c.width, c.height)
         if lr is None:
             ask = requester.failed(seq)
             if ask is not None:

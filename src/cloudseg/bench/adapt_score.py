@@ -2,7 +2,7 @@
 
 During a run the probe stores the payload of every Frame the vehicle sent. Afterwards the
 frames whose results came back (so the cloud received them) are decoded in stream order with
-the cloud's own decoder (:class:`~cloudseg.media.stream.FrameRestorer`: a lost frame makes the
+the cloud's own decoder (:class:`~cloudseg.media.stream.StreamDecoder`: a lost frame makes the
 P-frames after it undecodable until the next IDR, as in the cloud), and the first one that
 decodes in every ``interval_s`` seconds of arrival time is restored and segmented as a GPU
 cloud would (the ``cloud`` graph: CARN-M SR unless the Knob in force bypassed it, ESPNetv2 at
@@ -85,7 +85,7 @@ def score_events(
     ``frames``/``reference``: the looped sequence and its full-resolution labels.
     """
     from cloudseg.media.codecs import CodecError
-    from cloudseg.media.stream import FrameRestorer
+    from cloudseg.media.stream import StreamDecoder
     from cloudseg.train.metrics import ConfusionMatrix
 
     back = {e["seq"]: e["t"] for e in events if e["e"] == "back"}
@@ -98,14 +98,14 @@ def score_events(
     overall = ConfusionMatrix()
     per_step = [ConfusionMatrix() for _ in step_bounds]
     counts = [0] * len(step_bounds)
-    restorer = FrameRestorer()
+    decoder = StreamDecoder()
     next_t = 0.0
     for e in arrived:
         data = payloads[e["off"] : e["off"] + e["len"]]
         if len(data) != e["len"]:
             continue  # the payload file was cut by the stop
         try:
-            lr, _ = restorer.decode(data, e["codec"], e["seq"], e["scale"], e["w"], e["h"])
+            lr, _ = decoder.decode(data, e["codec"], e["seq"], e["scale"], e["w"], e["h"])
         except CodecError:
             lr = None
         if progress is not None:

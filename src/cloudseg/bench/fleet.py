@@ -110,7 +110,7 @@ def run_fleet(args: argparse.Namespace) -> dict:
     from cloudseg.bench.adapt_score import FrameMatcher
     from cloudseg.cloud.streams import stream_topic
     from cloudseg.guard import TRUSTED
-    from cloudseg.media.stream import FrameRestorer
+    from cloudseg.media.stream import StreamDecoder
     from cloudseg.msg import Frame, FrameStats
     from cloudseg.nodes.common import qos_for
 
@@ -127,7 +127,7 @@ def run_fleet(args: argparse.Namespace) -> dict:
     rclpy.init(args=[])
     node = rclpy.create_node("fleet_bench")
     matchers = {v.name: FrameMatcher(v.frames) for v in vehicles}
-    decoders = {v.name: FrameRestorer(TRUSTED) for v in vehicles}
+    decoders = {v.name: StreamDecoder(TRUSTED) for v in vehicles}
 
     def on_frame(v: Vehicle, f) -> None:
         v.sent.add(int(f.seq))

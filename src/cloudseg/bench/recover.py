@@ -3,7 +3,7 @@ cloud's keyframe request (issue 9, "recovery in one round trip").
 
 One H.264 stream goes from the real vehicle side (:class:`~cloudseg.media.stream.
 FrameCompressor` with the compressor node's default settings: x4, libx264 veryfast CRF 25,
-GOP 17) to the real cloud decoder (:class:`~cloudseg.media.stream.FrameRestorer`). Every
+GOP 17) to the real cloud decoder (:class:`~cloudseg.media.stream.StreamDecoder`). Every
 ``--spacing`` frames one frame is dropped on the link, cycling through the positions in the
 GOP (the IDR itself included). Policies:
 
@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from cloudseg.media.codecs import CodecError
-from cloudseg.media.stream import FrameCompressor, FrameRestorer, default_compressor_settings
+from cloudseg.media.stream import FrameCompressor, StreamDecoder, default_compressor_settings
 from cloudseg.recovery import KeyframeOnRequest, KeyframeRequester
 
 FPS = 17.0
@@ -89,7 +89,7 @@ def run_policy(
     """One stream of ``losses * spacing`` frames with one frame lost every ``spacing`` frames;
     ``rtt_ms`` None: no keyframe requests (periodic IDRs only)."""
     settings = default_compressor_settings(gop=gop)
-    compressor, restorer = FrameCompressor(settings), FrameRestorer()
+    compressor, decoder = FrameCompressor(settings), StreamDecoder()
     one_way = 0.0 if rtt_ms is None else rtt_ms / 2000.0
     requester = KeyframeRequester(clock=lambda: 0.0)  # told the simulated time explicitly
     honour = KeyframeOnRequest()
@@ -122,7 +122,7 @@ def run_policy(
             continue
         arrival = t + one_way
         try:
-            lr, _ = restorer.decode(c.payload, c.codec, seq, c.scale, c.width, c.height)
+            lr, _ = decoder.decode(c.payload, c.codec, seq, c.scale, c.width, c.height)
         except CodecError:
             lr = None
         if lr is None:

@@ -7,6 +7,9 @@
   batches (``max_batch`` frames or ``max_wait_ms``), grouped by (size, scale, mode).
 * :mod:`cloudseg.cloud.inference`: the slot the GPU work plugs into (`Inference`:
   `LocalInference` here, a Triton client elsewhere), one call per group.
+* :mod:`cloudseg.cloud.service`: `CloudService`, the models behind it: one
+  `cloudseg.restore.RestorationPipeline` (restore + segment) per downsampling scale, built
+  once on the device, and the single-stream decode -> labels path of the split cloud.
 * :mod:`cloudseg.cloud.router`: each result of a batch back to its own stream (labels at that
   frame's camera size, its FrameStats fields).
 """

@@ -26,8 +26,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from cloudseg.cloud.service import CloudService
 from cloudseg.restore.pipeline import IGNORE_ID, NUM_CLASSES, to_uint8
-from cloudseg.restore.service import CloudService
 
 INFERENCE_KINDS = ("local",)
 """The node's ``inference`` choices (``triton`` joins when its client is wired)."""

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from cloudseg.guard import BadInput, FrameLimits, LogRate
-from cloudseg.media.stream import FrameRestorer
+from cloudseg.media.stream import StreamDecoder
 from cloudseg.recovery import Ask, KeyframeRequester
 
 FRAMES_SUFFIX = "cloudseg/frames"
@@ -80,7 +80,7 @@ class Stream:
     """The cloud's state of one vehicle stream."""
 
     id: str
-    restorer: FrameRestorer
+    decoder: StreamDecoder
     last_seen: float
     keyframes: KeyframeRequester = field(default_factory=KeyframeRequester)
     waiting_for_idr: bool = False
@@ -101,9 +101,9 @@ class Stream:
         self.frames_received += 1
         self.bytes_received += len(payload)
         try:
-            lr, ms = self.restorer.decode(payload, codec, seq, scale, width, height)
+            lr, ms = self.decoder.decode(payload, codec, seq, scale, width, height)
         except BadInput:
-            if codec == "h264" and self.restorer.waiting_for_idr():
+            if codec == "h264" and self.decoder.waiting_for_idr():
                 self.waiting_for_idr = True
                 self.pending_ask = self.keyframes.failed(seq, undecodable=True)
             raise
@@ -165,7 +165,7 @@ class StreamTable:
         now = self.clock()
         stream = self._streams.get(sid)
         if stream is None:
-            stream = self._streams[sid] = Stream(sid, FrameRestorer(self.limits), now)
+            stream = self._streams[sid] = Stream(sid, StreamDecoder(self.limits), now)
         stream.last_seen = now
         return stream
 

@@ -41,7 +41,7 @@ def estimate_accuracy(
     service, rgb: np.ndarray, full_labels: np.ndarray, scale: int, sr_bypass: bool, crf: int | None
 ) -> float:
     """Label agreement of the frame restored from the stream's scale with the full frame's
-    labels. `service`: a cloudseg.restore.service.CloudService."""
+    labels. `service`: a cloudseg.cloud.service.CloudService."""
     lr = as_streamed(rgb, scale, crf)
     height, width = full_labels.shape[:2]
     result = service.segment_lr(lr, scale, width, height, sr_bypass)

@@ -146,7 +146,7 @@ def measure(
 ) -> tuple[ProfileEntry, float]:
     """One configuration over all clips: its entry (reference "hr") and mIoU against gt (NaN
     where no scored frame has ground truth)."""
-    from cloudseg.media.stream import FrameCompressor, FrameRestorer, default_compressor_settings
+    from cloudseg.media.stream import FrameCompressor, StreamDecoder, default_compressor_settings
     from cloudseg.train.metrics import ConfusionMatrix
 
     knobs = {"scale": setting.scale, "crf": setting.crf, "bitrate_kbps": 0, "maxrate_kbps": 0}
@@ -159,12 +159,12 @@ def measure(
         holder = held(n, sent)
         scored = list(range(ANNOTATED % score_every, n, score_every))
         needed = {holder[i] for i in scored}
-        compressor, restorer = FrameCompressor(settings), FrameRestorer()
+        compressor, decoder = FrameCompressor(settings), StreamDecoder()
         labels: dict[int, np.ndarray] = {}
         for seq, i in enumerate(sent):
             c = compressor.compress(clip.frames[i])
             total_bytes += len(c.payload)
-            lr, ms = restorer.decode(c.payload, c.codec, seq, c.scale, c.width, c.height)
+            lr, ms = decoder.decode(c.payload, c.codec, seq, c.scale, c.width, c.height)
             if lr is None:
                 raise ValueError(f"{clip.name}: frame {i} was not decodable in a loss-free stream")
             decode_ms.append(ms)

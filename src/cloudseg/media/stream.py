@@ -3,7 +3,7 @@
 `FrameCompressor` downsamples with the project's one downsampling function and encodes with one
 encoder kept across frames; new settings take effect at the next frame (an H.264 reconfigure
 starts with an IDR), and so does a keyframe request (`request_keyframe`, the cloud's ask after
-a loss). `FrameRestorer` holds one decoder per stream, checks a frame's claimed size and scale
+a loss). `StreamDecoder` holds one decoder per stream, checks a frame's claimed size and scale
 against its limits (`cloudseg.guard.FrameLimits`) before decoding, opens its decoders with a
 pixel limit, checks what it decoded against the header, and restores full resolution with
 bilinear upsampling (the paper's LR-bilinear baseline; super-resolution plugs in through
@@ -173,8 +173,9 @@ class RestoredFrame:
     restore_ms: float
 
 
-class FrameRestorer:
-    """Decode one stream (one decoder kept per codec) and restore full resolution bilinearly.
+class StreamDecoder:
+    """The decoders of one stream (one kept per codec); also restores full resolution
+    bilinearly.
 
     A frame's claims (codec, scale, camera size) are checked against ``limits`` before its
     payload is decoded (`cloudseg.guard.BadInput`), and the decoders refuse pictures larger
@@ -242,7 +243,7 @@ class StreamRoundTrip:
 
     def restart(self) -> None:
         self._compressor = FrameCompressor(self.settings)
-        self._restorer = FrameRestorer(TRUSTED)  # offline: our own stream
+        self._decoder = StreamDecoder(TRUSTED)  # offline: our own stream
         self._seq = 0
 
     def __call__(self, rgb: np.ndarray) -> np.ndarray:
@@ -250,7 +251,7 @@ class StreamRoundTrip:
         sent = self._compressor.compress(rgb)
         self.payload_bytes.append(len(sent.payload))
         self.keyframes.append(sent.keyframe)
-        lr, _ = self._restorer.decode(
+        lr, _ = self._decoder.decode(
             sent.payload, sent.codec, self._seq, sent.scale, sent.width, sent.height
         )
         self._seq += 1

@@ -24,6 +24,7 @@ from rclpy.publisher import Publisher
 from sensor_msgs.msg import Image
 from std_msgs.msg import Header
 
+from cloudseg.cloud.service import CloudResult, CloudService
 from cloudseg.cloud.streams import normalise_namespace, stream_topic
 from cloudseg.graph import (
     LABELS_TOPIC,
@@ -45,7 +46,6 @@ from cloudseg.nodes.common import (
     stamp_ns,
 )
 from cloudseg.nodes.convert import image_to_rgb, numpy_to_image
-from cloudseg.restore.service import CloudResult, CloudService
 
 
 @dataclass

@@ -53,6 +53,7 @@ from sensor_msgs.msg import Image
 from cloudseg.cloud.batcher import Batcher, Group
 from cloudseg.cloud.inference import Inference, make_inference
 from cloudseg.cloud.router import StreamFrame, route
+from cloudseg.cloud.service import CloudService
 from cloudseg.cloud.streams import (
     FRAMES_SUFFIX,
     StreamTable,
@@ -79,7 +80,6 @@ from cloudseg.newest import NewestFirst
 from cloudseg.nodes.common import boundary, declare_parameters, drop_input, qos_for, run_node
 from cloudseg.nodes.convert import numpy_to_image
 from cloudseg.recovery import Ask
-from cloudseg.restore.service import CloudService
 
 FRAME_TYPE = "cloudseg/msg/Frame"
 

@@ -83,8 +83,8 @@ def full_resolution_segmenter(backend: str = "espnetv2", device: str = "auto"):
     mode "full"): the reference of selection, profiling and `demo --score`."""
     import torch
 
+    from cloudseg.cloud.service import pick_device
     from cloudseg.restore.pipeline import RestorationPipeline
-    from cloudseg.restore.service import pick_device
 
     pipeline = RestorationPipeline(None, backend, device=pick_device(device))
     log.info("reference labels: %s", pipeline.describe())

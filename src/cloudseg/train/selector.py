@@ -450,7 +450,7 @@ def _check_args(args: argparse.Namespace) -> None:
 
 def train(args: argparse.Namespace, argv: Sequence[str] = ()) -> dict[str, Any]:
     """Run ``cloudseg train selector`` as ``args`` say; returns the last model card written."""
-    from cloudseg.restore.service import pick_device
+    from cloudseg.cloud.service import pick_device
 
     _check_args(args)
     data_paths, val_path = _resolve_paths(args)

@@ -6,8 +6,8 @@ import cv2
 import numpy as np
 import pytest
 
+from cloudseg.cloud.service import CloudService
 from cloudseg.media.stream import CompressorSettings, FrameCompressor
-from cloudseg.restore.service import CloudService
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,6 @@
 """The cloud service behind the nodes: decode + (SR + segmentation) per frame, no ROS.
 
-`CloudService` keeps one decoder per stream (`FrameRestorer`) and one `RestorationPipeline`
+`CloudService` keeps one decoder per stream (`StreamDecoder`) and one `RestorationPipeline`
 per downsampling scale (the models are built once and shared), and turns an encoded payload
 into labels at the camera's size, the restored image and stage timings. Scales come from the
 wire: only allowed ones (`scales`, `cloudseg.graph.SCALES` by default) get a pipeline, and at
@@ -26,7 +26,7 @@ import torch
 from cloudseg.graph import SCALES
 from cloudseg.guard import BadInput
 from cloudseg.media.resize import resize_labels
-from cloudseg.media.stream import FrameRestorer
+from cloudseg.media.stream import StreamDecoder
 from cloudseg.restore.pipeline import PipelineResult, Pyramid, RestorationPipeline, overlay
 
 log = logging.getLogger(__name__)
@@ -137,7 +137,7 @@ class CloudService:
         )
         self.first = first
         self.pipelines: OrderedDict[int, RestorationPipeline] = OrderedDict({4: first})
-        self.restorer = FrameRestorer()
+        self.decoder = StreamDecoder()
         log.info("cloud pipeline: %s", first.describe())
 
     @classmethod
@@ -186,7 +186,7 @@ class CloudService:
         self, payload: bytes, codec: str, seq: int, scale: int, width: int, height: int
     ) -> tuple[np.ndarray | None, float]:
         """Decode every frame (cheap, keeps the H.264 reference chain); None while waiting."""
-        return self.restorer.decode(payload, codec, seq, scale, width, height)
+        return self.decoder.decode(payload, codec, seq, scale, width, height)
 
     def restore(self, lr: np.ndarray, scale: int, sr_bypass: bool = False) -> Pyramid:
         """Stage 1 (the SR node's): SR x2 + x4 in one pass (or bilinear); stays on the device."""
