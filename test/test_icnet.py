@@ -128,18 +128,18 @@ def test_eval_output_is_full_size_logits(model: ICNet, size: tuple[int, int]) ->
 
 
 def test_pyramid_input_equals_single_image(model: ICNet, image: torch.Tensor) -> None:
-    lr, mr, hr = make_pyramid(image)
+    levels = make_pyramid(image)
+    lr, mr, hr = levels[4], levels[2], levels[1]
     assert lr.shape[-2:] == (H // 4, W // 4) and mr.shape[-2:] == (H // 2, W // 2)
     assert hr is image
     with torch.no_grad():
         single = model(image)
-        pyramid = model((lr, mr, hr))
-        as_list = model([lr, mr, hr])
-    assert torch.equal(single, pyramid) and torch.equal(single, as_list)
+        pyramid = model(levels)
+    assert torch.equal(single, pyramid)
     # The mr and lr branches really are used: another mr or lr changes the result.
     with torch.no_grad():
-        other_mr = model((lr, torch.zeros_like(mr), hr))
-        other_lr = model((torch.zeros_like(lr), mr, hr))
+        other_mr = model({4: lr, 2: torch.zeros_like(mr), 1: hr})
+        other_lr = model({4: torch.zeros_like(lr), 2: mr, 1: hr})
     assert not torch.allclose(single, other_mr) and not torch.allclose(single, other_lr)
 
 
@@ -202,16 +202,18 @@ def test_loss_through_model_backward() -> None:
 
 
 def test_bad_inputs_raise(model: ICNet, image: torch.Tensor) -> None:
-    lr, mr, hr = make_pyramid(image)
+    levels = make_pyramid(image)
+    lr, mr, hr = levels[4], levels[2], levels[1]
     bad = [
         image[0],  # no batch dimension
         image[:, :1],  # one channel
         (image * 255).to(torch.uint8),  # not normalised
         torch.randn(1, 3, 16, 64),  # too small
-        (mr, lr, hr),  # wrong order
-        (lr, hr),  # too few levels
-        (lr, mr[:, :, :-8], hr),  # mr not 1/2 of hr
-        (lr, mr.double(), hr),  # mixed dtypes
+        {4: mr, 2: lr, 1: hr},  # levels of the wrong sizes
+        {4: lr, 1: hr},  # too few levels
+        (lr, mr, hr),  # a tuple: whose order would it be?
+        {4: lr, 2: mr[:, :, :-8], 1: hr},  # mr not 1/2 of hr
+        {4: lr, 2: mr.double(), 1: hr},  # mixed dtypes
         "image",
     ]
     for x in bad:

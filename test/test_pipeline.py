@@ -158,14 +158,15 @@ def test_icnet_untrained_is_flagged_and_refused_without_permission(icnet, weight
 
 
 def test_sr_pyramid_reaches_icnet_without_resampling(icnet, crops) -> None:
-    """ICNet's (lr, mr, hr) are the input and CARN's own x2 and x4 outputs, normalised."""
+    """ICNet's levels {4: lr, 2: mr, 1: hr} are the input and CARN's own x2 and x4 outputs,
+    normalised."""
     _, lr, _ = crops[0]
     sr_outputs: list[torch.Tensor] = []
     icnet_inputs: list[tuple[torch.Tensor, ...]] = []
     hooks = [
         icnet.sr.add_mean.register_forward_hook(lambda m, i, o: sr_outputs.append(o.clone())),
         icnet.segmenter.register_forward_pre_hook(
-            lambda m, args: icnet_inputs.append(tuple(t.clone() for t in args[0]))
+            lambda m, args: icnet_inputs.append(tuple(args[0][k].clone() for k in (4, 2, 1)))
         ),
     ]
     try:

@@ -19,7 +19,7 @@ from the lr branch only (the reference also fed them mr statistics).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -47,7 +47,12 @@ ICNET_LOSS_WEIGHTS: tuple[float, float, float] = (1.0, 0.4, 0.4)
 #: Smallest full-resolution side accepted (the lr branch ends at 1/32 of it).
 MIN_INPUT_SIDE = 32
 
-Pyramid = tuple[Tensor, Tensor, Tensor]
+#: One image at several sizes, keyed by downsampling factor: {1: full, 2: half, 4: quarter}
+#: (as `cloudseg.restore.pipeline.Pyramid.levels`; ICNet's hr, mr and lr branches).
+Levels = dict[int, Tensor]
+
+#: Logits at 1/4, 1/8 and 1/16 of the full frame (the cascade label guidance outputs).
+HeadOutputs = tuple[Tensor, Tensor, Tensor]
 
 
 class ICNetInputError(ValueError):
@@ -58,11 +63,11 @@ def _upsample(x: Tensor, size: Sequence[int]) -> Tensor:
     return F.interpolate(x, size=tuple(size), mode="bilinear", align_corners=True)
 
 
-def make_pyramid(x: Tensor) -> Pyramid:
-    """(lr, mr, hr) = (1/4, 1/2, full) of a normalised NCHW image, exactly as the reference."""
+def make_pyramid(x: Tensor) -> Levels:
+    """{1: full, 2: 1/2, 4: 1/4} of a normalised NCHW image, exactly as the reference."""
     mr = F.interpolate(x, scale_factor=0.5, mode="bilinear", align_corners=True)
     lr = F.interpolate(x, scale_factor=0.25, mode="bilinear", align_corners=True)
-    return lr, mr, x
+    return {1: x, 2: mr, 4: lr}
 
 
 # --- ResNet50-v1s backbone (deep stem, dilated layer3/layer4, output stride 8) -------------
@@ -216,7 +221,7 @@ class ICHead(nn.Module):
         self.cff_24 = CascadeFeatureFusion(2048, 512, 128, num_classes)
         self.conv_cls = nn.Conv2d(128, num_classes, 1, bias=False)
 
-    def forward(self, x_sub1: Tensor, x_sub2: Tensor, x_sub4: Tensor) -> Pyramid:
+    def forward(self, x_sub1: Tensor, x_sub2: Tensor, x_sub4: Tensor) -> HeadOutputs:
         """Logits at (1/4, 1/8, 1/16) of the full frame."""
         x_24, cls_16 = self.cff_24(x_sub4, x_sub2)
         x_12, cls_8 = self.cff_12(x_24, x_sub1)
@@ -228,11 +233,12 @@ class ICNet(nn.Module):
     """ICNet with a ResNet50-v1s backbone; attribute names follow liminn/ICNet-pytorch.
 
     ``forward(x)`` takes a normalised NCHW image (the pyramid is then built as the reference
-    does, see :func:`make_pyramid`) or a sequence ``(lr, mr, hr)`` of 1/4, 1/2 and full
-    resolution images. In eval mode it returns logits ``(N, num_classes, H, W)`` at hr size
-    (the reference's first output). In training mode it returns the cascade label guidance
-    outputs ``(out_4, out_8, out_16)``: logits at 1/4, 1/8 and 1/16 of hr (the reference's
-    outputs 1..3), for :func:`icnet_loss`.
+    does, see :func:`make_pyramid`) or the levels ``{1: hr, 2: mr, 4: lr}`` of full, 1/2 and
+    1/4 resolution (`Levels`, keyed by downsampling factor as the restoration pipeline's).
+    In eval mode it returns logits ``(N, num_classes, H, W)`` at hr size (the reference's
+    first output). In training mode it returns the cascade label guidance outputs
+    ``(out_4, out_8, out_16)``: logits at 1/4, 1/8 and 1/16 of hr (the reference's outputs
+    1..3), for :func:`icnet_loss`.
     """
 
     def __init__(self, num_classes: int = 19) -> None:
@@ -247,8 +253,8 @@ class ICNet(nn.Module):
         self.ppm = PyramidPooling()
         self.head = ICHead(num_classes)
 
-    def forward(self, x: Tensor | Sequence[Tensor]) -> Tensor | Pyramid:
-        lr, mr, hr = _as_pyramid(x)
+    def forward(self, x: Tensor | Mapping[int, Tensor]) -> Tensor | HeadOutputs:
+        lr, mr, hr = _branches(x)
         x_sub1 = self.conv_sub1(hr)
         x_sub2 = self.pretrained.forward_c2(mr)
         x_sub4 = self.ppm(self.pretrained.forward_c4(lr))
@@ -268,24 +274,29 @@ def _check_image(x: object, name: str) -> Tensor:
     return x
 
 
-def _as_pyramid(x: Tensor | Sequence[Tensor]) -> Pyramid:
-    """Validate the input and return (lr, mr, hr)."""
+def _branches(x: Tensor | Mapping[int, Tensor]) -> tuple[Tensor, Tensor, Tensor]:
+    """Validate the input and return the (lr, mr, hr) branch inputs."""
     if isinstance(x, Tensor):
         hr = _check_image(x, "input")
         _check_size(hr)
-        return make_pyramid(hr)
-    if not isinstance(x, (tuple, list)) or len(x) != 3:
-        raise ICNetInputError("input must be an image tensor or a (lr, mr, hr) tuple of three")
-    lr, mr, hr = (_check_image(t, n) for t, n in zip(x, ("lr", "mr", "hr"), strict=True))
+        levels = make_pyramid(hr)
+        return levels[4], levels[2], levels[1]
+    if not isinstance(x, Mapping) or sorted(x) != [1, 2, 4]:
+        raise ICNetInputError(
+            "input must be an image tensor or levels {1: hr, 2: mr, 4: lr} (by downsampling factor)"
+        )
+    lr, mr, hr = (_check_image(x[k], f"level {k}") for k in (4, 2, 1))
     _check_size(hr)
-    for t, name, factor in ((mr, "mr", 2), (lr, "lr", 4)):
+    for t, factor in ((mr, 2), (lr, 4)):
         if t.shape[0] != hr.shape[0] or t.dtype != hr.dtype or t.device != hr.device:
-            raise ICNetInputError(f"{name} differs from hr in batch size, dtype or device")
+            raise ICNetInputError(
+                f"level {factor} differs from level 1 in batch size, dtype or device"
+            )
         for side, full in zip(t.shape[-2:], hr.shape[-2:], strict=True):
             if abs(side * factor - full) > factor:
                 raise ICNetInputError(
-                    f"{name} must be 1/{factor} of hr {tuple(hr.shape[-2:])}, "
-                    f"got {tuple(t.shape[-2:])} (order is lr, mr, hr)"
+                    f"level {factor} must be 1/{factor} of level 1 {tuple(hr.shape[-2:])}, "
+                    f"got {tuple(t.shape[-2:])}"
                 )
     return lr, mr, hr
 

@@ -5,9 +5,10 @@ A batch of low-resolution frames (one per stream, all the same size) goes throug
 * mode ``"sr"``: CARN restores LR to MR (x2) and HR (x4) in ONE pass of its body
   (:meth:`CARN.forward_pyramid`); ``"bilinear"``: SR bypass, bilinear upsampling on the device
   (``F.interpolate(align_corners=False)``); ``"full"``: the input already is full resolution;
-* segmentation: ICNet gets the pyramid directly, ``(lr, mr, hr)`` = (the LR input, the x2
-  output, the x4 output), normalised, with no re-downsampling of what SR produced; ESPNetv2 gets
-  HR. Labels are Cityscapes train ids (uint8), 255 where the model says background / ignore.
+* segmentation: ICNet gets the pyramid directly, levels ``{4: lr, 2: mr, 1: hr}`` = (the LR
+  input, the x2 output, the x4 output), normalised, with no re-downsampling of what SR
+  produced; ESPNetv2 gets HR. Labels are Cityscapes train ids (uint8), 255 where the model
+  says background / ignore.
 
 Everything stays on the device between the stages (no host copy until the caller asks for
 one). Stage times come from ``torch.cuda.Event`` on CUDA and ``time.perf_counter`` on CPU.
@@ -497,15 +498,15 @@ class RestorationPipeline:
     def _segment(self, levels: dict[int, Tensor]) -> Tensor:
         hr = levels[1]
         if self.backend == "icnet":
-            pyramid = []
-            for factor in (4, 2):
+            branches = {1: self._normalise(hr)}
+            for factor in (2, 4):
                 img = levels.get(factor)
                 if img is None:  # not produced by SR or the input: build it as ICNet would
                     img = F.interpolate(
                         hr, scale_factor=1 / factor, mode="bilinear", align_corners=True
                     )
-                pyramid.append(self._normalise(img))
-            logits = self._seg_fn((pyramid[0], pyramid[1], self._normalise(hr)))
+                branches[factor] = self._normalise(img)
+            logits = self._seg_fn(branches)
             return logits.argmax(1).to(torch.uint8)
         height, width = hr.shape[-2:]
         pad_h, pad_w = (-height) % _ESPNET_STRIDE, (-width) % _ESPNET_STRIDE
