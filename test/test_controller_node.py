@@ -59,6 +59,7 @@ def test_controller_steps_down_after_a_bandwidth_drop(tmp_path):
                     now = node.get_clock().now().to_msg()
                     stats = FrameStats(
                         seq=seq,
+                        codec="h264",
                         payload_bytes=7812,
                         frames_received=received,
                         bytes_received=received * 7812,
@@ -67,6 +68,11 @@ def test_controller_steps_down_after_a_bandwidth_drop(tmp_path):
                     )
                     stats.header.stamp = now
                     pub.publish(stats)
+                    # a split cloud's segmentation node reports the frame again (no codec,
+                    # no counters, no transport): the controller counts the frame once
+                    again = FrameStats(seq=seq, segmentation_ms=30.0, total_ms=30.0)
+                    again.header.stamp = now
+                    pub.publish(again)
                 end = time.monotonic() + 0.05
                 while time.monotonic() < end:
                     rclpy.spin_once(node, timeout_sec=0.01)

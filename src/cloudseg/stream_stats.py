@@ -21,6 +21,14 @@ STAGES = (
 )
 
 
+def receiver_report(codec: str) -> bool:
+    """Whether a cloud FrameStats comes from the node that received the Frame (it names the
+    codec). A split cloud reports each frame twice: the sr node (seq, codec, transport, decode,
+    restoration, the received counters) and the segmentation node (segmentation only, no
+    codec); counters and rates count the receiver's report only."""
+    return bool(codec)
+
+
 def percentile(values: list[float], q: float) -> float:
     return float(np.percentile(values, q)) if values else math.nan
 

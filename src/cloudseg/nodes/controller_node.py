@@ -26,6 +26,7 @@ from cloudseg.graph import CONTROLLER, KNOB_TOPIC, STATS_TOPIC, config_dir
 from cloudseg.guard import BadInput
 from cloudseg.msg import FrameStats, Knob
 from cloudseg.nodes.common import boundary, declare_parameters, qos_for, run_node, stamp_ns
+from cloudseg.stream_stats import receiver_report
 
 #: Used when config/profile.json does not exist yet: rates are the H.264 targets, the mIoU
 #: values only order the entries (rough guesses after BENCHMARKS.md, not measured).
@@ -96,6 +97,8 @@ class ControllerNode(Node):
 
     @boundary("stats")
     def on_stats(self, s: FrameStats) -> None:
+        if not receiver_report(s.codec):  # a split cloud's second report of the frame
+            return
         sample = StatSample(
             seq=int(s.seq),
             payload_bytes=int(s.payload_bytes),

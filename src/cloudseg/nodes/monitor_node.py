@@ -26,7 +26,7 @@ from cloudseg.media.resize import downsample
 from cloudseg.msg import Frame, FrameStats, Knob, LabelAge
 from cloudseg.nodes.common import boundary, qos_for, stamp_ns
 from cloudseg.nodes.convert import image_to_numpy, image_to_rgb
-from cloudseg.stream_stats import StreamStats
+from cloudseg.stream_stats import StreamStats, receiver_report
 
 if TYPE_CHECKING:
     from cloudseg.scoring import LabelScorer
@@ -120,7 +120,7 @@ class MonitorNode(Node):
         # restoration) and the segmentation node (segmentation only); count each once
         self.stats.add_cloud_report(
             _key(msg.header),
-            receiver=bool(msg.codec),
+            receiver=receiver_report(msg.codec),
             seq=int(msg.seq),
             frames_received=int(msg.frames_received),
             transport_ms=msg.transport_ms,

@@ -94,9 +94,9 @@ class SegmentationNode(Node):
 
     def outputs(self, namespace: str) -> Outputs:
         """The publishers of one stream's results (cloud process): `<ns>/cloudseg/labels`,
-        `overlay` and `stats`; the root stream's are the node's own."""
+        `overlay` and `stats`; its own namespace's stream's are the node's own."""
         ns = normalise_namespace(namespace)
-        if ns == "/":
+        if ns == normalise_namespace(self.get_namespace()):
             return Outputs(self.labels_pub, self.overlay_pub, self.stats_pub)
         out = self._outputs.get(ns)
         if out is None:

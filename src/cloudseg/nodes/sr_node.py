@@ -110,6 +110,9 @@ class SRNode(Node):
 
     def __init__(self, service: CloudService | None = None, outputs=None, inference=None):
         super().__init__(SR.name)
+        #: the stream of the node's own namespace (topics by their relative names): the root
+        #: stream "/" unless the node runs under a namespace
+        self.home = normalise_namespace(self.get_namespace())
         self.worker: NewestFirst[StreamFrame] | None = None  # on its own, once up
         self.batcher: Batcher[StreamFrame] | None = None  # in the cloud process, once up
         composed = outputs is not None
@@ -146,7 +149,7 @@ class SRNode(Node):
                 name="cloud-batcher",
             )
             listed = [normalise_namespace(n) for n in p["streams"].split(",") if n.strip()]
-            for ns in listed or ["/"]:  # the root stream is always served when discovering
+            for ns in listed or [self.home]:  # its own namespace's is served when discovering
                 self.add_stream(ns, fixed=True)
             where = (
                 f"streams {', '.join(listed)}"
@@ -175,7 +178,7 @@ class SRNode(Node):
                     self, "restore", exc, what=f"frame {job.seq} restoration"
                 ),
             )
-            self.add_stream("/", fixed=True)
+            self.add_stream(self.home, fixed=True)
         self.get_logger().info(
             f"restoring {FRAMES_TOPIC} -> {where}; SR {'bypassed' if self.sr_bypass else 'on'}"
             f"; frames up to {p['max_width']}x{p['max_height']} at scales "
@@ -212,7 +215,7 @@ class SRNode(Node):
                 qos_for(FRAMES_TOPIC),
             ),
         ]
-        if ns != "/" or not fixed:
+        if ns != self.home or not fixed:
             self.get_logger().info(f"stream {ns}: serving {topic(FRAMES_TOPIC)}")
         return ep
 
@@ -435,7 +438,7 @@ class SRNode(Node):
         k = image.reduced_by
         size = (max(1, f.width // k), max(1, f.height // k))
         rgb = upsample_bilinear(image.rgb, size)  # exactly 1/k of the camera (x3: 682 -> 2046)
-        ep = self.endpoints["/"]
+        ep = self.endpoints[self.home]
         if self.params["publish_restored"]:
             info = RestoredInfo(
                 header=f.header,
