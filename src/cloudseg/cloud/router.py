@@ -13,11 +13,11 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-import cv2
 import numpy as np
 
 from cloudseg.cloud.inference import BatchResult
 from cloudseg.media.resize import resize_labels
+from cloudseg.restore.pipeline import mark_untrained
 
 
 @dataclass
@@ -66,22 +66,6 @@ class Routed:
     @property
     def stream_id(self) -> str:
         return self.frame.stream_id
-
-
-def mark_untrained(overlay: np.ndarray, untrained: tuple[str, ...]) -> np.ndarray:
-    """Never let random weights pass for a result: the overlay says so."""
-    out = np.ascontiguousarray(overlay).copy()
-    cv2.putText(
-        out,
-        f"UNTRAINED: {', '.join(untrained)}",
-        (10, 30),
-        cv2.FONT_HERSHEY_SIMPLEX,
-        0.8,
-        (255, 0, 0),
-        2,
-        cv2.LINE_AA,
-    )
-    return out
 
 
 def route(

@@ -19,7 +19,6 @@ from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-import cv2
 import numpy as np
 import torch
 
@@ -27,7 +26,13 @@ from cloudseg.graph import SCALES
 from cloudseg.guard import BadInput
 from cloudseg.media.resize import resize_labels
 from cloudseg.media.stream import StreamDecoder
-from cloudseg.restore.pipeline import PipelineResult, Pyramid, RestorationPipeline, overlay
+from cloudseg.restore.pipeline import (
+    PipelineResult,
+    Pyramid,
+    RestorationPipeline,
+    mark_untrained,
+    overlay,
+)
 
 log = logging.getLogger(__name__)
 
@@ -66,17 +71,8 @@ class CloudResult:
 
     def overlay(self, alpha: float = 0.5) -> np.ndarray:
         out = overlay(self.restored, self.work_labels, alpha)
-        if self.untrained:  # never let random weights pass for a result
-            cv2.putText(
-                out,
-                f"UNTRAINED: {', '.join(self.untrained)}",
-                (10, 30),
-                cv2.FONT_HERSHEY_SIMPLEX,
-                0.8,
-                (255, 0, 0),
-                2,
-                cv2.LINE_AA,
-            )
+        if self.untrained:
+            out = mark_untrained(out, self.untrained)
         return out
 
 

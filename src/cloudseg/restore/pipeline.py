@@ -659,3 +659,19 @@ def overlay(rgb_uint8: np.ndarray, labels: np.ndarray | Tensor, alpha: float = 0
     colours = _overlay_lut()[ids]
     blended = cv2.addWeighted(rgb, 1.0 - float(alpha), colours, float(alpha), 0.0)
     return np.where((ids < NUM_CLASSES)[..., None], blended, rgb)
+
+
+def mark_untrained(overlay: np.ndarray, untrained: tuple[str, ...]) -> np.ndarray:
+    """Never let random weights pass for a result: the overlay says so."""
+    out = np.ascontiguousarray(overlay).copy()
+    cv2.putText(
+        out,
+        f"UNTRAINED: {', '.join(untrained)}",
+        (10, 30),
+        cv2.FONT_HERSHEY_SIMPLEX,
+        0.8,
+        (255, 0, 0),
+        2,
+        cv2.LINE_AA,
+    )
+    return out
