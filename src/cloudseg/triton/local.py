@@ -10,10 +10,12 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator, Sequence
@@ -60,6 +62,7 @@ class ServerProcess:
         )
         self.proc: subprocess.Popen | None = None
         self._log = None
+        self._workspace: str | None = None
 
     @property
     def url(self) -> str:
@@ -75,6 +78,10 @@ class ServerProcess:
         cmd = [sys.executable, "-m", "cloudseg.cli", "serve", "--model-repository", str(self.repo)]
         cmd += ["--address", "127.0.0.1", "--grpc-port", str(grpc), "--http-port", str(http)]
         cmd += ["--metrics-port", str(metrics), "--threads", str(self.threads)]
+        # PyTriton keeps UNIX sockets in its workspace: a short path (a long $XDG_CACHE_HOME,
+        # e.g. a test's tmp_path, overflows the 108-byte socket address)
+        self._workspace = tempfile.mkdtemp(prefix="cloudseg-ws-", dir="/tmp")
+        cmd += ["--workspace", str(Path(self._workspace) / "w")]
         self.proc = subprocess.Popen(
             cmd,
             stdout=self._log,
@@ -135,6 +142,9 @@ class ServerProcess:
         if self._log is not None:
             self._log.close()
             self._log = None
+        if self._workspace is not None:
+            shutil.rmtree(self._workspace, ignore_errors=True)
+            self._workspace = None
         self.proc = None
 
     def tail(self, chars: int = 3000) -> str:
