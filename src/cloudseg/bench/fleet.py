@@ -195,6 +195,7 @@ def read_frames(path: Path, limit: int) -> list[np.ndarray]:
 def run_fleet(args: argparse.Namespace) -> dict:
     """The run; with ``--inference triton`` the servers are up for it and stopped after."""
     log_dir = Path(args.log_dir or tempfile.mkdtemp(prefix="cloudseg_fleet_"))
+    log_dir.mkdir(parents=True, exist_ok=True)
     with contextlib.ExitStack() as stack:
         triton = start_triton(args, log_dir, stack) if args.inference == "triton" else None
         return _run_fleet(args, log_dir, triton)
