@@ -336,3 +336,43 @@ def test_client_policies_split_and_errors() -> None:
         assert [s["failures"] for s in client.servers()] == [1, 1]
     with pytest.raises(ValueError, match="policy"):
         _client_with([_FakeGrpcClient()], "random")
+
+
+def test_make_inference_builds_the_triton_client_with_the_one_batch_result() -> None:
+    """The node's `inference: triton` parameters -> a TritonInference (labels only) returning
+    the cloud's own BatchResult type (one type for both routes)."""
+    pytest.importorskip("tritonclient.grpc", reason="tritonclient[grpc] not installed")
+    from cloudseg.cloud import inference as cloud_inference
+    from cloudseg.graph import INFERENCE_CHOICES, SR
+    from cloudseg.triton.client import TritonInference
+
+    assert INFERENCE_CHOICES == ("local", "triton")
+    assert SR.param("triton_urls").default == "localhost:8001"
+    client = cloud_inference.make_inference(
+        "triton",
+        None,
+        triton_urls="a:8001, b:8001",
+        triton_policy="least_outstanding",
+        triton_timeout_s=3.0,
+    )
+    try:
+        assert isinstance(client, TritonInference) and not client.makes_images
+        assert [s["url"] for s in client.servers()] == ["a:8001", "b:8001"]
+        assert "least_outstanding" in client.describe()
+        fakes = [_FakeGrpcClient(), _FakeGrpcClient()]
+        for server, fake in zip(client._servers, fakes, strict=True):
+            server.client = fake
+        result = client.infer(
+            np.zeros((2, 8, 16, 3), np.uint8),
+            4,
+            sr_bypass=True,
+            want_restored=True,
+            want_overlay=True,
+        )
+        assert type(result) is cloud_inference.BatchResult
+        assert result.restored is None and result.overlay is None
+        assert result.mode == "bilinear" and result.segmentation_ms == result.ms > 0
+    finally:
+        client.close()
+    with pytest.raises(ValueError, match="not available"):
+        cloud_inference.make_inference("onnx", None)
