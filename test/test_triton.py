@@ -14,14 +14,9 @@ area-downsampled by 8), x4 stream (LR 64x32), SR x4 / bilinear to 256x128 and ES
 from __future__ import annotations
 
 import logging
-import os
 import re
-import signal
-import socket
-import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -33,10 +28,10 @@ from cloudseg.data.cityscapes import load_rgb
 from cloudseg.media.resize import downsample
 from cloudseg.restore.pipeline import RestorationPipeline
 from cloudseg.triton.export import export_repository, model_name
+from cloudseg.triton.local import running_servers, triton_python
 from cloudseg.triton.pbtxt import parse_pbtxt
 from cloudseg.triton.serve import SETUP_COMMAND, ServeError, find_triton_python
 
-REPO = Path(__file__).resolve().parents[1]
 CAMERA = (256, 128)  # reduced camera size (W, H) for the CPU
 SCALE = 4
 FRAMES = (
@@ -45,14 +40,6 @@ FRAMES = (
     "lindau/lindau_000005_000019",
     "munster/munster_000061_000019",
 )
-
-
-def _triton_python() -> Path | None:
-    try:
-        return find_triton_python()
-    except ServeError:
-        candidate = REPO / ".venv-triton" / "bin" / "python"
-        return candidate if candidate.is_file() else None
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -192,122 +179,14 @@ def test_cli_help_and_missing_triton_env(tmp_path, monkeypatch, capsys) -> None:
 # --- two servers, one client ------------------------------------------------------------------
 
 
-def _free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
-
-
-class _Server:
-    """A `cloudseg serve` process on three ports."""
-
-    def __init__(self, repo: Path, ports: list[int], log_path: Path) -> None:
-        self.repo, self.ports, self.log_path = repo, ports, log_path
-        self.proc: subprocess.Popen | None = None
-
-    @property
-    def url(self) -> str:
-        return f"127.0.0.1:{self.ports[0]}"
-
-    def start(self) -> None:
-        grpc, http, metrics = self.ports
-        self.log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "cloudseg.cli",
-                "serve",
-                "--model-repository",
-                str(self.repo),
-                "--address",
-                "127.0.0.1",
-                "--grpc-port",
-                str(grpc),
-                "--http-port",
-                str(http),
-                "--metrics-port",
-                str(metrics),
-                "--threads",
-                "1",
-            ],
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, "CLOUDSEG_TRITON_PYTHON": str(_triton_python())},
-        )
-
-    def wait_ready(self, models: list[str], timeout_s: float = 60.0) -> None:
-        import tritonclient.grpc as grpcclient
-
-        deadline = time.monotonic() + timeout_s
-        client = grpcclient.InferenceServerClient(self.url)
-        try:
-            while time.monotonic() < deadline:
-                assert self.proc is not None and self.proc.poll() is None, self.tail()
-                try:
-                    if client.is_server_ready(client_timeout=2) and all(
-                        client.is_model_ready(m, client_timeout=2) for m in models
-                    ):
-                        return
-                except grpcclient.InferenceServerException:
-                    pass
-                time.sleep(0.3)
-        finally:
-            client.close()
-        pytest.fail(f"server {self.url} not ready after {timeout_s} s: {self.tail()}")
-
-    def metrics(self) -> dict[str, float]:
-        """nv_inference_request_success per model, from the server's own metrics endpoint."""
-        url = f"http://127.0.0.1:{self.ports[2]}/metrics"
-        text = urllib.request.urlopen(url, timeout=5).read().decode()
-        pattern = r'^nv_inference_request_success\{model="([^"]+)",version="1"\} (\S+)$'
-        return {m: float(v) for m, v in re.findall(pattern, text, re.M)}
-
-    def terminate(self) -> None:
-        """Ask it to stop (SIGTERM; it shuts Triton down cleanly in a few seconds)."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
-        if self.proc is not None:
-            self.log.close()
-        self.proc = None
-
-    def tail(self) -> str:
-        return self.log_path.read_bytes()[-3000:].decode(errors="replace")
-
-
 @pytest.fixture
 def servers(repository, tmp_path):
-    if _triton_python() is None:
+    if triton_python() is None:
         pytest.skip(f"no .venv-triton (nvidia-pytriton, numpy<2): run {SETUP_COMMAND}")
     pytest.importorskip("tritonclient.grpc", reason="tritonclient[grpc] not installed")
     repo, models = repository
-    ports = _free_ports(6)
-    pair = [_Server(repo, ports[i : i + 3], tmp_path / f"server{i // 3}.log") for i in (0, 3)]
-    try:
-        for server in pair:
-            server.start()
-        for server in pair:
-            server.wait_ready([m.name for m in models])
+    with running_servers(repo, [m.name for m in models], 2, tmp_path) as pair:
         yield pair
-    finally:
-        for server in pair:
-            server.terminate()
-        for server in pair:
-            server.stop()
 
 
 def _wait(predicate, timeout_s: float, what: str) -> None:
@@ -457,3 +336,43 @@ def test_client_policies_split_and_errors() -> None:
         assert [s["failures"] for s in client.servers()] == [1, 1]
     with pytest.raises(ValueError, match="policy"):
         _client_with([_FakeGrpcClient()], "random")
+
+
+def test_make_inference_builds_the_triton_client_with_the_one_batch_result() -> None:
+    """The node's `inference: triton` parameters -> a TritonInference (labels only) returning
+    the cloud's own BatchResult type (one type for both routes)."""
+    pytest.importorskip("tritonclient.grpc", reason="tritonclient[grpc] not installed")
+    from cloudseg.cloud import inference as cloud_inference
+    from cloudseg.graph import INFERENCE_CHOICES, SR
+    from cloudseg.triton.client import TritonInference
+
+    assert INFERENCE_CHOICES == ("local", "triton")
+    assert SR.param("triton_urls").default == "localhost:8001"
+    client = cloud_inference.make_inference(
+        "triton",
+        None,
+        triton_urls="a:8001, b:8001",
+        triton_policy="least_outstanding",
+        triton_timeout_s=3.0,
+    )
+    try:
+        assert isinstance(client, TritonInference) and not client.makes_images
+        assert [s["url"] for s in client.servers()] == ["a:8001", "b:8001"]
+        assert "least_outstanding" in client.describe()
+        fakes = [_FakeGrpcClient(), _FakeGrpcClient()]
+        for server, fake in zip(client._servers, fakes, strict=True):
+            server.client = fake
+        result = client.infer(
+            np.zeros((2, 8, 16, 3), np.uint8),
+            4,
+            sr_bypass=True,
+            want_restored=True,
+            want_overlay=True,
+        )
+        assert type(result) is cloud_inference.BatchResult
+        assert result.restored is None and result.overlay is None
+        assert result.mode == "bilinear" and result.segmentation_ms == result.ms > 0
+    finally:
+        client.close()
+    with pytest.raises(ValueError, match="not available"):
+        cloud_inference.make_inference("onnx", None)

@@ -510,8 +510,10 @@ ALLOW_UNTRAINED = Param(
 )
 
 #: The cloud's `inference` choices: the one place they are listed (cloudseg.cloud.inference
-#: builds them). "triton" joins when its client is wired in.
-INFERENCE_CHOICES = ("local",)
+#: builds them): this process's pipeline, or Triton Inference Servers over gRPC.
+INFERENCE_CHOICES = ("local", "triton")
+#: How the Triton client picks a server for each batch (cloudseg.triton.client).
+TRITON_POLICIES = ("round_robin", "least_outstanding")
 
 #: The cloud process's many-vehicle parameters (the sr node's, composed only).
 FLEET_PARAMS = (
@@ -553,8 +555,32 @@ FLEET_PARAMS = (
     Param(
         "inference",
         "local",
-        "where batches run: 'local' (this process's pipeline on `device`)",
+        "where batches run: 'local' (this process's pipeline on `device`); 'triton' (Triton "
+        "Inference Servers at `triton_urls`, over gRPC, with failover: models from `cloudseg "
+        "export triton` for the vehicles' camera size; labels only, no restored image or "
+        "overlay)",
         choices=INFERENCE_CHOICES,
+    ),
+    Param(
+        "triton_urls",
+        "localhost:8001",
+        "with inference 'triton': the servers' gRPC addresses, comma-separated host:port "
+        "(e.g. 'gpu1:8001,gpu2:8001')",
+    ),
+    Param(
+        "triton_policy",
+        "round_robin",
+        "with inference 'triton': which server takes each batch ('round_robin', or "
+        "'least_outstanding': the one with the fewest requests in flight)",
+        choices=TRITON_POLICIES,
+    ),
+    Param(
+        "triton_timeout_s",
+        10.0,
+        "with inference 'triton': deadline of one request; a server that does not answer in "
+        "time is marked down (the batch goes to another; it is asked again every few seconds)",
+        min=0.1,
+        max=600.0,
     ),
 )
 

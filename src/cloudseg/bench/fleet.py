@@ -19,11 +19,21 @@ labels that crossed between streams would score the two alike.
 On a CPU the cloud runs the reduced-resolution mode (``--cpu-max-width``, 256 by default) so
 that it keeps up; at x4 from a 2048x1024 camera that segments the decoded LR frame (or less)
 and no SR runs: the report says which.
+
+``--inference triton``: the cloud sends its batches to Triton Inference Servers. Without
+``--triton-urls`` the bench exports a model repository (a temporary folder: ``cloudseg export
+triton`` with the settings the local cloud uses here, ``--cpu-max-width`` included, for a
+2048x1024 camera, KIND_CPU), starts two ``cloudseg serve`` servers on free ports (one torch
+thread each), points the cloud at both and stops them at the end, whatever happens; the report
+gives each server's request count from its own metrics endpoint. The exported models have fixed
+input dims for one camera size, so with Triton only the 2048x1024 sequences play (aachen and
+the four mp4 clips): the 960x540 dashcam is left out.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import platform
@@ -65,6 +75,85 @@ def default_inputs(shared: Path | None = None) -> list[Path]:
     return [p for p in [*inputs, *clips[1:]] if p.exists()]
 
 
+#: The Triton models' camera size (their input dims are fixed): the sequences' 2048x1024.
+TRITON_CAMERA = (2048, 1024)
+DASHCAM = "solidWhiteRight.mp4"  # 960x540: not the Triton models' size
+
+
+def triton_inputs(inputs: list[Path]) -> list[Path]:
+    """The inputs at the Triton models' camera size (2048x1024): all but the dashcam."""
+    return [p for p in inputs if p.name != DASHCAM]
+
+
+@dataclass
+class TritonBackend:
+    """The servers the cloud uses: their gRPC URLs and, for those the bench started, the
+    servers themselves (their metrics: request counts)."""
+
+    urls: list[str]
+    servers: list = field(default_factory=list)  # cloudseg.triton.local.ServerProcess
+    repository: str = ""
+
+    def request_counts(self) -> list[dict]:
+        """Per server: url and successful requests (its metrics endpoint; for a server given
+        by URL, the one at the gRPC port + 1, Triton's default layout; None when unreadable)."""
+        rows = []
+        started = {s.url: s for s in self.servers}
+        for url in self.urls:
+            count = None
+            with contextlib.suppress(Exception):
+                count = started[url].requests() if url in started else _remote_requests(url)
+            rows.append({"url": url, "requests": count})
+        return rows
+
+
+def _remote_requests(url: str) -> int:
+    import re
+    import urllib.request
+
+    host, port = url.rsplit(":", 1)
+    text = urllib.request.urlopen(f"http://{host}:{int(port) + 1}/metrics", timeout=5).read()
+    found = re.findall(rb"^nv_inference_request_success\{[^}]*\} (\S+)$", text, re.M)
+    return int(sum(float(v) for v in found))
+
+
+def start_triton(args: argparse.Namespace, log_dir: Path, stack: contextlib.ExitStack):
+    """The Triton servers of the run: ``--triton-urls``, or two ``cloudseg serve`` servers of a
+    freshly exported repository (stopped when ``stack`` closes)."""
+    if args.triton_urls:
+        urls = [u.strip() for u in args.triton_urls.split(",") if u.strip()]
+        return TritonBackend(urls)
+    from cloudseg.triton.export import export_repository
+    from cloudseg.triton.local import running_servers, triton_python
+    from cloudseg.triton.serve import SETUP_COMMAND
+
+    if triton_python() is None:
+        raise RuntimeError(
+            f"--inference triton without --triton-urls needs .venv-triton: run {SETUP_COMMAND}"
+        )
+    repo = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="cloudseg-fleet-triton-")))
+    t0 = time.perf_counter()
+    models = export_repository(
+        repo,
+        scales=(4,),
+        modes=("sr", "bilinear"),  # the Knob may bypass SR
+        camera_size=TRITON_CAMERA,
+        backend=args.backend,
+        device="cpu",
+        cpu_max_width=args.cpu_max_width or None,
+        max_batch_size=args.max_batch,
+        preferred_batch_sizes=tuple(b for b in (2, 4, 8) if b <= args.max_batch) or (1,),
+        max_queue_delay_us=1000,
+        instances=1,
+        kind="KIND_CPU",
+    )
+    log.info("exported %s in %.0f s", ", ".join(m.name for m in models), time.perf_counter() - t0)
+    servers = stack.enter_context(
+        running_servers(repo, [m.name for m in models], 2, log_dir, threads=1)
+    )
+    return TritonBackend([s.url for s in servers], servers, str(repo))
+
+
 def namespace_args(namespace: str) -> list[str]:
     """ROS arguments that put a node process under ``namespace``: ``__ns``, and remappings of
     the graph's topics given as absolute names (relative ones follow ``__ns`` by themselves;
@@ -104,6 +193,15 @@ def read_frames(path: Path, limit: int) -> list[np.ndarray]:
 
 
 def run_fleet(args: argparse.Namespace) -> dict:
+    """The run; with ``--inference triton`` the servers are up for it and stopped after."""
+    log_dir = Path(args.log_dir or tempfile.mkdtemp(prefix="cloudseg_fleet_"))
+    log_dir.mkdir(parents=True, exist_ok=True)
+    with contextlib.ExitStack() as stack:
+        triton = start_triton(args, log_dir, stack) if args.inference == "triton" else None
+        return _run_fleet(args, log_dir, triton)
+
+
+def _run_fleet(args: argparse.Namespace, log_dir: Path, triton: TritonBackend | None) -> dict:
     import rclpy
     from sensor_msgs.msg import Image
 
@@ -119,10 +217,11 @@ def run_fleet(args: argparse.Namespace) -> dict:
         raise ValueError(
             f"no real sequences under {args.data or '$CLOUDSEG_SHARED_DATA or ../shared/data'}"
         )
+    if triton is not None:
+        inputs = triton_inputs(inputs)
     vehicles = [Vehicle(f"/car{k + 1}", inputs[k % len(inputs)]) for k in range(args.vehicles)]
     for v in vehicles:
         v.frames = read_frames(v.input, args.frames)
-    log_dir = Path(args.log_dir or tempfile.mkdtemp(prefix="cloudseg_fleet_"))
     env = local_env()
     rclpy.init(args=[])
     node = rclpy.create_node("fleet_bench")
@@ -189,6 +288,8 @@ def run_fleet(args: argparse.Namespace) -> dict:
         "max_wait_ms": args.max_wait_ms,
         "discovery_period_s": 0.5,
     }
+    if triton is not None:
+        cloud["triton_urls"] = ",".join(triton.urls)
     procs = NodeProcesses(env=env, log_dir=log_dir)
 
     def start(name: str, graph_node: str, config: str, overrides: dict, ns: str | None) -> None:
@@ -241,6 +342,7 @@ def run_fleet(args: argparse.Namespace) -> dict:
         spin(args.timeout, lambda: all(p.poll() is not None for p in sources))
         total = sum(len(v.frames) for v in vehicles)
         spin(args.drain, lambda: sum(v.labels_received for v in vehicles) >= total)
+        counts = triton.request_counts() if triton is not None else None
     finally:
         codes = procs.stop_all(grace=20)
         node.destroy_node()
@@ -249,7 +351,10 @@ def run_fleet(args: argparse.Namespace) -> dict:
     failed = {n: c for n, c in codes.items() if c not in (0, None)}
     if failed:
         log.warning("processes that did not exit cleanly: %s (logs in %s)", failed, log_dir)
-    return score(vehicles, args, wall, log_dir)
+    result = score(vehicles, args, wall, log_dir)
+    if triton is not None:
+        result["triton_servers"] = counts
+    return result
 
 
 def score(vehicles: list[Vehicle], args, wall: float, log_dir: Path) -> dict:
@@ -304,6 +409,7 @@ def score(vehicles: list[Vehicle], args, wall: float, log_dir: Path) -> dict:
     # FrameStats come one per frame: batches = sum over frames of 1 / (its batch's size)
     batch_mean = len(sizes) / sum(1.0 / b for b in sizes) if sizes else None
     return {
+        "inference": args.inference,
         "vehicles": rows,
         "batch_mean": _round(batch_mean, 2) if batch_mean else None,
         "ms_per_frame": _round(float(np.mean(infer)), 2) if infer else None,
@@ -314,6 +420,12 @@ def score(vehicles: list[Vehicle], args, wall: float, log_dir: Path) -> dict:
 
 
 def restoration(args) -> str:
+    if args.inference == "triton":
+        where = args.triton_urls or "two cloudseg serve servers on this host's CPU (KIND_CPU)"
+        text = f"Triton ({where}): models cloudseg_x4_{{sr,bilinear}} for a 2048x1024 camera"
+        if not args.triton_urls and args.cpu_max_width:
+            text += f", reduced-resolution mode (segment at most {args.cpu_max_width} px wide)"
+        return text + f"; restore={args.restore}; labels only"
     if args.device == "cpu" or (args.device == "auto" and not _cuda()):
         text = f"CPU reduced-resolution mode: SR + segmentation at most {args.cpu_max_width} px "
         text += "wide (cpu_max_width)"
@@ -348,6 +460,8 @@ def format_table(result: dict) -> str:
         f"\ncloud: mean batch {result['batch_mean']}, {result['ms_per_frame']} ms per frame "
         f"(inference); {result['restoration']}"
     )
+    for server in result.get("triton_servers") or []:
+        lines.append(f"triton server {server['url']}: {server['requests']} requests")
     return "\n".join(lines)
 
 
@@ -359,7 +473,20 @@ def build_parser() -> argparse.ArgumentParser:
         "own frames' and (control) another vehicle's frames' full-resolution labels",
     )
     p.add_argument("--vehicles", type=int, default=2, help="vehicles (namespaces /car1...)")
-    p.add_argument("--inference", choices=INFERENCE_CHOICES, default="local")
+    p.add_argument(
+        "--inference",
+        choices=INFERENCE_CHOICES,
+        default="local",
+        help="local: the cloud's own pipeline; triton: Triton servers (--triton-urls, or two "
+        "cloudseg serve servers started here on an exported repository); only the 2048x1024 "
+        "sequences then (the models' input size is fixed)",
+    )
+    p.add_argument(
+        "--triton-urls",
+        default="",
+        help="with --inference triton: the servers' gRPC host:port, comma-separated (models "
+        "from cloudseg export triton for 2048x1024 at x4); default: start two here",
+    )
     p.add_argument("--json", action="store_true", help="also print one JSON line")
     p.add_argument("--frames", type=int, default=20, help="frames per vehicle (default 20)")
     p.add_argument(
@@ -389,6 +516,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.vehicles < 1 or args.frames < 1 or args.rate <= 0 or args.score_frames < 1:
         parser.error("--vehicles, --frames and --score-frames must be >= 1, --rate > 0")
+    if args.triton_urls and args.inference != "triton":
+        parser.error("--triton-urls needs --inference triton")
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     t0 = time.perf_counter()
     try:
@@ -402,16 +531,26 @@ def main(argv: list[str] | None = None) -> int:
         f"{result['restoration']}; logs in {result['log_dir']}",
         file=sys.stderr,
     )
+    if args.inference == "triton":
+        print(
+            f"triton: the 960x540 dashcam ({DASHCAM}) is left out: the exported models' input "
+            "dims are fixed for one camera size (2048x1024), so only aachen and the mp4 clips "
+            "play",
+            file=sys.stderr,
+        )
     print(format_table(result))
     if args.json:
         keep = ("name", "sent", "labels", "latency_ms_p50", "latency_ms_p95")
         keep += ("miou_vs_own_hr", "miou_vs_other_hr")
         line = {
+            "inference": result["inference"],
             "vehicles": [{k: r[k] for k in keep} for r in result["vehicles"]],
             "batch_mean": result["batch_mean"],
             "ms_per_frame": result["ms_per_frame"],
             "restoration": result["restoration"],
         }
+        if "triton_servers" in result:
+            line["triton_servers"] = result["triton_servers"]
         print(json.dumps(line))
     return 0
 

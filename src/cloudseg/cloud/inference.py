@@ -4,9 +4,11 @@
 call, all at downsampling ``scale``; it returns labels (N, H, W) at the size the pipeline
 segments at (the router scales each to its frame's camera size), and the restored image and
 the colour overlay only when asked for (someone subscribes to them). `LocalInference` runs the
-project's `RestorationPipeline` in this process; a Triton Inference Server client
-(`cloudseg.triton.client.TritonInference`) fits the same slot. `make_inference` is the one
-place that turns the node's ``inference`` parameter into one of them.
+project's `RestorationPipeline` in this process; the Triton Inference Server client
+(`cloudseg.triton.client.TritonInference`, ``inference: triton``) fits the same slot and
+returns the same `BatchResult` (labels only: ``restored`` and ``overlay`` are always None).
+`make_inference` is the one place that turns the node's ``inference`` parameter into one of
+them.
 
 The lean path (`LocalInference`): frames go to the device from pinned memory (CUDA only),
 nothing the caller did not ask for is made or copied back (the restored image is converted
@@ -27,10 +29,8 @@ import torch
 from torch import Tensor
 
 from cloudseg.cloud.service import CloudService
+from cloudseg.graph import INFERENCE_CHOICES
 from cloudseg.restore.pipeline import IGNORE_ID, NUM_CLASSES, to_uint8
-
-INFERENCE_KINDS = ("local",)
-"""The node's ``inference`` choices (``triton`` joins when its client is wired)."""
 
 
 @dataclass
@@ -46,6 +46,12 @@ class BatchResult:
 
 
 class Inference(Protocol):
+    #: the restored image and the overlay can be asked for (False: labels only, whatever
+    #: ``want_restored`` / ``want_overlay`` say)
+    makes_images: bool
+
+    def describe(self) -> str: ...
+
     def infer(
         self,
         lr: np.ndarray,
@@ -80,6 +86,8 @@ class LocalInference:
     """`Inference` on this process's `RestorationPipeline`s (a `CloudService`'s, one per
     scale, the models shared). ``overlay_alpha``: the overlay's colour weight (the node
     updates it when its parameter changes)."""
+
+    makes_images = True
 
     def __init__(self, service: CloudService, overlay_alpha: float = 0.5) -> None:
         self.service = service
@@ -148,8 +156,27 @@ def _to_host(tensors: list[Tensor | None], cuda: bool) -> list[np.ndarray | None
     return [None if b is None else b.numpy() for b in out]
 
 
-def make_inference(kind: str, service: CloudService, overlay_alpha: float = 0.5) -> Inference:
-    """The node's ``inference`` parameter -> an `Inference` (the one place that chooses)."""
+def make_inference(
+    kind: str,
+    service: CloudService | None = None,
+    overlay_alpha: float = 0.5,
+    *,
+    triton_urls: str = "localhost:8001",
+    triton_policy: str = "round_robin",
+    triton_timeout_s: float = 10.0,
+) -> Inference:
+    """The node's ``inference`` parameter -> an `Inference` (the one place that chooses):
+    "local" runs ``service``'s pipelines here; "triton" sends each batch to the servers at
+    ``triton_urls`` (comma-separated gRPC ``host:port``), picked by ``triton_policy``, each
+    request with a deadline of ``triton_timeout_s``."""
     if kind == "local":
+        if service is None:
+            raise ValueError("inference 'local' needs the cloud's pipelines (a CloudService)")
         return LocalInference(service, overlay_alpha)
-    raise ValueError(f"inference {kind!r} is not available (choices: {', '.join(INFERENCE_KINDS)})")
+    if kind == "triton":
+        from cloudseg.triton.client import TritonInference  # lazy: needs tritonclient
+
+        return TritonInference(triton_urls, triton_policy, triton_timeout_s)
+    raise ValueError(
+        f"inference {kind!r} is not available (choices: {', '.join(INFERENCE_CHOICES)})"
+    )

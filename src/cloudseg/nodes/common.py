@@ -245,6 +245,8 @@ def run_nodes(
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     except Exception as exc:  # a failed start: one line, no traceback
+        if not rclpy.ok():  # SIGTERM / SIGINT shut the context down under the executor (rclpy
+            return 0  # then raises "failed to initialize wait set ..."): a clean stop
         print(f"{name or getattr(factory, '__name__', 'cloudseg')}: {exc}", file=sys.stderr)
         return 1
     finally:

@@ -16,8 +16,13 @@ bilinear upsampling, as the `restore` parameter and then the Knob's `sr_bypass` 
   node's models), and each result back to its own stream (`cloudseg.cloud.router`): labels,
   overlay and FrameStats on `<ns>/cloudseg/...` through the segmentation node's publishers,
   restored images on `<ns>/cloudseg/restored`. The restored image and the overlay are made
-  only while someone subscribes to them. A Frame whose `stream_id` names another namespace
-  than its topic's is dropped (kind "stream").
+  only while someone subscribes to them. With `inference: triton` the batches go to Triton
+  Inference Servers (`triton_urls`, `cloudseg.triton.client`: failover between them): labels
+  only, no restored image or overlay (said once at start-up); a server that stops answering
+  is logged and skipped, and while every server is down each batch is dropped with one
+  rate-limited log line (the node keeps serving, and uses a server again once it is back).
+  A Frame whose `stream_id` names another namespace than its topic's is dropped (kind
+  "stream").
 - On its own (a split cloud, `cloud_split`; or `cloud_bilinear`, the LR-bilinear baseline:
   single-stream, the root namespace's only) it
   builds the same pipeline restoring only (`CloudService(restore_only=True)`: no segmenter) on
@@ -42,6 +47,7 @@ stream joined between IDRs) the node asks the vehicle for one on /cloudseg/keyfr
 from __future__ import annotations
 
 import functools
+import logging
 import time
 from dataclasses import dataclass, field
 
@@ -136,9 +142,16 @@ class SRNode(Node):
         self.batch_frames = self.batch_count = 0
         self.batch_ms = 0.0
         if composed:
+            self._forward_logs()
             self.inference: Inference = inference or make_inference(
-                p["inference"], service, outputs.params["overlay_alpha"]
+                p["inference"],
+                service,
+                outputs.params["overlay_alpha"],
+                triton_urls=p["triton_urls"],
+                triton_policy=p["triton_policy"],
+                triton_timeout_s=p["triton_timeout_s"],
             )
+            self.makes_images = getattr(self.inference, "makes_images", True)
             self.batcher = Batcher(
                 self.infer_group,
                 key=StreamFrame.batch_key,
@@ -156,10 +169,17 @@ class SRNode(Node):
                 if listed
                 else f"every <ns>/{FRAMES_SUFFIX} (discovered every {p['discovery_period_s']:g} s)"
             )
-            where += (
-                f" -> batches of up to {p['max_batch']} frames or {p['max_wait_ms']:g} ms -> "
-                f"the segmentation node, in process ({p['inference']} inference)"
-            )
+            describe = getattr(self.inference, "describe", lambda: p["inference"])
+            where += f" -> batches of up to {p['max_batch']} frames or {p['max_wait_ms']:g} ms"
+            if p["inference"] == "local":
+                where += f" -> the segmentation node, in process ({describe()})"
+            else:
+                where += f" -> {describe()}"
+            if not self.makes_images:
+                where += (
+                    "; labels only: no restored image or overlay with this inference "
+                    f"(<ns>/{RESTORED_TOPIC} and the overlay topics stay silent)"
+                )
             self.batcher.start()
             self.discover()
             self.create_timer(p["discovery_period_s"], self.discover)
@@ -373,10 +393,12 @@ class SRNode(Node):
         only when someone subscribes to them on a stream of the group."""
         frames = [e.item for e in group.entries]
         eps = [self.endpoints.get(f.stream_id) for f in frames]
-        want_restored = self.params["publish_restored"] and any(
-            ep is not None and ep.restored_pub.get_subscription_count() > 0 for ep in eps
+        want_restored = (
+            self.makes_images
+            and self.params["publish_restored"]
+            and any(ep is not None and ep.restored_pub.get_subscription_count() > 0 for ep in eps)
         )
-        want_overlay = any(
+        want_overlay = self.makes_images and any(
             ep is not None and ep.outputs.overlay.get_subscription_count() > 0 for ep in eps
         )
         if hasattr(self.inference, "overlay_alpha"):
@@ -427,6 +449,13 @@ class SRNode(Node):
         return accuracy
 
     def _batch_failed(self, group: Group[StreamFrame], exc: Exception) -> None:
+        from cloudseg.triton.client import NoServerError  # (no tritonclient import)
+
+        if isinstance(exc, NoServerError):  # one rate-limited line per batch, no traceback
+            streams = ", ".join(sorted({e.stream_id for e in group.entries}))
+            what = f"batch of {len(group.entries)} frame(s) of {streams}"
+            drop_input(self, "batch", exc, what=what, kind="no_server")
+            return
         for e in group.entries:
             ep = self.endpoints.get(e.stream_id)
             what = ep.label(f"frame {e.item.seq}") if ep else f"frame {e.item.seq}"
@@ -472,6 +501,25 @@ class SRNode(Node):
             )
         )
 
+    def _forward_logs(self) -> None:
+        """The Triton client's log lines (a server down, back) into this node's log."""
+        node_logger = self.get_logger()
+
+        class _ToNode(logging.Handler):
+            def emit(self, record: logging.LogRecord) -> None:
+                text = record.getMessage()
+                if record.levelno >= logging.ERROR:
+                    node_logger.error(text)
+                elif record.levelno >= logging.WARNING:
+                    node_logger.warning(text)
+                else:
+                    node_logger.info(text)
+
+        logger = logging.getLogger("cloudseg.triton")
+        logger.setLevel(logging.INFO)
+        logger.addHandler(_ToNode())
+        logger.propagate = False
+
     def stop(self, timeout: float = 30.0) -> None:
         """Stop the worker or the batcher (each finishes what it holds) and wait for it."""
         for attr in ("worker", "batcher"):
@@ -484,6 +532,9 @@ class SRNode(Node):
 
     def destroy_node(self) -> None:
         self.stop()
+        close = getattr(getattr(self, "inference", None), "close", None)
+        if close is not None:  # the Triton client's channels and health thread
+            close()
         super().destroy_node()
 
 

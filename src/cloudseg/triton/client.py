@@ -1,18 +1,19 @@
 """The cloud's Triton client: batches of LR frames to N Triton servers over gRPC, with failover.
 
 :class:`TritonInference` has the interface of the cloud's local inference (``infer(lr, scale,
-sr_bypass, want_restored, want_overlay) -> BatchResult``): each batch goes to one server, picked
-round robin or by the fewest outstanding requests, as model ``cloudseg_x{scale}_{sr|bilinear}``
-(``cloudseg export triton``). When a server stops answering (connection refused, deadline
-passed, model gone) it is logged once and marked down, and the batch is retried on another
-server: the caller's stream goes on, and only when every server is down does the call raise
-:class:`NoServerError`. A health thread asks the down servers ``is_server_ready`` (and whether
-the models used so far are ready) every few seconds, on a fresh channel, and puts them back.
-Errors of the request itself (a frame size the model was not exported for) are not failures of
-a server: they raise :class:`TritonRequestError` at once. Batches larger than the model's
-``max_batch_size`` are split, and the parts sent at once. ``infer`` is thread-safe: a caller
-that keeps several batches in flight (one thread each) uses several servers at a time;
-"least_outstanding" then sends each to the least busy one.
+sr_bypass, want_restored, want_overlay) ->`` :class:`cloudseg.cloud.inference.BatchResult`,
+labels only: the servers return no restored image, so no overlay either): each batch goes to one
+server, picked round robin or by the fewest outstanding requests, as model
+``cloudseg_x{scale}_{sr|bilinear}`` (``cloudseg export triton``). When a server stops answering
+(connection refused, deadline passed, model gone) it is logged once and marked down, and the
+batch is retried on another server: the caller's stream goes on, and only when every server is
+down does the call raise :class:`NoServerError`. A health thread asks the down servers
+``is_server_ready`` (and whether the models used so far are ready) every few seconds, on a fresh
+channel, and puts them back. Errors of the request itself (a frame size the model was not
+exported for) are not failures of a server: they raise :class:`TritonRequestError` at once.
+Batches larger than the model's ``max_batch_size`` are split, and the parts sent at once.
+``infer`` is thread-safe: a caller that keeps several batches in flight (one thread each) uses
+several servers at a time; "least_outstanding" then sends each to the least busy one.
 """
 
 from __future__ import annotations
@@ -23,10 +24,12 @@ import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
+from cloudseg.cloud.inference import BatchResult
+from cloudseg.graph import TRITON_POLICIES
 
 __all__ = [
     "POLICIES",
@@ -38,22 +41,11 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-POLICIES = ("round_robin", "least_outstanding")
+POLICIES = TRITON_POLICIES
 INPUT_NAME = "lr"
 OUTPUT_NAME = "labels"
 #: gRPC status codes that are the request's fault, not the server's (no failover).
 _REQUEST_ERRORS = ("StatusCode.INVALID_ARGUMENT", "StatusCode.OUT_OF_RANGE")
-
-
-@dataclass
-class BatchResult:
-    """One batch's results: ``labels`` (N, H, W) uint8 train ids; ``restored`` (N, H, W, 3)
-    uint8 or None (always None from Triton: the servers return labels only); ``ms``: the wall
-    time of the batch (all retries included)."""
-
-    labels: np.ndarray
-    restored: np.ndarray | None
-    ms: float
 
 
 class NoServerError(RuntimeError):
@@ -90,6 +82,8 @@ class TritonInference:
     down servers are asked whether they are back.
     """
 
+    makes_images = False  # the servers return labels only
+
     def __init__(
         self,
         urls: Sequence[str] | str,
@@ -118,7 +112,6 @@ class TritonInference:
         self._next = 0
         self._models: set[str] = set()
         self._max_batch: dict[str, int] = {}
-        self._warned_restored = False
         self._pool = ThreadPoolExecutor(max_workers=2 * len(urls), thread_name_prefix="triton")
         self._stop = threading.Event()
         self._health = threading.Thread(target=self._health_loop, name="triton-health", daemon=True)
@@ -136,16 +129,14 @@ class TritonInference:
     ) -> BatchResult:
         """Labels of a batch of LR frames (N, h, w, 3) uint8 RGB, from model
         ``cloudseg_x{scale}_{sr|bilinear}`` on one of the servers. Triton returns labels only:
-        ``restored`` is None whatever ``want_restored`` says (and so no overlay is made here)."""
+        ``restored`` and ``overlay`` are None whatever ``want_restored`` / ``want_overlay``
+        say (`makes_images` is False: the caller says so once)."""
         t0 = time.perf_counter()
         lr = np.asarray(lr)
         if lr.ndim == 3:
             lr = lr[None]
         if lr.dtype != np.uint8 or lr.ndim != 4 or lr.shape[-1] != 3 or 0 in lr.shape:
             raise ValueError(f"lr must be uint8 (N, h, w, 3) RGB, got {lr.shape} {lr.dtype}")
-        if (want_restored or want_overlay) and not self._warned_restored:
-            self._warned_restored = True
-            log.warning("Triton servers return labels only: no restored image or overlay")
         model = model_name(scale, sr_bypass)
         with self._lock:
             self._models.add(model)
@@ -156,7 +147,18 @@ class TritonInference:
         else:  # the parts of a split batch go out at once (to different servers)
             futures = [self._pool.submit(self._run, model, chunk) for chunk in chunks]
             labels = np.concatenate([f.result() for f in futures])
-        return BatchResult(labels, None, (time.perf_counter() - t0) * 1e3)
+        ms = (time.perf_counter() - t0) * 1e3
+        # the stages run on the server, unseen: the round trip counts as segmentation time
+        # (FrameStats: sr_ms + segmentation_ms is the batch's inference time, as locally)
+        mode = "bilinear" if sr_bypass else "sr"
+        return BatchResult(labels, None, ms, segmentation_ms=ms, mode=mode)
+
+    def describe(self) -> str:
+        urls = ", ".join(s.url for s in self._servers)
+        return (
+            f"triton: {len(self._servers)} server(s) {urls} ({self.policy}, "
+            f"{self.timeout_s:g} s deadline)"
+        )
 
     # --- state --------------------------------------------------------------------------------
 
