@@ -9,9 +9,10 @@ import cv2
 import numpy as np
 import pytest
 
-from cloudseg.cloud import inference as inference_mod
+from cloudseg.cloud import local as local_mod
 from cloudseg.cloud.batcher import Batcher
-from cloudseg.cloud.inference import BatchResult, LocalInference, blend_overlay
+from cloudseg.cloud.inference import BatchResult
+from cloudseg.cloud.local import LocalInference, blend_overlay
 from cloudseg.cloud.router import StreamFrame, route
 from cloudseg.cloud.streams import (
     StreamTable,
@@ -246,13 +247,13 @@ def test_local_inference_is_batched_and_makes_only_what_is_asked(shared_data, fr
     monkeypatch.setenv("CLOUDSEG_WEIGHTS", str(shared_data / "weights"))
     service = CloudService(device="cpu", cpu_max_width=256)
     blends = []
-    real_blend = inference_mod.blend_overlay
+    real_blend = local_mod.blend_overlay
 
     def spy(*args, **kw):
         blends.append(1)
         return real_blend(*args, **kw)
 
-    monkeypatch.setattr(inference_mod, "blend_overlay", spy)
+    monkeypatch.setattr(local_mod, "blend_overlay", spy)
     inf = LocalInference(service)
     lr = np.stack([cv2.resize(f, (512, 256), interpolation=cv2.INTER_AREA) for f in frames[:2]])
     lean = inf.infer(lr, 4)

@@ -174,8 +174,8 @@ def test_restored_and_overlay_are_made_only_for_subscribers(shared_data, weights
     from rclpy.executors import MultiThreadedExecutor
     from sensor_msgs.msg import Image
 
-    from cloudseg.cloud import inference as inference_mod
-    from cloudseg.cloud.inference import LocalInference
+    from cloudseg.cloud import local as local_mod
+    from cloudseg.cloud.local import LocalInference
     from cloudseg.media.image_codecs import encode_image
     from cloudseg.msg import Frame
     from cloudseg.nodes.common import qos_for
@@ -184,9 +184,9 @@ def test_restored_and_overlay_are_made_only_for_subscribers(shared_data, weights
 
     monkeypatch.setenv("FASTDDS_DEFAULT_PROFILES_FILE", str(config_dir() / "fastdds_local.xml"))
     blends = []
-    real_blend = inference_mod.blend_overlay
+    real_blend = local_mod.blend_overlay
     monkeypatch.setattr(
-        inference_mod, "blend_overlay", lambda *a, **k: blends.append(1) or real_blend(*a, **k)
+        local_mod, "blend_overlay", lambda *a, **k: blends.append(1) or real_blend(*a, **k)
     )
     scene = _first_frames(shared_data)[0]
     payload = encode_image(cv2.resize(scene, (128, 64), interpolation=cv2.INTER_AREA), "jpeg", 90)

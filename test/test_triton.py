@@ -342,13 +342,14 @@ def test_make_inference_builds_the_triton_client_with_the_one_batch_result() -> 
     """The node's `inference: triton` parameters -> a TritonInference (labels only) returning
     the cloud's own BatchResult type (one type for both routes)."""
     pytest.importorskip("tritonclient.grpc", reason="tritonclient[grpc] not installed")
+    from cloudseg.cloud import engines
     from cloudseg.cloud import inference as cloud_inference
     from cloudseg.graph import INFERENCE_CHOICES, SR
     from cloudseg.triton.client import TritonInference
 
     assert INFERENCE_CHOICES == ("local", "triton")
     assert SR.param("triton_urls").default == "localhost:8001"
-    client = cloud_inference.make_inference(
+    client = engines.make_inference(
         "triton",
         None,
         triton_urls="a:8001, b:8001",
@@ -375,4 +376,4 @@ def test_make_inference_builds_the_triton_client_with_the_one_batch_result() -> 
     finally:
         client.close()
     with pytest.raises(ValueError, match="not available"):
-        cloud_inference.make_inference("onnx", None)
+        engines.make_inference("onnx", None)

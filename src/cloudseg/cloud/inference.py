@@ -1,36 +1,20 @@
 """The slot the cloud's GPU work plugs into: one call per group of a batch (no rclpy).
 
 `Inference` is what the cloud node calls: ``lr`` is (N, h, w, 3) uint8 RGB, one size per
-call, all at downsampling ``scale``; it returns labels (N, H, W) at the size the pipeline
-segments at (the router scales each to its frame's camera size), and the restored image and
-the colour overlay only when asked for (someone subscribes to them). `LocalInference` runs the
-project's `RestorationPipeline` in this process; the Triton Inference Server client
-(`cloudseg.triton.client.TritonInference`, ``inference: triton``) fits the same slot and
-returns the same `BatchResult` (labels only: ``restored`` and ``overlay`` are always None).
-`make_inference` is the one place that turns the node's ``inference`` parameter into one of
-them.
-
-The lean path (`LocalInference`): frames go to the device from pinned memory (CUDA only),
-nothing the caller did not ask for is made or copied back (the restored image is converted
-only for the restored topic or the overlay; the overlay is blended on the device, at the
-segmentation size), and everything asked for comes back with one host sync per call.
-``torch.backends.cudnn.benchmark`` is on with CUDA (fixed batch shapes per stream size).
+call, all at downsampling ``scale``; it returns a `BatchResult`: labels (N, H, W) at the size
+the pipeline segments at (the router scales each to its frame's camera size), and the restored
+image and the colour overlay only when asked for (someone subscribes to them). Two fit it:
+`cloudseg.cloud.local.LocalInference` (this process's `RestorationPipeline`) and
+`cloudseg.triton.client.TritonInference` (``inference: triton``; labels only).
+`cloudseg.cloud.engines.make_inference` turns the node's ``inference`` parameter into one.
 """
 
 from __future__ import annotations
 
-import functools
-import time
 from dataclasses import dataclass, field
 from typing import Protocol
 
 import numpy as np
-import torch
-from torch import Tensor
-
-from cloudseg.cloud.service import CloudService
-from cloudseg.graph import INFERENCE_CHOICES
-from cloudseg.restore.pipeline import IGNORE_ID, NUM_CLASSES, to_uint8
 
 
 @dataclass
@@ -60,123 +44,3 @@ class Inference(Protocol):
         want_restored: bool = False,
         want_overlay: bool = False,
     ) -> BatchResult: ...
-
-
-@functools.cache
-def _lut(device: str) -> Tensor:
-    from cloudseg.data.cityscapes import TRAIN_ID_COLORS  # lazy: needs cityscapesScripts
-
-    lut = torch.zeros((256, 3), dtype=torch.float32)
-    lut[:NUM_CLASSES] = torch.as_tensor(np.asarray(TRAIN_ID_COLORS), dtype=torch.float32)
-    return lut.to(device)
-
-
-def blend_overlay(rgb: Tensor, labels: Tensor, alpha: float = 0.5) -> Tensor:
-    """Cityscapes colours over (N, H, W, 3) uint8 images on their device: (N, H, W) train ids,
-    ``alpha`` the colours' weight; ids > 18 (255: ignore) keep the image's colour. Within 1 of
-    `cloudseg.restore.pipeline.overlay` (the host version)."""
-    ids = labels.long()
-    valid = (ids < NUM_CLASSES).unsqueeze(-1)
-    colours = _lut(str(rgb.device))[ids.clamp_(max=IGNORE_ID)]
-    mixed = rgb.float().mul_(1.0 - alpha).add_(colours, alpha=alpha).round_().clamp_(0, 255)
-    return torch.where(valid, mixed.to(torch.uint8), rgb)
-
-
-class LocalInference:
-    """`Inference` on this process's `RestorationPipeline`s (a `CloudService`'s, one per
-    scale, the models shared). ``overlay_alpha``: the overlay's colour weight (the node
-    updates it when its parameter changes)."""
-
-    makes_images = True
-
-    def __init__(self, service: CloudService, overlay_alpha: float = 0.5) -> None:
-        self.service = service
-        self.overlay_alpha = float(overlay_alpha)
-        self.cuda = service.device == "cuda"
-        if self.cuda:
-            torch.backends.cudnn.benchmark = True
-
-    @property
-    def untrained(self) -> tuple[str, ...]:
-        return self.service.first.untrained
-
-    def describe(self) -> str:
-        return f"local: {self.service.describe()}"
-
-    def infer(
-        self,
-        lr: np.ndarray,
-        scale: int,
-        sr_bypass: bool = False,
-        want_restored: bool = False,
-        want_overlay: bool = False,
-    ) -> BatchResult:
-        t0 = time.perf_counter()
-        pipe = self.service.pipeline(scale)
-        mode = CloudService.mode(pipe, scale, sr_bypass)
-        frames = torch.from_numpy(np.ascontiguousarray(lr))
-        if frames.ndim == 3:
-            frames = frames.unsqueeze(0)
-        if self.cuda:  # the host-to-device copy runs asynchronously from page-locked memory
-            frames = frames.pin_memory()
-        with torch.inference_mode():
-            pyramid = pipe.restore(frames, mode)
-            labels = pipe.segment_labels(pyramid)
-            marks = [*pyramid.marks, pipe.mark()]
-            restored = to_uint8(pyramid.levels[1]) if (want_restored or want_overlay) else None
-            overlay = blend_overlay(restored, labels, self.overlay_alpha) if want_overlay else None
-            host = _to_host([labels, restored if want_restored else None, overlay], self.cuda)
-        span = pipe.elapsed_ms(marks)  # the events are done: no further wait
-        return BatchResult(
-            labels=host[0],
-            restored=host[1],
-            ms=(time.perf_counter() - t0) * 1e3,
-            overlay=host[2],
-            sr_ms=span[2] - span[1],
-            segmentation_ms=span[3] - span[2],
-            mode=mode,
-            untrained=pipe.untrained,
-        )
-
-
-def _to_host(tensors: list[Tensor | None], cuda: bool) -> list[np.ndarray | None]:
-    """Device tensors as numpy arrays with one host sync: on CUDA, copies into pinned buffers
-    queued without waiting, then one synchronize."""
-    if not cuda:
-        return [None if t is None else t.numpy() for t in tensors]
-    out = []
-    for t in tensors:
-        if t is None:
-            out.append(None)
-            continue
-        buf = torch.empty(t.shape, dtype=t.dtype, pin_memory=True)
-        buf.copy_(t, non_blocking=True)
-        out.append(buf)
-    torch.cuda.current_stream().synchronize()  # the one host sync of the batch
-    return [None if b is None else b.numpy() for b in out]
-
-
-def make_inference(
-    kind: str,
-    service: CloudService | None = None,
-    overlay_alpha: float = 0.5,
-    *,
-    triton_urls: str = "localhost:8001",
-    triton_policy: str = "round_robin",
-    triton_timeout_s: float = 10.0,
-) -> Inference:
-    """The node's ``inference`` parameter -> an `Inference` (the one place that chooses):
-    "local" runs ``service``'s pipelines here; "triton" sends each batch to the servers at
-    ``triton_urls`` (comma-separated gRPC ``host:port``), picked by ``triton_policy``, each
-    request with a deadline of ``triton_timeout_s``."""
-    if kind == "local":
-        if service is None:
-            raise ValueError("inference 'local' needs the cloud's pipelines (a CloudService)")
-        return LocalInference(service, overlay_alpha)
-    if kind == "triton":
-        from cloudseg.triton.client import TritonInference  # lazy: needs tritonclient
-
-        return TritonInference(triton_urls, triton_policy, triton_timeout_s)
-    raise ValueError(
-        f"inference {kind!r} is not available (choices: {', '.join(INFERENCE_CHOICES)})"
-    )

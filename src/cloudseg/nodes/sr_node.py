@@ -57,7 +57,8 @@ from rclpy.subscription import MessageInfo
 from sensor_msgs.msg import Image
 
 from cloudseg.cloud.batcher import Batcher, Group
-from cloudseg.cloud.inference import Inference, make_inference
+from cloudseg.cloud.engines import make_inference
+from cloudseg.cloud.inference import Inference
 from cloudseg.cloud.router import StreamFrame, route
 from cloudseg.cloud.service import CloudService
 from cloudseg.cloud.streams import (
