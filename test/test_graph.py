@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import logging
 import re
 from pathlib import Path
 
@@ -57,6 +58,7 @@ def _executables_in_cmake() -> set[str]:
 def launch_api():
     """The real `launch` and `launch_ros` packages (a ROS install, or the wheels that
     scripts/setup.sh installs from ../shared/wheels); skipped, saying so, without them."""
+    logger_class = logging.getLoggerClass()
     pytest.importorskip(
         "launch_ros.actions",
         reason="the ROS 2 launch packages are not installed: scripts/setup.sh installs them "
@@ -64,7 +66,10 @@ def launch_api():
     )
     import launch
 
-    return launch
+    # `import launch` makes every logger created afterwards a LaunchLogger, which does not
+    # propagate: later tests' caplog would see nothing of loggers first made after this test
+    yield launch
+    logging.setLoggerClass(logger_class)
 
 
 def _description(graph_name: str):

@@ -70,6 +70,10 @@ def launch_env(tmp_path_factory) -> dict[str, str]:
     }
 
 
+def _sigint_default() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 class Launch:
     """One `ros2 launch cloudseg FILE ARGS...` process, its output in a log file."""
 
@@ -78,7 +82,14 @@ class Launch:
         self.cmd = [_ros2(), "launch", "cloudseg", file, *args]
         with open(log, "w") as out:
             self.proc = subprocess.Popen(
-                self.cmd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+                self.cmd,
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                # Ctrl-C as from a terminal: a test run started in the background (`cmd &` in
+                # a script, as CI may) ignores SIGINT, and `ros2 launch` would inherit that
+                preexec_fn=_sigint_default,
             )
         self.seen: dict[int, psutil.Process] = {}
 
