@@ -52,7 +52,6 @@ from cloudseg.graph import (
     INFERENCE_CHOICES,
     LABELS_TOPIC,
     STATS_TOPIC,
-    TOPICS,
     config_dir,
 )
 from cloudseg.launcher import NodeProcesses, local_env, node_command
@@ -152,19 +151,6 @@ def start_triton(args: argparse.Namespace, log_dir: Path, stack: contextlib.Exit
         running_servers(repo, [m.name for m in models], 2, log_dir, threads=1)
     )
     return TritonBackend([s.url for s in servers], servers, str(repo))
-
-
-def namespace_args(namespace: str) -> list[str]:
-    """ROS arguments that put a node process under ``namespace``: ``__ns``, and remappings of
-    the graph's topics given as absolute names (relative ones follow ``__ns`` by themselves;
-    a remapping that matches nothing is harmless)."""
-    from cloudseg.cloud.streams import stream_topic
-
-    args = ["-r", f"__ns:={namespace}"]
-    for name in TOPICS:
-        if name.startswith("/"):
-            args += ["-r", f"{name}:={stream_topic(namespace, name)}"]
-    return args
 
 
 @dataclass
@@ -293,9 +279,7 @@ def _run_fleet(args: argparse.Namespace, log_dir: Path, triton: TritonBackend | 
     procs = NodeProcesses(env=env, log_dir=log_dir)
 
     def start(name: str, graph_node: str, config: str, overrides: dict, ns: str | None) -> None:
-        cmd = node_command(graph_node, config_dir() / config, overrides)
-        if ns:
-            cmd += namespace_args(ns)
+        cmd = node_command(graph_node, config_dir() / config, overrides, ns)
         with open(log_dir / f"{name}.log", "w") as out:
             procs.procs[name] = subprocess.Popen(
                 cmd, env=procs.env, stdout=out, stderr=subprocess.STDOUT
