@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import pytest
@@ -174,8 +175,52 @@ def test_latency_bound_excludes_slow_entries() -> None:
 
 
 def test_settings_are_checked() -> None:
-    with pytest.raises(ValueError):
-        ControllerSettings(safety=0)
+    for bad in ({"safety": 0}, {"climb_factor": 0.5}, {"ceiling_s": -1.0}):
+        with pytest.raises(ValueError):
+            ControllerSettings(**bad)
+
+
+LADDER = [  # close entries, as a measured profile has them
+    ProfileEntry(scale=4, crf=30 - i, kbps=kbps, miou=0.3 + 0.03 * i, cloud_ms=40)
+    for i, kbps in enumerate([300, 400, 500, 650, 800, 1000, 1300, 1700, 2200, 2900, 3800])
+]
+
+
+def test_climbs_several_close_entries_at_once() -> None:
+    ctl = Controller(LADDER, settings())
+    ds = run(ctl, [10_000] * 40)
+    ups = [d for d in ds if d.changed]
+    assert ctl.entry.kbps == 3800
+    assert len(ups) < len(LADDER) - 1 and all("probe up" in d.reason for d in ups)
+    rates = [300.0] + [d.entry.kbps for d in ups]
+    assert all(b <= 2 * a for a, b in itertools.pairwise(rates))  # at most 2x the current rate
+    one_step = Controller(LADDER, settings(climb_factor=1.0))
+    run(one_step, [10_000] * 40)
+    assert one_step.entry.kbps < 3800  # the one-entry climb is still on its way
+
+
+def test_no_climb_above_the_links_ceiling_after_a_drop() -> None:
+    ctl = Controller(PROFILE, settings(start_kbps=10_000))
+    run(ctl, [8000] * 3)
+    ds = run(ctl, [2000] * 40, t0=3)  # 50% loss at 4000: down to 1500 at once
+    assert ds[0].changed and ds[0].entry.kbps == 1500
+    ceiling = [i for i, d in enumerate(ds) if "link's ceiling 2000" in d.reason]
+    assert ceiling and ceiling[-1] <= 15  # held under 0.8 x 2000 for ceiling_s
+    probes = [i for i, d in enumerate(ds) if d.changed and "probe up" in d.reason]
+    assert probes and probes[0] >= 15  # then it tries again
+    no_ceiling = Controller(PROFILE, settings(start_kbps=10_000, ceiling_s=0.0))
+    run(no_ceiling, [8000] * 3)
+    ds = run(no_ceiling, [2000] * 15, t0=3)
+    assert any(d.changed and "probe up" in d.reason for d in ds)  # after hold_s, not later
+
+
+def test_a_failed_probe_blocks_the_entries_above_it() -> None:
+    ctl = Controller(LADDER, settings(start_kbps=800, climb_factor=3.0, ceiling_s=0.0))
+    ds = run(ctl, [1200] * 60)  # 1300 and up do not fit
+    ups = [d.entry.kbps for d in ds if d.changed and "probe up" in d.reason]
+    # each failure blocks its rate and those above: the probes come down until one holds
+    assert ups[:4] == [2200, 1700, 1300, 1000]
+    assert ctl.entry.kbps == 1000
 
 
 # -- Measurements -----------------------------------------------------------------------------

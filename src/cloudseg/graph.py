@@ -809,6 +809,22 @@ CONTROLLER = NodeSpec(
             min=0.0,
             max=1_000_000.0,
         ),
+        Param(
+            "climb_factor",
+            2.0,
+            "a step up goes to the most accurate entry at most this x the current rate (several "
+            "entries at once; 1 = the next entry only)",
+            min=1.0,
+            max=100.0,
+        ),
+        Param(
+            "ceiling_s",
+            15.0,
+            "after a step down, no step up above safety x the goodput the link carried when it "
+            "was overrun, for this long (0 = off)",
+            min=0.0,
+            max=3600.0,
+        ),
     ),
     live=frozenset(
         (
@@ -826,6 +842,8 @@ CONTROLLER = NodeSpec(
             "accuracy_hold_s",
             "full_frame_every_s",
             "full_frame_min_kbps",
+            "climb_factor",
+            "ceiling_s",
         )
     ),
     ready=(Endpoint("controller", "sub", STATS_TOPIC),),

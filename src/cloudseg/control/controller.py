@@ -16,9 +16,14 @@ Rules (`Controller.decide`), in order:
    noise) or one severe window (loss >= ``loss_severe``, or no stats at all for ``stall_s``), it
    moves to the most accurate entry whose rate fits ``safety`` x the measured goodput, at least
    one step down (the stall time grows to 3x the cloud's time per frame when the cloud is slow,
-   e.g. on a CPU). A probe that fails is not tried again for ``probe_backoff_s`` (doubling).
+   e.g. on a CPU). A probe that fails blocks its rate and every higher one for
+   ``probe_backoff_s`` (doubling with each failure, back to the start when a probe holds).
 3. Step up, carefully: after ``up_windows`` good windows in a row (no loss, latency flat) and
-   ``hold_s`` since the last change, it probes the next entry up, one step.
+   ``hold_s`` since the last change, it moves to the most accurate entry whose rate is at most
+   ``climb_factor`` x the current one (several entries at once when they are that close; the
+   next entry up when none is), but for ``ceiling_s`` after a step down never above ``safety``
+   x the goodput the link carried when it was overrun (its ceiling; for a stall, the rate that
+   stalled), and never at or above a probe that failed within its back-off.
 
 Entries whose predicted latency (measured transport + the entry's cloud time, corrected by the
 ratio of measured to profiled cloud time) exceeds ``latency_bound_ms`` are not chosen, unless
@@ -30,7 +35,7 @@ from __future__ import annotations
 import math
 import statistics
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
 from cloudseg.control.profile import ProfileEntry, pareto_front
 
@@ -169,12 +174,18 @@ class ControllerSettings:
     full_frame_every_s: float = 10.0  # online profiling: a full frame this often (0: never)
     full_frame_min_kbps: float = 3000.0  # ... only while the goodput is at least this: a
     # full-resolution IDR (~100 kB) blocks a thin link for about a second
+    climb_factor: float = 2.0  # a step up reaches at most this x the current rate (1: one entry)
+    ceiling_s: float = 15.0  # after a step down, no step up above the link's ceiling this long
 
     def __post_init__(self) -> None:
         if not 0 < self.safety <= 1:
             raise ValueError(f"safety must be in (0, 1], got {self.safety}")
         if self.up_windows < 1 or self.bad_windows < 1:
             raise ValueError("up_windows and bad_windows must be >= 1")
+        if not self.climb_factor >= 1:
+            raise ValueError(f"climb_factor must be >= 1, got {self.climb_factor}")
+        if not self.ceiling_s >= 0:
+            raise ValueError(f"ceiling_s must be >= 0, got {self.ceiling_s}")
 
 
 @dataclass(frozen=True)
@@ -200,7 +211,9 @@ class _State:
     good: int = 0
     last_change_s: float = -math.inf
     probing: ProfileEntry | None = None  # the entry of the last probe up, until it holds
-    backoff: dict[ProfileEntry, tuple[float, float]] = field(default_factory=dict)  # until, len
+    backoff_s: float = 0.0  # the last failed probe's back-off (0: none failed since one held)
+    blocked_kbps: float = math.inf  # a failed probe's rate: it and the rates above are blocked
+    blocked_until_s: float = -math.inf
     next_full_s: float = 0.0
     confirming: bool = False  # an accuracy estimate below the floor awaits confirmation
     force_bypass: bool = False
@@ -208,6 +221,8 @@ class _State:
     worst_until_s: float = -math.inf
     seen_stats: bool = False
     cloud_ms: float = 0.0  # the last window's median cloud time (a slow cloud is not a stall)
+    ceiling_kbps: float = math.inf  # what the link carried when it was last overrun
+    ceiling_until_s: float = -math.inf  # ... trusted until then
 
 
 class Controller:
@@ -352,7 +367,7 @@ class Controller:
         st.bad = 0
         st.good += 1
         if st.probing is not None and st.good >= s.up_windows:
-            st.backoff.pop(st.probing, None)  # the probe held
+            st.backoff_s = 0.0  # the probe held
             st.probing = None
         cands, note = self._candidates(w)
         base = self._base()
@@ -367,12 +382,27 @@ class Controller:
         up = [e for e in cands if rate_kbps(e) > rate_kbps(base) and e.miou > base.miou]
         if not up:
             return Decision(self.entry, f"at the top that fits{note}: {w.describe()}", full)
-        nxt = min(up, key=rate_kbps)  # one step only: a failed probe blocks the ones above it
-        until = st.backoff.get(nxt, (-math.inf, 0.0))[0]
-        if until > now:
-            return Decision(
-                self.entry, f"holding: the probe up failed, next try in {until - now:.0f} s", full
-            )
+        if now < st.blocked_until_s:  # a failed probe blocks its rate and the ones above
+            up = [e for e in up if rate_kbps(e) < st.blocked_kbps]
+            if not up:
+                return Decision(
+                    self.entry,
+                    f"holding: the probe up failed, next try in {st.blocked_until_s - now:.0f} s",
+                    full,
+                )
+        if now < st.ceiling_until_s:
+            cap = s.safety * st.ceiling_kbps
+            up = [e for e in up if rate_kbps(e) <= cap]
+            if not up:
+                return Decision(
+                    self.entry,
+                    f"holding: at the top under {s.safety:g} x the link's ceiling "
+                    f"{st.ceiling_kbps:.0f} kbit/s for {st.ceiling_until_s - now:.0f} s more",
+                    full,
+                )
+        reach = s.climb_factor * rate_kbps(base)
+        near = [e for e in up if rate_kbps(e) <= reach]
+        nxt = max(near, key=lambda e: e.miou) if near else min(up, key=rate_kbps)
         st.good = 0
         st.probing = nxt
         return self._change(
@@ -392,11 +422,16 @@ class Controller:
         st.bad = 0
         base = self._base()
         if st.probing is not None and st.probing == base:  # the probe failed: back off
-            _, length = st.backoff.get(base, (0.0, s.probe_backoff_s / 2))
-            length *= 2
-            st.backoff[base] = (now + length, length)
+            st.backoff_s = 2 * st.backoff_s if st.backoff_s else s.probe_backoff_s
+            if now >= st.blocked_until_s:
+                st.blocked_kbps = math.inf
+            st.blocked_kbps = min(st.blocked_kbps, rate_kbps(base))
+            st.blocked_until_s = now + st.backoff_s
             st.probing = None
-            why += f"; probe failed, not retried for {length:.0f} s"
+            why += f"; probe failed, not retried for {st.backoff_s:.0f} s"
+        if s.ceiling_s > 0:  # what the link carried when overrun: no climb above it for a while
+            st.ceiling_kbps = rate_kbps(base) if stalled or not w.samples else w.goodput_kbps
+            st.ceiling_until_s = now + s.ceiling_s
         cands, note = self._candidates(w)
         lower = [e for e in cands if rate_kbps(e) < rate_kbps(base)]
         if stalled:
