@@ -214,6 +214,26 @@ def test_no_climb_above_the_links_ceiling_after_a_drop() -> None:
     assert any(d.changed and "probe up" in d.reason for d in ds)  # after hold_s, not later
 
 
+def test_a_long_silence_does_not_hold_the_climb_down() -> None:
+    """Stall windows after the step to the lowest entry set no ceiling at the lowest rate."""
+    ctl = Controller(PROFILE, settings(start_kbps=1500))
+    ctl.decide(0, window(1500))
+    silences = [ctl.decide(t, window(0, samples=0, silent=t - 0.5)) for t in (2, 3, 4, 5)]
+    assert silences[0].changed and ctl.entry.kbps == 300
+    assert not any(d.changed for d in silences[1:])
+    ds = run(ctl, [8000] * 12, t0=6)
+    ups = [i for i, d in enumerate(ds) if d.changed]
+    assert ups and ups[0] <= 4  # after up_windows and hold_s, not ceiling_s
+    assert ds[ups[0]].entry.kbps == 600  # 2 x 300: one entry (the ceiling of 0.8 x 1500 allows)
+
+
+def test_stalled_after_stall_s_or_three_cloud_times() -> None:
+    ctl = Controller(PROFILE, settings(stall_s=1.0))
+    assert not ctl.stalled(0.0) and not ctl.stalled(0.9) and ctl.stalled(1.0)
+    ctl.decide(0, Window(0, 1, 1, 1, 4000, 0.0, 0.0, 30.0, 2000.0, 1500.0, None, 0.1))
+    assert not ctl.stalled(4.0) and ctl.stalled(4.5)  # a 1.5 s cloud is not a stall
+
+
 def test_a_failed_probe_blocks_the_entries_above_it() -> None:
     ctl = Controller(LADDER, settings(start_kbps=800, climb_factor=3.0, ceiling_s=0.0))
     ds = run(ctl, [1200] * 60)  # 1300 and up do not fit

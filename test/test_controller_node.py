@@ -90,3 +90,59 @@ def test_controller_steps_down_after_a_bandwidth_drop(tmp_path):
     assert down[0].selection_mode == "" and down[0].quality == 0  # keep
     assert "step down (loss " in log and "goodput" in log, log  # ~20% loss, by window
     assert "Traceback" not in log
+
+
+def test_a_stall_steps_down_between_windows(tmp_path):
+    """Stats stop (a collapsing link): the Knob for the lowest entry goes out about stall_s
+    later, not at the end of a long window."""
+    import rclpy
+
+    from cloudseg.msg import FrameStats, Knob
+    from cloudseg.nodes.common import qos_for
+
+    profile = tmp_path / "profile.json"
+    save_profile(profile, PROFILE, {"source": "test"})
+    rclpy.init(args=[])
+    node = rclpy.create_node("controller_stall_test")
+    knobs: list[tuple[float, Knob]] = []
+    node.create_subscription(
+        Knob, KNOB_TOPIC, lambda k: knobs.append((time.monotonic(), k)), qos_for(KNOB_TOPIC)
+    )
+    pub = node.create_publisher(FrameStats, STATS_TOPIC, qos_for(STATS_TOPIC))
+    overrides = {
+        "profile": str(profile),
+        "start_kbps": 10000.0,
+        "window_s": 6.0,  # longer than the silence the test waits for
+        "stall_s": 1.0,
+        "full_frame_every_s": 0.0,
+        "latency_bound_ms": 0.0,
+    }
+    try:
+        with NodeProcesses(log_dir=tmp_path) as procs:
+            procs.start("controller", config_dir() / "controller.yaml", overrides)
+            deadline = time.monotonic() + 20
+            while not knobs and time.monotonic() < deadline:
+                rclpy.spin_once(node, timeout_sec=0.1)
+            assert knobs, (tmp_path / "controller.log").read_text()
+            for seq in range(1, 21):  # 1 s of stats at 20 frames/s, then nothing
+                stats = FrameStats(seq=seq, codec="h264", payload_bytes=20000, total_ms=40.0)
+                stats.frames_received, stats.bytes_received = seq, seq * 20000
+                stats.transport_ms = 20.0
+                stats.header.stamp = node.get_clock().now().to_msg()
+                pub.publish(stats)
+                end = time.monotonic() + 0.05
+                while time.monotonic() < end:
+                    rclpy.spin_once(node, timeout_sec=0.01)
+            last_stats = time.monotonic()
+            while len(knobs) < 2 and time.monotonic() < last_stats + 5:
+                rclpy.spin_once(node, timeout_sec=0.05)
+            time.sleep(0.5)  # the node's log line after the Knob
+        log = (tmp_path / "controller.log").read_text()
+    finally:
+        node.destroy_node()
+        rclpy.try_shutdown()
+    assert len(knobs) >= 2, log
+    at, down = knobs[1]
+    assert (down.scale, down.crf) == (4, 28), log  # the lowest entry
+    assert 0.9 <= at - last_stats <= 2.5, (at - last_stats, log)  # window_s is 6
+    assert "no stats for" in log

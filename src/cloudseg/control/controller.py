@@ -20,10 +20,11 @@ Rules (`Controller.decide`), in order:
    ``probe_backoff_s`` (doubling with each failure, back to the start when a probe holds).
 3. Step up, carefully: after ``up_windows`` good windows in a row (no loss, latency flat) and
    ``hold_s`` since the last change, it moves to the most accurate entry whose rate is at most
-   ``climb_factor`` x the current one (several entries at once when they are that close; the
-   next entry up when none is), but for ``ceiling_s`` after a step down never above ``safety``
-   x the goodput the link carried when it was overrun (its ceiling; for a stall, the rate that
-   stalled), and never at or above a probe that failed within its back-off.
+   ``climb_factor`` x the current one or the measured goodput, whichever is lower (several
+   entries at once when they are that close; the next entry up when none is). For
+   ``ceiling_s`` after a step down it climbs no higher than ``safety`` x the goodput the link
+   carried when it was overrun (its ceiling; for a stall, the rate that stalled), and never to
+   or above a probe that failed within its back-off.
 
 Entries whose predicted latency (measured transport + the entry's cloud time, corrected by the
 ratio of measured to profiled cloud time) exceeds ``latency_bound_ms`` are not chosen, unless
@@ -104,6 +105,10 @@ class Measurements:
         self._samples.append(s)
         self._last_arrival = s.arrival_s
 
+    def silent_s(self, now: float) -> float:
+        """Seconds since the last stats arrived (0 before any)."""
+        return now - self._last_arrival if self._last_arrival is not None else 0.0
+
     def take(self, now: float) -> Window:
         """The window since the previous `take` (or the first sample), ending at `now`."""
         samples = sorted(self._samples, key=lambda s: s.seq)
@@ -113,7 +118,7 @@ class Measurements:
             start = samples[0].arrival_s if samples else now
         self._last_take = now
         duration = max(now - start, 1e-3)
-        silent = now - self._last_arrival if self._last_arrival is not None else 0.0
+        silent = self.silent_s(now)
         base = self._base
         if samples:
             self._base = samples[-1]
@@ -219,7 +224,6 @@ class _State:
     force_bypass: bool = False
     max_scale: int | None = None
     worst_until_s: float = -math.inf
-    seen_stats: bool = False
     cloud_ms: float = 0.0  # the last window's median cloud time (a slow cloud is not a stall)
     ceiling_kbps: float = math.inf  # what the link carried when it was last overrun
     ceiling_until_s: float = -math.inf  # ... trusted until then
@@ -291,7 +295,6 @@ class Controller:
             full = True
             st.next_full_s = now + s.full_frame_every_s
         if w.samples:
-            st.seen_stats = True
             if math.isfinite(w.cloud_ms):
                 st.cloud_ms = w.cloud_ms
 
@@ -340,8 +343,7 @@ class Controller:
                 )
 
         # 2. step down, fast
-        stall_s = max(s.stall_s, 3 * st.cloud_ms / 1e3)
-        stalled = st.seen_stats and w.samples == 0 and w.silent_s >= stall_s
+        stalled = self.stalled(w.silent_s)  # also when stats stopped within the window
         bad_why = []
         if w.samples and w.loss > s.loss_bad:
             bad_why.append(f"loss {w.loss:.0%}")
@@ -400,7 +402,7 @@ class Controller:
                     f"{st.ceiling_kbps:.0f} kbit/s for {st.ceiling_until_s - now:.0f} s more",
                     full,
                 )
-        reach = s.climb_factor * rate_kbps(base)
+        reach = s.climb_factor * min(rate_kbps(base), w.goodput_kbps)  # what really arrives
         near = [e for e in up if rate_kbps(e) <= reach]
         nxt = max(near, key=lambda e: e.miou) if near else min(up, key=rate_kbps)
         st.good = 0
@@ -412,6 +414,12 @@ class Controller:
             f"{w.trend_ms_per_s:+.0f} ms/s, goodput {w.goodput_kbps:.0f} kbit/s){note}",
             full,
         )
+
+    def stalled(self, silent_s: float) -> bool:
+        """Whether `silent_s` without stats is a stall (the node checks between windows, so a
+        collapse is met within ``stall_s``, not up to a window later)."""
+        st = self.state
+        return silent_s >= max(self.settings.stall_s, 3 * st.cloud_ms / 1e3)  # 0: no stats yet
 
     def _capacity(self, w: Window) -> float | None:
         """The rate that fits: safety x goodput, when the window measured one."""
@@ -429,9 +437,6 @@ class Controller:
             st.blocked_until_s = now + st.backoff_s
             st.probing = None
             why += f"; probe failed, not retried for {st.backoff_s:.0f} s"
-        if s.ceiling_s > 0:  # what the link carried when overrun: no climb above it for a while
-            st.ceiling_kbps = rate_kbps(base) if stalled or not w.samples else w.goodput_kbps
-            st.ceiling_until_s = now + s.ceiling_s
         cands, note = self._candidates(w)
         lower = [e for e in cands if rate_kbps(e) < rate_kbps(base)]
         if stalled:
@@ -450,4 +455,7 @@ class Controller:
                 return Decision(self.entry, f"{why}: already at the lowest entry", full)
         if rate_kbps(target) >= rate_kbps(base):
             return Decision(self.entry, f"{why}: already at the lowest entry", full)
+        if s.ceiling_s > 0:  # what the link carried when overrun: no climb above it for a while
+            st.ceiling_kbps = rate_kbps(base) if stalled else w.goodput_kbps
+            st.ceiling_until_s = now + s.ceiling_s
         return self._change(now, target, f"step down ({why}): {fit}{note}", full)

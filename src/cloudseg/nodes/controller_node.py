@@ -28,6 +28,9 @@ from cloudseg.msg import FrameStats, Knob
 from cloudseg.nodes.common import boundary, declare_parameters, qos_for, run_node, stamp_ns
 from cloudseg.stream_stats import receiver_report
 
+STALL_CHECK_S = 0.2
+"""How often the node looks for a stall between windows (s)."""
+
 #: Used when config/profile.json does not exist yet: rates are the H.264 targets, the mIoU
 #: values only order the entries (rough guesses after BENCHMARKS.md, not measured).
 BUILTIN_PROFILE = (
@@ -70,7 +73,9 @@ class ControllerNode(Node):
         self.seq = 0
         self.pub = self.create_publisher(Knob, KNOB_TOPIC, qos_for(KNOB_TOPIC))
         self.create_subscription(FrameStats, STATS_TOPIC, self.on_stats, qos_for(STATS_TOPIC))
-        self.create_timer(float(p["window_s"]), self.on_window)
+        self.window = self.create_timer(float(p["window_s"]), self.on_window)
+        self.create_timer(STALL_CHECK_S, self.on_stall_check)
+        self.stall_handled = False  # the current silence was already acted on
         self.publish(Decision(self.controller.entry, "start", changed=True))
 
     def on_parameters(self, changes: dict) -> None:
@@ -118,6 +123,17 @@ class ControllerNode(Node):
         if bad or sample.total_ms < 0 or sample.accuracy > 1:
             raise BadInput(f"stats of frame {sample.seq}: {', '.join(bad) or 'range'}", "stats")
         self.measurements.add(sample)
+
+    @boundary("stall")
+    def on_stall_check(self) -> None:
+        """Between windows: a silence long enough to be a stall closes the window now."""
+        silent = self.measurements.silent_s(self.now_s())
+        if not self.controller.stalled(silent):
+            self.stall_handled = False
+        elif not self.stall_handled:
+            self.stall_handled = True
+            self.window.reset()
+            self.on_window()
 
     @boundary("window")
     def on_window(self) -> None:
