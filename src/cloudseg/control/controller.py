@@ -294,9 +294,8 @@ class Controller:
         if s.full_frame_every_s > 0 and now >= st.next_full_s and link_fits_full:
             full = True
             st.next_full_s = now + s.full_frame_every_s
-        if w.samples:
-            if math.isfinite(w.cloud_ms):
-                st.cloud_ms = w.cloud_ms
+        if w.samples and math.isfinite(w.cloud_ms):
+            st.cloud_ms = w.cloud_ms
 
         # 1. the worst case: the accuracy estimate below the floor
         if st.worst_until_s != -math.inf and now >= st.worst_until_s:
