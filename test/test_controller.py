@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from dataclasses import replace
 
 import pytest
 
@@ -232,6 +233,42 @@ def test_stalled_after_stall_s_or_three_cloud_times() -> None:
     assert not ctl.stalled(0.0) and not ctl.stalled(0.9) and ctl.stalled(1.0)
     ctl.decide(0, Window(0, 1, 1, 1, 4000, 0.0, 0.0, 30.0, 2000.0, 1500.0, None, 0.1))
     assert not ctl.stalled(4.0) and ctl.stalled(4.5)  # a 1.5 s cloud is not a stall
+
+
+def test_profile_rates_are_corrected_by_what_the_stream_really_sends() -> None:
+    """The scene costs 1.3x the profiled bits: the corrected controller settles on the entry
+    that really fits instead of probing one that only fits on paper."""
+
+    def run_dear(ctl: Controller, seconds: int) -> list:
+        out = []
+        for t in range(1, seconds + 1):
+            w = replace(link(1.3 * rate_kbps(ctl.entry), 1000), start_s=t - 1, end_s=t)
+            out.append(ctl.decide(t, w))
+        return out
+
+    ctl = Controller(LADDER, settings(start_kbps=500))
+    ds = run_dear(ctl, 120)
+    assert ctl.state.rate_scale == pytest.approx(1.3, abs=0.05)
+    assert any("profile rates x1.3" in d.reason for d in ds if d.changed)
+    downs = [d.entry.kbps for d in ds if d.changed and "step down" in d.reason]
+    assert downs and all(1.3 * r <= 1000 for r in downs)  # every step down really fits
+    naive = Controller(LADDER, settings(start_kbps=500))
+    naive.rate = rate_kbps  # no correction
+    naive_downs = [d.entry.kbps for d in run_dear(naive, 120) if "step down" in d.reason]
+    assert any(1.3 * r > 1000 for r in naive_downs)  # 800 "fits" 0.8 x 1000 on paper only
+
+
+def test_above_an_old_ceiling_one_entry_then_the_climb_speeds_up_again() -> None:
+    ctl = Controller(LADDER, settings(start_kbps=2200))
+    run(ctl, [1000] * 30)  # overrun: the ceiling is 1000
+    assert ctl.entry.kbps <= 800
+    ds = run(ctl, [10_000] * 40, t0=30)
+    ups = [d.entry.kbps for d in ds if d.changed]
+    ladder = [e.kbps for e in LADDER]
+    first = ladder.index(ups[0])
+    assert ladder[first - 1] <= 0.8 * 1000 < ups[0]  # one entry above the old ceiling
+    assert any(ladder.index(b) - ladder.index(a) > 1 for a, b in itertools.pairwise(ups))
+    assert ctl.entry.kbps == 3800
 
 
 def test_a_failed_probe_blocks_the_entries_above_it() -> None:

@@ -17,18 +17,24 @@ Rules (`Controller.decide`), in order:
    moves to the most accurate entry whose rate fits ``safety`` x the measured goodput, at least
    one step down (the stall time grows to 3x the cloud's time per frame when the cloud is slow,
    e.g. on a CPU). A probe that fails blocks its rate and every higher one for
-   ``probe_backoff_s`` (doubling with each failure, back to the start when a probe holds).
+   ``probe_backoff_s`` (doubling with each failure, back to the start when a probe at that
+   rate holds).
 3. Step up, carefully: after ``up_windows`` good windows in a row (no loss, latency flat) and
    ``hold_s`` since the last change, it moves to the most accurate entry whose rate is at most
    ``climb_factor`` x the current one or the measured goodput, whichever is lower (several
    entries at once when they are that close; the next entry up when none is). For
    ``ceiling_s`` after a step down it climbs no higher than ``safety`` x the goodput the link
    carried when it was overrun (its ceiling; for a stall, the rate that stalled), and never to
-   or above a probe that failed within its back-off.
+   or above a probe that failed within its back-off. Above an old ceiling it climbs one entry
+   at a time, until a probe holds there (then the ceiling, and the back-off, are forgotten).
 
 Entries whose predicted latency (measured transport + the entry's cloud time, corrected by the
 ratio of measured to profiled cloud time) exceeds ``latency_bound_ms`` are not chosen, unless
-none fits. Every decision carries a human-readable reason.
+none fits. The profile's rates are corrected online: a clean window (no loss, the entry in force
+throughout) measures what the current entry really sends against its profiled rate, and that
+ratio (smoothed, 0.5..2) scales every entry's rate where it is compared with the goodput or the
+link's ceiling (a scene that costs more bits than the profiled clips makes every entry dearer).
+Every decision carries a human-readable reason.
 """
 
 from __future__ import annotations
@@ -203,6 +209,12 @@ class Decision:
     changed: bool = False  # the entry differs from the previous decision's
 
 
+RATE_SCALE_MIN, RATE_SCALE_MAX = 0.5, 2.0
+"""Bounds of the online correction of the profile's rates."""
+RATE_SCALE_ALPHA = 0.3
+"""Smoothing of the online correction (weight of one clean window)."""
+
+
 def rate_kbps(e: ProfileEntry) -> float:
     """An entry's stream rate: measured, else its target bitrate, else unknown (inf)."""
     if math.isfinite(e.kbps):
@@ -227,6 +239,7 @@ class _State:
     cloud_ms: float = 0.0  # the last window's median cloud time (a slow cloud is not a stall)
     ceiling_kbps: float = math.inf  # what the link carried when it was last overrun
     ceiling_until_s: float = -math.inf  # ... trusted until then
+    rate_scale: float = 1.0  # measured / profiled rate of the entries (smoothed)
 
 
 class Controller:
@@ -296,6 +309,7 @@ class Controller:
             st.next_full_s = now + s.full_frame_every_s
         if w.samples and math.isfinite(w.cloud_ms):
             st.cloud_ms = w.cloud_ms
+        self._learn_rate(w)
 
         # 1. the worst case: the accuracy estimate below the floor
         if st.worst_until_s != -math.inf and now >= st.worst_until_s:
@@ -329,7 +343,7 @@ class Controller:
                 finer = [
                     e
                     for e in cands
-                    if e.scale < self.entry.scale and (cap is None or rate_kbps(e) <= cap)
+                    if e.scale < self.entry.scale and (cap is None or self.rate(e) <= cap)
                 ]
                 if finer:
                     best = max(finer, key=lambda e: (e.miou, -rate_kbps(e)))
@@ -367,8 +381,11 @@ class Controller:
         # 3. step up, carefully
         st.bad = 0
         st.good += 1
-        if st.probing is not None and st.good >= s.up_windows:
-            st.backoff_s = 0.0  # the probe held
+        if st.probing is not None and st.good >= s.up_windows:  # the probe held
+            if rate_kbps(st.probing) >= st.blocked_kbps:  # where one failed: the link grew
+                st.backoff_s, st.blocked_kbps = 0.0, math.inf
+            if w.goodput_kbps > st.ceiling_kbps:
+                st.ceiling_kbps, st.ceiling_until_s = math.inf, -math.inf
             st.probing = None
         cands, note = self._candidates(w)
         base = self._base()
@@ -393,7 +410,7 @@ class Controller:
                 )
         if now < st.ceiling_until_s:
             cap = s.safety * st.ceiling_kbps
-            up = [e for e in up if rate_kbps(e) <= cap]
+            up = [e for e in up if self.rate(e) <= cap]
             if not up:
                 return Decision(
                     self.entry,
@@ -401,8 +418,10 @@ class Controller:
                     f"{st.ceiling_kbps:.0f} kbit/s for {st.ceiling_until_s - now:.0f} s more",
                     full,
                 )
-        reach = s.climb_factor * min(rate_kbps(base), w.goodput_kbps)  # what really arrives
-        near = [e for e in up if rate_kbps(e) <= reach]
+        reach = s.climb_factor * min(self.rate(base), w.goodput_kbps)  # what really arrives
+        if math.isfinite(st.ceiling_kbps):  # above an old ceiling: one entry at a time
+            reach = min(reach, s.safety * st.ceiling_kbps)
+        near = [e for e in up if self.rate(e) <= reach]
         nxt = max(near, key=lambda e: e.miou) if near else min(up, key=rate_kbps)
         st.good = 0
         st.probing = nxt
@@ -410,9 +429,28 @@ class Controller:
             now,
             nxt,
             f"probe up: {s.up_windows} good windows (loss {w.loss:.0%}, latency trend "
-            f"{w.trend_ms_per_s:+.0f} ms/s, goodput {w.goodput_kbps:.0f} kbit/s){note}",
+            f"{w.trend_ms_per_s:+.0f} ms/s, goodput {w.goodput_kbps:.0f} kbit/s)"
+            f"{self._rates_note()}{note}",
             full,
         )
+
+    def rate(self, e: ProfileEntry) -> float:
+        """An entry's rate as this stream sends it: the profiled rate x the measured ratio."""
+        return rate_kbps(e) * self.state.rate_scale
+
+    def _rates_note(self) -> str:
+        scale = self.state.rate_scale
+        return f" (profile rates x{scale:.2f}, as measured)" if abs(scale - 1) > 0.1 else ""
+
+    def _learn_rate(self, w: Window) -> None:
+        """A clean window (no loss, the entry in force throughout, a few stats) measures what
+        the current entry really sends; every entry's rate is scaled by the smoothed ratio."""
+        st = self.state
+        nominal = rate_kbps(self._base())
+        clean = w.samples >= 3 and w.loss == 0 and st.last_change_s <= w.start_s
+        if clean and math.isfinite(nominal) and nominal > 0 and w.goodput_kbps > 0:
+            ratio = min(max(w.goodput_kbps / nominal, RATE_SCALE_MIN), RATE_SCALE_MAX)
+            st.rate_scale += RATE_SCALE_ALPHA * (ratio - st.rate_scale)
 
     def stalled(self, silent_s: float) -> bool:
         """Whether `silent_s` without stats is a stall (the node checks between windows, so a
@@ -443,10 +481,13 @@ class Controller:
             fit = "the lowest entry"
         else:
             cap = self.settings.safety * w.goodput_kbps
-            fitting = [e for e in lower if rate_kbps(e) <= cap]
+            fitting = [e for e in lower if self.rate(e) <= cap]
             if fitting:
                 target = max(fitting, key=lambda e: (e.miou, -rate_kbps(e)))
-                fit = f"fits {s.safety:g} x goodput {w.goodput_kbps:.0f} = {cap:.0f} kbit/s"
+                fit = (
+                    f"fits {s.safety:g} x goodput {w.goodput_kbps:.0f} = {cap:.0f} kbit/s"
+                    f"{self._rates_note()}"
+                )
             elif lower:
                 target = lower[0]
                 fit = f"nothing fits {cap:.0f} kbit/s: the lowest entry"
@@ -455,6 +496,6 @@ class Controller:
         if rate_kbps(target) >= rate_kbps(base):
             return Decision(self.entry, f"{why}: already at the lowest entry", full)
         if s.ceiling_s > 0:  # what the link carried when overrun: no climb above it for a while
-            st.ceiling_kbps = rate_kbps(base) if stalled else w.goodput_kbps
+            st.ceiling_kbps = self.rate(base) if stalled else w.goodput_kbps
             st.ceiling_until_s = now + s.ceiling_s
         return self._change(now, target, f"step down ({why}): {fit}{note}", full)
