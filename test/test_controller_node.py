@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
+from collections.abc import Iterator
 
 import pytest
 
@@ -20,7 +22,10 @@ PROFILE = [
 ]
 
 
-def test_controller_steps_down_after_a_bandwidth_drop(tmp_path):
+@contextlib.contextmanager
+def controller_running(tmp_path, **params) -> Iterator[tuple]:
+    """A controller node process on PROFILE and a test node: yields (node, knobs, stats
+    publisher); knobs are (arrival time, Knob), the first (the start entry) already in."""
     import rclpy
 
     from cloudseg.msg import FrameStats, Knob
@@ -30,15 +35,17 @@ def test_controller_steps_down_after_a_bandwidth_drop(tmp_path):
     save_profile(profile, PROFILE, {"source": "test"})
     rclpy.init(args=[])
     node = rclpy.create_node("controller_test")
-    knobs: list[Knob] = []
-    node.create_subscription(Knob, KNOB_TOPIC, knobs.append, qos_for(KNOB_TOPIC))
+    knobs: list[tuple[float, Knob]] = []
+    node.create_subscription(
+        Knob, KNOB_TOPIC, lambda k: knobs.append((time.monotonic(), k)), qos_for(KNOB_TOPIC)
+    )
     pub = node.create_publisher(FrameStats, STATS_TOPIC, qos_for(STATS_TOPIC))
     overrides = {
         "profile": str(profile),
         "start_kbps": 10000.0,
-        "window_s": 0.5,
         "full_frame_every_s": 0.0,
         "latency_bound_ms": 0.0,
+        **params,
     }
     try:
         with NodeProcesses(log_dir=tmp_path) as procs:
@@ -47,46 +54,55 @@ def test_controller_steps_down_after_a_bandwidth_drop(tmp_path):
             while not knobs and time.monotonic() < deadline:
                 rclpy.spin_once(node, timeout_sec=0.1)
             assert knobs, (tmp_path / "controller.log").read_text()
-            # 20 frames/s sent, 80% arrive, 7812 bytes each: goodput ~1000 kbit/s, and the
-            # transport latency grows 100 ms per second (a queue)
-            received = 0
-            t0 = time.monotonic()
-            seq = 0
-            while time.monotonic() - t0 < 8 and not any(k.scale == 4 for k in knobs):
-                seq += 1
-                if seq % 5:
-                    received += 1
-                    now = node.get_clock().now().to_msg()
-                    stats = FrameStats(
-                        seq=seq,
-                        codec="h264",
-                        payload_bytes=7812,
-                        frames_received=received,
-                        bytes_received=received * 7812,
-                        transport_ms=20.0 + 100.0 * (time.monotonic() - t0),
-                        total_ms=40.0,
-                    )
-                    stats.header.stamp = now
-                    pub.publish(stats)
-                    # a split cloud's segmentation node reports the frame again (no codec,
-                    # no counters, no transport): the controller counts the frame once
-                    again = FrameStats(seq=seq, segmentation_ms=30.0, total_ms=30.0)
-                    again.header.stamp = now
-                    pub.publish(again)
-                end = time.monotonic() + 0.05
-                while time.monotonic() < end:
-                    rclpy.spin_once(node, timeout_sec=0.01)
-            for _ in range(5):
-                rclpy.spin_once(node, timeout_sec=0.1)
+            yield node, knobs, pub
+            time.sleep(0.5)  # the node's log line after the last Knob
             assert procs.procs["controller"].poll() is None, "the controller died"
-        log = (tmp_path / "controller.log").read_text()
     finally:
         node.destroy_node()
         rclpy.try_shutdown()
-    assert knobs[0].scale == 1 and knobs[0].codec == "h264", log
-    down = [k for k in knobs if k.scale == 4]
+
+
+def test_controller_steps_down_after_a_bandwidth_drop(tmp_path):
+    import rclpy
+
+    from cloudseg.msg import FrameStats
+
+    with controller_running(tmp_path, window_s=0.5) as (node, knobs, pub):
+        # 20 frames/s sent, 80% arrive, 7812 bytes each: goodput ~1000 kbit/s, and the
+        # transport latency grows 100 ms per second (a queue)
+        received = 0
+        t0 = time.monotonic()
+        seq = 0
+        while time.monotonic() - t0 < 8 and not any(k.scale == 4 for _, k in knobs):
+            seq += 1
+            if seq % 5:
+                received += 1
+                now = node.get_clock().now().to_msg()
+                stats = FrameStats(
+                    seq=seq,
+                    codec="h264",
+                    payload_bytes=7812,
+                    frames_received=received,
+                    bytes_received=received * 7812,
+                    transport_ms=20.0 + 100.0 * (time.monotonic() - t0),
+                    total_ms=40.0,
+                )
+                stats.header.stamp = now
+                pub.publish(stats)
+                # a split cloud's segmentation node reports the frame again (no codec,
+                # no counters, no transport): the controller counts the frame once
+                again = FrameStats(seq=seq, segmentation_ms=30.0, total_ms=30.0)
+                again.header.stamp = now
+                pub.publish(again)
+            end = time.monotonic() + 0.05
+            while time.monotonic() < end:
+                rclpy.spin_once(node, timeout_sec=0.01)
+    log = (tmp_path / "controller.log").read_text()
+    first = knobs[0][1]
+    assert first.scale == 1 and first.codec == "h264", log
+    down = [k for _, k in knobs if k.scale == 4]
     assert down, log
-    assert (down[0].crf, down[0].seq) == (23, knobs[0].seq + 1), log  # 600 <= 0.8 x 1000
+    assert (down[0].crf, down[0].seq) == (23, first.seq + 1), log  # 600 <= 0.8 x 1000
     assert down[0].selection_mode == "" and down[0].quality == 0  # keep
     assert "step down (loss " in log and "goodput" in log, log  # ~20% loss, by window
     assert "Traceback" not in log
@@ -97,50 +113,23 @@ def test_a_stall_steps_down_between_windows(tmp_path):
     later, not at the end of a long window."""
     import rclpy
 
-    from cloudseg.msg import FrameStats, Knob
-    from cloudseg.nodes.common import qos_for
+    from cloudseg.msg import FrameStats
 
-    profile = tmp_path / "profile.json"
-    save_profile(profile, PROFILE, {"source": "test"})
-    rclpy.init(args=[])
-    node = rclpy.create_node("controller_stall_test")
-    knobs: list[tuple[float, Knob]] = []
-    node.create_subscription(
-        Knob, KNOB_TOPIC, lambda k: knobs.append((time.monotonic(), k)), qos_for(KNOB_TOPIC)
-    )
-    pub = node.create_publisher(FrameStats, STATS_TOPIC, qos_for(STATS_TOPIC))
-    overrides = {
-        "profile": str(profile),
-        "start_kbps": 10000.0,
-        "window_s": 6.0,  # longer than the silence the test waits for
-        "stall_s": 1.0,
-        "full_frame_every_s": 0.0,
-        "latency_bound_ms": 0.0,
-    }
-    try:
-        with NodeProcesses(log_dir=tmp_path) as procs:
-            procs.start("controller", config_dir() / "controller.yaml", overrides)
-            deadline = time.monotonic() + 20
-            while not knobs and time.monotonic() < deadline:
-                rclpy.spin_once(node, timeout_sec=0.1)
-            assert knobs, (tmp_path / "controller.log").read_text()
-            for seq in range(1, 21):  # 1 s of stats at 20 frames/s, then nothing
-                stats = FrameStats(seq=seq, codec="h264", payload_bytes=20000, total_ms=40.0)
-                stats.frames_received, stats.bytes_received = seq, seq * 20000
-                stats.transport_ms = 20.0
-                stats.header.stamp = node.get_clock().now().to_msg()
-                pub.publish(stats)
-                end = time.monotonic() + 0.05
-                while time.monotonic() < end:
-                    rclpy.spin_once(node, timeout_sec=0.01)
-            last_stats = time.monotonic()
-            while len(knobs) < 2 and time.monotonic() < last_stats + 5:
-                rclpy.spin_once(node, timeout_sec=0.05)
-            time.sleep(0.5)  # the node's log line after the Knob
-        log = (tmp_path / "controller.log").read_text()
-    finally:
-        node.destroy_node()
-        rclpy.try_shutdown()
+    # window_s: longer than the silence the test waits for
+    with controller_running(tmp_path, window_s=6.0, stall_s=1.0) as (node, knobs, pub):
+        for seq in range(1, 21):  # 1 s of stats at 20 frames/s, then nothing
+            stats = FrameStats(seq=seq, codec="h264", payload_bytes=20000, total_ms=40.0)
+            stats.frames_received, stats.bytes_received = seq, seq * 20000
+            stats.transport_ms = 20.0
+            stats.header.stamp = node.get_clock().now().to_msg()
+            pub.publish(stats)
+            end = time.monotonic() + 0.05
+            while time.monotonic() < end:
+                rclpy.spin_once(node, timeout_sec=0.01)
+        last_stats = time.monotonic()
+        while len(knobs) < 2 and time.monotonic() < last_stats + 5:
+            rclpy.spin_once(node, timeout_sec=0.05)
+    log = (tmp_path / "controller.log").read_text()
     assert len(knobs) >= 2, log
     at, down = knobs[1]
     assert (down.scale, down.crf) == (4, 28), log  # the lowest entry
