@@ -4,12 +4,14 @@ asked, and `run` starts the source only once its graph is up."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
@@ -42,6 +44,44 @@ def _no_weights_env(tmp_path: Path) -> dict:
         "XDG_CACHE_HOME": str(tmp_path / "cache"),
         "CLOUDSEG_OFFLINE": "1",
     }
+
+
+class _Run:
+    """A `cloudseg run ...` process (see `_cloudseg_run`)."""
+
+    def __init__(self, args: list[str], log: Path) -> None:
+        self.log = log
+        with open(log, "w") as sink:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "cloudseg.cli", *args],
+                stdout=sink,
+                stderr=subprocess.STDOUT,
+                env=os.environ.copy(),
+            )
+        self.children: list[psutil.Process] = []
+        self.code: int | None = None
+
+    def running(self) -> bool:
+        """Still running; remembers its node processes (the last non-empty look)."""
+        self.children = psutil.Process(self.proc.pid).children(recursive=True) or self.children
+        return self.proc.poll() is None
+
+    def leftovers(self) -> list[psutil.Process]:
+        """Its node processes still alive (after it stopped)."""
+        time.sleep(0.5)
+        return [c for c in self.children if c.is_running() and c.status() != psutil.STATUS_ZOMBIE]
+
+
+@contextlib.contextmanager
+def _cloudseg_run(args: list[str], tmp_path: Path) -> Iterator[_Run]:
+    """`cloudseg run ...` in a process of its own (output in tmp_path/run.log); Ctrl-C on
+    exit, its exit code in `.code`."""
+    run = _Run(args, tmp_path / "run.log")
+    try:
+        yield run
+    finally:
+        run.proc.send_signal(signal.SIGINT)
+        run.code = run.proc.wait(30)
 
 
 def test_demo_fails_within_seconds_with_the_cloud_nodes_own_reason(tmp_path, shared_data):
@@ -144,36 +184,30 @@ def test_run_pipeline_starts_the_source_once_the_graph_is_up(tmp_path, shared_da
     node = rclpy.create_node("run_test")
     labels = []
     node.create_subscription(Image, LABELS_TOPIC, labels.append, qos_for(LABELS_TOPIC))
-    cmd = [
-        sys.executable, "-m", "cloudseg.cli", "run", "pipeline",
+    args = [
+        "run", "pipeline",
         "--input", str(shared_data / "sequences" / "aachen_seq0000"),
         "-p", "source.limit:=2", "-p", "source.rate:=2",
         "-p", "segmentation.device:=cpu", "-p", "segmentation.cpu_max_width:=256",
         "-p", "controller.full_frame_every_s:=0",
     ]  # fmt: skip
-    out = tmp_path / "run.log"
-    with open(out, "w") as sink:
-        run = subprocess.Popen(cmd, stdout=sink, stderr=subprocess.STDOUT, env=os.environ.copy())
-    children: list[psutil.Process] = []
     try:
-        deadline = time.monotonic() + 180
-        while not labels and run.poll() is None and time.monotonic() < deadline:
-            rclpy.spin_once(node, timeout_sec=0.2)
-            children = psutil.Process(run.pid).children(recursive=True) or children
-        text = out.read_text()
-        assert labels, text
-        assert "graph up after" in text and text.index("graph up after") < text.index("[source]")
-        assert "at most 256 px wide on CPU" in text  # the -p override reached the cloud
-        assert (labels[0].width, labels[0].height) == (2048, 1024)
+        with _cloudseg_run(args, tmp_path) as run:
+            deadline = time.monotonic() + 180
+            while not labels and run.running() and time.monotonic() < deadline:
+                rclpy.spin_once(node, timeout_sec=0.2)
+            text = run.log.read_text()
+            assert labels, text
+            assert "graph up after" in text
+            assert text.index("graph up after") < text.index("[source]")
+            assert "at most 256 px wide on CPU" in text  # the -p override reached the cloud
+            assert (labels[0].width, labels[0].height) == (2048, 1024)
     finally:
-        run.send_signal(signal.SIGINT)
-        code = run.wait(30)
         node.destroy_node()
         rclpy.try_shutdown()
-    assert code == 0, out.read_text()
-    assert len(children) >= 3  # vehicle, cloud, controller (the source may have ended)
-    time.sleep(0.5)
-    assert not [c for c in children if c.is_running() and c.status() != psutil.STATUS_ZOMBIE]
+    assert run.code == 0, run.log.read_text()
+    assert len(run.children) >= 3  # vehicle, cloud, controller (the source may have ended)
+    assert not run.leftovers()
 
 
 def test_run_vehicle_in_a_namespace(tmp_path):
@@ -199,38 +233,28 @@ def test_run_vehicle_in_a_namespace(tmp_path):
     node.create_subscription(
         Frame, resolve(FRAMES_TOPIC), root_frames.append, qos_for(FRAMES_TOPIC)
     )
-    cmd = [sys.executable, "-m", "cloudseg.cli", "run", "vehicle", "--namespace", "car5",
-           "-p", "compressor.codec:=jpeg"]  # fmt: skip
-    out = tmp_path / "run.log"
-    with open(out, "w") as sink:
-        run = subprocess.Popen(cmd, stdout=sink, stderr=subprocess.STDOUT, env=os.environ.copy())
-    children: list[psutil.Process] = []
+    args = ["run", "vehicle", "--namespace", "car5", "-p", "compressor.codec:=jpeg"]
     try:
-        deadline = time.monotonic() + 60
-        i = 0
-        while len(frames) < 3 and run.poll() is None and time.monotonic() < deadline:
-            children = psutil.Process(run.pid).children(recursive=True) or children
-            if image_pub.get_subscription_count():
-                rgb = np.full((96, 128, 3), (i * 37) % 256, np.uint8)
-                header = Header(frame_id="camera")
-                header.stamp.sec = 500 + i
-                image_pub.publish(numpy_to_image(rgb, "rgb8", header))
-                i += 1
-            rclpy.spin_once(node, timeout_sec=0.1)
-        assert len(frames) >= 3, out.read_text()
-        assert {f.codec for f in frames} == {"jpeg"} and not root_frames
-        assert all(f.header.stamp.sec >= 500 for f in frames)
+        with _cloudseg_run(args, tmp_path) as run:
+            deadline = time.monotonic() + 60
+            i = 0
+            while len(frames) < 3 and run.running() and time.monotonic() < deadline:
+                if image_pub.get_subscription_count():
+                    rgb = np.full((96, 128, 3), (i * 37) % 256, np.uint8)
+                    header = Header(frame_id="camera")
+                    header.stamp.sec = 500 + i
+                    image_pub.publish(numpy_to_image(rgb, "rgb8", header))
+                    i += 1
+                rclpy.spin_once(node, timeout_sec=0.1)
+            assert len(frames) >= 3, run.log.read_text()
+            assert {f.codec for f in frames} == {"jpeg"} and not root_frames
+            assert all(f.header.stamp.sec >= 500 for f in frames)
     finally:
-        run.send_signal(signal.SIGINT)
-        code = run.wait(30)
         node.destroy_node()
         rclpy.try_shutdown()
-    assert code == 0, out.read_text()
-    assert "/car5/cloudseg/frames" in out.read_text()  # the compressor says where it sends
-    time.sleep(0.5)
-    assert children and not [
-        c for c in children if c.is_running() and c.status() != psutil.STATUS_ZOMBIE
-    ]
+    assert run.code == 0, run.log.read_text()
+    assert "/car5/cloudseg/frames" in run.log.read_text()  # the compressor says where it sends
+    assert run.children and not run.leftovers()
 
 
 def test_demo_in_a_namespace(tmp_path):

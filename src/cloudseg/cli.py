@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from collections.abc import Callable
 
 from cloudseg.graph import BAG_IMAGE_TOPIC, COMPRESSOR, GRAPHS, NODES, namespace
 from cloudseg.launcher import DDS_MODES
@@ -259,6 +260,26 @@ def _serve(args: argparse.Namespace) -> int:
     return serve_main(args.rest)
 
 
+def _add_command_group(
+    sub: argparse._SubParsersAction,
+    name: str,
+    title: str,
+    commands: dict[str, str],
+    func: Callable[[argparse.Namespace], int],
+    detailed: bool = True,
+) -> None:
+    """`cloudseg NAME [WHAT] ...`: WHAT one of `commands` (each parses its own options);
+    the help lists them (with their descriptions when `detailed`)."""
+    listing = (
+        "; ".join(f"{k}: {v}" for k, v in commands.items()) if detailed else ", ".join(commands)
+    )
+    p = sub.add_parser(
+        name, help=f"{title}: {listing} (see cloudseg {name} X --help)", add_help=False
+    )
+    p.add_argument("what", nargs="?", choices=tuple(commands))
+    p.set_defaults(func=func, passes_options=True)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cloudseg",
@@ -436,13 +457,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_node)
 
     # eval and bench parse their own options: `cloudseg eval --help`, `cloudseg bench cloud -h`
-    p = sub.add_parser(
-        "bench",
-        help="benchmarks: " + ", ".join(BENCH_COMMANDS) + " (see cloudseg bench X --help)",
-        add_help=False,
-    )
-    p.add_argument("what", nargs="?", choices=tuple(BENCH_COMMANDS))
-    p.set_defaults(func=_bench, passes_options=True)
+    _add_command_group(sub, "bench", "benchmarks", BENCH_COMMANDS, _bench, detailed=False)
 
     p = sub.add_parser(
         "eval",
@@ -465,25 +480,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=_profile, passes_options=True)
 
-    p = sub.add_parser(
-        "train",
-        help="train models: "
-        + "; ".join(f"{k}: {v}" for k, v in TRAIN_COMMANDS.items())
-        + " (see cloudseg train X --help)",
-        add_help=False,
-    )
-    p.add_argument("what", nargs="?", choices=tuple(TRAIN_COMMANDS))
-    p.set_defaults(func=_train, passes_options=True)
-
-    p = sub.add_parser(
-        "export",
-        help="export models: "
-        + "; ".join(f"{k}: {v}" for k, v in EXPORT_COMMANDS.items())
-        + " (see cloudseg export X --help)",
-        add_help=False,
-    )
-    p.add_argument("what", nargs="?", choices=tuple(EXPORT_COMMANDS))
-    p.set_defaults(func=_export, passes_options=True)
+    _add_command_group(sub, "train", "train models", TRAIN_COMMANDS, _train)
+    _add_command_group(sub, "export", "export models", EXPORT_COMMANDS, _export)
 
     p = sub.add_parser(
         "serve",
