@@ -221,6 +221,8 @@ TRAIN_COMMANDS = {
     "sr": "CARN on codec-degraded frames, L1 (no labels)",
     "finetune": "CARN fine-tuned to help the frozen segmenter (hybrid L1 + CE loss)",
     "icnet": "ICNet as published (for users with Cityscapes and a GPU)",
+    "stream": "a route from the decoded stream to labels (lr_seg, bilinear_seg, sr_ft, sr_seg) "
+    "on labelled low-resolution frames (cityscapes_lr)",
     "selector": "learned frame selector: predicts the fraction of labels changed (no labels)",
 }
 
@@ -232,6 +234,10 @@ def _train(args: argparse.Namespace) -> int:
         from cloudseg.train.icnet import main as icnet_main
 
         return icnet_main(args.rest)
+    if args.what == "stream":
+        from cloudseg.train.stream import main as stream_main
+
+        return stream_main(args.rest)
     if args.what == "selector":
         from cloudseg.train.selector import main as selector_main
 

@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cloudseg.routes import DEFAULT_ROUTE
+
 PACKAGE = "cloudseg"
 
 
@@ -253,6 +255,8 @@ class NodeSpec:
 
 
 CODEC_CHOICES = ("h264", "jpeg", "png")
+#: The compressor's downsampling kernels (names of cloudseg.media.resize.downsample's methods).
+DOWNSAMPLE_KERNELS = ("area", "bilinear_noaa")
 
 #: The downsampling factors the system serves: full resolution (1), the heads of CARN-M
 #: (2, 3, 4) and 8 (bilinear restoration). The compressor's `scale`, the Knob's and the cloud's
@@ -322,6 +326,14 @@ COMPRESSOR = NodeSpec(
             step=1,
             choices=SCALES,
         ),
+        Param(
+            "kernel",
+            "area",
+            "downsampling kernel: 'area' (cv2.INTER_AREA, the mean of each scale x scale block) "
+            "or 'bilinear_noaa' (cv2.INTER_LINEAR, no antialiasing: the centre 2x2 pixels of "
+            "each 4x4 block, as cityscapes_lr was made); BENCHMARKS.md, 'Downsampling kernel'",
+            choices=DOWNSAMPLE_KERNELS,
+        ),
         Param("codec", "h264", "payload codec", choices=CODEC_CHOICES),
         Param(
             "bitrate_kbps",
@@ -376,6 +388,7 @@ COMPRESSOR = NodeSpec(
     live=frozenset(
         (
             "scale",
+            "kernel",
             "codec",
             "bitrate_kbps",
             "crf",
@@ -498,6 +511,14 @@ SR_WEIGHTS = Param(
     "segmenter, weights/carn_m_ft.pth), 'div2k' (the official CARN-M), or the path of a "
     "checkpoint with a model card (cloudseg train)",
 )
+SEG_WEIGHTS = Param(
+    "seg_weights",
+    DEFAULT_ROUTE.seg_weights,
+    f"segmenter weights: '{DEFAULT_ROUTE.seg_weights}' (the default route's, "
+    f"{DEFAULT_ROUTE.description}; a backend without them uses its own default), 'city' (the "
+    "official ESPNetv2), 'default' (the backend's registry default), or the path of a "
+    "checkpoint with a model card (cloudseg train stream)",
+)
 DEVICE = Param("device", "auto", "torch device", choices=("auto", "cpu", "cuda"))
 DTYPE = Param(
     "dtype",
@@ -595,9 +616,10 @@ SR = NodeSpec(
     params=(
         Param(
             "restore",
-            "sr",
-            "'sr': CARN-M super-resolution (the Knob's sr_bypass switches to bilinear); "
-            "'bilinear': the paper's LR-bilinear baseline",
+            DEFAULT_ROUTE.mode,
+            "'sr': CARN-M super-resolution; 'bilinear': bilinear x2 (the Knob's sr_bypass "
+            f"switches between them); default: the default route's ({DEFAULT_ROUTE.name}: "
+            f"{DEFAULT_ROUTE.description})",
             choices=("sr", "bilinear"),
         ),
         Param("publish_restored", True, "publish the restored image on cloudseg/restored"),
@@ -641,6 +663,7 @@ SR = NodeSpec(
             choices=("carn_m", "carn", "none"),
         ),
         SR_WEIGHTS,
+        SEG_WEIGHTS,
         DEVICE,
         DTYPE,
         Param(
@@ -662,6 +685,7 @@ SR = NodeSpec(
             "backend",
             "sr_model",
             "sr_weights",
+            "seg_weights",
             "device",
             "dtype",
             "cpu_max_width",
@@ -687,6 +711,7 @@ SEGMENTATION = NodeSpec(
             choices=("carn_m", "carn", "none"),
         ),
         SR_WEIGHTS,
+        SEG_WEIGHTS,
         DEVICE,
         DTYPE,
         Param(

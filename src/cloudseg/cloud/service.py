@@ -33,6 +33,7 @@ from cloudseg.restore.pipeline import (
     mark_untrained,
     overlay,
 )
+from cloudseg.routes import seg_weights_for
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +107,7 @@ class CloudService:
         cpu_max_width: int | None = 1024,
         allow_untrained: bool = False,
         sr_weights: str = "default",
+        seg_weights: str = "default",
         scales: Iterable[int] = SCALES,
         max_pipelines: int = 4,
         restore_only: bool = False,
@@ -126,6 +128,7 @@ class CloudService:
             sr_model,
             backend,
             sr_weights=sr_weights,
+            seg_weights=seg_weights_for(backend, seg_weights),
             allow_untrained=allow_untrained,
             scale=4,
             restore_only=restore_only,
@@ -143,6 +146,7 @@ class CloudService:
         return cls(
             sr_model=None if p["sr_model"] == "none" else p["sr_model"],
             sr_weights=p["sr_weights"],
+            seg_weights=p.get("seg_weights", "default"),
             backend=p["backend"],
             device=p["device"],
             dtype=p["dtype"],

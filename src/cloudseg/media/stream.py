@@ -22,7 +22,7 @@ from cloudseg.guard import TRUSTED, BadInput, FrameLimits
 from cloudseg.media.codecs import CODECS, CodecError, Decoder, Encoder, check_codec
 from cloudseg.media.h264 import H264Decoder, H264Encoder
 from cloudseg.media.image_codecs import ImageDecoder, ImageEncoder
-from cloudseg.media.resize import downsample, upsample_bilinear
+from cloudseg.media.resize import METHODS, downsample, upsample_bilinear
 
 
 def make_encoder(codec: str, **params: object) -> Encoder:
@@ -52,6 +52,7 @@ class CompressorSettings:
     """
 
     scale: int = 4
+    kernel: str = "area"
     codec: str = "h264"
     bitrate_kbps: int = 0
     crf: int = 25
@@ -66,6 +67,8 @@ class CompressorSettings:
             raise CodecError(f"unknown codec {self.codec!r} (known: {', '.join(CODECS)})")
         if self.scale < 1:
             raise ValueError(f"scale must be >= 1, got {self.scale}")
+        if self.kernel not in METHODS:
+            raise ValueError(f"unknown kernel {self.kernel!r} (known: {', '.join(METHODS)})")
         if not 0 <= self.crf <= 51:
             raise ValueError(f"crf must be 0..51, got {self.crf}")
         if not 0 <= self.quality <= 100:
@@ -148,7 +151,7 @@ class FrameCompressor:
         keyframe = keyframe or self._keyframe_requested
         self._keyframe_requested = False
         t0 = time.perf_counter()
-        small = downsample(rgb, s.scale)
+        small = downsample(rgb, s.scale, s.kernel)
         if s.codec == "h264":  # 4:2:0 needs even sides: drop a last odd row/column
             small = small[: small.shape[0] & ~1, : small.shape[1] & ~1]
         key = (s.codec, tuple(sorted(s.encoder_params().items())), small.shape)

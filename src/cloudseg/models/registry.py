@@ -347,6 +347,11 @@ _ESP_VARIANTS = {
         674.78,
     ),
 }
+STREAM_SEG_SHA256: dict[str, str | None] = {"1024x512": None, "512x256": None}
+"""SHA-256 of weights/espnetv2_<res>_stream.pth, ESPNetv2 adapted to the decoded stream by
+cloudseg (cloudseg train stream; the model cards beside them say how)."""
+_STREAM_ROUTE = {"1024x512": "bilinear x2 of the decoded frame", "512x256": "the decoded frame"}
+
 for _res, (_sha, _munster, _val, _mflops) in _ESP_VARIANTS.items():
     _w, _h = (int(v) for v in _res.split("x"))
     register(
@@ -378,7 +383,28 @@ for _res, (_sha, _munster, _val, _mflops) in _ESP_VARIANTS.items():
                         "recipe": _ESP_RECIPE,
                         "license": "MIT",
                     },
-                )
+                ),
+                "cloudseg_stream": WeightsInfo(
+                    filename=f"espnetv2_{_res}_stream.pth",
+                    url=None,  # ships with cloudseg: weights/ of the repository
+                    sha256=STREAM_SEG_SHA256[_res],
+                    meta={
+                        "params": 789_242,
+                        "task": "segmentation",
+                        "input": _ESP_INPUT + f"; {_STREAM_ROUTE[_res]} of a x4 H.264 stream",
+                        "resolution": (_w, _h),
+                        "num_classes": 20,
+                        "classes": _ESP_CLASSES,
+                        "background_class": 19,
+                        "trained_on": "shared/data/cityscapes_lr train.txt (365 frames), coded "
+                        "by the compressor's H.264 encoder (CRF 21..29, IDR and P-frames)",
+                        "recipe": "cloudseg train stream from the official city weights; the "
+                        f"model card weights/espnetv2_{_res}_stream.json says everything",
+                        "download_hint": "it ships with cloudseg (weights/ of the repository, "
+                        "installed to share/cloudseg/weights)",
+                        "license": "Apache-2.0 (this project's own training; MIT base weights)",
+                    },
+                ),
             },
             default_weights="city",
             description=f"ESPNetv2 s=2.0 segmentation, Cityscapes, trained at {_res}",

@@ -53,6 +53,7 @@ from cloudseg.data.cityscapes import (
 )
 from cloudseg.data.frames import DataError
 from cloudseg.data.sources import open_source
+from cloudseg.graph import DOWNSAMPLE_KERNELS
 from cloudseg.media.codecs import CodecError
 from cloudseg.media.quality import psnr, ssim
 from cloudseg.media.resize import downsample, resize_labels
@@ -67,7 +68,9 @@ from cloudseg.restore.pipeline import (
     PipelineError,
     RestorationPipeline,
 )
+from cloudseg.routes import DEFAULT_ROUTE, ROUTES, route_pipeline
 from cloudseg.train.metrics import ConfusionMatrix, MetricsError
+from cloudseg.train.stream_data import is_low_res_root, list_low_res_frames
 
 __all__ = ["EvalError", "build_parser", "evaluate", "format_table", "main", "stream_settings"]
 
@@ -78,6 +81,8 @@ CODECS = ("h264", "jpeg", "png", "none")
 LR_SEGMENTERS = {"espnetv2": "espnetv2_s2_city_512x256"}
 """Backend -> a segmenter trained at the LR size of a x4 stream (the ``lr_seg`` row)."""
 UNTRAINED_LABEL = "UNTRAINED"
+LEARNED_ROWS = tuple(name for name, route in ROUTES.items() if route.learned)
+"""The learned routes' rows (cloudseg.routes), each with the project's committed weights."""
 
 
 class EvalError(Exception):
@@ -232,6 +237,28 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--gop", type=int, help=f"H.264 GOP (default: {compressor.gop})")
     parser.add_argument(
         "--jpeg-quality", type=int, help=f"JPEG quality 1..100 (default {compressor.quality})"
+    )
+    parser.add_argument(
+        "--kernel",
+        choices=DOWNSAMPLE_KERNELS,
+        help=f"the compressor's downsampling kernel (default: the compressor's, "
+        f"{compressor.kernel})",
+    )
+    parser.add_argument(
+        "--list",
+        default="val.txt",
+        help="with a low-resolution root (cityscapes_lr layout): its list of frames to score "
+        "(default val.txt); each frame is coded at scale 1 as a still, no hr rows",
+    )
+    parser.add_argument(
+        "--no-routes",
+        action="store_true",
+        help="leave out the learned routes' rows (" + ", ".join(LEARNED_ROWS) + ")",
+    )
+    parser.add_argument(
+        "--no-default",
+        action="store_true",
+        help="leave out the 'default' row (the cloud's default route, through CloudService)",
     )
     parser.add_argument("--limit", type=int, default=0, help="first N frames only (0 = all)")
     parser.add_argument(
@@ -396,6 +423,8 @@ def stream_settings(args: argparse.Namespace, scale: int | None = None):
         changes["gop"] = args.gop
     if args.jpeg_quality is not None:
         changes["quality"] = args.jpeg_quality
+    if getattr(args, "kernel", None) is not None:
+        changes["kernel"] = args.kernel
     return default_compressor_settings(**changes)
 
 
@@ -405,7 +434,7 @@ class _Stream:
     def __init__(self, args: argparse.Namespace, scale: int) -> None:
         self.codec = args.codec
         self.scale = scale
-        self.degradation = "area"
+        self.degradation = getattr(args, "kernel", None) or "area"
         self.roundtrip = (
             None if args.codec == "none" else StreamRoundTrip(stream_settings(args, scale))
         )
@@ -484,6 +513,11 @@ def _frames(args: argparse.Namespace) -> tuple[str, list[_EvalFrame]]:
     """("gt", the labelled stills of a Cityscapes root, each a stream of its own), or the
     frames of the sequences (each one stream, in order): scored against fine labels with
     --gt-root ("gt"), else against the segmenter's labels on the original frames ("hr")."""
+    if any(is_low_res_root(p) for p in args.data):
+        if len(args.data) > 1:
+            raise EvalError("give one low-resolution root on its own")
+        listed = list_low_res_frames(args.data[0], args.list)[: args.limit or None]
+        return "gt", [_EvalFrame(f.id, f.image_path, f.label_path, f.id) for f in listed]
     roots = [p for p in args.data if (p / "leftImg8bit").is_dir()]
     if roots:
         if len(args.data) > 1:
@@ -543,6 +577,22 @@ def _build_rows(args: argparse.Namespace) -> tuple[dict[str, _Row], dict[str, An
         )
         pipelines[name].sr_name = f"{args.sr_model} ({path.name})"
         rows[name] = _Row(name, "sr")
+    if not (args.no_routes or args.seg_model or args.backend != "espnetv2"):
+        for name in LEARNED_ROWS:
+            if name in rows:  # sr_ft from --sr-ft-weights
+                continue
+            route = ROUTES[name]
+            try:
+                pipelines[name] = route_pipeline(route, **options)
+            except WeightsError as exc:
+                log.warning("no %r row: %s", name, str(exc).splitlines()[0])
+                continue
+            rows[name] = _Row(name, route.mode)
+    if not args.no_default and args.scale == 4:
+        pipelines["default"] = _CloudDefault(args.device, args.scale)
+        rows["default"] = _Row("default", pipelines["default"].mode)
+    if args.low_res:
+        return rows, pipelines
     pipelines["hr"] = pipeline
     rows["hr"] = _Row("hr", "full", stream="hr")
     if args.codec != "none":
@@ -551,6 +601,26 @@ def _build_rows(args: argparse.Namespace) -> tuple[dict[str, _Row], dict[str, An
         )
         rows["hr_stream"] = _Row("hr_stream", "full", stream="hr_stream")
     return rows, pipelines
+
+
+class _CloudDefault:
+    """The ``default`` row: the cloud's default route through :class:`CloudService` built from
+    the graph's defaults, as the cloud node builds it (restore as the sr node's ``restore``
+    default says, then the segmentation node's pipeline)."""
+
+    def __init__(self, device: str, scale: int) -> None:
+        from cloudseg.cloud.service import CloudService
+        from cloudseg.graph import SEGMENTATION, SR
+
+        self.service = CloudService.from_params({**SEGMENTATION.defaults(), "device": device})
+        self.sr_bypass = SR.defaults()["restore"] == "bilinear"
+        self.mode = "bilinear" if self.sr_bypass else "sr"
+        self.scale = scale
+        self.untrained = self.service.first.untrained
+
+    def process(self, frames: np.ndarray, mode: str):
+        pyramid = self.service.restore(frames[0], self.scale, self.sr_bypass)
+        return self.service.pipeline(self.scale).segment(pyramid, return_restored=True)
 
 
 def evaluate(args: argparse.Namespace) -> dict[str, Any]:
@@ -562,10 +632,11 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
         import torch
 
         args.device = "cuda" if torch.cuda.is_available() else "cpu"
+    args.low_res = any(is_low_res_root(p) for p in args.data)
     reference, frames = _frames(args)
     rows, pipelines = _build_rows(args)
     main_pipeline = pipelines["sr"]
-    lr_stream = _Stream(args, args.scale)
+    lr_stream = _Stream(args, 1 if args.low_res else args.scale)
     hr_stream = _Stream(args, 1) if "hr_stream" in rows else None
     figure_done = False
     figure_frame = args.figure_frame or next((f.name for f in frames if f.scored), None)
@@ -581,7 +652,10 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
                 hr_stream.restart()
         rgb = load_rgb(frame.image) if isinstance(frame.image, Path) else frame.image
         gt = None if frame.label is None else load_label_train_ids(frame.label)
-        if gt is not None and gt.shape != rgb.shape[:2]:
+        if args.low_res:  # the image is the stream's low resolution, its label the camera's
+            if gt is None or gt.shape != (rgb.shape[0] * args.scale, rgb.shape[1] * args.scale):
+                raise EvalError(f"{name}: the label is not {args.scale}x the image")
+        elif gt is not None and gt.shape != rgb.shape[:2]:
             raise EvalError(f"{name}: label {gt.shape} and image {rgb.shape[:2]} differ")
         lr = lr_stream(rgb)
         hr_coded = None  # the full-resolution stream is encoded frame by frame too
@@ -590,7 +664,7 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
         if not frame.scored:
             continue
         height, width = lr.shape[0] * args.scale, lr.shape[1] * args.scale
-        original = rgb[:height, :width]
+        original = None if args.low_res else rgb[:height, :width]
         inputs = {"lr": lr, "hr": original}
         if hr_coded is not None:
             inputs["hr_stream"] = hr_coded
@@ -601,14 +675,15 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
             gt = resize_labels(results["hr"].labels[0].cpu().numpy(), original.shape[1::-1])
         target = gt[:height, :width]
         panel_rows = []
-        want_figure = args.figure is not None and figure_frame == name
+        want_figure = args.figure is not None and figure_frame == name and original is not None
         for row_name, row in rows.items():
             result = results[row_name]
             labels = resize_labels(result.labels[0].cpu().numpy(), target.shape[::-1])
             row.cm.update(labels, target)
             row.add_timings(result.timings_ms)
             restored = result.restored[0].cpu().numpy()
-            if row.stream != "hr" and row_name != "lr_seg":  # lr_seg restores nothing
+            restored_something = restored.shape[:2] != lr.shape[:2]  # not lr_seg, lr_seg_ft
+            if original is not None and row.stream != "hr" and restored_something:
                 k = result.reduced_by
                 ref = downsample(original, k) if k > 1 else original
                 ref = ref[: restored.shape[0], : restored.shape[1]]
@@ -616,7 +691,7 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
                 row.ssim.append(ssim(restored, ref))
             if args.save_panels or want_figure:
                 panel_rows.append((row_name, restored, labels))
-        if args.save_panels:
+        if args.save_panels and original is not None:
             save_panel(args.save_panels / f"{name}.png", original, target, panel_rows)
         if want_figure:
             chosen = (args.figure_rows or "").split(",") if args.figure_rows else None
@@ -654,7 +729,8 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
         "sr_ft_weights": args.sr_ft_weights,
         "sr_rows": {name: str(path) for name, path in args.sr_row},
         "scale": args.scale,
-        "degradation": "area",
+        "degradation": lr_stream.degradation if not args.low_res else "as the data was made",
+        "default_route": f"{DEFAULT_ROUTE.name}: {DEFAULT_ROUTE.description}",
         "codec": lr_stream.describe(),
         "kbps": kbps["lr"],
         "lr_bytes_per_frame": lr_stream.bytes_per_frame(),
