@@ -58,7 +58,8 @@ def test_codec_codes_ids_and_p_frames_as_the_stream(two_frames) -> None:
     for decoded in (decoded_idr, decoded_p):  # lossy, but close to the frame
         error = np.abs(decoded.astype(int) - rgb.astype(int)).mean()
         assert 0.5 < error < 12
-    coarse, coarse_bytes, _ = StreamCodec(crfs=(35,), p_frame=0.0).code(rgb, np.random.default_rng(0))
+    coarse = StreamCodec(crfs=(35,), p_frame=0.0)
+    _, coarse_bytes, _ = coarse.code(rgb, np.random.default_rng(0))
     assert coarse_bytes < idr_bytes
 
 

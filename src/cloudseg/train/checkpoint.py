@@ -280,3 +280,20 @@ def run_training(
         return 130
     print(f"wrote {wrote(args)}, {card['steps']} steps; metrics {json.dumps(card['metrics'])}")
     return 0
+
+
+def ship_weights(source: str | Path, dest: str | Path, fp16: bool = True) -> Path:
+    """Copy a trained checkpoint and its model card to ``dest`` (e.g. ``weights/NAME.pth``):
+    floating-point tensors stored as fp16 when ``fp16`` (they load into fp32 models unchanged;
+    the card says so), the training state left behind. Returns ``dest``."""
+    source, dest = Path(source), Path(dest)
+    card = read_card(source)
+    state = torch.load(source, map_location="cpu", weights_only=True)
+    if fp16:
+        state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
+    card = {**card, "stored_as": "fp16 (loads into fp32)" if fp16 else "fp32"}
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    _atomic_write(dest, lambda p: torch.save(state, p))
+    text = json.dumps(card, indent=2, default=_json_default) + "\n"
+    _atomic_write(card_path(dest), lambda p: p.write_text(text))
+    return dest
