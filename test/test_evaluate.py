@@ -47,7 +47,7 @@ def test_eval_json_has_the_rows(tiny_cityscapes, weights_env, capsys) -> None:
     code, out, err = _run(
         capsys,
         "--data", str(tiny_cityscapes),
-        "--limit", "1", "--json", "--per-class", "--codec", "none",
+        "--limit", "1", "--json", "--per-class", "--codec", "none", "--no-routes", "--no-default",
     )  # fmt: skip
     assert code == 0, err
     report = json.loads(out.strip().splitlines()[-1])
@@ -76,6 +76,8 @@ def test_eval_saves_a_picture_per_frame(tiny_cityscapes, weights_env, capsys, tm
         str(tiny_cityscapes),
         "--limit",
         "1",
+        "--no-routes",
+        "--no-default",
         "--save-panels",
         str(tmp_path / "panels"),
     )
@@ -120,7 +122,7 @@ def test_eval_fine_tuned_row_and_h264_stream(
         capsys,
         "--data", str(tiny_cityscapes),
         "--sr-ft-weights", str(carded_official),
-        "--crf", "30", "--no-lr-seg",
+        "--crf", "30", "--no-lr-seg", "--no-routes", "--no-default",
         "--json", "--no-progress",
     )  # fmt: skip
     assert code == 0, err
@@ -135,6 +137,43 @@ def test_eval_fine_tuned_row_and_h264_stream(
     assert rows["hr_stream"]["kbps"] > 4 * rows["sr"]["kbps"]  # full resolution costs more
     assert rows["sr"]["psnr"] < 40 and rows["hr"]["kbps"] is None  # lossy; hr is raw
     assert "kbit/s" in out
+
+
+def test_eval_rows_of_the_learned_routes_and_the_default(
+    tiny_cityscapes, weights_env, capsys
+) -> None:
+    """Every learned route has its row with the project's weights; the default row runs the
+    cloud's own service and gives exactly the labels of the route it is."""
+    from cloudseg.routes import DEFAULT_ROUTE, ROUTES
+
+    code, out, err = _run(capsys, "--data", str(tiny_cityscapes), "--json", "--no-progress")
+    assert code == 0, err
+    report = json.loads(out.strip().splitlines()[-1])
+    rows = report["rows"]
+    learned = [name for name, route in ROUTES.items() if route.learned]
+    assert list(rows) == ["bilinear", "lr_seg", "sr", *learned, "default", "hr", "hr_stream"]
+    for name in ("miou", "pixel_accuracy", "kbps", "psnr"):
+        assert rows["default"][name] == pytest.approx(rows[DEFAULT_ROUTE.name][name])
+    assert rows["lr_seg_ft"]["psnr"] is None  # nothing restored
+    assert report["default_route"].startswith(DEFAULT_ROUTE.name)
+    assert rows["lr_seg_ft"]["miou"] != pytest.approx(rows["lr_seg"]["miou"])  # other weights
+
+
+def test_eval_low_resolution_frames(shared_data, weights_env, capsys) -> None:
+    """A low-resolution root (cityscapes_lr): its images are the stream's frames, scored
+    against the camera-resolution labels; no hr rows."""
+    root = shared_data / "cityscapes_lr"
+    if not root.is_dir():
+        pytest.skip(f"{root} is missing")
+    code, out, err = _run(
+        capsys, "--data", str(root), "--limit", "1", "--no-lr-seg", "--json", "--no-progress"
+    )
+    assert code == 0, err
+    report = json.loads(out.strip().splitlines()[-1])
+    assert report["frames"] == 1 and "hr" not in report["rows"]
+    assert "frankfurt" in report["data"] or report["frames"] == 1
+    for row in report["rows"].values():
+        assert 0.1 < row["miou"] <= 1 and row["kbps"] > 100 and row["psnr"] is None
 
 
 def test_eval_refuses_a_checkpoint_without_card(tiny_cityscapes, weights_env, capsys, tmp_path):

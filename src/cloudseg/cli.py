@@ -10,6 +10,7 @@ from collections.abc import Callable
 
 from cloudseg.graph import BAG_IMAGE_TOPIC, COMPRESSOR, GRAPHS, NODES, namespace
 from cloudseg.launcher import DDS_MODES
+from cloudseg.routes import DEFAULT_ROUTE
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -334,10 +335,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--frames", type=int, default=0, help="stop after N frames (0 = all)")
     p.add_argument(
         "--restore",
-        default="sr",
+        default=DEFAULT_ROUTE.mode,
         choices=("sr", "bilinear", "bilinear-only"),
-        help="cloud side: SR + segmentation (default), bilinear + segmentation, or "
-        "bilinear restoration without segmentation (fast on a CPU)",
+        help="cloud side: SR + segmentation, bilinear + segmentation, or bilinear restoration "
+        f"without segmentation (fast on a CPU); default {DEFAULT_ROUTE.mode}: the default route "
+        f"({DEFAULT_ROUTE.description})",
     )
     p.add_argument(
         "--cloud",

@@ -588,7 +588,7 @@ def _build_rows(args: argparse.Namespace) -> tuple[dict[str, _Row], dict[str, An
                 log.warning("no %r row: %s", name, str(exc).splitlines()[0])
                 continue
             rows[name] = _Row(name, route.mode)
-    if not args.no_default and args.scale == 4:
+    if not (args.no_default or args.seg_model or args.backend != "espnetv2") and args.scale == 4:
         pipelines["default"] = _CloudDefault(args.device, args.scale)
         rows["default"] = _Row("default", pipelines["default"].mode)
     if args.low_res:
