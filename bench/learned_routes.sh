@@ -8,6 +8,7 @@
 #   lr_val   the 21 cityscapes_lr val.txt frames (low resolution only: no hr rows)
 #   nocodec  the stills without a codec (the paper's setting)
 #   kernel   the stills with the compressor's kernel bilinear_noaa instead of area
+#   kernel60 the 60 streamed frames with kernel bilinear_noaa (the routes without SR)
 #
 #   bash bench/learned_routes.sh train   # the training runs (CPU: about 1.5 h on 2 cores)
 #   bash bench/learned_routes.sh ship    # runs/stream/*.pth -> weights/ as fp16, with cards
@@ -48,6 +49,9 @@ eval)
     | tee "$out/clips.txt"
   "${ev[@]}" --data "$data"/sequences/mp4/frankfurt_000000_{000997,001217}.mp4 --json \
     | tee "$out/stream60.txt"
+  "${ev[@]}" --data "$data"/sequences/mp4/frankfurt_000000_{000997,001217}.mp4 --json \
+    --kernel bilinear_noaa --rows bilinear,lr_seg,lr_seg_ft,bilinear_seg_ft | tee "$out/kernel60.txt"
+  .venv/bin/python bench/routes_table.py "$out" | tee "$out/table.md"
   ;;
 *)
   echo "usage: bash bench/learned_routes.sh train|ship|eval" >&2

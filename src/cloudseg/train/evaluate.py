@@ -260,6 +260,9 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="leave out the 'default' row (the cloud's default route, through CloudService)",
     )
+    parser.add_argument(
+        "--rows", help="only these rows, comma-separated (hr is always kept: the reference)"
+    )
     parser.add_argument("--limit", type=int, default=0, help="first N frames only (0 = all)")
     parser.add_argument(
         "--device",
@@ -635,6 +638,12 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
     args.low_res = any(is_low_res_root(p) for p in args.data)
     reference, frames = _frames(args)
     rows, pipelines = _build_rows(args)
+    if args.rows:  # hr stays: the reference of a sequence and the top of the gap
+        wanted = {r.strip() for r in args.rows.split(",")} | {"hr"}
+        unknown = sorted(wanted - set(rows) - {"hr"})
+        if unknown:
+            raise EvalError(f"--rows: no row {', '.join(unknown)} (rows: {', '.join(rows)})")
+        rows = {name: row for name, row in rows.items() if name in wanted}
     main_pipeline = pipelines["sr"]
     lr_stream = _Stream(args, 1 if args.low_res else args.scale)
     hr_stream = _Stream(args, 1) if "hr_stream" in rows else None
