@@ -226,6 +226,7 @@ def test_icnet_without_weights_is_refused_then_labelled_untrained(
         (["--sr-weights", "/nonexistent/carn.pth"], "no file"),
         (["--split", "test"], "missing"),
         (["--scale", "0"], "--scale"),
+        (["--rows", "bilinear,nope", "--no-routes"], "no row nope"),
     ],
 )
 def test_errors_exit_2_with_one_line(

@@ -111,6 +111,20 @@ def test_train_writes_weights_card_and_log(
     name = card["architecture"]
     model = build_model(name, out)
     assert trained_resolution(model, name) == tuple(card["resolution"])
+    # shipped as fp16: half the file, the same card plus what was added, loads into fp32
+    from cloudseg.train.checkpoint import ship_weights
+
+    shipped = ship_weights(out, tmp_path / "shipped" / "w.pth", extra={"evaluation": {"x": 1}})
+    assert shipped.stat().st_size < 0.6 * out.stat().st_size
+    shipped_card = json.loads(shipped.with_suffix(".json").read_text())
+    assert shipped_card["evaluation"] == {"x": 1} and shipped_card["route"] == route
+    half = build_model(name, shipped)
+    import torch
+
+    x = torch.rand(1, 3, 64, 128)
+    with torch.no_grad():
+        agree = (half(x).argmax(1) == model(x).argmax(1)).float().mean()
+    assert agree > 0.99
     # resuming with other settings is refused, with one line and no traceback
     assert main([*argv, "--resume", "--batch-size", "2"]) == 2
     assert "other settings" in capsys.readouterr().err

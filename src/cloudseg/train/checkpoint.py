@@ -282,16 +282,22 @@ def run_training(
     return 0
 
 
-def ship_weights(source: str | Path, dest: str | Path, fp16: bool = True) -> Path:
+def ship_weights(
+    source: str | Path,
+    dest: str | Path,
+    fp16: bool = True,
+    extra: Mapping[str, Any] | None = None,
+) -> Path:
     """Copy a trained checkpoint and its model card to ``dest`` (e.g. ``weights/NAME.pth``):
     floating-point tensors stored as fp16 when ``fp16`` (they load into fp32 models unchanged;
-    the card says so), the training state left behind. Returns ``dest``."""
+    the card says so), the training state left behind; ``extra`` adds entries to the card (e.g.
+    the evaluation on held-out frames). Returns ``dest``."""
     source, dest = Path(source), Path(dest)
     card = read_card(source)
     state = torch.load(source, map_location="cpu", weights_only=True)
     if fp16:
         state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
-    card = {**card, "stored_as": "fp16 (loads into fp32)" if fp16 else "fp32"}
+    card = {**card, "stored_as": "fp16 (loads into fp32)" if fp16 else "fp32", **(extra or {})}
     dest.parent.mkdir(parents=True, exist_ok=True)
     _atomic_write(dest, lambda p: torch.save(state, p))
     text = json.dumps(card, indent=2, default=_json_default) + "\n"
