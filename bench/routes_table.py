@@ -2,7 +2,8 @@
 
     .venv/bin/python bench/routes_table.py [bench_out_routes]
 
-Each ``NAME.txt`` there ends with ``cloudseg eval --json``'s report. Cells: mIoU (kbit/s of
+Each ``NAME.txt`` there ends with ``cloudseg eval --json``'s report; ``NAME+MORE.txt`` add
+rows (e.g. a route trained later, run with ``--rows``). Cells: mIoU (kbit/s of
 the stream the row reads; ms/frame on this machine), and, where the set has bilinear and hr
 rows, the share of the bilinear-to-hr gap the row recovers.
 """
@@ -36,17 +37,33 @@ GMACS = {  # per frame of a x4 stream of 2048x1024 (registry metadata: ESPNetv2 
 }
 
 
-def _report(path: Path) -> dict | None:
-    if not path.is_file():
-        return None
+def _last_json(path: Path) -> dict | None:
     for line in reversed(path.read_text().splitlines()):
         if line.startswith("{"):
             return json.loads(line)
     return None
 
 
+def _report(folder: Path, name: str) -> dict | None:
+    """The report of ``NAME.txt``, with the rows of ``NAME+*.txt`` (runs adding rows) added."""
+    reports = [
+        _last_json(p)
+        for p in [folder / f"{name}.txt", *sorted(folder.glob(f"{name}+*.txt"))]
+        if p.is_file()
+    ]
+    reports = [r for r in reports if r is not None]
+    if not reports:
+        return None
+    merged = reports[0]
+    for extra in reports[1:]:
+        for key in ("rows", "timings_ms"):
+            for row, value in extra.get(key, {}).items():
+                merged.setdefault(key, {}).setdefault(row, value)
+    return merged
+
+
 def main(folder: Path) -> str:
-    reports = {name: _report(folder / f"{name}.txt") for name in SETS}
+    reports = {name: _report(folder, name) for name in SETS}
     reports = {k: v for k, v in reports.items() if v is not None}
     rows: list[str] = []
     for report in reports.values():

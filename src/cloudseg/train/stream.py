@@ -120,6 +120,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--lr", type=float, default=1e-4, help="AdamW learning rate (poly decay)")
     parser.add_argument("--weight-decay", type=float, default=1e-4)
     parser.add_argument(
+        "--bn",
+        default="train",
+        choices=("train", "frozen"),
+        help="BatchNorm of the trained segmenter: batch statistics, running averages updated "
+        "(train, default), or the start weights' statistics kept (frozen)",
+    )
+    parser.add_argument(
         "--fidelity", type=float, default=1.0, help="sr_ft: weight of the fidelity L1 term"
     )
     parser.add_argument(
@@ -172,6 +179,7 @@ class Route(nn.Module):
     def __init__(self, route: str, args: argparse.Namespace) -> None:
         super().__init__()
         self.route = route
+        self.freeze_bn = getattr(args, "bn", "train") == "frozen"
         self.sr: nn.Module | None = None
         if route == "lr_seg":
             self.seg_name, seg_weights = SEG_LR, args.init
@@ -195,6 +203,10 @@ class Route(nn.Module):
             self.segmenter.eval()
         elif self.sr is not None:
             self.sr.eval()
+        if mode and self.freeze_bn and self.route != "sr_ft":
+            for module in self.segmenter.modules():
+                if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                    module.eval()
         return self
 
     def forward(self, lr: Tensor) -> tuple[Tensor, Tensor]:
@@ -317,6 +329,7 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
         "lr": args.lr,
         "lr_schedule": "poly 0.9 over the steps",
         "weight_decay": args.weight_decay,
+        "batchnorm": args.bn,
         "batch_size": args.batch_size,
         "lr_crop": list(args.crop),
         "flip": True,
