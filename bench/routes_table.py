@@ -86,7 +86,7 @@ def main(folder: Path) -> str:
                 text += f" ({gap:.0%})"
             kbps = r.get("kbps")
             text += f", {kbps:.0f} kbit/s" if kbps else ", raw"
-            ms = sum(report.get("timings_ms", {}).get(row, {}).values())
+            ms = report.get("timings_ms", {}).get(row, {}).get("total")
             if ms:
                 text += f", {ms:.0f} ms"
             cells.append(text)

@@ -33,22 +33,24 @@ def test_a_backend_without_the_route_weights_keeps_its_own() -> None:
 @pytest.mark.parametrize("name", [n for n, r in ROUTES.items() if r.learned])
 def test_learned_routes_ship_weights_with_cards(name: str) -> None:
     from cloudseg.models.registry import get_spec
+    from cloudseg.models.weights import sha256_file
 
     route = ROUTES[name]
+    infos = []
     if route.sr_weights not in (None, "div2k"):
-        info = get_spec("carn_m").weights[route.sr_weights]
-    else:
-        info = get_spec(route.segmenter).weights[route.seg_weights]
-    path = REPO / "weights" / info.filename
-    assert path.is_file(), f"{name}: {path} is not committed"
-    assert path.stat().st_size < 2_000_000
-    card = json.loads(path.with_suffix(".json").read_text())
-    assert card["steps"] > 0 and card["metrics"]
-    assert "degradation" in card
-    if info.sha256 is not None:
-        from cloudseg.models.weights import sha256_file
-
-        assert sha256_file(path) == info.sha256
+        infos.append(get_spec("carn_m").weights[route.sr_weights])
+    if route.seg_weights != "city":
+        infos.append(get_spec(route.segmenter).weights[route.seg_weights])
+    assert infos
+    for info in infos:
+        path = REPO / "weights" / info.filename
+        assert path.is_file(), f"{name}: {path} is not committed"
+        assert path.stat().st_size < 2_000_000
+        card = json.loads(path.with_suffix(".json").read_text())
+        assert card["steps"] > 0 and card["metrics"]["val_miou"] > 0
+        assert card["degradation"]["kernel"].startswith("bilinear_noaa")  # the data's kernel
+        assert "evaluation" in card  # figures on frames never trained on
+        assert info.sha256 is not None and sha256_file(path) == info.sha256
 
 
 def test_kernel_is_a_compressor_parameter(shared_data: Path) -> None:

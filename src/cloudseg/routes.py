@@ -68,6 +68,14 @@ ROUTES: dict[str, Route] = {
             True,
             "bilinear x2, ESPNetv2 1024x512 adapted to it",
         ),
+        Route(
+            "sr_seg_ft",
+            SEG_HR,
+            "cloudseg_stream_sr",
+            "cloudseg_ft",
+            True,
+            "SR-FT CARN-M x2, ESPNetv2 1024x512 adapted to its output (both)",
+        ),
     )
 }
 

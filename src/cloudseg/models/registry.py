@@ -220,7 +220,7 @@ def build_model(
 # --- registrations -----------------------------------------------------------------------------
 
 _CARN_URL = "https://github.com/nmhkahn/CARN-pytorch/raw/master/checkpoint"
-CARN_M_FT_SHA256: str | None = "80b2e6d4d8b2b2750c54dbac9363a76f895207b8af05e91630edae973a27febf"
+CARN_M_FT_SHA256: str | None = "430707093a457790cc6816d8b3e584745e8ade76b1bb02b7755f9137a4afd390"
 """SHA-256 of weights/carn_m_ft.pth, the project's fine-tuned CARN-M (cloudseg train)."""
 _CARN_RECIPE = (
     "nmhkahn/CARN-pytorch README/train.py: DIV2K train (800 images), LR by bicubic "
@@ -271,14 +271,13 @@ register(
                     "input": _CARN_INPUT,
                     "scales": (2, 3, 4),
                     "group": 4,
-                    "trained_on": "shared/data, never its val frames: SR stage on the 9 "
-                    "Cityscapes train frames, aachen_seq0000 and a dashcam clip; fine-tuning on "
-                    "the 9 labelled train frames (gt targets); all through the default stream: "
-                    "x4 area downsampling, H.264 libx264 ultrafast zerolatency, CRF 19..27, "
-                    "GOP 17 (IDR and P-frames)",
+                    "trained_on": "shared/data/cityscapes_lr train.txt (365 frames, never the "
+                    "evaluation's), coded by the compressor's H.264 encoder (veryfast, CRF 21..29, "
+                    "IDR and P-frames); from the earlier fine-tune on 9 stills",
                     "segmenter": "espnetv2_s2_city_1024x512 (frozen), at 1024x512: SR x2 head",
-                    "recipe": "cloudseg train sr, then cloudseg train finetune (hybrid L1 + CE "
-                    "loss); the model card weights/carn_m_ft.json says everything",
+                    "recipe": "cloudseg train stream --route sr_ft (CE through the frozen "
+                    "segmenter + L1 fidelity of the x2-downsampled output to the uncoded frame); "
+                    "the model card weights/carn_m_ft.json says everything",
                     "download_hint": "it ships with cloudseg (weights/carn_m_ft.pth in the "
                     "repository, installed to share/cloudseg/weights)",
                     "license": "Apache-2.0 (this project's own training; MIT base weights)",
@@ -347,10 +346,40 @@ _ESP_VARIANTS = {
         674.78,
     ),
 }
-STREAM_SEG_SHA256: dict[str, str | None] = {"1024x512": None, "512x256": None}
+STREAM_SEG_SHA256: dict[str, str | None] = {
+    "1024x512": "8b7178f533a9a5048063f90b8c0d92e312cd7f35eee4fbe3797090bce1a2bf74",
+    "512x256": "1533b885997e7480765fb59d0c39d85e1670df8f336452b4fed009321c6f979e",
+}
 """SHA-256 of weights/espnetv2_<res>_stream.pth, ESPNetv2 adapted to the decoded stream by
 cloudseg (cloudseg train stream; the model cards beside them say how)."""
 _STREAM_ROUTE = {"1024x512": "bilinear x2 of the decoded frame", "512x256": "the decoded frame"}
+
+STREAM_SR_SEG_SHA256: str | None = None
+"""SHA-256 of weights/espnetv2_1024x512_stream_sr.pth: ESPNetv2 adapted to the output of the
+fine-tuned CARN-M on the decoded stream (the "both" route, sr_seg_ft)."""
+
+
+def _stream_sr_weights() -> WeightsInfo:
+    return WeightsInfo(
+        filename="espnetv2_1024x512_stream_sr.pth",
+        url=None,  # ships with cloudseg: weights/ of the repository
+        sha256=STREAM_SR_SEG_SHA256,
+        meta={
+            "params": 789_242,
+            "task": "segmentation",
+            "input": _ESP_INPUT + "; CARN-M x2 (weights/carn_m_ft.pth) of a x4 H.264 stream",
+            "resolution": (1024, 512),
+            "num_classes": 20,
+            "classes": _ESP_CLASSES,
+            "background_class": 19,
+            "trained_on": "shared/data/cityscapes_lr train.txt (365 frames) through the "
+            "compressor's H.264 encoder and the fine-tuned CARN-M",
+            "recipe": "cloudseg train stream --route sr_seg; the model card "
+            "weights/espnetv2_1024x512_stream_sr.json says everything",
+            "license": "Apache-2.0 (this project's own training; MIT base weights)",
+        },
+    )
+
 
 for _res, (_sha, _munster, _val, _mflops) in _ESP_VARIANTS.items():
     _w, _h = (int(v) for v in _res.split("x"))
@@ -405,6 +434,7 @@ for _res, (_sha, _munster, _val, _mflops) in _ESP_VARIANTS.items():
                         "license": "Apache-2.0 (this project's own training; MIT base weights)",
                     },
                 ),
+                **({"cloudseg_stream_sr": _stream_sr_weights()} if _res == "1024x512" else {}),
             },
             default_weights="city",
             description=f"ESPNetv2 s=2.0 segmentation, Cityscapes, trained at {_res}",
