@@ -275,5 +275,6 @@ class StreamRoundTrip:
             if not s.bitrate_kbps and s.maxrate_kbps:
                 rate += f" <= {s.maxrate_kbps} kbit/s"
             refresh = " intra refresh" if s.intra_refresh else ""
-            return f"x{s.scale} {s.kernel}, h264 {s.preset} {rate} gop {s.gop}{refresh} (the compressor's)"
+            codec = f"h264 {s.preset} {rate} gop {s.gop}{refresh}"
+            return f"x{s.scale} {s.kernel}, {codec} (the compressor's)"
         return f"x{s.scale} {s.kernel}, {s.codec} q{s.quality} (the compressor's)"
