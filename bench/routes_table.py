@@ -44,7 +44,7 @@ def _last_json(path: Path) -> dict | None:
     return None
 
 
-def _report(folder: Path, name: str) -> dict | None:
+def report(folder: Path, name: str) -> dict | None:
     """The report of ``NAME.txt``, with the rows of ``NAME+*.txt`` (runs adding rows) added."""
     reports = [
         _last_json(p)
@@ -63,30 +63,30 @@ def _report(folder: Path, name: str) -> dict | None:
 
 
 def main(folder: Path) -> str:
-    reports = {name: _report(folder, name) for name in SETS}
+    reports = {name: report(folder, name) for name in SETS}
     reports = {k: v for k, v in reports.items() if v is not None}
     rows: list[str] = []
-    for report in reports.values():
-        rows += [r for r in report["rows"] if r not in rows]
+    for rep in reports.values():
+        rows += [r for r in rep["rows"] if r not in rows]
     lines = [
         "| route | GMACs | " + " | ".join(SETS[k] for k in reports) + " |",
         "|---|---:|" + "---:|" * len(reports),
     ]
     for row in rows:
         cells = []
-        for report in reports.values():
-            r = report["rows"].get(row)
+        for rep in reports.values():
+            r = rep["rows"].get(row)
             if r is None:
                 cells.append("-")
                 continue
             text = f"{r['miou']:.3f}"
-            base, top = report["rows"].get("bilinear"), report["rows"].get("hr")
+            base, top = rep["rows"].get("bilinear"), rep["rows"].get("hr")
             if base and top and row not in ("bilinear", "hr") and top["miou"] != base["miou"]:
                 gap = (r["miou"] - base["miou"]) / (top["miou"] - base["miou"])
                 text += f" ({gap:.0%})"
             kbps = r.get("kbps")
             text += f", {kbps:.0f} kbit/s" if kbps else ", raw"
-            ms = report.get("timings_ms", {}).get(row, {}).get("total")
+            ms = rep.get("timings_ms", {}).get(row, {}).get("total")
             if ms:
                 text += f", {ms:.0f} ms"
             cells.append(text)
