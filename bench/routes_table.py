@@ -28,6 +28,7 @@ GMACS = {  # per frame of a x4 stream of 2048x1024 (registry metadata: ESPNetv2 
     "lr_seg": 0.67,
     "sr": 54.6,
     "sr_ft": 54.6,
+    "sr_ft_9frames": 54.6,
     "lr_seg_ft": 0.67,
     "bilinear_seg_ft": 2.70,
     "sr_seg_ft": 54.6,

@@ -319,6 +319,8 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
         "init": args.init,
         "sr_weights": args.sr_weights if args.route in ("sr_ft", "sr_seg") else None,
         "seg_weights": args.seg_weights if args.route == "sr_ft" else None,
+        "segmenter": SEG_LR if args.route == "lr_seg" else SEG_HR,
+        "segmenter_frozen": args.route == "sr_ft",
         "loss": "CE (ignore 255) at 2x the low resolution"
         + (
             f" + {args.fidelity} * L1(area_down2(SR(x)), uncoded LR)"
