@@ -354,7 +354,9 @@ STREAM_SEG_SHA256: dict[str, str | None] = {
 cloudseg (cloudseg train stream; the model cards beside them say how)."""
 _STREAM_ROUTE = {"1024x512": "bilinear x2 of the decoded frame", "512x256": "the decoded frame"}
 
-STREAM_SR_SEG_SHA256: str | None = None
+STREAM_SR_SEG_SHA256: str | None = (
+    "492b1369ac987d4e43ccd64c212e2f68f1149ddbad419fb16644f9a82e8e7ae3"
+)
 """SHA-256 of weights/espnetv2_1024x512_stream_sr.pth: ESPNetv2 adapted to the output of the
 fine-tuned CARN-M on the decoded stream (the "both" route, sr_seg_ft)."""
 
