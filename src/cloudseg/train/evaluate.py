@@ -68,7 +68,7 @@ from cloudseg.restore.pipeline import (
     PipelineError,
     RestorationPipeline,
 )
-from cloudseg.routes import DEFAULT_ROUTE, ROUTES, route_pipeline
+from cloudseg.routes import DEFAULT_ROUTE, ROUTES, SEG_LR, route_pipeline
 from cloudseg.train.metrics import ConfusionMatrix, MetricsError
 from cloudseg.train.stream_data import is_low_res_root, list_low_res_frames
 
@@ -81,6 +81,8 @@ CODECS = ("h264", "jpeg", "png", "none")
 LR_SEGMENTERS = {"espnetv2": "espnetv2_s2_city_512x256"}
 """Backend -> a segmenter trained at the LR size of a x4 stream (the ``lr_seg`` row)."""
 UNTRAINED_LABEL = "UNTRAINED"
+LR_ROWS = frozenset(name for name, route in ROUTES.items() if route.segmenter == SEG_LR)
+"""Rows that segment the low-resolution frame itself: they restore nothing (no PSNR)."""
 LEARNED_ROWS = tuple(name for name, route in ROUTES.items() if route.learned)
 """The learned routes' rows (cloudseg.routes), each with the project's committed weights."""
 
@@ -691,8 +693,7 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
             row.cm.update(labels, target)
             row.add_timings(result.timings_ms)
             restored = result.restored[0].cpu().numpy()
-            restored_something = restored.shape[:2] != lr.shape[:2]  # not lr_seg, lr_seg_ft
-            if original is not None and row.stream != "hr" and restored_something:
+            if original is not None and row.stream != "hr" and row_name not in LR_ROWS:
                 k = result.reduced_by
                 ref = downsample(original, k) if k > 1 else original
                 ref = ref[: restored.shape[0], : restored.shape[1]]
