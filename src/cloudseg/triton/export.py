@@ -35,6 +35,7 @@ import torch
 from torch import Tensor, nn
 
 from cloudseg.restore.pipeline import RestorationPipeline
+from cloudseg.routes import DEFAULT_ROUTE, seg_weights_for
 from cloudseg.triton.pbtxt import parse_pbtxt
 
 __all__ = [
@@ -254,7 +255,7 @@ def export_repository(
     sr_route: str = "direct",
     cpu_max_width: int | None = None,
     sr_weights: str | Path | None = "default",
-    seg_weights: str | Path | None = "default",
+    seg_weights: str | Path | None = DEFAULT_ROUTE.seg_weights,
     allow_untrained: bool = False,
     check_frames: dict[int, np.ndarray] | None = None,
     **config: object,
@@ -272,7 +273,9 @@ def export_repository(
             sr_route=sr_route,
             cpu_max_width=cpu_max_width,
             sr_weights=sr_weights,
-            seg_weights=seg_weights,
+            seg_weights=seg_weights_for(backend, seg_weights)
+            if isinstance(seg_weights, str)
+            else seg_weights,
             allow_untrained=allow_untrained,
         )
         for mode in modes:
@@ -328,7 +331,12 @@ def add_export_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--backend", default="espnetv2", choices=("espnetv2", "icnet"))
     g.add_argument("--sr-model", default="carn_m", help="SR model (default carn_m)")
     g.add_argument("--sr-weights", default="default", help="SR weights file (default: registry)")
-    g.add_argument("--seg-weights", default="default", help="segmenter weights (default: registry)")
+    g.add_argument(
+        "--seg-weights",
+        default=DEFAULT_ROUTE.seg_weights,
+        help=f"segmenter weights (default {DEFAULT_ROUTE.seg_weights}: the cloud's default "
+        "route's; 'city': the official ESPNetv2; or a path)",
+    )
     g.add_argument(
         "--allow-untrained",
         action="store_true",
