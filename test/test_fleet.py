@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 import pytest
 
-from cloudseg.graph import config_dir
+from cloudseg.graph import SEGMENTATION, SR, config_dir
 from cloudseg.launcher import NodeProcesses
 
 pytestmark = pytest.mark.dds
@@ -82,9 +82,11 @@ def test_two_vehicles_under_two_namespaces_each_get_only_their_own_labels(
         encode_image(cv2.resize(s, (128, 64), interpolation=cv2.INTER_AREA), "jpeg", 90)
         for s in scenes
     ]
-    service = CloudService(device="cpu", cpu_max_width=256)  # what the cloud runs
+    # what the cloud runs: its default route, from the graph's defaults
+    service = CloudService.from_params({**SEGMENTATION.defaults(), **CLOUD})
+    bypass = SR.defaults()["restore"] == "bilinear"
     expected = [
-        service.process(p, "jpeg", 0, 4, 512, 256).labels for p in payloads
+        service.process(p, "jpeg", 0, 4, 512, 256, sr_bypass=bypass).labels for p in payloads
     ]  # each scene alone
     assert _agreement(expected[0], expected[1]) < 0.7  # the scenes differ
 

@@ -102,6 +102,7 @@ def test_cloud_node_over_two_triton_servers_fails_over_and_comes_back(
         "discovery_period_s": 0.5,
         "max_wait_ms": 20.0,
         "inference": "triton",
+        "restore": "sr",  # the repository holds the sr models only
         "triton_urls": f"{a.url},{b.url}",
         "triton_timeout_s": 5.0,
     }
