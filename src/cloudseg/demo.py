@@ -27,6 +27,7 @@ from cloudseg.launcher import (
 )
 from cloudseg.nodes.graph_watch import missing_endpoints
 from cloudseg.nodes.monitor_node import MonitorNode
+from cloudseg.routes import DEFAULT_ROUTE
 from cloudseg.stream_stats import StreamStats
 
 REAL_DATA_HINT = (
@@ -116,7 +117,7 @@ def run_demo(
     log_dir: Path | None = None,
     timeout: float = 600.0,
     cloud: str = "cloud",
-    sr_bypass: bool = False,
+    sr_bypass: bool = DEFAULT_ROUTE.mode == "bilinear",
     cloud_params: dict | None = None,
     score: bool = False,
     gop: int | None = None,
