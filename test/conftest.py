@@ -7,28 +7,29 @@ from pathlib import Path
 
 import pytest
 
+from support import claim_ros_domain, release_ros_domain
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("CLOUDSEG_SHARED_DATA", REPO.parent / "shared" / "data"))
 
 
-@pytest.fixture(scope="session", autouse=True)
-def _isolated_ros_domain():
-    """Each test session talks on its own DDS domain, on this host only."""
-    os.environ.setdefault("ROS_DOMAIN_ID", str(100 + os.getpid() % 100))
-    os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
-
-
-_domains = iter(range(1, 100))
+def pytest_configure(config: pytest.Config) -> None:
+    """Every test process (the session, each xdist worker) talks on a DDS domain of its own,
+    on this host only, whatever the shell says: before any test starts rclpy or a node."""
+    os.environ["ROS_DOMAIN_ID"] = str(claim_ros_domain())
+    os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
+    os.environ.pop("ROS_STATIC_PEERS", None)
 
 
 @pytest.fixture
-def fresh_ros_domain(monkeypatch: pytest.MonkeyPatch) -> int:
-    """A DDS domain of this test's own (1..99, apart from the session's 100..199): no
-    participant left behind by an earlier test (killed, stopped) shares its discovery.
-    Set it before the test's rclpy context and node processes start."""
-    domain = 1 + (os.getpid() + next(_domains)) % 99
+def fresh_ros_domain(monkeypatch: pytest.MonkeyPatch):
+    """A DDS domain of this test's own: no participant left behind by an earlier test (killed,
+    stopped) shares its discovery. Set before the test's rclpy context and node processes
+    start; released when the test ends."""
+    domain = claim_ros_domain()
     monkeypatch.setenv("ROS_DOMAIN_ID", str(domain))
-    return domain
+    yield domain
+    release_ros_domain(domain)
 
 
 @pytest.fixture(scope="session")
