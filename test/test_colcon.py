@@ -65,8 +65,9 @@ def _colcon(ws: Path, *args: str) -> subprocess.CompletedProcess:
 
 
 def readme_colcon_lines() -> list[str]:
-    """The README's commands for a ROS 2 install (the block after "With a ROS 2 install")."""
-    text = (REPO / "README.md").read_text()
+    """The documented commands for a ROS 2 install (docs/running.md: the block after "With a ROS 2
+    install")."""
+    text = (REPO / "docs" / "running.md").read_text()
     block = text[text.index("With a ROS 2 install") :].split("```bash\n", 1)[1].split("```")[0]
     return [line.split("#")[0].strip() for line in block.splitlines() if line.strip()]
 
@@ -78,7 +79,7 @@ def test_colcon_list_finds_one_ament_cmake_package(workspace):
 
 
 def test_readme_colcon_lines_build_and_source_the_package(workspace):
-    """`colcon build && source install/setup.bash`, exactly as the README has it, in bash:
+    """`colcon build && source install/setup.bash`, exactly as docs/running.md has it, in bash:
     it builds, setup.bash exists (colcon-bash), and sourcing it puts the package (messages,
     code, executables, launch files) on the paths ROS tools and Python use."""
     first = readme_colcon_lines()[0]
