@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 from cloudseg.graph.schema import Endpoint, NodeSpec, Param
-from cloudseg.graph.topics import FRAMES_TOPIC, LABELS_TOPIC, RESTORED_TOPIC, STATS_TOPIC
+from cloudseg.graph.topics import (
+    FRAMES_TOPIC,
+    LABELS_TOPIC,
+    RESTORED_TOPIC,
+    STATS_TOPIC,
+    TOPICS,
+)
 from cloudseg.graph.vehicle import SCALES
 from cloudseg.routes import DEFAULT_ROUTE
 
@@ -48,8 +54,8 @@ FLEET_PARAMS = (
         "streams",
         "",
         "namespaces of the vehicle streams to serve, comma-separated (e.g. '/car1,/car2'; '/' "
-        "is the root namespace's stream); empty: discover them (every <ns>/cloudseg/frames "
-        "topic of type cloudseg/msg/Frame with a publisher, plus the root's)",
+        f"is the root namespace's stream); empty: discover them (every <ns>/{FRAMES_TOPIC} "
+        f"topic of type {TOPICS[FRAMES_TOPIC].type} with a publisher, plus the root's)",
     ),
     Param(
         "discovery_period_s",
@@ -128,7 +134,7 @@ SR = NodeSpec(
             f"{DEFAULT_ROUTE.description})",
             choices=("sr", "bilinear"),
         ),
-        Param("publish_restored", True, "publish the restored image on cloudseg/restored"),
+        Param("publish_restored", True, f"publish the restored image on {RESTORED_TOPIC}"),
         Param(
             "max_width",
             4096,
@@ -206,7 +212,7 @@ SEGMENTATION = NodeSpec(
     executable="segmentation_node",
     side="cloud",
     description="Segments the SR pyramid handed over in the cloud process, or (run on its own) "
-    "the newest image on cloudseg/restored in a worker thread; publishes labels (at the "
+    f"the newest image on {RESTORED_TOPIC} in a worker thread; publishes labels (at the "
     "camera size), overlay and timings",
     params=(
         BACKEND,

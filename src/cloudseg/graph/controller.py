@@ -10,7 +10,7 @@ CONTROLLER = NodeSpec(
     executable="controller_node",
     side="vehicle",
     description="Adaptive controller: measures goodput, loss, latency trend, cloud time and an "
-    "online accuracy estimate from cloudseg/stats; picks a profile entry and publishes Knob",
+    f"online accuracy estimate from {STATS_TOPIC}; picks a profile entry and publishes Knob",
     params=(
         Param("profile", "", "profile file (cloudseg profile); empty = config/profile.json"),
         Param("window_s", 1.0, "measurement window: one decision per window", min=0.1, max=60.0),
