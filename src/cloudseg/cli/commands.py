@@ -17,6 +17,7 @@ BILINEAR_ONLY = "bilinear-only"
 
 
 def demo(args: argparse.Namespace) -> int:
+    """`cloudseg demo`: stream an input through vehicle and cloud processes, print a summary."""
     from cloudseg.demo import run_demo
 
     try:
@@ -60,6 +61,7 @@ def _control_on(choice: str) -> bool:
 
 
 def convert(args: argparse.Namespace) -> int:
+    """`cloudseg convert`: any frame source -> an rgb8 image rosbag2."""
     from cloudseg.data.bag_writer import convert_to_bag
 
     n = convert_to_bag(
@@ -76,6 +78,7 @@ def convert(args: argparse.Namespace) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
+    """`cloudseg run GRAPH`: start a graph's nodes as processes, parameters checked first."""
     from cloudseg.data.frames import DataError
     from cloudseg.data.sources import check_input
     from cloudseg.launcher import parse_param_overrides, run_graph
@@ -119,6 +122,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def node(args: argparse.Namespace) -> int:
+    """`cloudseg node NAME`: run one node in the foreground (its help from the graph)."""
     ours = (
         args.ros_args[: args.ros_args.index("--ros-args")]
         if "--ros-args" in args.ros_args
@@ -159,6 +163,7 @@ def list_commands(command: str, commands: dict[str, str], rest: list[str]) -> in
 
 
 def bench(args: argparse.Namespace) -> int:
+    """`cloudseg bench NAME`: a benchmark module's own main."""
     if args.what is None:
         return list_commands("bench", BENCH_COMMANDS, args.rest)
     module = importlib.import_module(f"cloudseg.bench.{args.what}")
@@ -166,18 +171,21 @@ def bench(args: argparse.Namespace) -> int:
 
 
 def evaluate(args: argparse.Namespace) -> int:
+    """`cloudseg eval`: the evaluation table."""
     from cloudseg.train.evaluate import main as eval_main
 
     return eval_main(args.rest)
 
 
 def certs(args: argparse.Namespace) -> int:
+    """`cloudseg certs`: certificates for the TLS link."""
     from cloudseg.security.certs import main as certs_main
 
     return certs_main(args.rest)
 
 
 def profile(args: argparse.Namespace) -> int:
+    """`cloudseg profile`: the offline kbit/s-accuracy profile."""
     from cloudseg.control.profile_run import main as profile_main
 
     return profile_main(args.rest)
@@ -194,6 +202,7 @@ TRAIN_COMMANDS = {
 
 
 def train(args: argparse.Namespace) -> int:
+    """`cloudseg train NAME`: a trainer's own main."""
     if args.what is None:
         return list_commands("train", TRAIN_COMMANDS, args.rest)
     if args.what == "icnet":
@@ -219,6 +228,7 @@ EXPORT_COMMANDS = {
 
 
 def export(args: argparse.Namespace) -> int:
+    """`cloudseg export NAME`: an exporter's own main."""
     if args.what is None:
         return list_commands("export", EXPORT_COMMANDS, args.rest)
     from cloudseg.triton.export import main as export_main
@@ -227,6 +237,7 @@ def export(args: argparse.Namespace) -> int:
 
 
 def serve(args: argparse.Namespace) -> int:
+    """`cloudseg serve`: a Triton Inference Server on this host."""
     from cloudseg.triton.serve import main as serve_main
 
     return serve_main(args.rest)
