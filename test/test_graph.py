@@ -259,3 +259,25 @@ def test_live_parameters_are_parameters_and_composites_keep_them():
             parts = [graph.NODES[n] for n in spec.composes]
             assert spec.live == frozenset().union(*(p.live for p in parts))
     assert graph.COMPRESSOR.is_live("crf") and not graph.SR.is_live("max_width")
+
+
+def test_every_topic_constant_is_a_graph_topic():
+    """Each topic name is written once (cloudseg.graph.topics) and TOPICS holds them all."""
+    from cloudseg.graph import topics
+
+    not_published = {"BAG_IMAGE_TOPIC", "LOWRES_TOPIC"}  # a bag's name; an image_transport base
+    names = {
+        value
+        for name, value in vars(topics).items()
+        if name.endswith("_TOPIC") and name not in not_published
+    }
+    assert names == set(graph.TOPICS)
+
+
+def test_one_codec_list():
+    from cloudseg.guard import FrameLimits
+    from cloudseg.media.codecs import CODECS
+
+    assert CODECS is graph.CODEC_CHOICES
+    assert FrameLimits().codecs is graph.CODEC_CHOICES
+    assert graph.COMPRESSOR.param("codec").choices is graph.CODEC_CHOICES

@@ -15,9 +15,20 @@ import rclpy
 from rclpy.executors import SingleThreadedExecutor
 
 from cloudseg.data.folder import are_stills, list_frame_files
-from cloudseg.data.frames import DataError
+from cloudseg.data.frames import DEFAULT_FPS, DataError
 from cloudseg.data.sources import check_input
-from cloudseg.graph import BAG_IMAGE_TOPIC, GRAPHS, SR, config_dir, namespace
+from cloudseg.graph import (
+    BACKEND,
+    BAG_IMAGE_TOPIC,
+    COMPRESSOR,
+    DEVICE,
+    FRAME_SELECTOR,
+    GRAPHS,
+    SOURCE,
+    SR,
+    config_dir,
+    namespace,
+)
 from cloudseg.launcher import (
     NodeFailed,
     NodeProcesses,
@@ -107,12 +118,12 @@ def cloud_overrides(
 
 def run_demo(
     input_path: str | None,
-    scale: int = 4,
-    codec: str = "h264",
-    rate: float = 17.0,
-    limit: int = 0,
+    scale: int = COMPRESSOR.param("scale").default,
+    codec: str = COMPRESSOR.param("codec").default,
+    rate: float = SOURCE.param("rate").default,
+    limit: int = SOURCE.param("limit").default,
     crf: int | None = None,
-    bitrate_kbps: int = 0,
+    bitrate_kbps: int = COMPRESSOR.param("bitrate_kbps").default,
     quiet: bool = False,
     log_dir: Path | None = None,
     timeout: float = 600.0,
@@ -121,7 +132,7 @@ def run_demo(
     cloud_params: dict | None = None,
     score: bool = False,
     gop: int | None = None,
-    select: str = "pixel",
+    select: str = FRAME_SELECTOR.param("mode").default,
     control: bool = False,
     controller_params: dict | None = None,
     topic: str | None = None,
@@ -144,7 +155,7 @@ def run_demo(
     `control`: also run the adaptive controller (the "controller" graph, `controller_params`
     override its parameters): its Knobs then replace scale, rate and SR bypass as it measures
     the link; off, the settings given here hold for the whole stream. `topic`: the image
-    topic of a bag input (default /camera/image_raw). `ns`: the ROS namespace every node
+    topic of a bag input (default BAG_IMAGE_TOPIC). `ns`: the ROS namespace every node
     process (and this process's monitor) runs in (`car1`: /car1/cloudseg/frames, ...).
 
     The input (and CUDA, when asked for) is checked before anything starts; a node process
@@ -222,7 +233,7 @@ def _stream(
     ns: str = "/",
 ) -> StreamStats:
     """run_demo's stream, its logs in `log_dir` (`logs_hint` ends its error messages)."""
-    stats = StreamStats(fps=rate or 17.0, segmenting=cloud != "cloud_bilinear")
+    stats = StreamStats(fps=rate or DEFAULT_FPS, segmenting=cloud != "cloud_bilinear")
     env = local_env()
     os.environ.update(env)
     if gop is None and codec == "h264" and _plays_stills(input_path):
@@ -237,8 +248,8 @@ def _stream(
             input_path,
             limit=limit,
             topic=topic or BAG_IMAGE_TOPIC,
-            backend=(cloud_params or {}).get("backend", "espnetv2"),
-            device=(cloud_params or {}).get("device", "auto"),
+            backend=(cloud_params or {}).get("backend", BACKEND.default),
+            device=(cloud_params or {}).get("device", DEVICE.default),
         )
         if not quiet:
             print(f"{scorer.describe()}, after the stream", file=sys.stderr)

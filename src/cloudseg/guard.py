@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from cloudseg.graph import SCALES
+from cloudseg.graph import CODEC_CHOICES, SCALES
 
 NS = 1_000_000_000
 
@@ -113,7 +113,7 @@ class FrameLimits:
     max_width: int = 4096
     max_height: int = 4096
     scales: tuple[int, ...] = SCALES
-    codecs: tuple[str, ...] = ("h264", "jpeg", "png")
+    codecs: tuple[str, ...] = CODEC_CHOICES
 
     def __post_init__(self) -> None:
         if self.max_width < 1 or self.max_height < 1:

@@ -41,6 +41,7 @@ from cloudseg.data.cityscapes import LABEL_IDS_SUFFIX, TRAIN_IDS_SUFFIX, load_la
 from cloudseg.data.folder import list_frame_files, read_rgb
 from cloudseg.data.frames import DataError
 from cloudseg.data.sources import open_source
+from cloudseg.graph import BAG_IMAGE_TOPIC
 from cloudseg.media.resize import resize_labels
 from cloudseg.train.metrics import ConfusionMatrix
 
@@ -146,7 +147,7 @@ class LabelScorer:
         input_path: str | Path | None,
         *,
         limit: int = 0,
-        topic: str = "/camera/image_raw",
+        topic: str = BAG_IMAGE_TOPIC,
         backend: str = "espnetv2",
         device: str = "auto",
         segmenter: Segmenter | None = None,

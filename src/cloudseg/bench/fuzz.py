@@ -393,7 +393,9 @@ class Hostile:
     # -- frames -------------------------------------------------------------------------------
 
     def frame_random(self, i: int) -> list[Any]:
-        codec = ("h264", "jpeg", "png")[i % 3]
+        from cloudseg.graph import CODEC_CHOICES
+
+        codec = CODEC_CHOICES[i % len(CODEC_CHOICES)]
         n = self.rng.choice((0, 1, 7, 64, 300, 4096, 65536))
         if i % 97 == 96:
             n = self.rng.randint(1 << 20, 4 << 20)  # a few MB

@@ -17,11 +17,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from cloudseg.graph import FRAMES_TOPIC
 from cloudseg.guard import BadInput, FrameLimits, LogRate
 from cloudseg.media.stream import StreamDecoder
 from cloudseg.recovery import Ask, KeyframeRequester
 
-FRAMES_SUFFIX = "cloudseg/frames"
+FRAMES_SUFFIX = FRAMES_TOPIC
 """The frames topic of a stream, relative to its namespace."""
 
 

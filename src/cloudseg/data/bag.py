@@ -29,6 +29,7 @@ from rosbags.typesys import Stores, get_typestore
 from rosbags.typesys.store import Typestore
 
 from cloudseg.data.frames import DataError, SourceFrame, one_line
+from cloudseg.graph import BAG_IMAGE_TOPIC
 from cloudseg.media import image as media_image
 
 log = logging.getLogger(__name__)
@@ -196,7 +197,7 @@ def bag_image_topics(path: str | Path) -> list[tuple[str, str, int]]:
         reader.close()
 
 
-def probe_bag(path: str | Path, topic: str = "/camera/image_raw") -> BagTopic:
+def probe_bag(path: str | Path, topic: str = BAG_IMAGE_TOPIC) -> BagTopic:
     """Check that ``path`` is a readable bag with image ``topic``; return what it holds."""
     path = Path(path)
     reader = _open_reader(path)
@@ -214,7 +215,7 @@ def probe_bag(path: str | Path, topic: str = "/camera/image_raw") -> BagTopic:
 
 
 def read_bag_frames(
-    path: str | Path, topic: str = "/camera/image_raw"
+    path: str | Path, topic: str = BAG_IMAGE_TOPIC
 ) -> Iterator[tuple[int, np.ndarray]]:
     """(header stamp in ns, HxWx3 uint8 RGB) for every image message of ``topic``, in bag order.
 
@@ -272,7 +273,7 @@ def read_bag_frames(
 BAG_SUFFIXES = frozenset({".mcap", ".db3"})
 
 
-def iter_bag(path: str | Path, topic: str = "/camera/image_raw") -> Iterator[SourceFrame]:
+def iter_bag(path: str | Path, topic: str = BAG_IMAGE_TOPIC) -> Iterator[SourceFrame]:
     """Frames of one image topic of a rosbag2 (folder, .mcap or .db3), stamped by their header.
 
     sensor_msgs/Image (rgb8, bgr8, mono8, rgba8, bgra8) and sensor_msgs/CompressedImage are

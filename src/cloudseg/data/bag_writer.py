@@ -12,6 +12,7 @@ from tqdm import tqdm
 from cloudseg.data.bag import IMAGE_TYPE, image_qos, rgb_to_image, typestore
 from cloudseg.data.frames import DataError, one_line
 from cloudseg.data.sources import open_source
+from cloudseg.graph import BAG_IMAGE_TOPIC
 
 log = logging.getLogger(__name__)
 
@@ -24,13 +25,13 @@ def convert_to_bag(
     output_path: str | Path,
     storage: str = "mcap",
     fps: float = 17.0,
-    topic: str = "/camera/image_raw",
+    topic: str = BAG_IMAGE_TOPIC,
     frame_id: str = "camera",
     progress: bool = True,
     *,
     limit: int | None = None,
     version: int = 9,
-    input_topic: str = "/camera/image_raw",
+    input_topic: str = BAG_IMAGE_TOPIC,
 ) -> int:
     """Write the frames of ``input_path`` (anything open_source accepts) as an rgb8 image bag.
 

@@ -14,6 +14,7 @@ from cloudseg.data.folder import iter_folder, list_frame_files
 from cloudseg.data.frames import DEFAULT_FPS, DataError, SourceFrame, check_fps
 from cloudseg.data.synthetic import check_synthetic, iter_synthetic
 from cloudseg.data.video import VIDEO_SUFFIXES, iter_video, probe_video
+from cloudseg.graph import BAG_IMAGE_TOPIC
 
 # --------------------------------------------------------------------------- FrameSource
 
@@ -113,7 +114,7 @@ def open_source(
     loop: bool = False,
     limit: int | None = None,
     fps: float | None = None,
-    topic: str = "/camera/image_raw",
+    topic: str = BAG_IMAGE_TOPIC,
     width: int = 1024,
     height: int = 512,
     frames: int = 34,
@@ -184,7 +185,7 @@ def check_input(path: str | Path | None, topic: str | None = None) -> None:
             f"--topic {topic} picks a rosbag2's image topic; {path or 'the input'} is not a bag"
         )
     if path:
-        open_source(path, topic=topic or "/camera/image_raw")
+        open_source(path, topic=topic or BAG_IMAGE_TOPIC)
 
 
 # --------------------------------------------------------------------------- pacing

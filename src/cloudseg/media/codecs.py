@@ -20,6 +20,7 @@ from typing import NamedTuple, Protocol
 
 import numpy as np
 
+from cloudseg.graph import CODEC_CHOICES
 from cloudseg.guard import BadInput
 from cloudseg.media.resize import check_rgb
 
@@ -36,7 +37,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-CODECS = ("h264", "jpeg", "png")
+CODECS = CODEC_CHOICES  # the graph's codec choices: one list
 
 
 #: The most pixels OpenCV may decode from one image file anywhere in this process (its own

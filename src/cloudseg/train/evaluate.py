@@ -53,7 +53,7 @@ from cloudseg.data.cityscapes import (
 )
 from cloudseg.data.frames import DataError
 from cloudseg.data.sources import open_source
-from cloudseg.graph import DOWNSAMPLE_KERNELS
+from cloudseg.graph import CODEC_CHOICES, DOWNSAMPLE_KERNELS
 from cloudseg.media.codecs import CodecError
 from cloudseg.media.quality import psnr, ssim
 from cloudseg.media.resize import downsample, resize_labels
@@ -77,7 +77,7 @@ __all__ = ["EvalError", "build_parser", "evaluate", "format_table", "main", "str
 log = logging.getLogger(__name__)
 
 PROG = "cloudseg eval"
-CODECS = ("h264", "jpeg", "png", "none")
+CODECS = (*CODEC_CHOICES, "none")
 LR_SEGMENTERS = {"espnetv2": "espnetv2_s2_city_512x256"}
 """Backend -> a segmenter trained at the LR size of a x4 stream (the ``lr_seg`` row)."""
 UNTRAINED_LABEL = "UNTRAINED"

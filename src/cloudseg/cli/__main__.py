@@ -1,0 +1,5 @@
+"""`python -m cloudseg.cli`."""
+
+from cloudseg.cli import main
+
+raise SystemExit(main())
