@@ -210,7 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
         default="local",
         help="Fast DDS profile: local (one host, default), tcp (cloud listens, vehicle "
         "connects), discovery (both are clients of a discovery server) or tls (plain TCP to "
-        "the local mutual-TLS gate, python -m cloudseg.security.tls_gate; see the README)",
+        "the local mutual-TLS gate, python -m cloudseg.security.tls_gate; see docs/deployment.md)",
     )
     p.add_argument("--peer", metavar="HOST:PORT", help="tcp, vehicle: the cloud's address")
     p.add_argument(

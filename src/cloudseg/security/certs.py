@@ -252,7 +252,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="cloudseg certs",
         description="Make the private CA and the per-host certificates of the TLS link "
-        "(see README, 'Encrypted, authenticated WAN link').",
+        "(see docs/deployment.md, 'Encrypted, authenticated WAN link').",
         epilog="example: cloudseg certs --out keys ca; "
         "cloudseg certs --out keys host cloud --dns cloud.example.com --ip 203.0.113.7; "
         "cloudseg certs --out keys host car1 --usage client",

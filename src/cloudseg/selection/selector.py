@@ -31,7 +31,7 @@ MODES = ("pixel", "learned", "off")
 #: Thresholds each mode uses unless told otherwise: (key, useful). Pixel deviation is the mean
 #: absolute grey-level difference of a small copy (0..1); learned deviation is the predicted
 #: fraction of pixels whose label changed (0..1). Chosen from `cloudseg bench selector`
-#: (BENCHMARKS.md, "Frame selection").
+#: (docs/benchmarks/selector.md, "Frame selection").
 DEFAULT_THRESHOLDS: dict[str, tuple[float, float]] = {
     "pixel": (0.15, 0.0075),
     "learned": (0.40, 0.06),
