@@ -123,3 +123,25 @@ def test_stop_all_shares_one_grace(tmp_path: Path) -> None:
     assert codes == {"a": 0, "b": -signal.SIGKILL}
     assert time.monotonic() - t0 < 8
     assert rss_mb(stubborn.pid) is None
+
+
+def test_stop_signals_the_group(tmp_path: Path) -> None:
+    p = ManagedProcess.start(_python(STUBBORN), log=tmp_path / "g.log", own_group=True)
+    assert _wait_for(lambda: len(p.group_pids()) == 2)
+    grandchild = next(pid for pid in p.group_pids() if pid != p.pid)
+    stopped = p.stop(grace=0.5, group=True)  # SIGINT ends the grandchild, not its parent
+    assert stopped.code == -signal.SIGKILL and stopped.leftover == []
+    assert rss_mb(grandchild) is None
+    with pytest.raises(ValueError, match="no process group"):
+        ManagedProcess(p.popen, "x").signal_group(signal.SIGINT)
+
+
+def test_default_sigint_undoes_an_inherited_ignore() -> None:
+    before = signal.signal(signal.SIGINT, signal.SIG_IGN)  # as in a `cmd &` test run
+    try:
+        inherits = ManagedProcess.start(["sleep", "30"])
+        restored = ManagedProcess.start(["sleep", "30"], default_sigint=True)
+    finally:
+        signal.signal(signal.SIGINT, before)
+    assert restored.stop(grace=5).code == -signal.SIGINT
+    assert inherits.stop(grace=0.5).code == -signal.SIGKILL

@@ -29,8 +29,8 @@ from cloudseg.bench.tls import (
     start_peer,
     stop_process,
 )
+from cloudseg.fastdds import TLS_DDS_PROFILES, dds_env
 from cloudseg.graph import config_dir
-from cloudseg.launcher import TLS_DDS_PROFILES, dds_env
 from cloudseg.security import certs
 from cloudseg.security.tls_gate import (
     RefusalLog,

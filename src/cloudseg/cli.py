@@ -8,8 +8,8 @@ import logging
 import sys
 from collections.abc import Callable
 
+from cloudseg.fastdds import DDS_MODES
 from cloudseg.graph import BAG_IMAGE_TOPIC, COMPRESSOR, GRAPHS, NODES, namespace
-from cloudseg.launcher import DDS_MODES
 from cloudseg.routes import DEFAULT_ROUTE
 
 
@@ -102,7 +102,7 @@ def _run(args: argparse.Namespace) -> int:
             source["topic_in_bag"] = args.topic
     dds = None
     if args.dds != "local":
-        from cloudseg.launcher import dds_env
+        from cloudseg.fastdds import dds_env
 
         side = "vehicle" if args.graph in ("vehicle", "controller") else "cloud"
         if args.graph in ("pipeline", "cloud_split"):

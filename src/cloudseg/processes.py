@@ -56,6 +56,10 @@ def read_tail(path: Path, max_chars: int = 4000) -> str:
         return ""
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @dataclass(frozen=True)
 class Stopped:
     """How a stop went: the exit code, the seconds it took, and the pids left in the process's
@@ -96,13 +100,17 @@ class ManagedProcess:
         prefix: Sequence[str] = (),
         cwd: Path | None = None,
         stdin: int | None = None,
+        default_sigint: bool = False,
     ) -> ManagedProcess:
         """Start `cmd` (run under `prefix`, e.g. `ip netns exec NS`). `env`: the whole
         environment (None: this process's). `log`: a file for its stdout and stderr (None: they
         go where ours go). `own_group`: a new session, so that a terminal's Ctrl-C reaches only
-        us and `stop`/`kill` reach everything it started."""
+        us and `stop`/`kill` reach everything it started. `default_sigint`: SIGINT acts in the
+        child as from a terminal even when we ignore it (a test run started with `cmd &`)."""
         full = [*prefix, *cmd]
-        kwargs = dict(env=None if env is None else dict(env), cwd=cwd, stdin=stdin)
+        kwargs: dict = dict(env=None if env is None else dict(env), cwd=cwd, stdin=stdin)
+        if default_sigint:
+            kwargs["preexec_fn"] = _default_sigint
         if log is None:
             popen = subprocess.Popen(full, start_new_session=own_group, **kwargs)
         else:
@@ -147,7 +155,7 @@ class ManagedProcess:
     def kill(self) -> None:
         """SIGKILL to the process, and to its whole group when it has its own."""
         if self.own_group:
-            self._signal_group(signal.SIGKILL)
+            self.signal_group(signal.SIGKILL)
         elif self.poll() is None:
             self.popen.kill()
 
@@ -163,12 +171,16 @@ class ManagedProcess:
         except subprocess.TimeoutExpired:
             return None
 
-    def stop(self, grace: float = 5.0, sig: int | None = signal.SIGINT) -> Stopped:
-        """Send `sig` (when it still runs; None: it was already asked), wait up to `grace`
-        seconds, then SIGKILL it (its group with an own group); what is left in its group after
-        it exited is killed too."""
+    def stop(
+        self, grace: float = 5.0, sig: int | None = signal.SIGINT, group: bool = False
+    ) -> Stopped:
+        """Send `sig` (when it still runs; None: it was already asked) to the process, or to its
+        whole group with `group`; wait up to `grace` seconds, then SIGKILL it (its group with an
+        own group); what is left in its group after it exited is killed too."""
         t0 = time.monotonic()
-        if sig is not None:
+        if sig is not None and group:
+            self.signal_group(sig)
+        elif sig is not None:
             self.send_signal(sig)
         code = self.wait_exit(grace)
         if code is None:
@@ -176,7 +188,7 @@ class ManagedProcess:
             code = self.wait()
         leftover = self.group_pids()
         if leftover:
-            self._signal_group(signal.SIGKILL)
+            self.signal_group(signal.SIGKILL)
         return Stopped(code, time.monotonic() - t0, leftover)
 
     def group_pids(self) -> list[int]:
@@ -195,7 +207,10 @@ class ManagedProcess:
         """The last `max_chars` characters of its log ('' without a log)."""
         return read_tail(self.log, max_chars) if self.log else ""
 
-    def _signal_group(self, sig: int) -> None:
+    def signal_group(self, sig: int) -> None:
+        """`sig` to every process of its group (it must have its own group)."""
+        if not self.own_group:
+            raise ValueError(f"{self.name} has no process group of its own")
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.pid, sig)
 
