@@ -145,3 +145,18 @@ def test_default_sigint_undoes_an_inherited_ignore() -> None:
         signal.signal(signal.SIGINT, before)
     assert restored.stop(grace=5).code == -signal.SIGINT
     assert inherits.stop(grace=0.5).code == -signal.SIGKILL
+
+
+def test_follow_log_yields_lines_as_written(tmp_path: Path) -> None:
+    code = (
+        "import time\n"
+        "for i in range(3):\n"
+        "    print(i, flush=True); time.sleep(0.2)\n"
+        "print('end', end='')"
+    )
+    p = ManagedProcess.start(_python(code), log=tmp_path / "f.log")
+    seen = []
+    for line in p.follow_log():
+        seen.append((line, p.poll() is None))
+    assert [line for line, _ in seen] == ["0\n", "1\n", "2\n", "end"]
+    assert seen[0][1]  # the first line came while it still ran

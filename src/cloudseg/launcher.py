@@ -79,6 +79,29 @@ def parse_param_overrides(graph: str, items: list[str]) -> dict[str, dict[str, A
     return out
 
 
+def parse_node_params(node: str, items: Sequence[str], flag: str) -> dict[str, Any]:
+    """`NAME=VALUE` items (VALUE as JSON where it parses, else a string) as {name: value} for
+    `node`'s parameters, each typed and checked; ValueError naming `flag` otherwise (the
+    benchmarks' `--cloud-param` and `--controller-param`)."""
+    out: dict[str, Any] = {}
+    for item in items:
+        name, sep, text = item.partition("=")
+        if not sep:
+            raise ValueError(f"{flag} {item!r}: expected NAME=VALUE")
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError:
+            value = text
+        try:
+            spec = NODES[node].param(name)
+            if isinstance(spec.default, float) and isinstance(value, int):
+                value = float(value)
+            out[name] = spec.check(value)
+        except (KeyError, ValueError, TypeError) as exc:
+            raise ValueError(f"{flag} {item}: {str(exc).strip(chr(34))}") from None
+    return out
+
+
 def ready_endpoints(processes: list[str]) -> list[Endpoint]:
     """What the started `processes` (graph entries) have once they are up (cloudseg.graph)."""
     return [e for p in processes for e in NODES[p].ready]

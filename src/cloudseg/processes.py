@@ -11,7 +11,7 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -206,6 +206,25 @@ class ManagedProcess:
     def log_tail(self, max_chars: int = 4000) -> str:
         """The last `max_chars` characters of its log ('' without a log)."""
         return read_tail(self.log, max_chars) if self.log else ""
+
+    def follow_log(self, poll: float = 0.01) -> Iterator[str]:
+        """The lines of its log as it writes them, until it has exited and all are read."""
+        if self.log is None:
+            raise ValueError(f"{self.name} has no log to follow")
+        with open(self.log, errors="replace") as f:
+            partial = ""
+            while True:
+                ended = self.poll() is not None  # before reading: nothing is written after
+                chunk = f.read()
+                if chunk:
+                    *lines, partial = (partial + chunk).split("\n")
+                    yield from (line + "\n" for line in lines)
+                elif ended:
+                    if partial:
+                        yield partial
+                    return
+                else:
+                    time.sleep(poll)
 
     def signal_group(self, sig: int) -> None:
         """`sig` to every process of its group (it must have its own group)."""
