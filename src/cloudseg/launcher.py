@@ -79,15 +79,17 @@ def parse_param_overrides(graph: str, items: list[str]) -> dict[str, dict[str, A
     return out
 
 
-def parse_node_params(node: str, items: Sequence[str], flag: str) -> dict[str, Any]:
+def parse_node_params(
+    node: str, items: Sequence[str], flag: str, error: type[Exception] = ValueError
+) -> dict[str, Any]:
     """`NAME=VALUE` items (VALUE as JSON where it parses, else a string) as {name: value} for
-    `node`'s parameters, each typed and checked; ValueError naming `flag` otherwise (the
+    `node`'s parameters, each typed and checked; `error` naming `flag` otherwise (the
     benchmarks' `--cloud-param` and `--controller-param`)."""
     out: dict[str, Any] = {}
     for item in items:
         name, sep, text = item.partition("=")
         if not sep:
-            raise ValueError(f"{flag} {item!r}: expected NAME=VALUE")
+            raise error(f"{flag} {item!r}: expected NAME=VALUE")
         try:
             value = json.loads(text)
         except json.JSONDecodeError:
@@ -98,7 +100,7 @@ def parse_node_params(node: str, items: Sequence[str], flag: str) -> dict[str, A
                 value = float(value)
             out[name] = spec.check(value)
         except (KeyError, ValueError, TypeError) as exc:
-            raise ValueError(f"{flag} {item}: {str(exc).strip(chr(34))}") from None
+            raise error(f"{flag} {item}: {str(exc).strip(chr(34))}") from None
     return out
 
 

@@ -322,13 +322,6 @@ def plot(runs: dict[str, dict], path: Path) -> None:
     plt.close(fig)
 
 
-def _controller_params(items: Sequence[str]) -> dict[str, Any]:
-    try:
-        return parse_node_params("controller", items, "--controller-param")
-    except ValueError as exc:
-        raise AdaptError(str(exc)) from None
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG,
@@ -406,7 +399,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{PROG}: {CPU_CLOUD_NOTE}", file=sys.stderr)
         if args.delay_ms < 0 or args.score_interval < 0:
             raise AdaptError("--delay-ms and --score-interval must be >= 0")
-        ctl_params = _controller_params(args.controller_param)
+        ctl_params = parse_node_params(
+            "controller", args.controller_param, "--controller-param", AdaptError
+        )
         log_dir = args.log_dir or Path(tempfile.mkdtemp(prefix="cloudseg-adapt-"))
         scoring = None
         if args.score_interval > 0:

@@ -55,7 +55,7 @@ from cloudseg.graph import (
     config_dir,
 )
 from cloudseg.launcher import NodeProcesses, local_env
-from cloudseg.processes import read_tail
+from cloudseg.processes import ManagedProcess, read_tail
 
 log = logging.getLogger(__name__)
 
@@ -301,8 +301,10 @@ def _run_fleet(args: FleetOptions, log_dir: Path, triton: TritonBackend | None) 
         cloud["triton_urls"] = ",".join(triton.urls)
     procs = NodeProcesses(env=env, log_dir=log_dir)
 
-    def start(name: str, graph_node: str, config: str, overrides: dict, ns: str | None) -> None:
-        procs.start(graph_node, config_dir() / config, overrides, name=name, ns=ns)
+    def start(
+        name: str, graph_node: str, config: str, overrides: dict, ns: str | None
+    ) -> ManagedProcess:
+        return procs.start(graph_node, config_dir() / config, overrides, name=name, ns=ns)
 
     def logs() -> str:
         return "\n".join(f"--- {p.name}\n{read_tail(p, 1500)}" for p in log_dir.glob("*.log"))
@@ -333,7 +335,7 @@ def _run_fleet(args: FleetOptions, log_dir: Path, triton: TritonBackend | None) 
             "stamp_mode": "now",
             "wait_for_subscribers": 1,
         }
-        for v in vehicles:
+        sources = [
             start(
                 f"source{v.name.replace('/', '_')}",
                 "source",
@@ -341,7 +343,8 @@ def _run_fleet(args: FleetOptions, log_dir: Path, triton: TritonBackend | None) 
                 {**source, "input": str(v.input)},
                 v.name,
             )
-        sources = [p for n, p in procs.procs.items() if n.startswith("source")]
+            for v in vehicles
+        ]
         spin(args.timeout, lambda: all(p.poll() is not None for p in sources))
         total = sum(len(v.frames) for v in vehicles)
         spin(args.drain, lambda: sum(v.labels_received for v in vehicles) >= total)

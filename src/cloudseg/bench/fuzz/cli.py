@@ -6,22 +6,13 @@ import argparse
 import json
 import shutil
 import sys
-from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from cloudseg.bench.fuzz.catalogue import KINDS
 from cloudseg.bench.fuzz.messages import DEFAULT_SEQUENCE, PROG, ValidStream
 from cloudseg.bench.fuzz.report import summary_table
 from cloudseg.bench.fuzz.run import Fuzz, FuzzError, Options
 from cloudseg.launcher import parse_node_params
-
-
-def _cloud_params(items: Sequence[str]) -> dict[str, Any]:
-    try:
-        return parse_node_params("cloud", items, "--cloud-param")
-    except ValueError as exc:
-        raise FuzzError(str(exc)) from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -133,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
             rss_every=args.rss_every,
             seed=args.seed,
             input=args.input,
-            cloud_params=_cloud_params(args.cloud_param),
+            cloud_params=parse_node_params("cloud", args.cloud_param, "--cloud-param", FuzzError),
             log_dir=args.log_dir,
             keep_logs=args.keep_logs,
             domain_id=args.domain_id,
