@@ -131,7 +131,7 @@ def graph_launch_description(graph: str) -> LaunchDescription:
     """The launch description of `graph`: its arguments, then its nodes."""
     actions: list = graph_arguments(graph)
     if graph == "pipeline":  # vehicle and cloud on this host: as `cloudseg run pipeline`
-        from cloudseg.launcher import one_host_env
+        from cloudseg.fastdds import one_host_env
 
         actions += [
             SetEnvironmentVariable(name, value)

@@ -11,13 +11,14 @@ from pathlib import Path
 import pytest
 
 from cloudseg.bench import adapt, netem
-from cloudseg.bench.adapt import (
+from cloudseg.bench.adapt_analysis import (
     AdaptError,
     ResolutionPolicy,
     Step,
     WindowStats,
     analyse,
     collapsed,
+    compare_to_fixed,
     offered_over_link_max,
     parse_trace,
 )
@@ -209,7 +210,7 @@ def test_compare_to_fixed_picks_the_best_fixed_policy_that_fits() -> None:
         "fixed4": run((100, 1, 0.45), (100, 2, 0.44)),
         "controller": run((100, 0, 0.59), (100, 3, 0.43)),
     }
-    adapt.compare_to_fixed(runs)
+    compare_to_fixed(runs)
     s0, s1 = runs["controller"]["result"]["steps"]
     assert (s0["best_fixed_policy"], s0["miou_gap"]) == ("full", -0.01)
     assert (s1["best_fixed_policy"], s1["best_fixed_miou"]) == ("fixed4", 0.44)

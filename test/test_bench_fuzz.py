@@ -11,15 +11,14 @@ import numpy as np
 import pytest
 
 from cloudseg.bench import fuzz
-from cloudseg.bench.fuzz import (
-    CODEC_STRINGS,
-    KINDS,
+from cloudseg.bench.fuzz.catalogue import CODEC_STRINGS, KINDS, Hostile
+from cloudseg.bench.fuzz.messages import (
     KNOB_SEQ_BASE,
-    Hostile,
     ValidStream,
     jpeg_claiming,
     png_claiming,
 )
+from cloudseg.bench.fuzz.report import drop_kinds, summary_table
 
 
 @pytest.fixture(scope="module")
@@ -138,7 +137,7 @@ def test_drop_counts_and_summary_table():
         "[ERROR] [3.0] [compressor]: image 17.000000001 dropped (ValueError): x [3 so far]\n"
         "[WARN] [4.0] [frame_selector]: camera image dropped (stamp): bad [2 so far]\n"
     )
-    assert fuzz._drop_kinds(log) == {
+    assert drop_kinds(log) == {
         "camera image/stamp": 2,
         "frame/size": 40,
         "image/ValueError": 3,
@@ -167,7 +166,7 @@ def test_drop_counts_and_summary_table():
         "rss_mb": {"cloud": {"start": 1, "after_warmup": 2, "end": 3, "max": 3}},
         "stop": {"cloud": {"code": 0, "seconds": 0.5, "left_behind": []}},
     }
-    table = fuzz.summary_table(result)
+    table = summary_table(result)
     assert "frame_scale" in table and "still serving after the fuzzing" in table
     assert table.splitlines()[len(KINDS) + 1].split()[:2] == ["total", "19"]
 

@@ -8,9 +8,7 @@ import importlib.util
 import os
 import random
 import shutil
-import signal
 import socket
-import subprocess
 import sys
 import time
 import xml.etree.ElementTree as ET
@@ -19,15 +17,16 @@ from pathlib import Path
 import pytest
 
 from cloudseg.cli import build_parser
-from cloudseg.graph import FRAMES_TOPIC, config_dir
-from cloudseg.launcher import (
+from cloudseg.fastdds import (
     DISCOVERY_DDS_PROFILE,
     TCP_DDS_PROFILES,
     dds_env,
-    local_env,
     parse_host_port,
     wait_for_tcp_peer,
 )
+from cloudseg.graph import FRAMES_TOPIC, config_dir
+from cloudseg.launcher import local_env
+from cloudseg.processes import ManagedProcess
 
 pytestmark = pytest.mark.dds
 
@@ -175,22 +174,14 @@ def _base_env() -> dict[str, str]:
 
 def _side(
     script: Path, env: dict[str, str], pub: str, sub: str, log: Path, seconds: float = SECONDS
-) -> subprocess.Popen:
-    with open(log, "w") as out:
-        return subprocess.Popen(
-            [sys.executable, str(script), pub, sub, str(seconds), str(WANT)],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
+) -> ManagedProcess:
+    cmd = [sys.executable, str(script), pub, sub, str(seconds), str(WANT)]
+    return ManagedProcess.start(cmd, env=env, log=log)
 
 
-def _result(proc: subprocess.Popen, log: Path) -> tuple[int, str]:
-    try:
-        proc.wait(SECONDS + 10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+def _result(proc: ManagedProcess, log: Path) -> tuple[int, str]:
+    if proc.wait_exit(SECONDS + 10) is None:
+        proc.stop(grace=0, sig=None)
     text = log.read_text()
     for line in text.splitlines():
         if line.startswith("RESULT received="):
@@ -251,30 +242,22 @@ def test_vehicle_and_cloud_exchange_frames_through_a_discovery_server(tmp_path):
     port = _free_port(socket.SOCK_DGRAM)
     env = _base_env()
     env["PATH"] = f"{bin_dir}{os.pathsep}{env.get('PATH', '')}"
-    server_log = tmp_path / "server.log"
-    with open(server_log, "w") as out:
-        server = subprocess.Popen(
-            [fastdds, "discovery", "-i", "0", "-l", "127.0.0.1", "-p", str(port)],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # the CLI starts the server binary as a child
-        )
+    server = ManagedProcess.start(
+        [fastdds, "discovery", "-i", "0", "-l", "127.0.0.1", "-p", str(port)],
+        env=env,
+        log=tmp_path / "server.log",
+        own_group=True,  # the CLI starts the server binary as a child
+    )
     try:
         deadline = time.monotonic() + 10
-        while "Server started" not in server_log.read_text():
+        while "Server started" not in server.log_text():
             if server.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"discovery server did not start:\n{server_log.read_text()}")
+                pytest.fail(f"discovery server did not start:\n{server.log_text()}")
             time.sleep(0.1)
         client = dds_env("discovery", "cloud", server=f"127.0.0.1:{port}")
         results = _exchange(tmp_path, {**env, **client}, {**env, **client})
     finally:
-        os.killpg(server.pid, signal.SIGINT)
-        try:
-            server.wait(5)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait()
+        server.stop(grace=5, group=True)
     for name, (received, log) in results.items():
         assert received >= WANT, f"{name} received {received} frames via the server:\n{log}"
         assert f"sizes=[{FRAME_BYTES}]" in log

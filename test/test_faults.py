@@ -19,8 +19,9 @@ import cv2
 import numpy as np
 import pytest
 
-from cloudseg.bench.fuzz import NodeProcess, process_group, rss_mb, start_node, stop_node
 from cloudseg.graph import FRAMES_TOPIC, IMAGE_TOPIC, LABELS_TOPIC, STATS_TOPIC, config_dir
+from cloudseg.launcher import start_node
+from cloudseg.processes import ManagedProcess, process_group, rss_mb
 
 pytestmark = [pytest.mark.dds, pytest.mark.slow]
 
@@ -112,23 +113,24 @@ class Graph:
 
     def __init__(self, log_dir: Path) -> None:
         self.log_dir = log_dir
-        self.procs: list[NodeProcess] = []
+        self.procs: list[ManagedProcess] = []
         self.restarts = 0
 
-    def start(self, which: str) -> NodeProcess:
-        env = dict(os.environ)
+    def start(self, which: str) -> ManagedProcess:
+        # each in a session of its own, so a process left behind in its group shows
+        opts = {"env": dict(os.environ), "log_dir": self.log_dir, "own_group": True}
         if which == "cloud":
             name = "cloud" if not self.restarts else f"cloud{self.restarts}"
-            p = start_node(name, "cloud", "cloud.yaml", CLOUD, (), self.log_dir, env)
+            p = start_node("cloud", config_dir() / "cloud.yaml", CLOUD, name=name, **opts)
         else:
-            p = start_node("vehicle", "vehicle", "vehicle.yaml", {}, (), self.log_dir, env)
+            p = start_node("vehicle", config_dir() / "vehicle.yaml", {}, **opts)
         self.procs.append(p)
         return p
 
     def logs(self) -> str:
         return "\n".join(f"--- {p.name}\n{p.log.read_text()}" for p in self.procs)
 
-    def up_at(self, p: NodeProcess, timeout: float = 240.0) -> float | None:
+    def up_at(self, p: ManagedProcess, timeout: float = 240.0) -> float | None:
         """When the process's log says the cloud's sr node is constructed (monotonic)."""
         end = time.monotonic() + timeout
         while time.monotonic() < end and p.alive():
@@ -140,7 +142,7 @@ class Graph:
     def close(self) -> None:
         for p in self.procs:
             if p.alive() or process_group(p.pid):
-                stop_node(p, grace=5.0)
+                p.stop(grace=5.0)
 
 
 @pytest.fixture
@@ -205,8 +207,8 @@ def test_cloud_killed_and_restarted_the_vehicle_runs_on_and_labels_resume(camera
     vehicle = graph.start("vehicle")
     cloud = graph.start("cloud")
     _streaming(camera, graph)
-    cloud.proc.send_signal(signal.SIGKILL)
-    cloud.proc.wait(10)
+    cloud.send_signal(signal.SIGKILL)
+    cloud.wait(10)
     t_kill = time.monotonic()
     # the vehicle runs on without its cloud; then the restart comes within the lease: the new
     # cloud comes up on the dead one's ports while the vehicle still holds the dead
@@ -305,11 +307,11 @@ def test_signals_stop_both_processes_quickly_leaving_nothing_behind(camera, grap
     children = {p.name: _descendants(p.pid) for p in procs}
     t0 = time.monotonic()
     for p in procs:
-        p.proc.send_signal(sig)
+        p.send_signal(sig)
     took = {}
     for p in procs:
         try:
-            code = p.proc.wait(15)
+            code = p.wait(15)
         except Exception:
             code = None
         took[p.name] = (code, round(time.monotonic() - t0, 2))

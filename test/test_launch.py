@@ -13,7 +13,6 @@ import importlib.util
 import os
 import shutil
 import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -23,6 +22,7 @@ import psutil
 import pytest
 
 from cloudseg.graph import COMPRESSED_TOPIC, FRAMES_TOPIC, IMAGE_TOPIC, LABELS_TOPIC, resolve
+from cloudseg.processes import ManagedProcess
 
 pytestmark = pytest.mark.dds
 
@@ -70,27 +70,17 @@ def launch_env(tmp_path_factory) -> dict[str, str]:
     }
 
 
-def _sigint_default() -> None:
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-
-
 class Launch:
     """One `ros2 launch cloudseg FILE ARGS...` process, its output in a log file."""
 
     def __init__(self, env: dict, log: Path, file: str, *args: str) -> None:
         self.log = log
         self.cmd = [_ros2(), "launch", "cloudseg", file, *args]
-        with open(log, "w") as out:
-            self.proc = subprocess.Popen(
-                self.cmd,
-                env=env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-                # Ctrl-C as from a terminal: a test run started in the background (`cmd &` in
-                # a script, as CI may) ignores SIGINT, and `ros2 launch` would inherit that
-                preexec_fn=_sigint_default,
-            )
+        # Ctrl-C as from a terminal: a test run started in the background (`cmd &` in a
+        # script, as CI may) ignores SIGINT, and `ros2 launch` would inherit that
+        self.proc = ManagedProcess.start(
+            self.cmd, env=env, log=log, own_group=True, default_sigint=True
+        )
         self.seen: dict[int, psutil.Process] = {}
 
     def watch(self) -> None:
@@ -110,12 +100,10 @@ class Launch:
     def stop(self, timeout: float = 30.0) -> None:
         """Ctrl-C: SIGINT to `ros2 launch` only; it must stop its nodes and exit 0."""
         self.watch()
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
-        try:
-            code = self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.send_signal(signal.SIGINT)
+        code = self.proc.wait_exit(timeout)
+        if code is None:
+            self.proc.kill()
             self.proc.wait()
             pytest.fail(f"ros2 launch did not stop in {timeout:.0f} s:\n{self.text()}")
         assert self.seen, f"ros2 launch started no node process:\n{self.text()}"

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from cloudseg.bench.tls import (
+from cloudseg.bench.tls_link import (
     BACK_TOPIC,
     FRAMES_TOPIC,
     GatedLink,
@@ -27,10 +27,9 @@ from cloudseg.bench.tls import (
     peer_result,
     start_gate,
     start_peer,
-    stop_process,
 )
+from cloudseg.fastdds import TLS_DDS_PROFILES, dds_env
 from cloudseg.graph import config_dir
-from cloudseg.launcher import TLS_DDS_PROFILES, dds_env
 from cloudseg.security import certs
 from cloudseg.security.tls_gate import (
     RefusalLog,
@@ -412,11 +411,9 @@ def _exchange(keys, workdir: Path) -> dict:
             "plain TCP": _plain_probe(link.gate_port, b"RTPS" + data),
         }
         for name in ("cloud", "vehicle", "rogue"):
-            try:
-                procs[name].wait(SECONDS + 10)
-            except Exception:
-                stop_process(procs[name])
-        stop_process(rogue_gate)
+            if procs[name].wait_exit(SECONDS + 10) is None:
+                procs[name].stop()
+        rogue_gate.stop()
         out["results"] = {name: peer_result(log) for name, log in logs.items()}
         out["logs"] = {name: log.read_text()[-3000:] for name, log in logs.items()}
     out["gate_logs"] = {name: link.gate_log(name) for name in ("server", "client")}

@@ -5,30 +5,18 @@ Uses the same node list and config files as the launch files (`cloudseg.graph.GR
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import os
 import re
-import signal
-import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from cloudseg.fastdds import one_host_env, wait_for_tcp_peer
 from cloudseg.graph import GRAPHS, IMAGE_TOPIC, NODES, Endpoint, config_dir, namespace
-
-LOCAL_DDS_PROFILE = "fastdds_local.xml"
-
-
-def one_host_env() -> dict[str, str]:
-    """DDS on this host only, with the large-message Fast DDS profile (a graph whose vehicle
-    and cloud share the host: `cloudseg run pipeline`, the demo, pipeline.launch.py)."""
-    return {
-        "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST",
-        "FASTDDS_DEFAULT_PROFILES_FILE": str(config_dir() / LOCAL_DDS_PROFILE),
-    }
+from cloudseg.processes import ManagedProcess, stop_all
 
 
 def local_env(one_host: bool = True) -> dict[str, str]:
@@ -42,142 +30,6 @@ def local_env(one_host: bool = True) -> dict[str, str]:
     if weights:
         env["CLOUDSEG_WEIGHTS"] = str(weights)
     return {**env, **{k: os.environ[k] for k in env if os.environ.get(k)}}
-
-
-#: `--dds` choices: the Fast DDS profile of each side when vehicle and cloud are on different hosts.
-DDS_MODES = ("local", "tcp", "discovery", "tls")
-TCP_DDS_PROFILES = {"vehicle": "fastdds_tcp_vehicle.xml", "cloud": "fastdds_tcp_cloud.xml"}
-#: behind the mutual-TLS gates (cloudseg.security.tls_gate): Fast DDS talks TCP to 127.0.0.1 only
-TLS_DDS_PROFILES = {"vehicle": "fastdds_tls_vehicle.xml", "cloud": "fastdds_tls_cloud.xml"}
-#: where each vehicle's gate listens, announced by the cloud (fastdds_tls_cloud.xml)
-TLS_ANNOUNCE_ADDRESS = "127.0.0.1"
-DISCOVERY_DDS_PROFILE = "fastdds_discovery_client.xml"
-DEFAULT_DDS_PORT = 7410
-DEFAULT_DISCOVERY_PORT = 11811
-
-
-def parse_host_port(text: str, default_port: int) -> tuple[str, int]:
-    """`HOST:PORT`, `HOST` or `:PORT` as (host, port); a name is resolved to its IPv4 address
-    (Fast DDS locators in the profiles take addresses)."""
-    host, sep, port = text.rpartition(":")
-    if not sep:
-        host, port = text, ""
-    port_n = int(port) if port else default_port
-    if not 0 < port_n < 65536:
-        raise ValueError(f"port out of range in {text!r}")
-    if not host:
-        raise ValueError(f"no host in {text!r}")
-    import socket
-
-    return socket.gethostbyname(host), port_n
-
-
-def cloud_profile_with_wan_addr(public_ip: str, out_dir: Path | None = None) -> Path:
-    """A copy of the TCP cloud profile announcing `public_ip` (`<wan_addr>`) for a cloud behind
-    NAT; written to `out_dir` (default: a new temporary folder)."""
-    import ipaddress
-    import tempfile
-
-    ip = str(ipaddress.IPv4Address(public_ip))  # the XML takes a literal IPv4 address
-    text = (config_dir() / TCP_DDS_PROFILES["cloud"]).read_text()
-    anchor = "</listening_ports>"
-    if text.count(anchor) != 1:
-        raise ValueError(f"{TCP_DDS_PROFILES['cloud']}: expected one {anchor}")
-    text = text.replace(anchor, f"{anchor}\n        <wan_addr>{ip}</wan_addr>")
-    out = Path(out_dir or tempfile.mkdtemp(prefix="cloudseg_dds_")) / TCP_DDS_PROFILES["cloud"]
-    out.write_text(text)
-    return out
-
-
-def dds_env(
-    mode: str,
-    side: str,
-    peer: str | None = None,
-    listen: int | None = None,
-    public_ip: str | None = None,
-    server: str | None = None,
-) -> dict[str, str]:
-    """Environment selecting the Fast DDS profile of one side ("vehicle" or "cloud") for vehicle
-    and cloud on different hosts, with the variables the profile reads.
-
-    - "tcp": the cloud listens on TCP port `listen` (announcing `public_ip` when it is behind
-      NAT, through a written copy of the profile), the vehicle connects to `peer` (HOST:PORT);
-      only that one port must be reachable.
-    - "discovery": both sides are clients of the discovery server `server` (HOST:PORT, started
-      with `fastdds discovery -i 0 -l ADDR -p PORT`); data then flows directly over UDP.
-    - "tls": behind the mutual-TLS gates (`python -m cloudseg.security.tls_gate`, started
-      separately; README): the cloud's Fast DDS listens on 127.0.0.1:`listen` only, the
-      vehicle's connects to its own gate at `peer` (default 127.0.0.1:7410; `:PORT` for
-      127.0.0.1:PORT; a loopback address whose port is the cloud's `listen` port). The
-      cloud's address is the vehicle gate's `--to`, not a Fast DDS setting.
-    """
-    if side not in TCP_DDS_PROFILES:
-        raise ValueError(f"side must be vehicle or cloud, not {side!r}")
-    if mode == "tcp":
-        env = {"FASTDDS_DEFAULT_PROFILES_FILE": str(config_dir() / TCP_DDS_PROFILES[side])}
-        if side == "cloud":
-            env["CLOUDSEG_DDS_PORT"] = str(listen or DEFAULT_DDS_PORT)
-            if public_ip:
-                env["FASTDDS_DEFAULT_PROFILES_FILE"] = str(cloud_profile_with_wan_addr(public_ip))
-        else:
-            if not peer:
-                raise ValueError("--dds tcp on the vehicle needs --peer HOST:PORT (the cloud)")
-            host, port = parse_host_port(peer, DEFAULT_DDS_PORT)
-            env["CLOUDSEG_DDS_PEER_ADDRESS"] = host
-            env["CLOUDSEG_DDS_PEER_PORT"] = str(port)
-    elif mode == "tls":
-        env = {"FASTDDS_DEFAULT_PROFILES_FILE": str(config_dir() / TLS_DDS_PROFILES[side])}
-        if public_ip:
-            raise ValueError(
-                "--public-ip is for --dds tcp: with tls the vehicle's gate names the cloud (--to)"
-            )
-        if side == "cloud":
-            env["CLOUDSEG_DDS_PORT"] = str(listen or DEFAULT_DDS_PORT)
-            env["CLOUDSEG_DDS_ANNOUNCE_ADDRESS"] = TLS_ANNOUNCE_ADDRESS
-        else:
-            local = peer or ""
-            if local.startswith(":") or not local:  # `:PORT`: the gate on 127.0.0.1
-                local = TLS_ANNOUNCE_ADDRESS + local
-            host, port = parse_host_port(local, DEFAULT_DDS_PORT)
-            if not ipaddress.IPv4Address(host).is_loopback:
-                raise ValueError(
-                    f"--dds tls: --peer is the vehicle's own TLS gate (127.0.0.1:PORT), not "
-                    f"{peer}; the cloud's address goes to the gate (tls_gate client --to)"
-                )
-            env["CLOUDSEG_DDS_PEER_ADDRESS"] = host
-            env["CLOUDSEG_DDS_PEER_PORT"] = str(port)
-    elif mode == "discovery":
-        if not server:
-            raise ValueError("--dds discovery needs --server HOST:PORT (the discovery server)")
-        host, port = parse_host_port(server, DEFAULT_DISCOVERY_PORT)
-        env = {
-            "FASTDDS_DEFAULT_PROFILES_FILE": str(config_dir() / DISCOVERY_DDS_PROFILE),
-            "CLOUDSEG_DDS_SERVER_ADDRESS": host,
-            "CLOUDSEG_DDS_SERVER_PORT": str(port),
-        }
-    else:
-        raise ValueError(f"unknown DDS mode {mode!r} (one of {', '.join(DDS_MODES[1:])})")
-    # A range from the environment would fight the profile's own discovery settings (and so
-    # would ROS_DISCOVERY_SERVER: run_graph drops it; an empty value is an error to Fast DDS).
-    env["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "SYSTEM_DEFAULT"
-    return env
-
-
-def wait_for_tcp_peer(host: str, port: int, timeout: float | None = None) -> bool:
-    """Wait until `host:port` accepts a TCP connection (the cloud's Fast DDS listener); False
-    on timeout. Fast DDS 3.2's TCP client sometimes never connects when its first attempt is
-    refused (about 1 start in 8 here), so the vehicle starts its nodes once the cloud listens."""
-    import socket
-
-    deadline = None if timeout is None else time.monotonic() + timeout
-    while True:
-        try:
-            with socket.create_connection((host, port), timeout=2.0):
-                return True
-        except OSError:
-            if deadline is not None and time.monotonic() >= deadline:
-                return False
-            time.sleep(0.5)
 
 
 _OVERRIDE = re.compile(r"^(?P<node>[A-Za-z_]\w*)[.:](?P<name>[A-Za-z_]\w*):?=(?P<value>.*)$", re.S)
@@ -224,6 +76,31 @@ def parse_param_overrides(graph: str, items: list[str]) -> dict[str, dict[str, A
         except ValueError as exc:
             raise ValueError(f"-p {item}: {exc}") from None
         out.setdefault(owners[node], {})[name] = value
+    return out
+
+
+def parse_node_params(
+    node: str, items: Sequence[str], flag: str, error: type[Exception] = ValueError
+) -> dict[str, Any]:
+    """`NAME=VALUE` items (VALUE as JSON where it parses, else a string) as {name: value} for
+    `node`'s parameters, each typed and checked; `error` naming `flag` otherwise (the
+    benchmarks' `--cloud-param` and `--controller-param`)."""
+    out: dict[str, Any] = {}
+    for item in items:
+        name, sep, text = item.partition("=")
+        if not sep:
+            raise error(f"{flag} {item!r}: expected NAME=VALUE")
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError:
+            value = text
+        try:
+            spec = NODES[node].param(name)
+            if isinstance(spec.default, float) and isinstance(value, int):
+                value = float(value)
+            out[name] = spec.check(value)
+        except (KeyError, ValueError, TypeError) as exc:
+            raise error(f"{flag} {item}: {str(exc).strip(chr(34))}") from None
     return out
 
 
@@ -288,32 +165,69 @@ def node_command(
     return cmd
 
 
+def start_node(
+    node: str,
+    config_file: str | Path | None = None,
+    overrides: dict[str, Any] | None = None,
+    *,
+    name: str | None = None,
+    env: dict[str, str] | None = None,
+    log_dir: Path | None = None,
+    ns: str | None = None,
+    extra_args: Sequence[str] = (),
+    own_group: bool = False,
+) -> ManagedProcess:
+    """Start one node process (`node_command` plus `extra_args`, e.g. remappings) as `name`
+    (default the node's); its output goes to `log_dir/NAME.log` (None: to ours). `env`: the
+    whole environment (None: ours)."""
+    name = name or node
+    cmd = node_command(node, config_file, overrides, ns) + list(extra_args)
+    log = None if log_dir is None else log_dir / f"{name}.log"
+    return ManagedProcess.start(cmd, name=name, env=env, log=log, own_group=own_group)
+
+
 class NodeProcesses:
     """A set of node processes, stopped together (SIGINT, then SIGKILL after a grace period),
-    all in namespace `ns` (default the root)."""
+    all in namespace `ns` (default the root); each one's output goes to `log_dir/NAME.log`
+    (None: to ours); with `own_group` each runs in a process group of its own."""
 
     def __init__(
-        self, env: dict[str, str] | None = None, log_dir: Path | None = None, ns: str | None = None
+        self,
+        env: dict[str, str] | None = None,
+        log_dir: Path | None = None,
+        ns: str | None = None,
+        own_group: bool = False,
     ) -> None:
         self.env = {**os.environ, **(env or {})}
         self.log_dir = log_dir
         self.ns = namespace(ns)
-        self.procs: dict[str, subprocess.Popen] = {}
+        self.own_group = own_group
+        self.procs: dict[str, ManagedProcess] = {}
 
     def start(
         self,
         node: str,
         config_file: str | Path | None = None,
         overrides: dict[str, Any] | None = None,
-    ) -> subprocess.Popen:
-        cmd = node_command(node, config_file, overrides, self.ns)
-        if self.log_dir is None:
-            proc = subprocess.Popen(cmd, env=self.env)
-        else:
-            self.log_dir.mkdir(parents=True, exist_ok=True)
-            with open(self.log_dir / f"{node}.log", "w") as out:  # the child keeps its own fd
-                proc = subprocess.Popen(cmd, env=self.env, stdout=out, stderr=subprocess.STDOUT)
-        self.procs[node] = proc
+        extra_args: Sequence[str] = (),
+        name: str | None = None,
+        ns: str | None = None,
+    ) -> ManagedProcess:
+        """Start `node` (as `name`, default the node's: several copies need names) with its
+        parameter file, overrides and `extra_args` (e.g. remappings), in namespace `ns`
+        (default the set's)."""
+        proc = start_node(
+            node,
+            config_file,
+            overrides,
+            name=name,
+            env=self.env,
+            log_dir=self.log_dir,
+            ns=self.ns if ns is None else ns,
+            extra_args=extra_args,
+            own_group=self.own_group,
+        )
+        self.procs[proc.name] = proc
         return proc
 
     def start_graph(
@@ -346,24 +260,14 @@ class NodeProcesses:
         return f"{node} exited (code {code})" + (f": {reason}" if reason else "")
 
     def wait(self, node: str, timeout: float | None = None) -> int | None:
-        try:
-            return self.procs[node].wait(timeout)
-        except subprocess.TimeoutExpired:
-            return None
+        return self.procs[node].wait_exit(timeout)
 
     def stop_all(self, grace: float = 5.0) -> dict[str, int]:
-        for proc in self.procs.values():
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGINT)
-        deadline = time.monotonic() + grace
-        codes = {}
-        for name, proc in self.procs.items():
-            try:
-                codes[name] = proc.wait(max(deadline - time.monotonic(), 0.1))
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                codes[name] = proc.wait()
-        return codes
+        procs = [
+            p if isinstance(p, ManagedProcess) else ManagedProcess(p, name)
+            for name, p in self.procs.items()  # a Popen a caller put in by hand
+        ]
+        return stop_all(procs, grace)
 
     def __enter__(self) -> NodeProcesses:
         return self

@@ -22,7 +22,7 @@ import rclpy
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 
-from cloudseg.bench.adapt import POLICIES, ResolutionPolicy, WindowStats
+from cloudseg.bench.adapt_analysis import POLICIES, ResolutionPolicy, WindowStats
 from cloudseg.graph import FRAMES_TOPIC, KNOB_TOPIC, STATS_TOPIC
 from cloudseg.msg import Frame, FrameStats, Knob
 from cloudseg.nodes.common import qos_for, stamp_ns

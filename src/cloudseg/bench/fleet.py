@@ -37,7 +37,6 @@ import contextlib
 import json
 import logging
 import platform
-import subprocess
 import sys
 import tempfile
 import time
@@ -46,6 +45,7 @@ from pathlib import Path
 
 import numpy as np
 
+from cloudseg.bench.fleet_report import format_table, score
 from cloudseg.graph import (
     FRAMES_TOPIC,
     GRAPHS,
@@ -54,7 +54,8 @@ from cloudseg.graph import (
     STATS_TOPIC,
     config_dir,
 )
-from cloudseg.launcher import NodeProcesses, local_env, node_command
+from cloudseg.launcher import NodeProcesses, local_env
+from cloudseg.processes import ManagedProcess, read_tail
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +83,28 @@ DASHCAM = "solidWhiteRight.mp4"  # 960x540: not the Triton models' size
 def triton_inputs(inputs: list[Path]) -> list[Path]:
     """The inputs at the Triton models' camera size (2048x1024): all but the dashcam."""
     return [p for p in inputs if p.name != DASHCAM]
+
+
+@dataclass
+class FleetOptions:
+    """One run of the bench (`main` builds it from the command line; see its help)."""
+
+    vehicles: int = 2
+    inference: str = "local"
+    triton_urls: str = ""
+    frames: int = 20
+    rate: float = 2.0
+    device: str = "auto"
+    cpu_max_width: int = 256
+    restore: str = "sr"
+    backend: str = "espnetv2"
+    max_batch: int = 8
+    max_wait_ms: float = 5.0
+    score_frames: int = 6
+    timeout: float = 120.0
+    drain: float = 5.0
+    data: str = ""
+    log_dir: str = ""
 
 
 @dataclass
@@ -116,7 +139,7 @@ def _remote_requests(url: str) -> int:
     return int(sum(float(v) for v in found))
 
 
-def start_triton(args: argparse.Namespace, log_dir: Path, stack: contextlib.ExitStack):
+def start_triton(args: FleetOptions, log_dir: Path, stack: contextlib.ExitStack):
     """The Triton servers of the run: ``--triton-urls``, or two ``cloudseg serve`` servers of a
     freshly exported repository (stopped when ``stack`` closes)."""
     if args.triton_urls:
@@ -178,7 +201,7 @@ def read_frames(path: Path, limit: int) -> list[np.ndarray]:
     return [f.rgb for f in open_source(path, limit=limit)]
 
 
-def run_fleet(args: argparse.Namespace) -> dict:
+def run_fleet(args: FleetOptions) -> dict:
     """The run; with ``--inference triton`` the servers are up for it and stopped after."""
     log_dir = Path(args.log_dir or tempfile.mkdtemp(prefix="cloudseg_fleet_"))
     log_dir.mkdir(parents=True, exist_ok=True)
@@ -187,7 +210,7 @@ def run_fleet(args: argparse.Namespace) -> dict:
         return _run_fleet(args, log_dir, triton)
 
 
-def _run_fleet(args: argparse.Namespace, log_dir: Path, triton: TritonBackend | None) -> dict:
+def _run_fleet(args: FleetOptions, log_dir: Path, triton: TritonBackend | None) -> dict:
     import rclpy
     from sensor_msgs.msg import Image
 
@@ -278,15 +301,13 @@ def _run_fleet(args: argparse.Namespace, log_dir: Path, triton: TritonBackend | 
         cloud["triton_urls"] = ",".join(triton.urls)
     procs = NodeProcesses(env=env, log_dir=log_dir)
 
-    def start(name: str, graph_node: str, config: str, overrides: dict, ns: str | None) -> None:
-        cmd = node_command(graph_node, config_dir() / config, overrides, ns)
-        with open(log_dir / f"{name}.log", "w") as out:
-            procs.procs[name] = subprocess.Popen(
-                cmd, env=procs.env, stdout=out, stderr=subprocess.STDOUT
-            )
+    def start(
+        name: str, graph_node: str, config: str, overrides: dict, ns: str | None
+    ) -> ManagedProcess:
+        return procs.start(graph_node, config_dir() / config, overrides, name=name, ns=ns)
 
     def logs() -> str:
-        return "\n".join(f"--- {p.name}\n{p.read_text()[-1500:]}" for p in log_dir.glob("*.log"))
+        return "\n".join(f"--- {p.name}\n{read_tail(p, 1500)}" for p in log_dir.glob("*.log"))
 
     config = dict(GRAPHS["pipeline"])
     t_start = time.monotonic()
@@ -314,7 +335,7 @@ def _run_fleet(args: argparse.Namespace, log_dir: Path, triton: TritonBackend | 
             "stamp_mode": "now",
             "wait_for_subscribers": 1,
         }
-        for v in vehicles:
+        sources = [
             start(
                 f"source{v.name.replace('/', '_')}",
                 "source",
@@ -322,7 +343,8 @@ def _run_fleet(args: argparse.Namespace, log_dir: Path, triton: TritonBackend | 
                 {**source, "input": str(v.input)},
                 v.name,
             )
-        sources = [p for n, p in procs.procs.items() if n.startswith("source")]
+            for v in vehicles
+        ]
         spin(args.timeout, lambda: all(p.poll() is not None for p in sources))
         total = sum(len(v.frames) for v in vehicles)
         spin(args.drain, lambda: sum(v.labels_received for v in vehicles) >= total)
@@ -339,114 +361,6 @@ def _run_fleet(args: argparse.Namespace, log_dir: Path, triton: TritonBackend | 
     if triton is not None:
         result["triton_servers"] = counts
     return result
-
-
-def score(vehicles: list[Vehicle], args, wall: float, log_dir: Path) -> dict:
-    from cloudseg.media.resize import resize_labels
-    from cloudseg.selection.reference import full_resolution_segmenter
-    from cloudseg.train.metrics import ConfusionMatrix
-
-    segment = full_resolution_segmenter(args.backend, "cpu" if args.device == "cpu" else "auto")
-    references: dict[tuple[str, int], np.ndarray] = {}
-
-    def reference(v: Vehicle, index: int) -> np.ndarray:
-        key = (v.name, index)
-        if key not in references:
-            references[key] = segment(v.frames[index])
-        return references[key]
-
-    rows = []
-    for k, v in enumerate(vehicles):
-        other = vehicles[(k + 1) % len(vehicles)]
-        labelled = sorted((v.index_of_stamp[s], s) for s in v.labels if s in v.index_of_stamp)
-        unique = dict(labelled)  # index -> stamp (the last labels of each frame)
-        picks = sorted(unique)
-        if len(picks) > args.score_frames:
-            step = len(picks) / args.score_frames
-            picks = [picks[int(i * step)] for i in range(args.score_frames)]
-        own, cross = ConfusionMatrix(), ConfusionMatrix()
-        for index in picks:
-            w, h, data = v.labels[unique[index]]
-            got = np.frombuffer(data, np.uint8).reshape(h, w)
-            ref = reference(v, index)
-            own.update(resize_labels(got, ref.shape[1::-1]), ref)
-            if other is not v and index < len(other.frames):
-                ref_o = reference(other, index)
-                cross.update(resize_labels(got, ref_o.shape[1::-1]), ref_o)
-        lat = v.latency_ms
-        rows.append(
-            {
-                "name": v.name.strip("/"),
-                "input": v.input.name,
-                "sent": len(v.sent),
-                "labels": v.labels_received,
-                "latency_ms_p50": _round(np.percentile(lat, 50)) if lat else None,
-                "latency_ms_p95": _round(np.percentile(lat, 95)) if lat else None,
-                "miou_vs_own_hr": _round(own.miou(), 3) if picks else None,
-                "miou_vs_other_hr": _round(cross.miou(), 3) if picks and other is not v else None,
-                "scored": len(picks),
-                "stats_stream_ids": sorted(v.seen_stats_streams),
-            }
-        )
-    sizes = [b for v in vehicles for b in v.batch_sizes]
-    infer = [m for v in vehicles for m in v.infer_ms]
-    # FrameStats come one per frame: batches = sum over frames of 1 / (its batch's size)
-    batch_mean = len(sizes) / sum(1.0 / b for b in sizes) if sizes else None
-    return {
-        "inference": args.inference,
-        "vehicles": rows,
-        "batch_mean": _round(batch_mean, 2) if batch_mean else None,
-        "ms_per_frame": _round(float(np.mean(infer)), 2) if infer else None,
-        "restoration": restoration(args),
-        "wall_s": round(wall, 1),
-        "log_dir": str(log_dir),
-    }
-
-
-def restoration(args) -> str:
-    if args.inference == "triton":
-        where = args.triton_urls or "two cloudseg serve servers on this host's CPU (KIND_CPU)"
-        text = f"Triton ({where}): models cloudseg_x4_{{sr,bilinear}} for a 2048x1024 camera"
-        if not args.triton_urls and args.cpu_max_width:
-            text += f", reduced-resolution mode (segment at most {args.cpu_max_width} px wide)"
-        return text + f"; restore={args.restore}; labels only"
-    if args.device == "cpu" or (args.device == "auto" and not _cuda()):
-        text = f"CPU reduced-resolution mode: SR + segmentation at most {args.cpu_max_width} px "
-        text += "wide (cpu_max_width)"
-        if args.cpu_max_width and args.cpu_max_width <= 512:
-            text += "; at x4 from 2048x1024 that is the decoded LR frame or less: no SR runs"
-        return text + f"; restore={args.restore}"
-    return f"GPU: restore={args.restore} at the backend's trained resolution"
-
-
-def _cuda() -> bool:
-    import torch
-
-    return torch.cuda.is_available()
-
-
-def _round(x, nd: int = 1):
-    return None if x is None or not np.isfinite(x) else round(float(x), nd)
-
-
-def format_table(result: dict) -> str:
-    lines = [
-        "| vehicle | input | sent | labels | latency p50 / p95 ms | mIoU own hr | mIoU other hr |",
-        "|---|---|---:|---:|---:|---:|---:|",
-    ]
-    for r in result["vehicles"]:
-        lines.append(
-            f"| {r['name']} | {r['input']} | {r['sent']} | {r['labels']} | "
-            f"{r['latency_ms_p50']} / {r['latency_ms_p95']} | {r['miou_vs_own_hr']} | "
-            f"{r['miou_vs_other_hr']} |"
-        )
-    lines.append(
-        f"\ncloud: mean batch {result['batch_mean']}, {result['ms_per_frame']} ms per frame "
-        f"(inference); {result['restoration']}"
-    )
-    for server in result.get("triton_servers") or []:
-        lines.append(f"triton server {server['url']}: {server['requests']} requests")
-    return "\n".join(lines)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -505,7 +419,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     t0 = time.perf_counter()
     try:
-        result = run_fleet(args)
+        options = {k: v for k, v in vars(args).items() if k != "json"}
+        result = run_fleet(FleetOptions(**options))
     except (ValueError, RuntimeError) as exc:
         print(f"cloudseg bench fleet: error: {exc}", file=sys.stderr)
         return 2

@@ -107,7 +107,7 @@ def run(args: argparse.Namespace) -> int:
             source["topic_in_bag"] = args.topic
     dds = None
     if args.dds != "local":
-        from cloudseg.launcher import dds_env
+        from cloudseg.fastdds import dds_env
 
         side = "vehicle" if args.graph in ("vehicle", "controller") else "cloud"
         if args.graph in ("pipeline", "cloud_split"):

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from cloudseg.cli import commands
 from cloudseg.cli.commands import BENCH_COMMANDS, BILINEAR_ONLY, EXPORT_COMMANDS, TRAIN_COMMANDS
 from cloudseg.data.frames import DEFAULT_FPS
+from cloudseg.fastdds import DDS_MODES
 from cloudseg.graph import (
     BAG_IMAGE_TOPIC,
     COMPRESSOR,
@@ -20,7 +21,6 @@ from cloudseg.graph import (
     SR,
     NodeSpec,
 )
-from cloudseg.launcher import DDS_MODES
 from cloudseg.routes import DEFAULT_ROUTE
 
 #: `--cloud`: the cloud graphs that segment.
