@@ -3,8 +3,9 @@
 A route is a restoration (none, bilinear x2, or CARN-M x2 with given weights) and a segmenter
 with given weights, run at the resolution its weights were trained at. ``cloudseg eval`` has a
 row per route; the cloud runs :data:`DEFAULT_ROUTE` (the graph's defaults for ``restore``,
-``sr_weights`` and ``seg_weights`` come from it). Why the default is the default: docs/training-and-evaluation.md,
-"Which route the cloud runs", and docs/benchmarks/accuracy.md, "Learned routes".
+``sr_weights`` and ``seg_weights`` come from it). Why the default is the default:
+docs/training-and-evaluation.md, "Which route the cloud runs", and docs/benchmarks/accuracy.md,
+"Learned routes".
 """
 
 from __future__ import annotations
@@ -80,8 +81,8 @@ ROUTES: dict[str, Route] = {
 }
 
 DEFAULT_ROUTE = ROUTES["bilinear_seg_ft"]
-"""What the cloud runs by default (docs/benchmarks/accuracy.md, "Learned routes": the best accuracy for its
-cost through the default stream)."""
+"""What the cloud runs by default (docs/benchmarks/accuracy.md, "Learned routes": the best
+accuracy for its cost through the default stream)."""
 
 
 def route_pipeline(route: Route, **options: Any):

@@ -91,7 +91,8 @@ COMPRESSOR = NodeSpec(
             "area",
             "downsampling kernel: 'area' (cv2.INTER_AREA, the mean of each scale x scale block) "
             "or 'bilinear_noaa' (cv2.INTER_LINEAR, no antialiasing: the centre 2x2 pixels of "
-            "each 4x4 block, as cityscapes_lr was made); docs/benchmarks/accuracy.md, 'Downsampling kernel'",
+            "each 4x4 block, as cityscapes_lr was made); "
+            "docs/benchmarks/accuracy.md, 'Downsampling kernel'",
             choices=DOWNSAMPLE_KERNELS,
         ),
         Param("codec", "h264", "payload codec", choices=CODEC_CHOICES),
