@@ -32,7 +32,8 @@ from cloudseg.media.codecs import CodecError
 from cloudseg.media.h264 import H264Decoder, H264Encoder
 from cloudseg.models.registry import UnknownModelError
 from cloudseg.models.weights import WeightsError
-from cloudseg.restore.pipeline import BACKENDS, DTYPES, PipelineError, RestorationPipeline
+from cloudseg.restore.backends import BACKENDS, DTYPES, PipelineError
+from cloudseg.restore.pipeline import RestorationPipeline
 
 __all__ = ["build_parser", "main", "run_bench"]
 
