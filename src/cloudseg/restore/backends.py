@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from cloudseg.models.registry import build_model, get_spec
+from cloudseg.models.registry import ModelSpec, build_model, get_spec
 from cloudseg.models.weights import WeightsError
 
 __all__ = [
@@ -16,6 +16,7 @@ __all__ = [
     "DTYPES",
     "PipelineError",
     "build_network",
+    "registered_model",
     "resolve_device",
     "segmentation_backend",
     "trained_resolution",
@@ -62,13 +63,19 @@ def segmentation_backend(name: str) -> tuple[str, str]:
             f"unknown segmentation backend {name!r}; known: {', '.join(BACKENDS)} "
             f"(or a registered espnetv2_*/icnet_* model)"
         )
+    registered_model(model_name, "segmentation", "segmentation")
+    return kind, model_name
+
+
+def registered_model(name: str, task: str, what: str) -> ModelSpec:
+    """The registry's spec of ``name``, which must be a ``task`` model (``what`` in errors)."""
     try:
-        spec = get_spec(model_name)
+        spec = get_spec(name)
     except KeyError as exc:
         raise PipelineError(str(exc)) from None
-    if spec.task != "segmentation":
-        raise PipelineError(f"model {model_name!r} is not a segmentation model")
-    return kind, model_name
+    if spec.task != task:
+        raise PipelineError(f"model {name!r} is not a {what} model")
+    return spec
 
 
 def build_network(name: str, weights: str | Path | None, allow_untrained: bool) -> nn.Module:

@@ -50,11 +50,11 @@ from torch import Tensor, nn
 
 from cloudseg.media.resize import downsample_tensor
 from cloudseg.models.icnet import INPUT_MEAN, INPUT_STD  # ImageNet: ESPNetv2 uses the same
-from cloudseg.models.registry import get_spec
 from cloudseg.restore.backends import (
     DTYPES,
     PipelineError,
     build_network,
+    registered_model,
     resolve_device,
     segmentation_backend,
     trained_resolution,
@@ -112,12 +112,7 @@ class RestorationPipeline:
         self._check_options(device, dtype, scale, cpu_max_width, compile)  # before loading
         sr = None
         if sr_model is not None:
-            try:
-                spec = get_spec(sr_model)
-            except KeyError as exc:
-                raise PipelineError(str(exc)) from None
-            if spec.task != "sr":
-                raise PipelineError(f"model {sr_model!r} is not a super-resolution model")
+            registered_model(sr_model, "sr", "super-resolution")
             sr = build_network(sr_model, sr_weights, allow_untrained)
         segmenter = None if restore_only else build_network(seg_name, seg_weights, allow_untrained)
         self._setup(
