@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from cloudseg.bench import selector as bench
+from cloudseg.bench.selector_results import SweepResult, format_table
 from cloudseg.selection.reference import LabelledSequence
 from cloudseg.selection.selector import DEFAULT_THRESHOLDS
 
@@ -43,7 +44,7 @@ def seq() -> LabelledSequence:
 
 
 @pytest.fixture(scope="module")
-def result(seq: LabelledSequence) -> bench.SweepResult:
+def result(seq: LabelledSequence) -> SweepResult:
     return bench.sweep(
         seq.frames,
         seq.stamps_ns,
@@ -235,4 +236,4 @@ def test_one_key_threshold_for_every_point(seq):
     assert max(p.threshold for p in result.curve) <= 0.2  # USEFUL above KEY is left out
     key, _ = DEFAULT_THRESHOLDS["pixel"]
     assert (result.default_index is None) == (key != 0.2)
-    assert "KEY threshold 0.2" in bench.format_table(result)
+    assert "KEY threshold 0.2" in format_table(result)

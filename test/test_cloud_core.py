@@ -224,7 +224,7 @@ def test_router_sends_each_result_to_its_own_stream_at_its_camera_size():
 
 
 def test_device_overlay_matches_the_host_overlay():
-    from cloudseg.restore.pipeline import overlay as host_overlay
+    from cloudseg.restore.labels import overlay as host_overlay
 
     rng = np.random.default_rng(0)
     import torch

@@ -8,16 +8,9 @@ from dataclasses import replace
 
 import pytest
 
-from cloudseg.control.controller import (
-    Controller,
-    ControllerSettings,
-    Measurements,
-    StatSample,
-    Window,
-    rate_kbps,
-    theil_sen_slope,
-)
+from cloudseg.control.controller import Controller, ControllerSettings, rate_kbps
 from cloudseg.control.profile import ProfileEntry
+from cloudseg.control.window import Measurements, StatSample, Window, theil_sen_slope
 
 PROFILE = [
     ProfileEntry(scale=4, crf=28, kbps=300, miou=0.45, cloud_ms=40),

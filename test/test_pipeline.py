@@ -18,7 +18,9 @@ from cloudseg.media.quality import psnr
 from cloudseg.media.resize import downsample, upsample_bilinear
 from cloudseg.models.carn import upscale_image
 from cloudseg.models.weights import WeightsError
-from cloudseg.restore.pipeline import PipelineError, RestorationPipeline, overlay
+from cloudseg.restore.backends import PipelineError
+from cloudseg.restore.labels import overlay
+from cloudseg.restore.pipeline import RestorationPipeline
 from cloudseg.train.metrics import ConfusionMatrix
 
 FRAME = "frankfurt/frankfurt_000000_000576"

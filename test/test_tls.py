@@ -31,12 +31,9 @@ from cloudseg.bench.tls_link import (
 from cloudseg.fastdds import TLS_DDS_PROFILES, dds_env
 from cloudseg.graph import config_dir
 from cloudseg.security import certs
-from cloudseg.security.tls_gate import (
-    RefusalLog,
-    TlsGate,
-    client_context,
-    server_context,
-)
+from cloudseg.security.refusals import RefusalLog
+from cloudseg.security.tls_context import client_context, server_context
+from cloudseg.security.tls_gate import TlsGate
 
 NS = {"d": "http://www.eprosima.com"}
 

@@ -106,7 +106,7 @@ def test_train_writes_weights_card_and_log(
     assert rows[0].startswith("step,") and len(rows) == 3
     # the weights load into the serving pipeline, at the resolution the card names
     from cloudseg.models.registry import build_model
-    from cloudseg.restore.pipeline import trained_resolution
+    from cloudseg.restore.backends import trained_resolution
 
     name = card["architecture"]
     model = build_model(name, out)

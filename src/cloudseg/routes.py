@@ -102,7 +102,7 @@ def seg_weights_for(backend: str, seg_weights: str) -> str:
     """``seg_weights`` for ``backend`` (a backend or registry name): the default route's key
     where the backend's model has no such weights (ICNet) becomes "default" (its own)."""
     from cloudseg.models.registry import get_spec
-    from cloudseg.restore.pipeline import BACKENDS
+    from cloudseg.restore.backends import BACKENDS
 
     if seg_weights != DEFAULT_ROUTE.seg_weights:
         return seg_weights

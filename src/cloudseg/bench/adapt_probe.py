@@ -113,17 +113,24 @@ class AdaptProbe(Node):
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Parse the command line and run the probe."""
     parser = argparse.ArgumentParser(prog="cloudseg.bench.adapt_probe")
     parser.add_argument("--policy", required=True, choices=tuple(POLICIES))
     parser.add_argument("--events", required=True, help="JSON-lines file to write")
     parser.add_argument("--payloads", help="file to append every Frame's payload to")
     args = parser.parse_args(argv)
+    return run_probe(args.policy, args.events, args.payloads)
+
+
+def run_probe(policy: str, events: str, payloads: str | None = None) -> int:
+    """Spin the probe node under ``policy`` until shutdown, writing its events (JSON lines) to
+    ``events`` and every Frame's payload to ``payloads`` when given."""
     rclpy.init(args=[])
     executor = SingleThreadedExecutor()
     with contextlib.ExitStack() as files:
-        out = files.enter_context(open(args.events, "w", buffering=1))
-        payloads = files.enter_context(open(args.payloads, "wb")) if args.payloads else None
-        probe = AdaptProbe(args.policy, out, payloads)
+        out = files.enter_context(open(events, "w", buffering=1))
+        payload_file = files.enter_context(open(payloads, "wb")) if payloads else None
+        probe = AdaptProbe(policy, out, payload_file)
         executor.add_node(probe)
         try:
             executor.spin()

@@ -23,6 +23,7 @@ import statistics
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -32,9 +33,10 @@ from cloudseg.media.codecs import CodecError
 from cloudseg.media.h264 import H264Decoder, H264Encoder
 from cloudseg.models.registry import UnknownModelError
 from cloudseg.models.weights import WeightsError
-from cloudseg.restore.pipeline import BACKENDS, DTYPES, PipelineError, RestorationPipeline
+from cloudseg.restore.backends import BACKENDS, DTYPES, PipelineError
+from cloudseg.restore.pipeline import RestorationPipeline
 
-__all__ = ["build_parser", "main", "run_bench"]
+__all__ = ["CloudBenchOptions", "build_parser", "main", "run_bench"]
 
 PROG = "cloudseg bench cloud"
 WEIGHTS_NOTE = "random weights (timing only; outputs meaningless)"
@@ -44,6 +46,23 @@ CPU_DEFAULTS = {"size": "512x256", "batch": [1], "dtype": ["fp32"], "iters": 3}
 
 class BenchError(Exception):
     """Bad benchmark options; main() prints one line and returns 2."""
+
+
+@dataclass(frozen=True)
+class CloudBenchOptions:
+    """What to measure. None: the device's default (``CUDA_DEFAULTS`` / ``CPU_DEFAULTS``)."""
+
+    device: str | None = None  # "cuda" or "cpu"; None: cuda if available
+    batch: tuple[int, ...] | None = None
+    dtype: tuple[str, ...] | None = None
+    backend: str = "icnet"
+    sr_model: str = "carn_m"
+    size: str | None = None  # full-resolution "WxH" (the SR output)
+    scale: int = 4
+    iters: int | None = None
+    warmup: int | None = None  # None: 10 on CUDA, 1 on CPU
+    compile: bool = False
+    channels_last: bool = True  # False: keep NCHW on CUDA
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -57,10 +76,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--device", choices=("cuda", "cpu"), help="default: cuda if available")
     parser.add_argument("--batch", type=int, nargs="+", help="batch sizes (frames per call)")
     parser.add_argument("--dtype", nargs="+", choices=sorted(DTYPES), help="fp16/bf16: CUDA")
-    parser.add_argument("--backend", default="icnet", choices=sorted(BACKENDS))
-    parser.add_argument("--sr-model", default="carn_m", help="SR model (default carn_m)")
+    parser.add_argument("--backend", default=CloudBenchOptions.backend, choices=sorted(BACKENDS))
+    parser.add_argument(
+        "--sr-model", default=CloudBenchOptions.sr_model, help="SR model (default %(default)s)"
+    )
     parser.add_argument("--size", help="full-resolution WxH (the SR output), e.g. 2048x1024")
-    parser.add_argument("--scale", type=int, default=4, help="SR factor (default 4)")
+    parser.add_argument(
+        "--scale", type=int, default=CloudBenchOptions.scale, help="SR factor (default %(default)s)"
+    )
     parser.add_argument("--iters", type=int, help="timed iterations")
     parser.add_argument("--warmup", type=int, help="untimed iterations first (default 10/1)")
     parser.add_argument("--compile", action="store_true", help="torch.compile (CUDA only)")
@@ -140,55 +163,72 @@ def bench_pipeline(
     return {key: statistics.median(values) for key, values in samples.items()}
 
 
-def run_bench(args: argparse.Namespace) -> dict[str, Any]:
+def _options_from(args: argparse.Namespace) -> CloudBenchOptions:
+    """The options of a parsed command line."""
+    return CloudBenchOptions(
+        device=args.device,
+        batch=tuple(args.batch) if args.batch else None,
+        dtype=tuple(args.dtype) if args.dtype else None,
+        backend=args.backend,
+        sr_model=args.sr_model,
+        size=args.size,
+        scale=args.scale,
+        iters=args.iters,
+        warmup=args.warmup,
+        compile=args.compile,
+        channels_last=not args.no_channels_last,
+    )
+
+
+def run_bench(options: CloudBenchOptions) -> dict[str, Any]:
     """Run every (dtype, batch) configuration; returns the JSON-ready report."""
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = options.device or ("cuda" if torch.cuda.is_available() else "cpu")
     if device == "cuda" and not torch.cuda.is_available():
         raise BenchError("--device cuda: CUDA is not available here")
     defaults = CUDA_DEFAULTS if device == "cuda" else CPU_DEFAULTS
-    batches = args.batch or defaults["batch"]
-    dtypes = args.dtype or defaults["dtype"]
-    iters = args.iters if args.iters is not None else defaults["iters"]
-    warmup = args.warmup if args.warmup is not None else (10 if device == "cuda" else 1)
-    if args.scale not in (2, 3, 4):
-        raise BenchError(f"--scale must be 2, 3 or 4, got {args.scale}")
-    width, height = _parse_size(args.size or defaults["size"], args.scale)
+    batches = options.batch or defaults["batch"]
+    dtypes = options.dtype or defaults["dtype"]
+    iters = options.iters if options.iters is not None else defaults["iters"]
+    warmup = options.warmup if options.warmup is not None else (10 if device == "cuda" else 1)
+    if options.scale not in (2, 3, 4):
+        raise BenchError(f"--scale must be 2, 3 or 4, got {options.scale}")
+    width, height = _parse_size(options.size or defaults["size"], options.scale)
     if iters < 1 or warmup < 0 or any(b < 1 for b in batches):
         raise BenchError("--iters and --batch must be >= 1, --warmup >= 0")
     if device == "cpu" and any(d != "fp32" for d in dtypes):
         raise BenchError("fp16/bf16 need CUDA; on CPU use --dtype fp32")
-    lr_w, lr_h = width // args.scale, height // args.scale
+    lr_w, lr_h = width // options.scale, height // options.scale
 
     report: dict[str, Any] = {
         "device": device,
         "gpu": torch.cuda.get_device_name(0) if device == "cuda" else None,
         "torch": torch.__version__,
-        "backend": args.backend,
-        "sr_model": args.sr_model,
+        "backend": options.backend,
+        "sr_model": options.sr_model,
         "weights": WEIGHTS_NOTE,
         "size": f"{width}x{height}",
         "lr_size": f"{lr_w}x{lr_h}",
-        "scale": args.scale,
+        "scale": options.scale,
         "iters": iters,
         "warmup": warmup,
-        "compile": bool(args.compile),
-        "cpu_defaults": device == "cpu" and args.size is None,
+        "compile": bool(options.compile),
+        "cpu_defaults": device == "cpu" and options.size is None,
         "decode_ms": bench_decode(lr_w, lr_h, max(iters, 17)),
         "rows": [],
     }
     frame = torch.from_numpy(synthetic_frame(lr_w, lr_h))
     for dtype in dtypes:
         pipeline = RestorationPipeline(
-            args.sr_model,
-            args.backend,
+            options.sr_model,
+            options.backend,
             device=device,
             dtype=dtype,
-            channels_last=False if args.no_channels_last else None,
+            channels_last=None if options.channels_last else False,
             sr_weights=None,
             seg_weights=None,
             allow_untrained=True,
-            scale=args.scale,
-            compile=args.compile,
+            scale=options.scale,
+            compile=options.compile,
         )
         for batch in batches:
             lr = frame.expand(batch, -1, -1, -1).contiguous().to(pipeline.device)
@@ -248,7 +288,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exc:  # --help (0) or a usage error (2, message already printed)
         return int(exc.code or 0)
     try:
-        report = run_bench(args)
+        report = run_bench(_options_from(args))
     except (
         BenchError,
         PipelineError,

@@ -286,20 +286,43 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--exit-with-parent", action="store_true", help="exit when the parent process dies"
     )
     args = ap.parse_args(argv)
-    try:
-        if args.disable_offloads:
+    if args.disable_offloads:
+        try:
             for ifname in args.disable_offloads:
                 disable_offloads(ifname)
-            return 0
-        if not args.a or not args.b:
-            ap.error("--a and --b are needed (or --disable-offloads)")
-        if args.delay_ms < 0:
-            ap.error("--delay-ms must be >= 0")
-        parent = _exit_with_parent() if args.exit_with_parent else None
-        if not args.keep_offloads:
-            for ifname in (args.a, args.b):
+        except OSError as exc:
+            print(f"delay_line: {exc}", file=sys.stderr, flush=True)
+            return 1
+        return 0
+    if not args.a or not args.b:
+        ap.error("--a and --b are needed (or --disable-offloads)")
+    if args.delay_ms < 0:
+        ap.error("--delay-ms must be >= 0")
+    return run_delay_line(
+        args.a,
+        args.b,
+        args.delay_ms,
+        keep_offloads=args.keep_offloads,
+        exit_with_parent=args.exit_with_parent,
+    )
+
+
+def run_delay_line(
+    a: str,
+    b: str,
+    delay_ms: float,
+    *,
+    keep_offloads: bool = False,
+    exit_with_parent: bool = False,
+) -> int:
+    """Forward between interfaces ``a`` and ``b`` with ``delay_ms`` each way until SIGTERM or
+    SIGINT (or the parent's exit); prints a ready line and a summary. 1 on a socket error."""
+    try:
+        parent = _exit_with_parent() if exit_with_parent else None
+        if not keep_offloads:
+            for ifname in (a, b):
                 disable_offloads(ifname)
-        line = DelayLine(args.a, args.b, args.delay_ms / 1000.0)
+        line = DelayLine(a, b, delay_ms / 1000.0)
     except OSError as exc:
         print(f"delay_line: {exc}", file=sys.stderr, flush=True)
         return 1
@@ -313,7 +336,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, _stop)
-    print(f"delay_line: ready {args.a}<->{args.b} delay {args.delay_ms:g} ms each way", flush=True)
+    print(f"delay_line: ready {a}<->{b} delay {delay_ms:g} ms each way", flush=True)
     try:
         line.run(stop_fd=stop_r, parent_pid=parent)
     finally:

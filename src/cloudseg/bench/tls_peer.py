@@ -23,8 +23,25 @@ import signal
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 PREFIX = "TLSPEER "
+
+
+@dataclass(frozen=True)
+class PeerOptions:
+    """One peer's exchange (the command's options, same names)."""
+
+    pub: str = "-"  # topic to publish on ('-': none)
+    sub: str = "-"  # topic to count ('-': none)
+    marker: str = "CLOUDSEG-MARKER"
+    size: int = 5000  # bytes per message
+    count: int = 0  # messages to publish (0: until the end)
+    rate: float = 20.0  # messages per second
+    want: int = 0  # stop after this many received
+    seconds: float = 30.0  # longest run
+    linger: float = 2.0  # keep publishing after `want`
+    settle: float = 1.0  # wait after matching (s)
 
 
 def emit(event: str, **data) -> None:
@@ -39,22 +56,30 @@ def payload(marker: str, size: int, seq: int) -> bytes:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    d = PeerOptions()
     p = argparse.ArgumentParser(prog="python -m cloudseg.bench.tls_peer", description=__doc__)
-    p.add_argument("--pub", default="-", help="topic to publish on ('-': none)")
-    p.add_argument("--sub", default="-", help="topic to count ('-': none)")
-    p.add_argument("--marker", default="CLOUDSEG-MARKER")
-    p.add_argument("--size", type=int, default=5000, help="bytes per message")
-    p.add_argument("--count", type=int, default=0, help="messages to publish (0: until the end)")
-    p.add_argument("--rate", type=float, default=20.0, help="messages per second")
-    p.add_argument("--want", type=int, default=0, help="stop after this many received")
-    p.add_argument("--seconds", type=float, default=30.0, help="longest run")
-    p.add_argument("--linger", type=float, default=2.0, help="keep publishing after --want")
-    p.add_argument("--settle", type=float, default=1.0, help="wait after matching (s)")
+    p.add_argument("--pub", default=d.pub, help="topic to publish on ('-': none)")
+    p.add_argument("--sub", default=d.sub, help="topic to count ('-': none)")
+    p.add_argument("--marker", default=d.marker)
+    p.add_argument("--size", type=int, default=d.size, help="bytes per message")
+    p.add_argument(
+        "--count", type=int, default=d.count, help="messages to publish (0: until the end)"
+    )
+    p.add_argument("--rate", type=float, default=d.rate, help="messages per second")
+    p.add_argument("--want", type=int, default=d.want, help="stop after this many received")
+    p.add_argument("--seconds", type=float, default=d.seconds, help="longest run")
+    p.add_argument("--linger", type=float, default=d.linger, help="keep publishing after --want")
+    p.add_argument("--settle", type=float, default=d.settle, help="wait after matching (s)")
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    """Parse the command line and run the exchange."""
+    return run_peer(PeerOptions(**vars(build_parser().parse_args(argv))))
+
+
+def run_peer(options: PeerOptions) -> int:
+    """Run one exchange as a ROS 2 node; its events go to stdout (see the module docstring)."""
     import rclpy
 
     from cloudseg.graph import FRAMES_TOPIC
@@ -73,9 +98,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         head = bytes(msg.data[:64]).split(b"#", 1)[0].decode(errors="replace")
         markers[head] = markers.get(head, 0) + 1
 
-    if args.sub != "-":
-        node.create_subscription(Frame, args.sub, on_frame, qos)
-    pub = node.create_publisher(Frame, args.pub, qos) if args.pub != "-" else None
+    if options.sub != "-":
+        node.create_subscription(Frame, options.sub, on_frame, qos)
+    pub = node.create_publisher(Frame, options.pub, qos) if options.pub != "-" else None
     msg = Frame(codec="jpeg")
     sent = 0
     start_at = None  # when publishing may start (--count: after matching and settling)
@@ -84,33 +109,33 @@ def main(argv: Sequence[str] | None = None) -> int:
     stop: list[int] = []
     signal.signal(signal.SIGTERM, lambda signum, frame: stop.append(signum))
     try:
-        while time.monotonic() - t0 < args.seconds and not stop:
+        while time.monotonic() - t0 < options.seconds and not stop:
             now = time.monotonic()
             if pub is not None and start_at is None and pub.get_subscription_count() > 0:
                 emit("matched", t=round(now - t0, 2))
-                start_at = now + (args.settle if args.count else 0.0)
+                start_at = now + (options.settle if options.count else 0.0)
             if pub is not None and now >= next_pub:
-                if args.count == 0:
+                if options.count == 0:
                     may_send = True  # continuous: also before matching, as a camera would
                 else:
-                    may_send = start_at is not None and now >= start_at and sent < args.count
+                    may_send = start_at is not None and now >= start_at and sent < options.count
                 if may_send:
                     if sent == 0:
                         emit("start", t=round(now - t0, 2))
                     msg.seq = sent
-                    msg.data = payload(args.marker, args.size, sent)
+                    msg.data = payload(options.marker, options.size, sent)
                     pub.publish(msg)
                     sent += 1
-                    next_pub = now + 1.0 / args.rate
-                    if sent == args.count:
+                    next_pub = now + 1.0 / options.rate
+                    if sent == options.count:
                         emit("published", count=sent, t=round(time.monotonic() - t0, 2))
             if done_at is None:
-                enough = (not args.want or len(got) >= args.want) and (
-                    not args.count or sent >= args.count
+                enough = (not options.want or len(got) >= options.want) and (
+                    not options.count or sent >= options.count
                 )
-                if enough and (args.want or args.count):
+                if enough and (options.want or options.count):
                     done_at = now
-            elif now - done_at >= args.linger:
+            elif now - done_at >= options.linger:
                 break
             rclpy.spin_once(node, timeout_sec=0.002)
     except KeyboardInterrupt:

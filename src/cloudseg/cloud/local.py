@@ -18,7 +18,8 @@ from torch import Tensor
 
 from cloudseg.cloud.inference import BatchResult
 from cloudseg.cloud.service import CloudService
-from cloudseg.restore.pipeline import IGNORE_ID, NUM_CLASSES, to_uint8
+from cloudseg.restore.labels import IGNORE_ID, NUM_CLASSES
+from cloudseg.restore.results import to_uint8
 
 
 @functools.cache
@@ -33,7 +34,7 @@ def _lut(device: str) -> Tensor:
 def blend_overlay(rgb: Tensor, labels: Tensor, alpha: float = 0.5) -> Tensor:
     """Cityscapes colours over (N, H, W, 3) uint8 images on their device: (N, H, W) train ids,
     ``alpha`` the colours' weight; ids > 18 (255: ignore) keep the image's colour. Within 1 of
-    `cloudseg.restore.pipeline.overlay` (the host version)."""
+    `cloudseg.restore.labels.overlay` (the host version)."""
     ids = labels.long()
     valid = (ids < NUM_CLASSES).unsqueeze(-1)
     colours = _lut(str(rgb.device))[ids.clamp_(max=IGNORE_ID)]

@@ -17,7 +17,7 @@ import numpy as np
 
 from cloudseg.cloud.inference import BatchResult
 from cloudseg.media.resize import resize_labels
-from cloudseg.restore.pipeline import mark_untrained
+from cloudseg.restore.labels import mark_untrained
 
 
 @dataclass

@@ -26,13 +26,9 @@ from cloudseg.graph import SCALES
 from cloudseg.guard import BadInput
 from cloudseg.media.resize import resize_labels
 from cloudseg.media.stream import StreamDecoder
-from cloudseg.restore.pipeline import (
-    PipelineResult,
-    Pyramid,
-    RestorationPipeline,
-    mark_untrained,
-    overlay,
-)
+from cloudseg.restore.labels import mark_untrained, overlay
+from cloudseg.restore.pipeline import RestorationPipeline
+from cloudseg.restore.results import PipelineResult, Pyramid
 from cloudseg.routes import seg_weights_for
 
 log = logging.getLogger(__name__)

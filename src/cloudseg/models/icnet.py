@@ -48,7 +48,7 @@ ICNET_LOSS_WEIGHTS: tuple[float, float, float] = (1.0, 0.4, 0.4)
 MIN_INPUT_SIDE = 32
 
 #: One image at several sizes, keyed by downsampling factor: {1: full, 2: half, 4: quarter}
-#: (as `cloudseg.restore.pipeline.Pyramid.levels`; ICNet's hr, mr and lr branches).
+#: (as `cloudseg.restore.results.Pyramid.levels`; ICNet's hr, mr and lr branches).
 Levels = dict[int, Tensor]
 
 #: Logits at 1/4, 1/8 and 1/16 of the full frame (the cascade label guidance outputs).

@@ -14,14 +14,9 @@ from pathlib import Path
 
 from rclpy.node import Node
 
-from cloudseg.control.controller import (
-    Controller,
-    ControllerSettings,
-    Decision,
-    Measurements,
-    StatSample,
-)
+from cloudseg.control.controller import Controller, ControllerSettings, Decision
 from cloudseg.control.profile import PROFILE_FILE, ProfileEntry, load_profile
+from cloudseg.control.window import Measurements, StatSample
 from cloudseg.graph import CONTROLLER, KNOB_TOPIC, STATS_TOPIC, config_dir
 from cloudseg.guard import BadInput
 from cloudseg.msg import FrameStats, Knob

@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-from cloudseg.restore.pipeline import (
-    BACKENDS,
-    MODES,
-    PipelineError,
-    PipelineResult,
-    RestorationPipeline,
-    overlay,
-)
+from cloudseg.restore.backends import BACKENDS, PipelineError
+from cloudseg.restore.labels import overlay
+from cloudseg.restore.pipeline import MODES, RestorationPipeline
+from cloudseg.restore.results import PipelineResult
 
 __all__ = [
     "BACKENDS",

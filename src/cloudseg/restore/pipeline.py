@@ -37,16 +37,12 @@ On a CPU its bilinear upsampling runs on uint8 (within 1 of the float path, ~10x
 
 from __future__ import annotations
 
-import functools
-import logging
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -54,166 +50,24 @@ from torch import Tensor, nn
 
 from cloudseg.media.resize import downsample_tensor
 from cloudseg.models.icnet import INPUT_MEAN, INPUT_STD  # ImageNet: ESPNetv2 uses the same
-from cloudseg.models.registry import build_model, get_spec
-from cloudseg.models.weights import WeightsError
+from cloudseg.restore.backends import (
+    DTYPES,
+    PipelineError,
+    build_network,
+    registered_model,
+    resolve_device,
+    segmentation_backend,
+    trained_resolution,
+)
+from cloudseg.restore.labels import IGNORE_ID, NUM_CLASSES
+from cloudseg.restore.results import PipelineResult, Pyramid, Restored, to_uint8
 
-__all__ = [
-    "BACKENDS",
-    "DTYPES",
-    "MODES",
-    "SEG_SIZES",
-    "SR_ROUTES",
-    "PipelineError",
-    "PipelineResult",
-    "RestorationPipeline",
-    "Restored",
-    "overlay",
-    "to_uint8",
-    "trained_resolution",
-]
-
-log = logging.getLogger(__name__)
+__all__ = ["MODES", "SEG_SIZES", "SR_ROUTES", "RestorationPipeline"]
 
 MODES = ("sr", "bilinear", "full")
 SEG_SIZES = ("trained", "full")
 SR_ROUTES = ("direct", "full")
-DTYPES: dict[str, torch.dtype] = {
-    "fp32": torch.float32,
-    "fp16": torch.float16,
-    "bf16": torch.bfloat16,
-}
-BACKENDS: dict[str, str] = {
-    "espnetv2": "espnetv2_s2_city_1024x512",
-    "icnet": "icnet_resnet50",
-}
-"""Segmentation backend -> default registry model (a full registry name is accepted too)."""
-
-#: Cityscapes train ids 0..18 and the ignore id (as cloudseg.data.cityscapes, which is not
-#: imported here: it needs cityscapesScripts, absent on a bare GPU host running the benchmark).
-NUM_CLASSES = 19
-IGNORE_ID = 255
 _ESPNET_STRIDE = 16  # ESPNetv2 needs sides that are multiples of 16: pad, then crop
-
-
-class PipelineError(ValueError):
-    """A pipeline that cannot be built or an input it cannot process."""
-
-
-@dataclass
-class PipelineResult:
-    """What :meth:`RestorationPipeline.process` returns (tensors on the pipeline's device).
-
-    ``labels``: (N, H, W) uint8 train ids, 255 = background / ignore. ``restored``: (N, H, W, 3)
-    uint8 RGB of the image that was segmented, or None unless asked for. ``timings_ms``: ``sr``
-    (uint8 -> float and SR / bilinear upsampling), ``segmentation`` (normalisation, network,
-    argmax) and ``total`` (including the host -> device copy of numpy input).
-    ``reduced_by``: the CPU reduction factor (1 = full size, see the module docstring).
-    """
-
-    labels: Tensor
-    restored: Tensor | None
-    timings_ms: dict[str, float]
-    mode: str
-    reduced_by: int = 1
-    untrained: tuple[str, ...] = field(default_factory=tuple)
-
-
-@dataclass
-class Pyramid:
-    """What :meth:`RestorationPipeline.restore` hands to :meth:`RestorationPipeline.segment`:
-    ``levels`` {1: HR, 2: MR, 4: LR} as RGB float [0, 1] tensors on the device (at 1/
-    ``reduced_by`` of the full size), and the stage's time marks."""
-
-    levels: dict[int, Tensor]
-    mode: str
-    reduced_by: int
-    marks: list[Any]
-    scale: int = 0  # the downsampling factor of the input (set by the caller that routes it)
-
-
-@dataclass
-class Restored:
-    """What :meth:`RestorationPipeline.restore_image` returns: stage 1's image as uint8
-    (N, H, W, 3) on the device at 1/``reduced_by`` of the camera size, how it was restored,
-    and the stage's time in ms (as ``PipelineResult.timings_ms["sr"]``)."""
-
-    images: Tensor
-    mode: str
-    reduced_by: int
-    sr_ms: float
-
-
-def to_uint8(hr: Tensor) -> Tensor:
-    """(N, 3, H, W) float [0, 1] -> (N, H, W, 3) uint8 (rounded), on the same device."""
-    out = hr.mul(255.0).round_().clamp_(0, 255).to(torch.uint8)
-    return out.permute(0, 2, 3, 1).contiguous()
-
-
-def _resolve_device(device: str | torch.device) -> torch.device:
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError) as exc:
-        raise PipelineError(f"unknown device {device!r}: {exc}") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise PipelineError("device 'cuda' requested but CUDA is not available here")
-    if dev.type not in ("cpu", "cuda"):
-        raise PipelineError(f"device must be cpu or cuda, got {device!r}")
-    return dev
-
-
-def _backend_of(name: str) -> tuple[str, str]:
-    """(backend kind, registry model name) for a backend or a registry model name."""
-    model_name = BACKENDS.get(name, name)
-    for kind in ("espnetv2", "icnet"):
-        if model_name.startswith(kind):
-            break
-    else:
-        raise PipelineError(
-            f"unknown segmentation backend {name!r}; known: {', '.join(BACKENDS)} "
-            f"(or a registered espnetv2_*/icnet_* model)"
-        )
-    try:
-        spec = get_spec(model_name)
-    except KeyError as exc:
-        raise PipelineError(str(exc)) from None
-    if spec.task != "segmentation":
-        raise PipelineError(f"model {model_name!r} is not a segmentation model")
-    return kind, model_name
-
-
-def _build(name: str, weights: str | Path | None, allow_untrained: bool) -> nn.Module:
-    """build_model, falling back to random init only when allowed and no weights were named."""
-    if weights is None:
-        return build_model(name, None, pretrained=False, allow_untrained=allow_untrained)
-    try:
-        return build_model(name, weights)
-    except WeightsError as exc:
-        if not (allow_untrained and weights == "default"):
-            raise
-        log.warning("%s: no weights (%s); using RANDOM weights as allowed", name, exc)
-        return build_model(name, None, pretrained=False, allow_untrained=True)
-
-
-def trained_resolution(
-    segmenter: nn.Module | None, model_name: str | None = None
-) -> tuple[int, int] | None:
-    """(width, height) a segmenter's weights were trained at: from the weights it loaded
-    (``weights_info.meta["resolution"]``, or the model card of a fine-tuned file), else from
-    the registry's default weights of ``model_name``; None when unknown."""
-    info = getattr(segmenter, "weights_info", None)
-    meta = getattr(info, "meta", None) or {}
-    resolution = meta.get("resolution")
-    if resolution is None and model_name is not None:
-        try:
-            spec = get_spec(model_name)
-        except KeyError:
-            spec = None
-        if spec is not None and spec.default_weights is not None:
-            resolution = spec.weights[spec.default_weights].meta.get("resolution")
-    if resolution is None:
-        return None
-    width, height = (int(v) for v in resolution)
-    return width, height
 
 
 class RestorationPipeline:
@@ -254,18 +108,13 @@ class RestorationPipeline:
         sr_route: str = "direct",
         restore_only: bool = False,
     ) -> None:
-        kind, seg_name = _backend_of(backend)
+        kind, seg_name = segmentation_backend(backend)
         self._check_options(device, dtype, scale, cpu_max_width, compile)  # before loading
         sr = None
         if sr_model is not None:
-            try:
-                spec = get_spec(sr_model)
-            except KeyError as exc:
-                raise PipelineError(str(exc)) from None
-            if spec.task != "sr":
-                raise PipelineError(f"model {sr_model!r} is not a super-resolution model")
-            sr = _build(sr_model, sr_weights, allow_untrained)
-        segmenter = None if restore_only else _build(seg_name, seg_weights, allow_untrained)
+            registered_model(sr_model, "sr", "super-resolution")
+            sr = build_network(sr_model, sr_weights, allow_untrained)
+        segmenter = None if restore_only else build_network(seg_name, seg_weights, allow_untrained)
         self._setup(
             sr,
             segmenter,
@@ -296,7 +145,7 @@ class RestorationPipeline:
         the keyword options of the constructor that do not build models (device, dtype, ...).
         ``segmenter`` None: a restore-only pipeline (see the constructor).
         """
-        kind, seg_name = _backend_of(backend)
+        kind, seg_name = segmentation_backend(backend)
         self = cls.__new__(cls)
         names = (type(sr).__name__ if sr is not None else None, seg_name)
         self._setup(sr, segmenter, kind, names=names, **options)
@@ -310,7 +159,7 @@ class RestorationPipeline:
         cpu_max_width: int | None,
         compile: bool,
     ) -> None:
-        dev = _resolve_device(device)
+        dev = resolve_device(device)
         if dtype not in DTYPES:
             raise PipelineError(f"unknown dtype {dtype!r}; known: {', '.join(DTYPES)}")
         if dev.type == "cpu" and dtype != "fp32":
@@ -347,7 +196,7 @@ class RestorationPipeline:
         self.seg_size = seg_size
         self.sr_route = sr_route
         self.trained_resolution = trained_resolution(segmenter, names[1])
-        self.device = _resolve_device(device)
+        self.device = resolve_device(device)
         self.dtype_name = dtype
         self.dtype = DTYPES[dtype]
         self.cuda = self.device.type == "cuda"
@@ -626,52 +475,3 @@ class RestorationPipeline:
         low resolution for modes "sr" and "bilinear", full resolution for "full".
         """
         return self.segment(self.restore(frames, mode), return_restored=return_restored)
-
-
-@functools.cache
-def _overlay_lut() -> np.ndarray:
-    from cloudseg.data.cityscapes import TRAIN_ID_COLORS  # lazy: needs cityscapesScripts
-
-    lut = np.zeros((256, 3), np.uint8)
-    lut[:NUM_CLASSES] = TRAIN_ID_COLORS
-    return lut
-
-
-def overlay(rgb_uint8: np.ndarray, labels: np.ndarray | Tensor, alpha: float = 0.5) -> np.ndarray:
-    """Blend Cityscapes train-id colours over an HxWx3 uint8 RGB image (numpy, for RViz).
-
-    ``labels``: HxW train ids of the same size; pixels labelled 255 (or any id > 18) keep the
-    image's own colour. ``alpha`` is the weight of the label colour (0..1).
-    """
-    if isinstance(labels, Tensor):
-        labels = labels.detach().cpu().numpy()
-    rgb = np.asarray(rgb_uint8)
-    labels = np.asarray(labels)
-    if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
-        raise ValueError(f"image must be HxWx3 uint8, got {rgb.shape} {rgb.dtype}")
-    if labels.shape != rgb.shape[:2]:
-        raise ValueError(f"labels {labels.shape} do not match the image {rgb.shape[:2]}")
-    if not 0.0 <= float(alpha) <= 1.0:
-        raise ValueError(f"alpha must be in [0, 1], got {alpha}")
-    if not np.issubdtype(labels.dtype, np.integer):
-        raise ValueError(f"labels must be integer train ids, got {labels.dtype}")
-    ids = np.where((labels >= 0) & (labels < NUM_CLASSES), labels, IGNORE_ID).astype(np.uint8)
-    colours = _overlay_lut()[ids]
-    blended = cv2.addWeighted(rgb, 1.0 - float(alpha), colours, float(alpha), 0.0)
-    return np.where((ids < NUM_CLASSES)[..., None], blended, rgb)
-
-
-def mark_untrained(overlay: np.ndarray, untrained: tuple[str, ...]) -> np.ndarray:
-    """Never let random weights pass for a result: the overlay says so."""
-    out = np.ascontiguousarray(overlay).copy()
-    cv2.putText(
-        out,
-        f"UNTRAINED: {', '.join(untrained)}",
-        (10, 30),
-        cv2.FONT_HERSHEY_SIMPLEX,
-        0.8,
-        (255, 0, 0),
-        2,
-        cv2.LINE_AA,
-    )
-    return out

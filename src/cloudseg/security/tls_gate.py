@@ -33,137 +33,32 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import ipaddress
 import logging
 import signal
 import ssl
 import sys
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = [
-    "GateError",
-    "GateStats",
-    "RefusalLog",
-    "TlsGate",
-    "client_context",
-    "main",
-    "server_context",
-]
+from cloudseg.security.refusals import LOG, LOG_INTERVAL_S, RefusalLog, refusal_reason
+from cloudseg.security.tls_context import (
+    GateError,
+    client_context,
+    format_address,
+    is_loopback,
+    parse_address,
+    peer_name,
+    peer_names,
+    server_context,
+)
 
-LOG = logging.getLogger("cloudseg.tls_gate")
+__all__ = ["GateStats", "TlsGate", "main"]
+
 CHUNK = 256 * 1024
 HANDSHAKE_TIMEOUT_S = 10.0
 CONNECT_TIMEOUT_S = 10.0
 MAX_CONNECTIONS = 64
-LOG_INTERVAL_S = 10.0
-
-
-class GateError(RuntimeError):
-    """The gate cannot start (bad address, unreadable certificate, port in use); one line."""
-
-
-def parse_address(text: str, what: str) -> tuple[str, int]:
-    """`HOST:PORT` (or `[v6]:PORT`) as (host, port)."""
-    host, sep, port = text.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise GateError(f"{what}: expected HOST:PORT, got {text!r}")
-    return host.strip("[]"), int(port)
-
-
-def _tls_base(ctx: ssl.SSLContext, ca: Path, cert: Path, key: Path) -> ssl.SSLContext:
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    try:
-        ctx.load_cert_chain(cert, key)
-        ctx.load_verify_locations(cafile=ca)  # this CA only, never the system's
-    except (OSError, ssl.SSLError) as exc:
-        raise GateError(f"cannot load {cert} / {key} / CA {ca}: {exc}") from exc
-    ctx.verify_mode = ssl.CERT_REQUIRED
-    ctx.verify_flags |= ssl.VERIFY_X509_STRICT
-    return ctx
-
-
-def server_context(ca: Path, cert: Path, key: Path) -> ssl.SSLContext:
-    """The cloud side: present `cert`, require a client certificate signed by `ca`."""
-    return _tls_base(ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER), ca, cert, key)
-
-
-def client_context(ca: Path, cert: Path, key: Path) -> ssl.SSLContext:
-    """The vehicle side: present `cert`, require a server certificate signed by `ca` for the
-    name or address connected to (host name check on)."""
-    ctx = _tls_base(ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT), ca, cert, key)
-    ctx.check_hostname = True
-    return ctx
-
-
-def refusal_reason(exc: BaseException, handshake: bool = True) -> str:
-    """A short reason for a failed handshake (or, `handshake` False, a failed connect)."""
-    if isinstance(exc, ssl.SSLCertVerificationError):
-        return f"certificate verify failed: {exc.verify_message}"
-    if isinstance(exc, ssl.SSLError):
-        reason = exc.reason or exc.strerror or str(exc)
-        return {
-            "PEER_DID_NOT_RETURN_A_CERTIFICATE": "no client certificate",
-            "WRONG_VERSION_NUMBER": "not TLS (plain TCP?)",
-            "HTTP_REQUEST": "not TLS (HTTP request)",
-            "UNSUPPORTED_PROTOCOL": "TLS version below 1.2",
-            "TLSV1_ALERT_UNKNOWN_CA": "peer does not trust our CA",
-            "SSLV3_ALERT_BAD_CERTIFICATE": "peer refused our certificate",
-            "TLSV13_ALERT_CERTIFICATE_REQUIRED": "peer requires a certificate",
-        }.get(reason, reason.replace("_", " ").lower())
-    if isinstance(exc, (TimeoutError, asyncio.TimeoutError)):
-        return "timed out"
-    if isinstance(exc, ConnectionAbortedError) and "handshake" in str(exc):
-        return "handshake timed out"
-    if isinstance(exc, ConnectionRefusedError):
-        return "connection refused"
-    if handshake and isinstance(exc, (ConnectionError, EOFError, asyncio.IncompleteReadError)):
-        return f"connection closed during handshake ({type(exc).__name__})"
-    if isinstance(exc, OSError):
-        return exc.strerror or str(exc)
-    return f"{type(exc).__name__}: {exc}"
-
-
-class RefusalLog:
-    """One log line per (peer address, reason) per `interval` seconds, and at most `burst`
-    lines per interval in all; suppressed repeats are counted into the next line."""
-
-    def __init__(self, interval: float = LOG_INTERVAL_S, burst: int = 20, log=LOG) -> None:
-        self.interval = interval
-        self.burst = burst
-        self.log = log
-        self._last: dict[tuple[str, str], float] = {}
-        self._suppressed: dict[tuple[str, str], int] = {}
-        self._window = (0.0, 0)  # (start, lines in it)
-        self._dropped = 0
-
-    def __call__(self, peer: str, reason: str, level: int = logging.WARNING, what="refused"):
-        now = time.monotonic()
-        host = peer.rsplit(":", 1)[0]
-        key = (host, reason)
-        if now - self._last.get(key, -1e9) < self.interval:
-            self._suppressed[key] = self._suppressed.get(key, 0) + 1
-            return
-        start, lines = self._window
-        if now - start >= self.interval:
-            start, lines = now, 0
-            if self._dropped:
-                self.log.warning("%d more lines suppressed (rate limit)", self._dropped)
-                self._dropped = 0
-        if lines >= self.burst:
-            self._dropped += 1
-            return
-        self._window = (start, lines + 1)
-        self._last[key] = now
-        if len(self._last) > 4096:  # many peers: forget the oldest
-            for old in sorted(self._last, key=self._last.get)[:2048]:
-                self._last.pop(old, None)
-                self._suppressed.pop(old, None)
-        more = self._suppressed.pop(key, 0)
-        extra = f" (+{more} like it since)" if more else ""
-        self.log.log(level, "%s %s: %s%s", what, peer, reason, extra)
 
 
 @dataclass
@@ -182,35 +77,6 @@ class GateStats:
             + (f" ({why})" if why else "")
             + f", {self.bytes_in} bytes in, {self.bytes_out} bytes out (plaintext)"
         )
-
-
-def _peer_name(cert: dict | None) -> str:
-    """The common name of a verified peer certificate (`SSLObject.getpeercert()`)."""
-    for rdn in (cert or {}).get("subject", ()):
-        for key, value in rdn:
-            if key == "commonName":
-                return value
-    return "?"
-
-
-def _peer_names(cert: dict | None) -> set[str]:
-    names = {_peer_name(cert)}
-    names.update(v for k, v in (cert or {}).get("subjectAltName", ()) if k == "DNS")
-    return names
-
-
-def _fmt(addr) -> str:
-    if not addr:
-        return "?"
-    host, port = addr[0], addr[1]
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
-def _is_loopback(host: str) -> bool:
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return host == "localhost"
 
 
 class TlsGate:
@@ -256,22 +122,24 @@ class TlsGate:
                 handler, self.listen[0], self.listen[1], reuse_address=True, backlog=128
             )
         except OSError as exc:
-            raise GateError(f"cannot listen on {_fmt(self.listen)}: {exc.strerror}") from exc
+            raise GateError(
+                f"cannot listen on {format_address(self.listen)}: {exc.strerror}"
+            ) from exc
         port = self._server.sockets[0].getsockname()[1]
         self.listen = (self.listen[0], port)
-        if self.mode == "client" and not _is_loopback(self.listen[0]):
+        if self.mode == "client" and not is_loopback(self.listen[0]):
             LOG.warning(
                 "client gate listens on %s, not a loopback address: whoever reaches it talks "
                 "to the cloud with this vehicle's certificate",
-                _fmt(self.listen),
+                format_address(self.listen),
             )
         LOG.info(
             "%s gate: %s %s -> %s %s",
             self.mode,
             "TLS" if self.mode == "server" else "TCP",
-            _fmt(self.listen),
+            format_address(self.listen),
             "TCP" if self.mode == "server" else f"TLS (expecting {self.server_name})",
-            _fmt(self.to),
+            format_address(self.to),
         )
 
     async def serve_forever(self) -> None:
@@ -307,7 +175,7 @@ class TlsGate:
 
     async def _serve_tls_side(self, reader, writer) -> None:
         """Server mode: a connection from the WAN."""
-        peer = _fmt(writer.get_extra_info("peername"))
+        peer = format_address(writer.get_extra_info("peername"))
         if not self._track():
             self._refuse(peer, f"too many connections ({self.max_connections})")
             await _close(writer)
@@ -320,8 +188,8 @@ class TlsGate:
                 self._refuse(peer, refusal_reason(exc))
                 return
             cert = writer.get_extra_info("peercert")
-            name = _peer_name(cert)
-            if self.allow and not (_peer_names(cert) & self.allow):
+            name = peer_name(cert)
+            if self.allow and not (peer_names(cert) & self.allow):
                 self._refuse(f"{peer} ({name})", "certificate name not in --allow")
                 return
             try:
@@ -330,7 +198,9 @@ class TlsGate:
                 )
             except (OSError, TimeoutError) as exc:
                 self.refusals(
-                    _fmt(self.to), refusal_reason(exc, False), what="cannot reach Fast DDS at"
+                    format_address(self.to),
+                    refusal_reason(exc, False),
+                    what="cannot reach Fast DDS at",
                 )
                 return
             self.stats.accepted += 1
@@ -349,7 +219,7 @@ class TlsGate:
 
     async def _serve_plain_side(self, reader, writer) -> None:
         """Client mode: a local (Fast DDS) connection, to be carried to the cloud over TLS."""
-        peer = _fmt(writer.get_extra_info("peername"))
+        peer = format_address(writer.get_extra_info("peername"))
         if not self._track():
             self._refuse(peer, f"too many connections ({self.max_connections})")
             await _close(writer)
@@ -367,12 +237,12 @@ class TlsGate:
                     CONNECT_TIMEOUT_S + self.handshake_timeout,
                 )
             except Exception as exc:
-                self._refuse(f"cloud {_fmt(self.to)}", refusal_reason(exc))
+                self._refuse(f"cloud {format_address(self.to)}", refusal_reason(exc))
                 return
             self.stats.accepted += 1
             cert = tls_w.get_extra_info("peercert")
             self.events(
-                f"{_fmt(self.to)} ({_peer_name(cert)})",
+                f"{format_address(self.to)} ({peer_name(cert)})",
                 tls_w.get_extra_info("cipher")[1],
                 logging.INFO,
                 what="connected to",
@@ -388,7 +258,7 @@ class TlsGate:
                         "closed before sending anything: this vehicle's certificate refused, "
                         "or Fast DDS down there (see the cloud gate's log)"
                     )
-                self.refusals(f"cloud {_fmt(self.to)}", why, what="connection to")
+                self.refusals(f"cloud {format_address(self.to)}", why, what="connection to")
         finally:
             self.stats.active -= 1
             await _close(writer)
@@ -546,7 +416,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 async def _run(gate: TlsGate) -> int:
     await gate.start()
-    print(f"listening on {_fmt(gate.listen)}", file=sys.stderr, flush=True)
+    print(f"listening on {format_address(gate.listen)}", file=sys.stderr, flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -60,14 +60,8 @@ from cloudseg.media.resize import downsample, resize_labels
 from cloudseg.media.stream import StreamRoundTrip, default_compressor_settings
 from cloudseg.models.registry import UnknownModelError, build_model
 from cloudseg.models.weights import ENV_WEIGHTS, WeightsError
-from cloudseg.restore.pipeline import (
-    BACKENDS,
-    DTYPES,
-    SEG_SIZES,
-    SR_ROUTES,
-    PipelineError,
-    RestorationPipeline,
-)
+from cloudseg.restore.backends import BACKENDS, DTYPES, PipelineError
+from cloudseg.restore.pipeline import SEG_SIZES, SR_ROUTES, RestorationPipeline
 from cloudseg.routes import DEFAULT_ROUTE, ROUTES, SEG_LR, route_pipeline
 from cloudseg.train.metrics import ConfusionMatrix, MetricsError
 from cloudseg.train.stream_data import is_low_res_root, list_low_res_frames

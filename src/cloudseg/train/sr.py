@@ -40,7 +40,7 @@ from cloudseg.media.stream import CompressorSettings, default_compressor_setting
 from cloudseg.models.icnet import INPUT_MEAN, INPUT_STD
 from cloudseg.models.registry import UnknownModelError, build_model, get_spec
 from cloudseg.models.weights import ENV_WEIGHTS, WeightsError
-from cloudseg.restore.pipeline import BACKENDS, PipelineError, trained_resolution
+from cloudseg.restore.backends import BACKENDS, PipelineError, trained_resolution
 from cloudseg.train.checkpoint import (
     CardError,
     CsvLog,

@@ -46,7 +46,8 @@ from cloudseg.media.resize import resize_labels
 from cloudseg.models.icnet import INPUT_MEAN, INPUT_STD
 from cloudseg.models.registry import UnknownModelError, build_model
 from cloudseg.models.weights import ENV_WEIGHTS, WeightsError
-from cloudseg.restore.pipeline import PipelineError, RestorationPipeline
+from cloudseg.restore.backends import PipelineError
+from cloudseg.restore.pipeline import RestorationPipeline
 from cloudseg.train.checkpoint import (
     CardError,
     CsvLog,
