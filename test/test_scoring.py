@@ -15,9 +15,9 @@ import pytest
 from cloudseg.data.cityscapes import load_label_train_ids
 from cloudseg.data.folder import list_frame_files
 from cloudseg.data.sources import open_source
+from cloudseg.metrics import ConfusionMatrix
 from cloudseg.scoring import LabelScorer, find_ground_truth, frame_digest
 from cloudseg.stream_stats import StreamStats
-from cloudseg.train.metrics import ConfusionMatrix
 
 VAL_FRAMES = ("frankfurt_000000_000576", "munster_000061_000019")
 

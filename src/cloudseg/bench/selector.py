@@ -43,6 +43,7 @@ from typing import Any
 import numpy as np
 
 from cloudseg.media.stream import CompressorSettings, FrameCompressor, default_compressor_settings
+from cloudseg.metrics import ConfusionMatrix
 from cloudseg.selection.held_labels import held_sources
 from cloudseg.selection.selector import (
     DEFAULT_THRESHOLDS,
@@ -54,7 +55,6 @@ from cloudseg.selection.selector import (
     SelectorSettings,
     make_measure,
 )
-from cloudseg.train.metrics import ConfusionMatrix
 
 __all__ = [
     "DEFAULT_SWEEP",

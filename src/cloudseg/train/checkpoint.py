@@ -3,9 +3,9 @@
 A checkpoint ``NAME.pth`` is a plain ``state_dict`` (so :func:`cloudseg.models.build_model`
 loads it strictly, like the published weights). Beside it:
 
-* ``NAME.json``, the **model card**: architecture, scales, degradation (downsampling, codec and
-  its settings), data, recipe, steps and the metrics reached. A checkpoint without a card, or
-  whose card names another architecture, is refused (:func:`check_card`).
+* ``NAME.json``, the **model card** (:mod:`cloudseg.models.cards`): architecture, scales,
+  degradation (downsampling, codec and its settings), data, recipe, steps and the metrics
+  reached.
 * ``NAME.state.pt``: what resuming needs (optimizer, step, random generator states); it is not
   needed to use the weights, and is left out of what gets committed.
 """
@@ -26,16 +26,13 @@ import numpy as np
 import torch
 from torch import nn
 
+from cloudseg.models.cards import CARD_VERSION, CardError, card_path, read_card
+
 __all__ = [
-    "CARD_VERSION",
-    "CardError",
     "CsvLog",
     "TrainError",
-    "card_path",
-    "check_card",
     "check_resume",
     "load_training_state",
-    "read_card",
     "run_training",
     "save_checkpoint",
     "seed_everything",
@@ -43,12 +40,6 @@ __all__ = [
     "state_path",
     "truncate_log",
 ]
-
-CARD_VERSION = 1
-
-
-class CardError(ValueError):
-    """A checkpoint without a model card, or with a card that does not fit."""
 
 
 class TrainError(Exception):
@@ -71,11 +62,6 @@ def size_arg(minimum: int):
         return w, h
 
     return parse
-
-
-def card_path(weights: str | Path) -> Path:
-    """``x.pth`` -> ``x.json``."""
-    return Path(weights).with_suffix(".json")
 
 
 def state_path(weights: str | Path) -> Path:
@@ -168,35 +154,6 @@ def load_training_state(
         optimizer.load_state_dict(training["optimizer"])
     _set_rng_states(training["rng"])
     return int(training["step"]), dict(training.get("extra", {}))
-
-
-def read_card(weights: str | Path) -> dict[str, Any]:
-    """The model card of a checkpoint; :class:`CardError` when it is missing or unreadable."""
-    path = card_path(weights)
-    if not path.is_file():
-        raise CardError(
-            f"{weights} has no model card ({path.name} beside it): refusing a checkpoint whose "
-            f"architecture, degradation and training are unknown (cloudseg train writes one)"
-        )
-    try:
-        card = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise CardError(f"model card {path} is unreadable: {exc}") from None
-    if not isinstance(card, dict) or "architecture" not in card:
-        raise CardError(f"model card {path} names no 'architecture'")
-    return card
-
-
-def check_card(weights: str | Path, architecture: str) -> dict[str, Any]:
-    """The card of ``weights``, refused (:class:`CardError`) when it names another
-    architecture than ``architecture``."""
-    card = read_card(weights)
-    if card["architecture"] != architecture:
-        raise CardError(
-            f"{weights} was trained as {card['architecture']!r} (its model card says so), "
-            f"not {architecture!r}"
-        )
-    return card
 
 
 class CsvLog:

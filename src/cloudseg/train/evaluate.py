@@ -21,7 +21,7 @@ back to the camera size (nearest neighbour) and scored against the fine ground t
 Cityscapes folder, or, for a sequence without labels, against the ``hr`` row's labels
 (``reference: hr``). PSNR and SSIM compare the restored image with the original
 area-downsampled to the size that was segmented (mean over frames); mIoU comes from one
-confusion matrix over all frames (cityscapesScripts conventions, :mod:`cloudseg.train.metrics`).
+confusion matrix over all frames (cityscapesScripts conventions, :mod:`cloudseg.metrics`).
 """
 
 from __future__ import annotations
@@ -58,6 +58,7 @@ from cloudseg.media.codecs import CodecError
 from cloudseg.media.quality import psnr, ssim
 from cloudseg.media.resize import downsample, resize_labels
 from cloudseg.media.stream import StreamRoundTrip, default_compressor_settings
+from cloudseg.metrics import ConfusionMatrix, MetricsError
 from cloudseg.models.registry import UnknownModelError, build_model
 from cloudseg.models.weights import ENV_WEIGHTS, WeightsError
 from cloudseg.restore.pipeline import (
@@ -69,7 +70,6 @@ from cloudseg.restore.pipeline import (
     RestorationPipeline,
 )
 from cloudseg.routes import DEFAULT_ROUTE, ROUTES, SEG_LR, route_pipeline
-from cloudseg.train.metrics import ConfusionMatrix, MetricsError
 from cloudseg.train.stream_data import is_low_res_root, list_low_res_frames
 
 __all__ = ["EvalError", "build_parser", "evaluate", "format_table", "main", "stream_settings"]

@@ -15,7 +15,7 @@ the checkpoint layout :mod:`cloudseg.models.icnet` loads), which reached 71.0% v
   the recipe does not reach the published accuracy.
 
 Validation runs the model on whole val frames rescaled to the training base size (full
-2048x1024 by default) and scores them with :class:`cloudseg.train.metrics.ConfusionMatrix`.
+2048x1024 by default) and scores them with :class:`cloudseg.metrics.ConfusionMatrix`.
 ``--out DIR`` receives ``icnet.pth`` (a plain state_dict that ``build_model("icnet_resnet50",
 path)`` loads strictly), its model card ``icnet.json``, the resumable state ``icnet.state.pt``,
 ``log.csv`` (losses, learning rate, validation mIoU) and ``icnet_best.pth`` (+ card), the
@@ -41,6 +41,8 @@ from tqdm import tqdm
 
 from cloudseg.data.cityscapes import CityscapesPair, list_pairs, load_label_train_ids, load_rgb
 from cloudseg.data.frames import DataError
+from cloudseg.metrics import ConfusionMatrix, MetricsError
+from cloudseg.models.cards import CardError, check_card
 from cloudseg.models.icnet import (
     ICNET_LOSS_WEIGHTS,
     INPUT_MEAN,
@@ -51,10 +53,8 @@ from cloudseg.models.icnet import (
 from cloudseg.models.registry import UnknownModelError, build_model
 from cloudseg.models.weights import ENV_WEIGHTS, WeightsError, load_state_dict_file
 from cloudseg.train.checkpoint import (
-    CardError,
     CsvLog,
     TrainError,
-    check_card,
     check_resume,
     load_training_state,
     run_training,
@@ -63,7 +63,6 @@ from cloudseg.train.checkpoint import (
     size_arg,
     truncate_log,
 )
-from cloudseg.train.metrics import ConfusionMatrix, MetricsError
 from cloudseg.train.seg_data import SegAugment, SegTrainSet, resize_short_side
 
 __all__ = [

@@ -43,14 +43,13 @@ from torch import nn
 from tqdm import tqdm
 
 from cloudseg.data.frames import DataError
+from cloudseg.models.cards import CardError, check_card
 from cloudseg.models.registry import UnknownModelError
 from cloudseg.models.selector_net import INPUT_MEAN, INPUT_SIZE, INPUT_STD, SelectorNet, prepare
 from cloudseg.models.weights import WeightsError
 from cloudseg.train.checkpoint import (
-    CardError,
     CsvLog,
     TrainError,
-    check_card,
     check_resume,
     load_training_state,
     run_training,

@@ -37,15 +37,14 @@ from cloudseg.data.frames import DataError
 from cloudseg.media.codecs import CodecError
 from cloudseg.media.resize import resize_labels
 from cloudseg.media.stream import CompressorSettings, default_compressor_settings
+from cloudseg.models.cards import CardError, check_card
 from cloudseg.models.icnet import INPUT_MEAN, INPUT_STD
 from cloudseg.models.registry import UnknownModelError, build_model, get_spec
 from cloudseg.models.weights import ENV_WEIGHTS, WeightsError
 from cloudseg.restore.pipeline import BACKENDS, PipelineError, trained_resolution
 from cloudseg.train.checkpoint import (
-    CardError,
     CsvLog,
     TrainError,
-    check_card,
     load_training_state,
     run_training,
     save_checkpoint,
@@ -248,8 +247,8 @@ def validate(
     from cloudseg.media.quality import psnr
     from cloudseg.media.resize import downsample
     from cloudseg.media.stream import StreamRoundTrip
+    from cloudseg.metrics import ConfusionMatrix
     from cloudseg.restore.pipeline import RestorationPipeline
-    from cloudseg.train.metrics import ConfusionMatrix
 
     was_training = sr.training
     pairs = list_pairs(root, split)[: limit or None]

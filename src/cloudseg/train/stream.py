@@ -43,15 +43,15 @@ from tqdm import tqdm
 from cloudseg.data.frames import DataError
 from cloudseg.media.codecs import CodecError
 from cloudseg.media.resize import resize_labels
+from cloudseg.metrics import ConfusionMatrix
+from cloudseg.models.cards import CardError, check_card
 from cloudseg.models.icnet import INPUT_MEAN, INPUT_STD
 from cloudseg.models.registry import UnknownModelError, build_model
 from cloudseg.models.weights import ENV_WEIGHTS, WeightsError
 from cloudseg.restore.pipeline import PipelineError, RestorationPipeline
 from cloudseg.train.checkpoint import (
-    CardError,
     CsvLog,
     TrainError,
-    check_card,
     check_resume,
     load_training_state,
     run_training,
@@ -59,7 +59,6 @@ from cloudseg.train.checkpoint import (
     seed_everything,
     size_arg,
 )
-from cloudseg.train.metrics import ConfusionMatrix
 from cloudseg.train.stream_data import (
     IGNORE_ID,
     StreamCodec,
