@@ -22,7 +22,8 @@ from cloudseg.models.weights import load_state_dict_file
 from cloudseg.train import data as train_data
 from cloudseg.train.checkpoint import save_checkpoint
 from cloudseg.train.data import DegradedFrames, TrainFrame, sample_crops
-from cloudseg.train.sr import FrozenSegmenter, compute_loss
+from cloudseg.train.segmenter import FrozenSegmenter
+from cloudseg.train.sr import compute_loss
 
 SEQUENCE = "sequences/aachen_seq0000"
 

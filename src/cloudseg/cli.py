@@ -201,7 +201,7 @@ def _bench(args: argparse.Namespace) -> int:
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from cloudseg.train.evaluate import main as eval_main
+    from cloudseg.eval import main as eval_main
 
     return eval_main(args.rest)
 

@@ -26,9 +26,13 @@ import numpy as np
 import torch
 from torch import nn
 
+from cloudseg.data.frames import DataError
 from cloudseg.models.cards import CARD_VERSION, CardError, card_path, read_card
+from cloudseg.models.registry import UnknownModelError
+from cloudseg.models.weights import WeightsError
 
 __all__ = [
+    "TRAIN_ERRORS",
     "CsvLog",
     "TrainError",
     "check_resume",
@@ -45,6 +49,18 @@ __all__ = [
 class TrainError(Exception):
     """Bad training options or inputs; a ``cloudseg train`` command prints it as one line and
     returns 2."""
+
+
+TRAIN_ERRORS: tuple[type[Exception], ...] = (
+    TrainError,
+    DataError,
+    CardError,
+    WeightsError,
+    UnknownModelError,
+    OSError,
+    ValueError,
+)
+"""Bad input to every trainer (options, data, weights, cards): one line, exit 2."""
 
 
 def size_arg(minimum: int):
@@ -212,11 +228,12 @@ def run_training(
     parser: argparse.ArgumentParser,
     argv: Sequence[str] | None,
     train: Callable[[argparse.Namespace], dict[str, Any]],
-    expected: tuple[type[BaseException], ...],
     wrote: Callable[[argparse.Namespace], str],
+    more_errors: tuple[type[Exception], ...] = (),
 ) -> int:
     """A ``cloudseg train X`` entry point: parse, train, one summary line; 2 with a one-line
-    error on bad input (``expected`` errors), 130 when interrupted, never a traceback."""
+    error on bad input (:data:`TRAIN_ERRORS` and the trainer's ``more_errors``), 130 when
+    interrupted, never a traceback."""
     argv = list(argv or [])
     if argv[:1] == ["--"]:
         argv = argv[1:]
@@ -226,7 +243,7 @@ def run_training(
         return int(exc.code or 0)
     try:
         card = train(args)
-    except expected as exc:
+    except (*TRAIN_ERRORS, *more_errors) as exc:
         message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         print(f"{prog}: error: {message}", file=sys.stderr)
         return 2
