@@ -77,11 +77,11 @@ def layer_violations(source: str, module: str, is_package: bool = False) -> list
     """``module:line imports X`` for every tool module a runtime ``module`` imports."""
     if _inside(module, TOOLS):
         return []
-    return [
-        f"{module}:{line} imports {name}"
-        for line, name in imported_modules(source, module, is_package)
-        if _inside(name, FORBIDDEN)
-    ]
+    found: dict[int, str] = {}  # one report a line: "from X import y" names X and X.y
+    for line, name in imported_modules(source, module, is_package):
+        if _inside(name, FORBIDDEN):
+            found.setdefault(line, f"{module}:{line} imports {name}")
+    return list(found.values())
 
 
 def runtime_sources() -> list[Path]:
