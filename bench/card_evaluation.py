@@ -13,6 +13,8 @@ import json
 import sys
 from pathlib import Path
 
+from cloudseg.bench.accuracy import gap_recovered
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from routes_table import SETS
 from routes_table import report as _report
@@ -38,10 +40,9 @@ def main(folder: Path) -> None:
             r = report["rows"][row]
             entry = {"frames": SETS[name], "miou": round(r["miou"], 4), "kbps": r["kbps"]}
             base, top = report["rows"].get("bilinear"), report["rows"].get("hr")
-            if base and top and top["miou"] != base["miou"]:
-                entry["gap_recovered"] = round(
-                    (r["miou"] - base["miou"]) / (top["miou"] - base["miou"]), 3
-                )
+            gap = gap_recovered(r["miou"], base["miou"], top["miou"]) if base and top else None
+            if gap is not None:
+                entry["gap_recovered"] = round(gap, 3)
             evaluation[name] = entry
         card = json.loads(path.read_text())
         card["evaluation"] = evaluation

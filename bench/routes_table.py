@@ -14,6 +14,8 @@ import json
 import sys
 from pathlib import Path
 
+from cloudseg.bench.accuracy import gap_recovered
+
 SETS = {
     "stills": "7 val stills (IDR), vs fine labels",
     "clips": "labelled P-frames of the 4 clips, vs fine labels",
@@ -82,9 +84,9 @@ def main(folder: Path) -> str:
                 continue
             text = f"{r['miou']:.3f}"
             base, top = rep["rows"].get("bilinear"), rep["rows"].get("hr")
-            if base and top and row not in ("bilinear", "hr") and top["miou"] != base["miou"]:
-                gap = (r["miou"] - base["miou"]) / (top["miou"] - base["miou"])
-                text += f" ({gap:.0%})"
+            if base and top and row not in ("bilinear", "hr"):
+                gap = gap_recovered(r["miou"], base["miou"], top["miou"])
+                text += f" ({gap:.0%})" if gap is not None else ""
             kbps = r.get("kbps")
             text += f", {kbps:.0f} kbit/s" if kbps else ", raw"
             ms = rep.get("timings_ms", {}).get(row, {}).get("total")

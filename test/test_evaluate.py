@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from cloudseg.data.cityscapes import TRAIN_ID_NAMES, load_label_train_ids, load_rgb
+from cloudseg.eval import EvalConfig, EvalError, main, parse_config
 from cloudseg.media.resize import downsample
 from cloudseg.models.weights import load_state_dict_file
-from cloudseg.train.evaluate import main
 
 FRAME = "frankfurt_000000_000576"
 
@@ -237,6 +237,24 @@ def test_errors_exit_2_with_one_line(
     assert code == 2 and out == ""
     lines = err.strip().splitlines()
     assert len(lines) == 1 and message in lines[0] and "Traceback" not in err
+
+
+def test_the_options_fill_the_typed_config(tmp_path: Path) -> None:
+    """The command's defaults are the config's own; each option lands in its typed field."""
+    assert parse_config(["--data", str(tmp_path)]) == EvalConfig(data=(tmp_path,))
+    config = parse_config(
+        [
+            *("--data", str(tmp_path), "--codec", "none", "--rows", "sr, hr", "--no-routes"),
+            *("--sr-row", f"a={tmp_path}/a.pth", "--no-progress", "--figure-crop", "0,0,64,32"),
+        ]
+    )
+    assert (config.codec, config.only_rows, config.route_rows) == ("none", ("sr", "hr"), False)
+    assert config.sr_rows == (("a", tmp_path / "a.pth"),) and not config.progress
+    assert config.figure_crop == (0, 0, 64, 32) and config.default_row and config.lr_seg_row
+    with pytest.raises(EvalError, match="no file"):
+        config.validate()
+    with pytest.raises(EvalError, match="no data"):
+        EvalConfig().validate()
 
 
 def test_unknown_backend_and_help(capsys) -> None:

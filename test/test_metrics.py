@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from cloudseg.train.metrics import ConfusionMatrix, MetricsError
+from cloudseg.metrics import ConfusionMatrix, MetricsError
 
 # Hand-worked case, 3 classes. Valid pixels (target != 255), as (gt, pred):
 # (0,0) (0,1) (0,0) (1,1) (1,miss) (2,2) (2,0); the pixel with target 255 is skipped.

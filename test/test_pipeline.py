@@ -16,12 +16,12 @@ import torch
 from cloudseg.data.cityscapes import TRAIN_ID_COLORS, load_label_train_ids, load_rgb
 from cloudseg.media.quality import psnr
 from cloudseg.media.resize import downsample, upsample_bilinear
+from cloudseg.metrics import ConfusionMatrix
 from cloudseg.models.carn import upscale_image
 from cloudseg.models.weights import WeightsError
 from cloudseg.restore.backends import PipelineError
 from cloudseg.restore.labels import overlay
 from cloudseg.restore.pipeline import RestorationPipeline
-from cloudseg.train.metrics import ConfusionMatrix
 
 FRAME = "frankfurt/frankfurt_000000_000576"
 CROPS = ((slice(384, 640), slice(768, 1280)), (slice(256, 512), slice(0, 512)))  # 512x256 HR

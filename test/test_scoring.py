@@ -15,9 +15,9 @@ import pytest
 from cloudseg.data.cityscapes import load_label_train_ids
 from cloudseg.data.folder import list_frame_files
 from cloudseg.data.sources import open_source
+from cloudseg.metrics import ConfusionMatrix
 from cloudseg.scoring import LabelScorer, find_ground_truth, frame_digest
 from cloudseg.stream_stats import StreamStats
-from cloudseg.train.metrics import ConfusionMatrix
 
 VAL_FRAMES = ("frankfurt_000000_000576", "munster_000061_000019")
 
@@ -200,7 +200,7 @@ def test_demo_score_matches_eval_on_the_same_frames(shared_data, tmp_path):
     trained resolution as eval does (SR x2 to 1024x512); the stills of a split go out each as
     an H.264 stream of its own (gop 1), as eval encodes them."""
     from cloudseg.demo import run_demo
-    from cloudseg.train.evaluate import build_parser, evaluate
+    from cloudseg.eval import EvalConfig, evaluate
 
     os.environ.setdefault("CLOUDSEG_WEIGHTS", str(shared_data / "weights"))
     root = tmp_path / "cityscapes"
@@ -219,8 +219,8 @@ def test_demo_score_matches_eval_on_the_same_frames(shared_data, tmp_path):
     assert "gop=1" in logs  # the stills were recognised as such
     assert (stats.miou_reference, stats.frames_scored) == ("gt", 2), logs
     assert stats.labels_received == 2 and stats.not_scored == "", logs
-    args = ["--data", str(root), "--split", "val", "--codec", "h264", "--device", "cpu"]
-    report = evaluate(build_parser().parse_args([*args, "--no-progress"]))
+    config = EvalConfig(data=(root,), split="val", codec="h264", device="cpu", progress=False)
+    report = evaluate(config)
     assert report["frames"] == 2 and report["reference"] == "gt"
     default = report["rows"]["default"]  # eval's row of the cloud's own default route
     assert stats.miou == pytest.approx(default["miou"], abs=0.02), (stats.summary(), default)

@@ -13,13 +13,14 @@ import torch
 from cloudseg.cli import main as cli_main
 from cloudseg.data.sources import open_source
 from cloudseg.models import weights as weights_mod
+from cloudseg.models.cards import read_card
 from cloudseg.models.registry import build_model
 from cloudseg.models.selector_net import INPUT_SIZE, SelectorNet, prepare
 from cloudseg.models.weights import WeightsError, load_state_dict_file
 from cloudseg.selection.learned import LearnedDeviation
 from cloudseg.selection.selector import FrameSelector, SelectorSettings, make_measure
-from cloudseg.train.checkpoint import read_card
-from cloudseg.train.selector import changed_fraction, pair_targets, pearson, spearman
+from cloudseg.train.selector import pearson, spearman
+from cloudseg.train.selector_data import changed_fraction, pair_targets
 
 SEQUENCE = "sequences/aachen_seq0000"
 OTHER = "video/solidWhiteRight.mp4"

@@ -15,13 +15,8 @@ import numpy as np
 import pytest
 import torch
 
-from cloudseg.train.icnet import (
-    TrainError,
-    build_optimizer,
-    load_backbone_weights,
-    main,
-    poly_lr,
-)
+from cloudseg.train.icnet import TrainError, main
+from cloudseg.train.icnet_recipe import build_optimizer, load_backbone_weights, poly_lr
 from cloudseg.train.seg_data import SegAugment, SegTrainSet, sample_rng
 
 

@@ -16,12 +16,14 @@ from cloudseg.graph import COMPRESSOR
 from cloudseg.media import stream as media_stream
 from cloudseg.media.h264 import H264Decoder
 from cloudseg.media.stream import FrameCompressor, StreamRoundTrip, default_compressor_settings
+from cloudseg.models.cards import read_card
 from cloudseg.models.registry import build_model
 from cloudseg.models.weights import load_state_dict_file
 from cloudseg.train import data as train_data
-from cloudseg.train.checkpoint import read_card, save_checkpoint
+from cloudseg.train.checkpoint import save_checkpoint
 from cloudseg.train.data import DegradedFrames, TrainFrame, sample_crops
-from cloudseg.train.sr import FrozenSegmenter, compute_loss
+from cloudseg.train.segmenter import FrozenSegmenter
+from cloudseg.train.sr import compute_loss
 
 SEQUENCE = "sequences/aachen_seq0000"
 

@@ -4,7 +4,7 @@ Plain Python (never imports rclpy): the monitor node hands :class:`LabelScorer` 
 camera image it sees (:meth:`~LabelScorer.add_original`, keyed by its header stamp) and every
 label map that comes back (:meth:`~LabelScorer.add_labels`, same stamp); after the stream,
 :meth:`~LabelScorer.finish` scores them with one
-:class:`~cloudseg.train.metrics.ConfusionMatrix` over all frames whose labels came back.
+:class:`~cloudseg.metrics.ConfusionMatrix` over all frames whose labels came back.
 
 The reference:
 
@@ -43,7 +43,7 @@ from cloudseg.data.frames import DataError
 from cloudseg.data.sources import open_source
 from cloudseg.graph import BAG_IMAGE_TOPIC
 from cloudseg.media.resize import resize_labels
-from cloudseg.train.metrics import ConfusionMatrix
+from cloudseg.metrics import ConfusionMatrix
 
 __all__ = [
     "REFERENCES",

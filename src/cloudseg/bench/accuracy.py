@@ -1,8 +1,9 @@
 """``cloudseg bench accuracy``: Table 1 with a codec column, beside the paper's.
 
-Runs ``cloudseg eval`` (:func:`cloudseg.train.evaluate.evaluate`) once per stream setting:
-no codec (the paper's setting), the compressor's default H.264 stream, and H.264 at the paper's
-750 kbit/s; every other option (rows, weights, seg size) passes through to eval. Prints one
+Runs ``cloudseg eval`` (:func:`cloudseg.eval.evaluate`) once per stream setting: no codec
+(the paper's setting), the compressor's default H.264 stream, and H.264 at the paper's
+750 kbit/s; every other option (rows, weights, seg size) is eval's, parsed into one
+:class:`~cloudseg.eval.EvalConfig` that each stream setting changes. Prints one
 markdown table with kbit/s, PSNR, SSIM, mIoU, mIoU over ground-truth classes and how much of
 the bilinear-to-HR mIoU gap each row wins back ("gap %"), and the paper's Table 1 beside it.
 """
@@ -10,6 +11,7 @@ the bilinear-to-HR mIoU gap each row wins back ("gap %"), and the paper's Table 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from collections.abc import Sequence
@@ -21,11 +23,12 @@ __all__ = ["PAPER_TABLE1", "format_markdown", "gap_recovered", "main"]
 PAPER_TABLE1 = {"bilinear": 0.582, "sr": 0.633, "sr_ft": 0.649, "hr": 0.675}
 """CloudSeg (HotCloud 2019) Table 1: mIoU on Cityscapes val, ICNet, 4x, no codec."""
 
-STREAMS: dict[str, list[str]] = {
-    "none": ["--codec", "none"],
-    "h264 (default stream)": [],
-    "h264 750 kbit/s": ["--bitrate", "750"],
+STREAMS: dict[str, dict[str, Any]] = {
+    "none": {"codec": "none"},
+    "h264 (default stream)": {},
+    "h264 750 kbit/s": {"bitrate": 750},
 }
+"""Stream setting -> its changes to the evaluation's config."""
 
 
 def gap_recovered(row: float | None, bilinear: float | None, hr: float | None) -> float | None:
@@ -67,7 +70,7 @@ def format_markdown(reports: dict[str, dict[str, Any]]) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; options it does not know go to ``cloudseg eval`` (2 on bad input)."""
-    from cloudseg.train import evaluate as ev
+    from cloudseg.eval import EVAL_ERRORS, evaluate, format_table, parse_config
 
     parser = argparse.ArgumentParser(
         prog="cloudseg bench accuracy",
@@ -94,18 +97,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
+    try:
+        config = parse_config(rest)
+    except SystemExit as exc:
+        return int(exc.code or 0)
     reports = {}
     for stream in chosen:
         try:
-            eval_args = ev.build_parser().parse_args([*rest, *STREAMS[stream]])
-        except SystemExit as exc:
-            return int(exc.code or 0)
-        try:
-            reports[stream] = ev.evaluate(eval_args)
-        except ev._EXPECTED_ERRORS as exc:
+            reports[stream] = evaluate(dataclasses.replace(config, **STREAMS[stream]))
+        except EVAL_ERRORS as exc:
             print(f"cloudseg bench accuracy: error: {str(exc).splitlines()[0]}", file=sys.stderr)
             return 2
-        print(ev.format_table(reports[stream]), file=sys.stderr)
+        print(format_table(reports[stream]), file=sys.stderr)
     if args.json_out is not None:
         args.json_out.parent.mkdir(parents=True, exist_ok=True)
         args.json_out.write_text(json.dumps(reports, indent=1, allow_nan=False))

@@ -86,7 +86,7 @@ def score_events(
     """
     from cloudseg.media.codecs import CodecError
     from cloudseg.media.stream import StreamDecoder
-    from cloudseg.train.metrics import ConfusionMatrix
+    from cloudseg.metrics import ConfusionMatrix
 
     back = {e["seq"]: e["t"] for e in events if e["e"] == "back"}
     bypass = {e["seq"]: bool(e.get("sr_bypass")) for e in events if e["e"] == "knob"}

@@ -183,7 +183,7 @@ def run_bench(
     sr_for: Sequence[str] = (),
 ) -> list[Row]:
     """The table for ``clips`` = [(frames, reference labels or None)]; mIoU when ``segment``."""
-    from cloudseg.train.metrics import ConfusionMatrix
+    from cloudseg.metrics import ConfusionMatrix
 
     keeps = [
         set(range(1 % score_every, len(f), score_every)) if segment else set() for f, _ in clips

@@ -15,8 +15,8 @@ if TYPE_CHECKING:
 
 def score(vehicles: list[Vehicle], args: FleetOptions, wall: float, log_dir: Path) -> dict:
     from cloudseg.media.resize import resize_labels
+    from cloudseg.metrics import ConfusionMatrix
     from cloudseg.selection.reference import full_resolution_segmenter
-    from cloudseg.train.metrics import ConfusionMatrix
 
     segment = full_resolution_segmenter(args.backend, "cpu" if args.device == "cpu" else "auto")
     references: dict[tuple[str, int], np.ndarray] = {}

@@ -49,6 +49,7 @@ from cloudseg.bench.selector_results import (
     write_plot,
 )
 from cloudseg.media.stream import CompressorSettings, FrameCompressor, default_compressor_settings
+from cloudseg.metrics import ConfusionMatrix
 from cloudseg.selection.held_labels import held_sources
 from cloudseg.selection.selector import (
     DEFAULT_THRESHOLDS,
@@ -60,7 +61,6 @@ from cloudseg.selection.selector import (
     SelectorSettings,
     make_measure,
 )
-from cloudseg.train.metrics import ConfusionMatrix
 
 __all__ = [
     "DEFAULT_SWEEP",

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from cloudseg.train.metrics import ConfusionMatrix
+from cloudseg.metrics import ConfusionMatrix
 
 __all__ = [
     "ENTRY_KEYS",

@@ -172,7 +172,7 @@ def bench(args: argparse.Namespace) -> int:
 
 def evaluate(args: argparse.Namespace) -> int:
     """`cloudseg eval`: the evaluation table."""
-    from cloudseg.train.evaluate import main as eval_main
+    from cloudseg.eval import main as eval_main
 
     return eval_main(args.rest)
 

@@ -147,7 +147,7 @@ def measure(
     """One configuration over all clips: its entry (reference "hr") and mIoU against gt (NaN
     where no scored frame has ground truth)."""
     from cloudseg.media.stream import FrameCompressor, StreamDecoder, default_compressor_settings
-    from cloudseg.train.metrics import ConfusionMatrix
+    from cloudseg.metrics import ConfusionMatrix
 
     knobs = {"scale": setting.scale, "crf": setting.crf, "bitrate_kbps": 0, "maxrate_kbps": 0}
     settings = default_compressor_settings(**{**(base or {}), **knobs})

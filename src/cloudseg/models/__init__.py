@@ -1,11 +1,12 @@
 """Network architectures (one file each) and the model registry with weight metadata.
 
-Importing this package registers every model; segmentation backends are imported lazily by
-:func:`build_model`, so only the ones used are loaded.
+Importing this package registers every model (:mod:`.catalog`); segmentation backends are
+imported lazily by :func:`build_model`, so only the ones used are loaded.
 """
 
 from __future__ import annotations
 
+from cloudseg.models import catalog  # noqa: F401  (registers every model)
 from cloudseg.models.carn import CARN, carn, carn_m, clamp_sr, upscale_image
 from cloudseg.models.registry import (
     ModelSpec,

@@ -1,4 +1,5 @@
-"""Training and evaluation: metrics (:mod:`.metrics`) and ``cloudseg eval`` (:mod:`.evaluate`).
+"""``cloudseg train``: SR, segmentation and frame-selector training, checkpoints and cards.
 
-Submodules are imported on use, so ``cloudseg.train.metrics`` stays light.
+A tool layer: runtime code never imports it (test/test_layers.py); what serving needs from
+training lives in :mod:`cloudseg.metrics` and :mod:`cloudseg.models.cards`.
 """

@@ -3,9 +3,9 @@
 A checkpoint ``NAME.pth`` is a plain ``state_dict`` (so :func:`cloudseg.models.build_model`
 loads it strictly, like the published weights). Beside it:
 
-* ``NAME.json``, the **model card**: architecture, scales, degradation (downsampling, codec and
-  its settings), data, recipe, steps and the metrics reached. A checkpoint without a card, or
-  whose card names another architecture, is refused (:func:`check_card`).
+* ``NAME.json``, the **model card** (:mod:`cloudseg.models.cards`): architecture, scales,
+  degradation (downsampling, codec and its settings), data, recipe, steps and the metrics
+  reached.
 * ``NAME.state.pt``: what resuming needs (optimizer, step, random generator states); it is not
   needed to use the weights, and is left out of what gets committed.
 """
@@ -26,16 +26,17 @@ import numpy as np
 import torch
 from torch import nn
 
+from cloudseg.data.frames import DataError
+from cloudseg.models.cards import CARD_VERSION, CardError, card_path, read_card
+from cloudseg.models.registry import UnknownModelError
+from cloudseg.models.weights import WeightsError
+
 __all__ = [
-    "CARD_VERSION",
-    "CardError",
+    "TRAIN_ERRORS",
     "CsvLog",
     "TrainError",
-    "card_path",
-    "check_card",
     "check_resume",
     "load_training_state",
-    "read_card",
     "run_training",
     "save_checkpoint",
     "seed_everything",
@@ -44,16 +45,22 @@ __all__ = [
     "truncate_log",
 ]
 
-CARD_VERSION = 1
-
-
-class CardError(ValueError):
-    """A checkpoint without a model card, or with a card that does not fit."""
-
 
 class TrainError(Exception):
     """Bad training options or inputs; a ``cloudseg train`` command prints it as one line and
     returns 2."""
+
+
+TRAIN_ERRORS: tuple[type[Exception], ...] = (
+    TrainError,
+    DataError,
+    CardError,
+    WeightsError,
+    UnknownModelError,
+    OSError,
+    ValueError,
+)
+"""Bad input to every trainer (options, data, weights, cards): one line, exit 2."""
 
 
 def size_arg(minimum: int):
@@ -71,11 +78,6 @@ def size_arg(minimum: int):
         return w, h
 
     return parse
-
-
-def card_path(weights: str | Path) -> Path:
-    """``x.pth`` -> ``x.json``."""
-    return Path(weights).with_suffix(".json")
 
 
 def state_path(weights: str | Path) -> Path:
@@ -170,35 +172,6 @@ def load_training_state(
     return int(training["step"]), dict(training.get("extra", {}))
 
 
-def read_card(weights: str | Path) -> dict[str, Any]:
-    """The model card of a checkpoint; :class:`CardError` when it is missing or unreadable."""
-    path = card_path(weights)
-    if not path.is_file():
-        raise CardError(
-            f"{weights} has no model card ({path.name} beside it): refusing a checkpoint whose "
-            f"architecture, degradation and training are unknown (cloudseg train writes one)"
-        )
-    try:
-        card = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise CardError(f"model card {path} is unreadable: {exc}") from None
-    if not isinstance(card, dict) or "architecture" not in card:
-        raise CardError(f"model card {path} names no 'architecture'")
-    return card
-
-
-def check_card(weights: str | Path, architecture: str) -> dict[str, Any]:
-    """The card of ``weights``, refused (:class:`CardError`) when it names another
-    architecture than ``architecture``."""
-    card = read_card(weights)
-    if card["architecture"] != architecture:
-        raise CardError(
-            f"{weights} was trained as {card['architecture']!r} (its model card says so), "
-            f"not {architecture!r}"
-        )
-    return card
-
-
 class CsvLog:
     """Append rows (dicts) to a CSV file; the header is written once, new keys extend it."""
 
@@ -255,11 +228,12 @@ def run_training(
     parser: argparse.ArgumentParser,
     argv: Sequence[str] | None,
     train: Callable[[argparse.Namespace], dict[str, Any]],
-    expected: tuple[type[BaseException], ...],
     wrote: Callable[[argparse.Namespace], str],
+    more_errors: tuple[type[Exception], ...] = (),
 ) -> int:
     """A ``cloudseg train X`` entry point: parse, train, one summary line; 2 with a one-line
-    error on bad input (``expected`` errors), 130 when interrupted, never a traceback."""
+    error on bad input (:data:`TRAIN_ERRORS` and the trainer's ``more_errors``), 130 when
+    interrupted, never a traceback."""
     argv = list(argv or [])
     if argv[:1] == ["--"]:
         argv = argv[1:]
@@ -269,7 +243,7 @@ def run_training(
         return int(exc.code or 0)
     try:
         card = train(args)
-    except expected as exc:
+    except (*TRAIN_ERRORS, *more_errors) as exc:
         message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         print(f"{prog}: error: {message}", file=sys.stderr)
         return 2

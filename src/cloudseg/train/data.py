@@ -22,10 +22,19 @@ from tqdm import tqdm
 
 from cloudseg.data.frames import DataError
 from cloudseg.data.sources import open_source
-from cloudseg.media.resize import downsample
+from cloudseg.media.resize import downsample, resize_labels
 from cloudseg.media.stream import CompressorSettings, StreamRoundTrip
+from cloudseg.train.checkpoint import TrainError
+from cloudseg.train.segmenter import RgbSegmenter, segmenter_labels
 
-__all__ = ["CropBatch", "DegradedFrames", "TrainFrame", "load_streams", "sample_crops"]
+__all__ = [
+    "CropBatch",
+    "DegradedFrames",
+    "TrainFrame",
+    "label_targets",
+    "load_streams",
+    "sample_crops",
+]
 
 log = logging.getLogger(__name__)
 
@@ -215,3 +224,30 @@ def sample_crops(
         {f: _to_tensor(v) for f, v in targets.items()},
         torch.from_numpy(np.stack(labels)).long() if labels else None,
     )
+
+
+def label_targets(
+    data: DegradedFrames,
+    segmenter: RgbSegmenter,
+    targets: str,
+    k: int,
+    device: torch.device,
+) -> list[np.ndarray | None]:
+    """Per frame: train ids at the segmentation size (1/k of the camera), or None. ``targets``:
+    "gt" (fine labels), "hr" (the segmenter's labels on the original), "both" (gt, else hr)."""
+    out: list[np.ndarray | None] = []
+    for i, frame in enumerate(data.frames):
+        hr = data.targets[k][i]
+        if frame.label is not None and targets in ("gt", "both"):
+            label = frame.label[: hr.shape[0] * k, : hr.shape[1] * k]
+            out.append(resize_labels(label, hr.shape[1::-1]))
+        elif targets in ("hr", "both"):
+            out.append(segmenter_labels(segmenter, hr, device))
+        else:
+            out.append(None)
+    if all(v is None for v in out):
+        raise TrainError(
+            f"--targets {targets}: none of the {len(out)} training frames has fine labels "
+            f"(give a Cityscapes root with gtFine, or use --targets hr)"
+        )
+    return out

@@ -15,7 +15,7 @@ the checkpoint layout :mod:`cloudseg.models.icnet` loads), which reached 71.0% v
   the recipe does not reach the published accuracy.
 
 Validation runs the model on whole val frames rescaled to the training base size (full
-2048x1024 by default) and scores them with :class:`cloudseg.train.metrics.ConfusionMatrix`.
+2048x1024 by default) and scores them with :class:`cloudseg.metrics.ConfusionMatrix`.
 ``--out DIR`` receives ``icnet.pth`` (a plain state_dict that ``build_model("icnet_resnet50",
 path)`` loads strictly), its model card ``icnet.json``, the resumable state ``icnet.state.pt``,
 ``log.csv`` (losses, learning rate, validation mIoU) and ``icnet_best.pth`` (+ card), the
@@ -40,7 +40,8 @@ from torch import nn
 from tqdm import tqdm
 
 from cloudseg.data.cityscapes import CityscapesPair, list_pairs, load_label_train_ids, load_rgb
-from cloudseg.data.frames import DataError
+from cloudseg.metrics import ConfusionMatrix, MetricsError
+from cloudseg.models.cards import check_card
 from cloudseg.models.icnet import (
     ICNET_LOSS_WEIGHTS,
     INPUT_MEAN,
@@ -48,13 +49,11 @@ from cloudseg.models.icnet import (
     ICNetInputError,
     icnet_loss,
 )
-from cloudseg.models.registry import UnknownModelError, build_model
-from cloudseg.models.weights import ENV_WEIGHTS, WeightsError, load_state_dict_file
+from cloudseg.models.registry import build_model
+from cloudseg.models.weights import ENV_WEIGHTS
 from cloudseg.train.checkpoint import (
-    CardError,
     CsvLog,
     TrainError,
-    check_card,
     check_resume,
     load_training_state,
     run_training,
@@ -63,17 +62,21 @@ from cloudseg.train.checkpoint import (
     size_arg,
     truncate_log,
 )
-from cloudseg.train.metrics import ConfusionMatrix, MetricsError
+from cloudseg.train.icnet_recipe import (
+    HEAD_MODULES,
+    build_optimizer,
+    load_backbone_weights,
+    poly_lr,
+    set_lr,
+    to_input,
+)
 from cloudseg.train.seg_data import SegAugment, SegTrainSet, resize_short_side
 
 __all__ = [
     "ARCHITECTURE",
     "TrainError",
-    "build_optimizer",
     "build_parser",
-    "load_backbone_weights",
     "main",
-    "poly_lr",
     "train",
     "validate",
 ]
@@ -83,7 +86,6 @@ PROG = "cloudseg train icnet"
 ARCHITECTURE = "icnet_resnet50"
 NUM_CLASSES = 19
 IGNORE_ID = 255
-HEAD_MODULES = ("conv_sub1", "head")  # liminn's ``exclusive`` modules: 10x learning rate
 RECIPE_SOURCE = "liminn/ICNet-pytorch train.py + configs/icnet.yaml (71.0% Cityscapes val mIoU)"
 LOG_FIELDS = ["step", "lr", "loss", "seconds", "val_miou", "val_miou_gt_classes", "val_pixel_acc"]
 # settings that must not change when a run is resumed (the schedule and the samples depend on them)
@@ -195,74 +197,6 @@ def build_parser() -> argparse.ArgumentParser:
 # --- pieces ------------------------------------------------------------------------------------
 
 
-def poly_lr(base_lr: float, step: int, total: int, power: float = 0.9) -> float:
-    """Poly schedule: ``base_lr * (1 - step / total) ** power`` (``step`` counts from 0)."""
-    if total <= 0:
-        return base_lr
-    return base_lr * max(0.0, 1.0 - step / total) ** power
-
-
-def build_optimizer(
-    model: nn.Module,
-    lr: float,
-    head_lr_mult: float = 10.0,
-    momentum: float = 0.9,
-    weight_decay: float = 1e-4,
-) -> torch.optim.SGD:
-    """SGD with two groups as the reference: backbone at ``lr``, ICNet layers at
-    ``lr * head_lr_mult``; each group keeps its factor in ``lr_mult``."""
-    head = [p for name in HEAD_MODULES for p in getattr(model, name).parameters()]
-    head_ids = {id(p) for p in head}
-    backbone = [p for p in model.parameters() if id(p) not in head_ids]
-    return torch.optim.SGD(
-        [
-            {"params": backbone, "lr": lr, "lr_mult": 1.0},
-            {"params": head, "lr": lr * head_lr_mult, "lr_mult": head_lr_mult},
-        ],
-        lr=lr,
-        momentum=momentum,
-        weight_decay=weight_decay,
-    )
-
-
-def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
-    """Set every group to ``lr`` times its ``lr_mult``."""
-    for group in optimizer.param_groups:
-        group["lr"] = lr * group.get("lr_mult", 1.0)
-
-
-def load_backbone_weights(model: nn.Module, path: Path) -> str:
-    """Load an ImageNet ResNet50-v1s state_dict into ``model.pretrained`` (keys bare or under
-    ``pretrained.``; the unused ``fc`` may be absent). Returns a description for the card."""
-    state = load_state_dict_file(path)
-    prefix = "pretrained."
-    if any(k.startswith(prefix) for k in state):
-        state = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
-    result = model.pretrained.load_state_dict(state, strict=False)
-    missing = [k for k in result.missing_keys if not k.startswith("fc.")]
-    if missing or result.unexpected_keys:
-        names = (missing + list(result.unexpected_keys))[:3]
-        raise TrainError(
-            f"--backbone-weights {path} is not a ResNet50-v1s (deep stem) state_dict: "
-            f"{len(missing)} missing, {len(result.unexpected_keys)} unexpected keys, "
-            f"e.g. {', '.join(names)}"
-        )
-    return str(path)
-
-
-def _normaliser(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    mean = torch.tensor(INPUT_MEAN, device=device).view(1, 3, 1, 1)
-    std = torch.tensor(INPUT_STD, device=device).view(1, 3, 1, 1)
-    return mean, std
-
-
-def _to_input(images: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """uint8 (N, H, W, 3) -> normalised float (N, 3, H, W) on ``device``."""
-    mean, std = _normaliser(device)
-    x = images.to(device, non_blocking=True).permute(0, 3, 1, 2).float().div_(255.0)
-    return (x - mean) / std
-
-
 @torch.no_grad()
 def validate(
     model: nn.Module,
@@ -282,7 +216,7 @@ def validate(
             rgb = load_rgb(pair.image_path)
             gt = load_label_train_ids(pair.label_path)
             image = resize_short_side(rgb, base_size)
-            x = _to_input(torch.from_numpy(np.ascontiguousarray(image))[None], device)
+            x = to_input(torch.from_numpy(np.ascontiguousarray(image))[None], device)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
                 logits = model(x)
             logits = F.interpolate(
@@ -498,7 +432,7 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     for images, labels in loader:
         lr = poly_lr(args.lr, step, args.steps, args.power)
         set_lr(optimizer, lr)
-        x = _to_input(images, device)
+        x = to_input(images, device)
         target = labels.to(device, non_blocking=True).long()
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.amp):
             outputs = model(x)
@@ -542,19 +476,6 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     return json.loads(weights.with_suffix(".json").read_text())
 
 
-_EXPECTED = (
-    TrainError,
-    DataError,
-    CardError,
-    WeightsError,
-    UnknownModelError,
-    ICNetInputError,
-    MetricsError,
-    OSError,
-    ValueError,
-)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``cloudseg train icnet``; 2 on bad input, never a traceback."""
     return run_training(
@@ -562,8 +483,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         build_parser(),
         sys.argv[1:] if argv is None else argv,
         train,
-        _EXPECTED,
         lambda args: f"{args.out / 'icnet.pth'} (+ icnet.json)",
+        (ICNetInputError, MetricsError),
     )
 
 

@@ -33,34 +33,36 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from cloudseg.data.frames import DataError
 from cloudseg.media.codecs import CodecError
 from cloudseg.media.resize import resize_labels
 from cloudseg.media.stream import CompressorSettings, default_compressor_settings
-from cloudseg.models.icnet import INPUT_MEAN, INPUT_STD
+from cloudseg.models.cards import check_card
 from cloudseg.models.registry import UnknownModelError, build_model, get_spec
-from cloudseg.models.weights import ENV_WEIGHTS, WeightsError
+from cloudseg.models.weights import ENV_WEIGHTS
 from cloudseg.restore.backends import BACKENDS, PipelineError, trained_resolution
 from cloudseg.train.checkpoint import (
-    CardError,
     CsvLog,
     TrainError,
-    check_card,
     load_training_state,
     run_training,
     save_checkpoint,
     seed_everything,
     size_arg,
 )
-from cloudseg.train.data import CropBatch, DegradedFrames, load_streams, sample_crops
+from cloudseg.train.data import (
+    CropBatch,
+    DegradedFrames,
+    label_targets,
+    load_streams,
+    sample_crops,
+)
+from cloudseg.train.segmenter import IGNORE_ID, FrozenSegmenter
 
-__all__ = ["FrozenSegmenter", "TrainError", "build_parser", "compute_loss", "main", "run"]
+__all__ = ["TrainError", "build_parser", "compute_loss", "main", "run"]
 
 log = logging.getLogger(__name__)
 
 TARGETS = ("gt", "hr", "both")
-IGNORE_ID = 255
-NUM_CLASSES = 19
 
 
 def default_crfs() -> list[int]:
@@ -191,41 +193,9 @@ def _build_sr(args: argparse.Namespace) -> tuple[nn.Module, dict[str, Any]]:
     return build_model(args.sr_model, Path(args.init)), {"init": str(args.init), "init_card": card}
 
 
-class FrozenSegmenter(nn.Module):
-    """A segmenter whose weights never change, fed RGB [0, 1] crops (normalised here), padded
-    to its stride; returns logits at the input size."""
-
-    def __init__(self, model: nn.Module, stride: int = 16) -> None:
-        super().__init__()
-        self.model = model.eval().requires_grad_(False)
-        self.stride = stride
-        self.register_buffer("mean", torch.tensor(INPUT_MEAN).view(1, 3, 1, 1))
-        self.register_buffer("std", torch.tensor(INPUT_STD).view(1, 3, 1, 1))
-        self.train(False)
-
-    def train(self, mode: bool = True) -> FrozenSegmenter:  # BatchNorm statistics stay frozen
-        return super().train(False)
-
-    def forward(self, rgb: Tensor) -> Tensor:
-        h, w = rgb.shape[-2:]
-        x = (rgb - self.mean) / self.std
-        pad_h, pad_w = (-h) % self.stride, (-w) % self.stride
-        if pad_h or pad_w:
-            x = F.pad(x, (0, pad_w, 0, pad_h), mode="replicate")
-        return self.model(x)[..., :h, :w]
-
-
 def _segment_factor(seg_width: int | None, camera_width: int) -> int:
     """k: the pipeline segments at 1/k of the camera size (as RestorationPipeline does)."""
     return 1 if seg_width is None else max(1, round(camera_width / seg_width))
-
-
-@torch.no_grad()
-def _hr_labels(segmenter: FrozenSegmenter, image: np.ndarray, device: torch.device) -> np.ndarray:
-    x = torch.from_numpy(image).permute(2, 0, 1)[None].float().div_(255.0).to(device)
-    labels = segmenter(x).argmax(1)[0].to(torch.uint8).cpu().numpy()
-    labels[labels >= NUM_CLASSES] = IGNORE_ID  # ESPNetv2's background output
-    return labels
 
 
 # --- validation ------------------------------------------------------------------------------
@@ -248,8 +218,8 @@ def validate(
     from cloudseg.media.quality import psnr
     from cloudseg.media.resize import downsample
     from cloudseg.media.stream import StreamRoundTrip
+    from cloudseg.metrics import ConfusionMatrix
     from cloudseg.restore.pipeline import RestorationPipeline
-    from cloudseg.train.metrics import ConfusionMatrix
 
     was_training = sr.training
     pairs = list_pairs(root, split)[: limit or None]
@@ -335,7 +305,7 @@ def run(args: argparse.Namespace, what: str) -> dict[str, Any]:
         streams, settings, target_factors=target_factors, progress=not args.no_progress
     )
     if finetune:
-        data.labels = _targets(data, segmenter, args.targets, k, device)
+        data.labels = label_targets(data, segmenter, args.targets, k, device)
     frames_desc = {
         "inputs": [str(p) for p in args.data],
         "split": args.split,
@@ -503,45 +473,6 @@ def compute_loss(
     return l1 + lam * ce, l1, ce
 
 
-def _targets(
-    data: DegradedFrames,
-    segmenter: FrozenSegmenter,
-    targets: str,
-    k: int,
-    device: torch.device,
-) -> list[np.ndarray | None]:
-    """Per frame: train ids at the segmentation size (1/k of the camera), or None."""
-    out: list[np.ndarray | None] = []
-    for i, frame in enumerate(data.frames):
-        hr = data.targets[k][i]
-        if frame.label is not None and targets in ("gt", "both"):
-            label = frame.label[: hr.shape[0] * k, : hr.shape[1] * k]
-            out.append(resize_labels(label, hr.shape[1::-1]))
-        elif targets in ("hr", "both"):
-            out.append(_hr_labels(segmenter, hr, device))
-        else:
-            out.append(None)
-    if all(v is None for v in out):
-        raise TrainError(
-            f"--targets {targets}: none of the {len(out)} training frames has fine labels "
-            f"(give a Cityscapes root with gtFine, or use --targets hr)"
-        )
-    return out
-
-
-_EXPECTED = (
-    TrainError,
-    DataError,
-    CardError,
-    WeightsError,
-    UnknownModelError,
-    PipelineError,
-    CodecError,
-    OSError,
-    ValueError,
-)
-
-
 def main(argv: Sequence[str] | None, what: str = "sr") -> int:
     """Entry point of ``cloudseg train sr|finetune``; 2 on bad input, never a traceback."""
     return run_training(
@@ -549,6 +480,6 @@ def main(argv: Sequence[str] | None, what: str = "sr") -> int:
         build_parser(what),
         argv,
         lambda args: run(args, what),
-        _EXPECTED,
         lambda args: f"{args.out} (+ {args.out.with_suffix('.json').name})",
+        (PipelineError, CodecError),
     )

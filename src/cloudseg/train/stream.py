@@ -40,19 +40,17 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from cloudseg.data.frames import DataError
 from cloudseg.media.codecs import CodecError
 from cloudseg.media.resize import resize_labels
-from cloudseg.models.icnet import INPUT_MEAN, INPUT_STD
+from cloudseg.metrics import ConfusionMatrix
+from cloudseg.models.cards import check_card
 from cloudseg.models.registry import UnknownModelError, build_model
-from cloudseg.models.weights import ENV_WEIGHTS, WeightsError
+from cloudseg.models.weights import ENV_WEIGHTS
 from cloudseg.restore.backends import PipelineError
 from cloudseg.restore.pipeline import RestorationPipeline
 from cloudseg.train.checkpoint import (
-    CardError,
     CsvLog,
     TrainError,
-    check_card,
     check_resume,
     load_training_state,
     run_training,
@@ -60,7 +58,7 @@ from cloudseg.train.checkpoint import (
     seed_everything,
     size_arg,
 )
-from cloudseg.train.metrics import ConfusionMatrix
+from cloudseg.train.segmenter import RgbSegmenter
 from cloudseg.train.stream_data import (
     IGNORE_ID,
     StreamCodec,
@@ -148,25 +146,6 @@ def build_parser() -> argparse.ArgumentParser:
 # --- models ----------------------------------------------------------------------------------
 
 
-class Segment(nn.Module):
-    """RGB [0, 1] -> logits at the input size: ImageNet normalisation, padding to the stride."""
-
-    def __init__(self, model: nn.Module, stride: int = 16) -> None:
-        super().__init__()
-        self.model = model
-        self.stride = stride
-        self.register_buffer("mean", torch.tensor(INPUT_MEAN).view(1, 3, 1, 1))
-        self.register_buffer("std", torch.tensor(INPUT_STD).view(1, 3, 1, 1))
-
-    def forward(self, rgb: Tensor) -> Tensor:
-        h, w = rgb.shape[-2:]
-        x = (rgb - self.mean) / self.std
-        pad_h, pad_w = (-h) % self.stride, (-w) % self.stride
-        if pad_h or pad_w:
-            x = F.pad(x, (0, pad_w, 0, pad_h), mode="replicate")
-        return self.model(x)[..., :h, :w]
-
-
 def _build(name: str, weights: str) -> nn.Module:
     try:
         return build_model(name, weights)
@@ -192,7 +171,7 @@ class Route(nn.Module):
             self.seg_name, seg_weights = SEG_HR, args.init
             if route == "sr_seg":
                 self.sr = _build("carn_m", args.sr_weights).requires_grad_(False)
-        self.segmenter = Segment(_build(self.seg_name, seg_weights))
+        self.segmenter = RgbSegmenter(_build(self.seg_name, seg_weights))
         if route == "sr_ft":
             self.segmenter.requires_grad_(False)
         self.trained = self.sr if route == "sr_ft" else self.segmenter.model
@@ -447,19 +426,6 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     return json.loads(args.out.with_suffix(".json").read_text())
 
 
-_EXPECTED = (
-    TrainError,
-    DataError,
-    CardError,
-    WeightsError,
-    UnknownModelError,
-    PipelineError,
-    CodecError,
-    OSError,
-    ValueError,
-)
-
-
 def main(argv: Sequence[str] | None) -> int:
     """Entry point of ``cloudseg train stream``; 2 on bad input, never a traceback."""
     return run_training(
@@ -467,6 +433,6 @@ def main(argv: Sequence[str] | None) -> int:
         build_parser(),
         argv,
         train,
-        _EXPECTED,
         lambda args: f"{args.out} (+ {args.out.with_suffix('.json').name})",
+        (PipelineError, CodecError),
     )
