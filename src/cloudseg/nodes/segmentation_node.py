@@ -39,13 +39,13 @@ from cloudseg.msg import FrameStats, RestoredInfo
 from cloudseg.newest import NewestFirst, Recent
 from cloudseg.nodes.common import (
     boundary,
-    declare_parameters,
     drop_input,
     qos_for,
     run_node,
     stamp_ns,
 )
 from cloudseg.nodes.convert import image_to_rgb, numpy_to_image
+from cloudseg.nodes.parameters import declare_parameters
 
 
 @dataclass

@@ -84,8 +84,9 @@ from cloudseg.guard import BadInput, FrameLimits, check_stamp
 from cloudseg.media.resize import upsample_bilinear
 from cloudseg.msg import Frame, FrameStats, KeyframeRequest, Knob, RestoredInfo
 from cloudseg.newest import NewestFirst
-from cloudseg.nodes.common import boundary, declare_parameters, drop_input, qos_for, run_node
+from cloudseg.nodes.common import boundary, drop_input, qos_for, run_node
 from cloudseg.nodes.convert import numpy_to_image
+from cloudseg.nodes.parameters import declare_parameters
 from cloudseg.recovery import Ask
 
 FRAME_TYPE = "cloudseg/msg/Frame"
