@@ -1,11 +1,12 @@
 """What every cloudseg node shares: QoS profiles, the callback boundary (`boundary`: no
-exception from a message leaves a callback) and a clean main(). Parameters:
-`cloudseg.nodes.parameters`."""
+exception from a message leaves a callback), Python logs into the node's log and a clean
+main(). Parameters: `cloudseg.nodes.parameters`."""
 
 from __future__ import annotations
 
 import faulthandler
 import functools
+import logging
 import signal
 import sys
 import traceback
@@ -116,6 +117,26 @@ def boundary(callback: str) -> Callable[[F], F]:
         return guarded  # type: ignore[return-value]
 
     return wrap
+
+
+def forward_logs(logger_name: str, node: Node) -> None:
+    """The Python log lines of `logger_name` (and below, from INFO) into the node's log."""
+    node_logger = node.get_logger()
+
+    class _ToNode(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            text = record.getMessage()
+            if record.levelno >= logging.ERROR:
+                node_logger.error(text)
+            elif record.levelno >= logging.WARNING:
+                node_logger.warning(text)
+            else:
+                node_logger.info(text)
+
+    logger = logging.getLogger(logger_name)
+    logger.setLevel(logging.INFO)
+    logger.addHandler(_ToNode())
+    logger.propagate = False
 
 
 def run_nodes(
