@@ -29,7 +29,7 @@ from cloudseg.control.accuracy import estimate_accuracy
 from cloudseg.graph import RESTORED_TOPIC
 from cloudseg.msg import FrameStats
 from cloudseg.nodes.cloud_ingest import CloudIngest
-from cloudseg.nodes.common import drop_input, forward_logs
+from cloudseg.nodes.common import drop_input, forward_logs, stop_worker
 from cloudseg.nodes.convert import numpy_to_image
 
 FRAME_TYPE = "cloudseg/msg/Frame"
@@ -209,16 +209,8 @@ class CloudSRNode(CloudIngest):
             what = ep.label(f"frame {e.item.seq}") if ep else f"frame {e.item.seq}"
             drop_input(self, "restore", exc, what=f"{what} restoration")
 
-    def stop(self, timeout: float = 30.0) -> None:
-        """Stop the batcher (it finishes what it holds) and wait for it."""
-        if getattr(self, "batcher", None) is None:  # also when the start failed
-            return
-        if not self.batcher.stop(timeout):
-            self.get_logger().warning(f"the SR batcher did not stop within {timeout:g} s")
-        self.batcher = None
-
     def destroy_node(self) -> None:
-        self.stop()
+        stop_worker(self, "batcher", "the SR batcher")
         close = getattr(getattr(self, "inference", None), "close", None)
         if close is not None:  # the Triton client's channels and health thread
             close()

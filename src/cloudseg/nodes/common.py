@@ -119,6 +119,17 @@ def boundary(callback: str) -> Callable[[F], F]:
     return wrap
 
 
+def stop_worker(node: Node, attr: str, what: str, timeout: float = 30.0) -> None:
+    """Stop the node's worker thread `node.<attr>` (a NewestFirst or Batcher: it finishes what
+    it holds), wait for it and drop it; nothing when it is not there (a failed start)."""
+    worker = getattr(node, attr, None)
+    if worker is None:
+        return
+    if not worker.stop(timeout):
+        node.get_logger().warning(f"{what} did not stop within {timeout:g} s")
+    setattr(node, attr, None)
+
+
 def forward_logs(logger_name: str, node: Node) -> None:
     """The Python log lines of `logger_name` (and below, from INFO) into the node's log."""
     node_logger = node.get_logger()

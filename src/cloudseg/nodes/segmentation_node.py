@@ -44,6 +44,7 @@ from cloudseg.nodes.common import (
     qos_for,
     run_node,
     stamp_ns,
+    stop_worker,
 )
 from cloudseg.nodes.convert import image_to_rgb, numpy_to_image
 from cloudseg.nodes.parameters import declare_parameters
@@ -167,16 +168,8 @@ class SegmentationNode(Node):
         )
         self.stats_pub.publish(FrameStats(header=header, **stats))
 
-    def stop(self, timeout: float = 30.0) -> None:
-        """Stop the worker (it finishes the image it holds) and wait for it."""
-        if getattr(self, "worker", None) is None:  # also when the start failed
-            return
-        if not self.worker.stop(timeout):
-            self.get_logger().warning(f"the segmentation worker did not stop within {timeout:g} s")
-        self.worker = None
-
     def destroy_node(self) -> None:
-        self.stop()
+        stop_worker(self, "worker", "the segmentation worker")
         super().destroy_node()
 
 

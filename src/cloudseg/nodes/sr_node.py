@@ -27,7 +27,7 @@ from cloudseg.media.resize import upsample_bilinear
 from cloudseg.msg import FrameStats, RestoredInfo
 from cloudseg.newest import NewestFirst
 from cloudseg.nodes.cloud_ingest import CloudIngest
-from cloudseg.nodes.common import drop_input, qos_for, run_node
+from cloudseg.nodes.common import drop_input, qos_for, run_node, stop_worker
 from cloudseg.nodes.convert import numpy_to_image
 
 
@@ -95,16 +95,8 @@ class SRNode(CloudIngest):
         )
         self.stats_pub.publish(FrameStats(header=f.header, **stats))
 
-    def stop(self, timeout: float = 30.0) -> None:
-        """Stop the worker (it finishes the frame it holds) and wait for it."""
-        if getattr(self, "worker", None) is None:  # also when the start failed
-            return
-        if not self.worker.stop(timeout):
-            self.get_logger().warning(f"the SR worker did not stop within {timeout:g} s")
-        self.worker = None
-
     def destroy_node(self) -> None:
-        self.stop()
+        stop_worker(self, "worker", "the SR worker")
         super().destroy_node()
 
 
