@@ -69,6 +69,7 @@ class CloudIngest(Node):
         self.params = p = declare_parameters(self, SR, composed=composed)
         self.sr_bypass = p["restore"] == "bilinear"
         self.limits = FrameLimits(p["max_width"], p["max_height"], tuple(p["scales"]))
+        # (composed only: on its own the node never forgets its one stream)
         idle_s = p.get("stream_idle_s", SR.param("stream_idle_s").default)
         self.streams = StreamTable(self.limits, idle_s)
         self.endpoints: dict[str, StreamEndpoints] = {}
