@@ -13,7 +13,7 @@ from cloudseg.cloud import local as local_mod
 from cloudseg.cloud.batcher import Batcher
 from cloudseg.cloud.inference import BatchResult
 from cloudseg.cloud.local import LocalInference, blend_overlay
-from cloudseg.cloud.router import StreamFrame, route
+from cloudseg.cloud.router import StreamFrame, frame_stats, route
 from cloudseg.cloud.streams import (
     StreamTable,
     check_stream_id,
@@ -221,6 +221,24 @@ def test_router_sends_each_result_to_its_own_stream_at_its_camera_size():
     plain = route(frames, BatchResult(labels, None, 5.0), batch_size=2, skipped=[0, 0])
     assert plain[0].overlay is None and plain[0].restored is None
     assert not plain[0].stats["sr_bypass"] and plain[1].labels.shape == (512, 1024)
+
+
+def test_frame_stats_of_the_receiver_and_of_a_segmentation_only_report():
+    """The node that received the frame reports it (codec, counters); the split cloud's
+    segmentation node reports segmentation only (no codec: not a receiver report)."""
+    from cloudseg.msg import FrameStats
+    from cloudseg.stream_stats import receiver_report
+
+    received = frame_stats(_frame("/car1", 7), sr_bypass=False, sr_ms=3.0, frames_skipped=2)
+    assert received["codec"] == "h264" and received["seq"] == 7 and received["stream_id"] == "/car1"
+    assert received["frames_received"] == 8 and received["frames_skipped"] == 2
+    assert received["decode_ms"] == 1.0 and received["batch_size"] == 0
+    t0 = time.perf_counter() - 0.05
+    seg = frame_stats(None, t0=t0, seq=7, scale=4, sr_bypass=True, sr_ms=0.0, segmentation_ms=9.0)
+    assert "codec" not in seg and seg["seq"] == 7 and seg["total_ms"] >= 50.0
+    # the message takes them as they are
+    assert receiver_report(FrameStats(**received).codec)
+    assert not receiver_report(FrameStats(**seg).codec)
 
 
 def test_device_overlay_matches_the_host_overlay():

@@ -244,8 +244,8 @@ def test_node_parameters_are_declared_with_descriptions_and_ranges():
     from rclpy.parameter import Parameter
 
     from cloudseg.graph import COMPRESSOR
-    from cloudseg.nodes.common import ParameterError
     from cloudseg.nodes.compressor_node import CompressorNode
+    from cloudseg.nodes.parameters import ParameterError
     from cloudseg.nodes.sr_node import SRNode
 
     rclpy.init(args=["--ros-args", "-p", "scale:=0"])

@@ -180,9 +180,9 @@ def test_restored_and_overlay_are_made_only_for_subscribers(shared_data, weights
     from cloudseg.cloud.local import LocalInference
     from cloudseg.media.image_codecs import encode_image
     from cloudseg.msg import Frame
+    from cloudseg.nodes.cloud_sr import CloudSRNode
     from cloudseg.nodes.common import qos_for
     from cloudseg.nodes.segmentation_node import SegmentationNode
-    from cloudseg.nodes.sr_node import SRNode
 
     monkeypatch.setenv("FASTDDS_DEFAULT_PROFILES_FILE", str(config_dir() / "fastdds_local.xml"))
     blends = []
@@ -195,7 +195,7 @@ def test_restored_and_overlay_are_made_only_for_subscribers(shared_data, weights
     rclpy.init(args=["--ros-args", "-p", "device:=cpu", "-p", "cpu_max_width:=256"])
     seg = SegmentationNode(in_process=True)
     spy = _Spy(LocalInference(seg.service))
-    sr = SRNode(service=seg.service, outputs=seg, inference=spy)
+    sr = CloudSRNode(service=seg.service, outputs=seg, inference=spy)
     node = rclpy.create_node("lean_test")
     executor = MultiThreadedExecutor(num_threads=2)
     for n in (seg, sr):

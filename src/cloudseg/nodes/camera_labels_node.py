@@ -27,8 +27,9 @@ from cloudseg.graph import (
     LABELS_TOPIC,
 )
 from cloudseg.msg import Frame, LabelAge
-from cloudseg.nodes.common import boundary, declare_parameters, qos_for, run_node, stamp_ns
+from cloudseg.nodes.common import boundary, qos_for, run_node, stamp_ns
 from cloudseg.nodes.convert import ImageError, image_to_numpy, image_to_rgb, numpy_to_image
+from cloudseg.nodes.parameters import declare_parameters
 from cloudseg.selection.held_labels import LabelHolder
 
 KEEP_SEQS = 256  # stamps of frames sent, to name the frame labels came from

@@ -1,26 +1,27 @@
 """The cloud process: the sr and segmentation nodes composed in one process, serving many
 vehicles.
 
-The sr node keeps every vehicle stream apart (its namespace: own decoders, sequence, keyframe
-requests, statistics), batches the newest decoded frame of each stream and runs each batch on
-the segmentation node's models by a function call, on the GPU, never through DDS (as Isaac ROS
-type adaptation does for C++ components); each result goes back on its own stream's topics
-(`<ns>/cloudseg/labels`, `overlay`, `stats`, `restored`). See `cloudseg.cloud`. Both nodes
-keep their names and parameters, so config/cloud.yaml configures them as if they ran apart.
+The sr node (`cloudseg.nodes.cloud_sr`) keeps every vehicle stream apart (its namespace: own
+decoders, sequence, keyframe requests, statistics), batches the newest decoded frame of each
+stream and runs each batch on the segmentation node's models by a function call, on the GPU,
+never through DDS (as Isaac ROS type adaptation does for C++ components); each result goes back
+on its own stream's topics (`<ns>/cloudseg/labels`, `overlay`, `stats`, `restored`). See
+`cloudseg.cloud`. Both nodes keep their names and parameters, so config/cloud.yaml configures
+them as if they ran apart.
 """
 
 from __future__ import annotations
 
+from cloudseg.nodes.cloud_sr import CloudSRNode
 from cloudseg.nodes.common import run_nodes
 from cloudseg.nodes.segmentation_node import SegmentationNode
-from cloudseg.nodes.sr_node import SRNode
 
 
 def compose() -> list:
     """Both nodes, wired: segmentation owns the models and the result publishers, sr batches
     the streams' frames on them."""
     segmentation = SegmentationNode(in_process=True)
-    sr = SRNode(service=segmentation.service, outputs=segmentation)
+    sr = CloudSRNode(service=segmentation.service, outputs=segmentation)
     return [sr, segmentation]
 
 

@@ -34,8 +34,9 @@ from cloudseg.media.codecs import CodecError
 from cloudseg.media.image_codecs import compressed_format
 from cloudseg.media.stream import CompressorSettings, FrameCompressor
 from cloudseg.msg import Frame, KeyframeRequest, Knob
-from cloudseg.nodes.common import boundary, declare_parameters, drop_input, qos_for, run_node
+from cloudseg.nodes.common import boundary, drop_input, qos_for, run_node
 from cloudseg.nodes.convert import compressed_image, image_to_rgb
+from cloudseg.nodes.parameters import declare_parameters
 from cloudseg.recovery import KeyframeOnRequest
 
 

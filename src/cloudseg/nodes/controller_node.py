@@ -20,7 +20,8 @@ from cloudseg.control.window import Measurements, StatSample
 from cloudseg.graph import CONTROLLER, KNOB_TOPIC, STATS_TOPIC, config_dir
 from cloudseg.guard import BadInput
 from cloudseg.msg import FrameStats, Knob
-from cloudseg.nodes.common import boundary, declare_parameters, qos_for, run_node, stamp_ns
+from cloudseg.nodes.common import boundary, qos_for, run_node, stamp_ns
+from cloudseg.nodes.parameters import declare_parameters
 from cloudseg.stream_stats import receiver_report
 
 STALL_CHECK_S = 0.2

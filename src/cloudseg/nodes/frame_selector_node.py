@@ -21,8 +21,9 @@ from cloudseg.control.knob import check_knob
 from cloudseg.graph import FRAME_SELECTOR, IMAGE_TOPIC, KNOB_TOPIC
 from cloudseg.guard import BadInput, check_stamp
 from cloudseg.msg import Knob
-from cloudseg.nodes.common import boundary, declare_parameters, qos_for
+from cloudseg.nodes.common import boundary, qos_for
 from cloudseg.nodes.convert import image_to_rgb
+from cloudseg.nodes.parameters import declare_parameters
 from cloudseg.selection.selector import Decision, FrameSelector, SelectorSettings
 
 #: (camera header, RGB frame, decision) for a frame to send

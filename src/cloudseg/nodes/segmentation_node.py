@@ -1,8 +1,9 @@
 """Segmentation node (cloud): labels, colour overlay and timings for every frame.
 
 In the cloud process (`cloud_node`) it owns the models and the publishers of every stream's
-results (`outputs`: labels, overlay, stats under the stream's namespace); the sr node batches
-the streams' frames and runs them on these models (`cloudseg.cloud`).
+results (`outputs`: labels, overlay, stats under the stream's namespace); the sr node
+(`cloudseg.nodes.cloud_sr`) batches the streams' frames and runs them on these models
+(`cloudseg.cloud`).
 
 On its own (a split cloud: single-stream, the root namespace's vehicle only) it segments the
 images on /cloudseg/restored, newest first: the subscription callback only hands the newest
@@ -22,9 +23,9 @@ from dataclasses import dataclass
 from rclpy.node import Node
 from rclpy.publisher import Publisher
 from sensor_msgs.msg import Image
-from std_msgs.msg import Header
 
-from cloudseg.cloud.service import CloudResult, CloudService
+from cloudseg.cloud.router import frame_stats
+from cloudseg.cloud.service import CloudService
 from cloudseg.cloud.streams import normalise_namespace, stream_topic
 from cloudseg.graph import (
     LABELS_TOPIC,
@@ -39,13 +40,14 @@ from cloudseg.msg import FrameStats, RestoredInfo
 from cloudseg.newest import NewestFirst, Recent
 from cloudseg.nodes.common import (
     boundary,
-    declare_parameters,
     drop_input,
     qos_for,
     run_node,
     stamp_ns,
+    stop_worker,
 )
 from cloudseg.nodes.convert import image_to_rgb, numpy_to_image
+from cloudseg.nodes.parameters import declare_parameters
 
 
 @dataclass
@@ -135,7 +137,7 @@ class SegmentationNode(Node):
         # published just before the image: here unless lost (then labels at the image's
         # size); not waited for while none ever came (a publisher without RestoredInfo)
         info = self.infos.get(stamp_ns(msg.header), timeout=0.2 if len(self.infos) else 0.0)
-        camera, stats = None, {"seq": 0, "scale": 1}
+        camera, seq, scale, sr_bypass = None, 0, 1, None  # the frame, as its info says
         if info is not None:
             try:
                 camera = check_camera_size(
@@ -144,48 +146,31 @@ class SegmentationNode(Node):
             except BadInput as exc:
                 drop_input(self, "restored info", exc, what=f"restored info {info.seq}")
             else:
-                stats = {"seq": info.seq, "scale": info.scale, "sr_bypass": info.sr_bypass}
+                seq, scale, sr_bypass = info.seq, info.scale, info.sr_bypass
         result = self.service.segment_restored(rgb, camera)
-        self.publish(
-            result,
-            msg.header,
-            t0,
-            codec="",  # the sr node reports the frame (codec, transport, decode, restoration)
-            payload_bytes=0,
-            transport_ms=0.0,
-            frames_skipped=skipped,
-            **stats,
-        )
-
-    def stop(self, timeout: float = 30.0) -> None:
-        """Stop the worker (it finishes the image it holds) and wait for it."""
-        if getattr(self, "worker", None) is None:  # also when the start failed
-            return
-        if not self.worker.stop(timeout):
-            self.get_logger().warning(f"the segmentation worker did not stop within {timeout:g} s")
-        self.worker = None
-
-    def destroy_node(self) -> None:
-        self.stop()
-        super().destroy_node()
-
-    def publish(self, result: CloudResult, header: Header, t0: float, **stats) -> None:
+        header = msg.header
         self.labels_pub.publish(numpy_to_image(result.labels, "mono8", header))
         self.overlay_pub.publish(
             numpy_to_image(result.overlay(self.params["overlay_alpha"]), "rgb8", header)
         )
-        stats.setdefault("sr_bypass", result.mode != "sr")
-        self.stats_pub.publish(
-            FrameStats(
-                header=header,
-                decode_ms=result.decode_ms,
-                sr_ms=result.sr_ms,
-                segmentation_ms=result.segmentation_ms,
-                total_ms=(time.perf_counter() - t0) * 1e3,
-                untrained=bool(result.untrained),
-                **stats,
-            )
+        # segmentation only: the sr node reports the frame (codec, transport, decode, restoration)
+        stats = frame_stats(
+            None,
+            t0=t0,
+            seq=seq,
+            scale=scale,
+            sr_bypass=result.mode != "sr" if sr_bypass is None else sr_bypass,
+            decode_ms=result.decode_ms,
+            sr_ms=result.sr_ms,
+            segmentation_ms=result.segmentation_ms,
+            untrained=bool(result.untrained),
+            frames_skipped=skipped,
         )
+        self.stats_pub.publish(FrameStats(header=header, **stats))
+
+    def destroy_node(self) -> None:
+        stop_worker(self, "worker", "the segmentation worker")
+        super().destroy_node()
 
 
 def main(args: list[str] | None = None) -> int:

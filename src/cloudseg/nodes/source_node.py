@@ -13,8 +13,9 @@ from std_msgs.msg import Header
 from cloudseg.data.frames import DataError, SourceFrame
 from cloudseg.data.sources import Pacer, open_source
 from cloudseg.graph import IMAGE_TOPIC, SOURCE
-from cloudseg.nodes.common import declare_parameters, qos_for, run_node
+from cloudseg.nodes.common import qos_for, run_node
 from cloudseg.nodes.convert import numpy_to_image
+from cloudseg.nodes.parameters import declare_parameters
 
 #: After our publisher sees a subscriber, the subscriber may not have matched us yet (DDS
 #: discovery is not symmetric); best-effort frames sent in that window are lost.
