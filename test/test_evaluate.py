@@ -105,6 +105,7 @@ def carded_official(weights_env: Path, tmp_path: Path) -> Path:
 def test_eval_figure_of_crops(tiny_cityscapes, weights_env, capsys, tmp_path) -> None:
     figure = tmp_path / "figure.png"
     argv = ["--data", str(tiny_cityscapes), "--no-progress", "--figure", str(figure)]
+    argv += ["--rows", "sr"]  # the figure's rows: no other row needs to run
     code, _, err = _run(capsys, *argv, "--figure-crop", "0,0,128,64", "--figure-rows", "sr,hr")
     assert code == 0, err
     image = cv2.imread(str(figure))
@@ -166,7 +167,9 @@ def test_eval_low_resolution_frames(shared_data, weights_env, capsys) -> None:
     if not root.is_dir():
         pytest.skip(f"{root} is missing")
     code, out, err = _run(
-        capsys, "--data", str(root), "--limit", "1", "--no-lr-seg", "--json", "--no-progress"
+        capsys,
+        *("--data", str(root), "--limit", "1", "--rows", "bilinear,sr,default"),
+        *("--json", "--no-progress"),
     )
     assert code == 0, err
     report = json.loads(out.strip().splitlines()[-1])
@@ -192,7 +195,7 @@ def test_eval_on_a_sequence_scores_against_hr_labels(shared_data, weights_env, c
     code, out, err = _run(
         capsys,
         "--data", str(shared_data / "cityscapes_small_256x128/leftImg8bit/val/frankfurt"),
-        "--scale", "2", "--no-progress", "--json",
+        "--scale", "2", "--rows", "bilinear", "--no-progress", "--json",
     )  # fmt: skip
     assert code == 0, err
     report = json.loads(out.strip().splitlines()[-1])
@@ -209,7 +212,8 @@ def test_icnet_without_weights_is_refused_then_labelled_untrained(
     code, out, err = _run(
         capsys,
         "--data", str(tiny_cityscapes),
-        "--backend", "icnet", "--allow-untrained", "--json", "--no-progress",
+        "--backend", "icnet", "--allow-untrained", "--rows", "bilinear,sr", "--json",
+        "--no-progress",
     )  # fmt: skip
     assert code == 0, err
     report = json.loads(out.strip().splitlines()[-1])
@@ -271,7 +275,7 @@ def test_bench_accuracy_table_has_a_codec_column(tiny_cityscapes, weights_env, c
     code = bench_main(
         [
             *("--streams", "none,h264 (default stream)", "--data", str(tiny_cityscapes)),
-            *("--no-lr-seg", "--no-progress"),
+            *("--rows", "bilinear,sr", "--no-progress"),
         ]
     )
     out, err = capsys.readouterr()
@@ -290,7 +294,7 @@ def test_eval_labelled_frame_inside_a_stream(shared_data, weights_env, capsys) -
         capsys,
         "--data", str(shared_data / "sequences/mp4/frankfurt_000000_000557.mp4"),
         "--gt-root", str(shared_data / "cityscapes"),
-        "--limit", "20", "--no-lr-seg", "--codec", "jpeg", "--no-progress", "--json",
+        "--limit", "20", "--rows", "sr", "--codec", "jpeg", "--no-progress", "--json",
     )  # fmt: skip
     assert code == 0, err
     report = json.loads(out.strip().splitlines()[-1])

@@ -219,7 +219,14 @@ def test_demo_score_matches_eval_on_the_same_frames(shared_data, tmp_path):
     assert "gop=1" in logs  # the stills were recognised as such
     assert (stats.miou_reference, stats.frames_scored) == ("gt", 2), logs
     assert stats.labels_received == 2 and stats.not_scored == "", logs
-    config = EvalConfig(data=(root,), split="val", codec="h264", device="cpu", progress=False)
+    config = EvalConfig(
+        data=(root,),
+        split="val",
+        codec="h264",
+        device="cpu",
+        progress=False,
+        only_rows=("default",),
+    )
     report = evaluate(config)
     assert report["frames"] == 2 and report["reference"] == "gt"
     default = report["rows"]["default"]  # eval's row of the cloud's own default route
