@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Issue 6's accuracy figures (BENCHMARKS.md, "Accuracy through the stream"): Table 1 with a codec
-# column on the 7 shared Cityscapes val frames, the segmentation-size and SR-route choices, and
-# the labelled frames inside real clips (P-frames; val, never trained on). CPU: ~30 min, 2 cores.
+# Issue 6's accuracy figures (docs/benchmarks/accuracy.md, "Accuracy through the stream"):
+# Table 1 with a codec column on the 7 shared Cityscapes val frames, the segmentation-size and
+# SR-route choices, and the labelled frames inside real clips (P-frames; val, never trained on).
+# CPU: ~30 min, 2 cores.
 #
 #   bash bench/accuracy_table.sh [RUNS]    RUNS: the folder of `cloudseg train` outputs
 #                                           (default runs/; rows of missing checkpoints are left out)

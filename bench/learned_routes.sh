@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Issue 16's figures (BENCHMARKS.md, "Learned routes"): the routes from the decoded stream to
-# labels, trained on the same 365 low-resolution frames (cityscapes_lr train.txt), then scored on
+# Issue 16's figures (docs/benchmarks/accuracy.md, "Learned routes"): the routes from the
+# decoded stream to labels, trained on the same 365 low-resolution frames (cityscapes_lr train.txt), then scored on
 # frames never trained on, every row with its kbit/s:
 #   stills   the 7 val stills of ../shared/data/cityscapes (each a lone IDR) vs fine labels
 #   clips    the labelled frames inside the 4 real clips (P-frames, clips streamed in order)

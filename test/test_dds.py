@@ -19,10 +19,10 @@ SEQUENCE_FRAMES = 30
 
 
 # PSNR bounds of bilinear restoration on aachen_seq0000 (full 2048x1024 frames). Measured with
-# `cloudseg bench bitrate` (BENCHMARKS.md): x4 H.264 CRF 23 gives 33.6 dB, x2 JPEG q80 38.9 dB;
-# lossless PNG at x2 loses only what downsampling loses (>= the JPEG figure). The bounds sit
-# ~2.5 dB below the measured means (frames vary by ~1 dB); a wrong frame, a colour swap or a
-# shifted image falls below 20 dB. (PNG at scale 1 is exact: test_codecs/test_stream.)
+# `cloudseg bench bitrate` (docs/benchmarks/bitrate.md): x4 H.264 CRF 23 gives 33.6 dB, x2 JPEG
+# q80 38.9 dB; lossless PNG at x2 loses only what downsampling loses (>= the JPEG figure). The
+# bounds sit ~2.5 dB below the measured means (frames vary by ~1 dB); a wrong frame, a colour swap
+# or a shifted image falls below 20 dB. (PNG at scale 1 is exact: test_codecs/test_stream.)
 @pytest.mark.parametrize(
     ("scale", "codec", "bound"),
     [

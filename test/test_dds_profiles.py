@@ -215,7 +215,8 @@ def test_vehicle_and_cloud_exchange_frames_over_tcp(tmp_path):
     control_log = tmp_path / "control.log"
     control = _side(script, env, "-", LABELS_TOPIC, control_log, seconds=12.0)
     # Fast DDS 3.2's TCP discovery now and then never matches a pair (about 1 start in 10 on
-    # this host, with no error logged; README): a second, fresh pair of processes is allowed.
+    # this host, with no error logged; docs/deployment.md): a second, fresh pair of processes is
+    # allowed.
     for attempt in range(TCP_ATTEMPTS):
         port = _free_port()
         cloud_env = {**env, **dds_env("tcp", "cloud", listen=port)}

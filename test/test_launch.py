@@ -1,7 +1,7 @@
 """The launch files, run for real: `ros2 launch cloudseg <file>.launch.py` with its arguments.
 
 Needs the ROS 2 launch packages: a ROS install, or the wheels from ../shared/wheels that
-scripts/setup.sh installs into .venv (README, "Fleet: many vehicles"). Without them every test
+scripts/setup.sh installs into .venv (docs/running.md#launch-files). Without them every test
 here is skipped, saying so. Each test starts `ros2 launch`, checks from a node of this process
 (in the root namespace) what comes out under the namespaces it asked for, then stops it with
 SIGINT as Ctrl-C does: `ros2 launch` must exit 0 and leave no process behind.

@@ -80,10 +80,10 @@ def dds_env(
     - "discovery": both sides are clients of the discovery server `server` (HOST:PORT, started
       with `fastdds discovery -i 0 -l ADDR -p PORT`); data then flows directly over UDP.
     - "tls": behind the mutual-TLS gates (`python -m cloudseg.security.tls_gate`, started
-      separately; README): the cloud's Fast DDS listens on 127.0.0.1:`listen` only, the
-      vehicle's connects to its own gate at `peer` (default 127.0.0.1:7410; `:PORT` for
-      127.0.0.1:PORT; a loopback address whose port is the cloud's `listen` port). The
-      cloud's address is the vehicle gate's `--to`, not a Fast DDS setting.
+      separately; docs/deployment.md#encrypted-authenticated-wan-link): the cloud's Fast DDS
+      listens on 127.0.0.1:`listen` only, the vehicle's connects to its own gate at `peer` (default
+      127.0.0.1:7410; `:PORT` for 127.0.0.1:PORT; a loopback address whose port is the cloud's
+      `listen` port). The cloud's address is the vehicle gate's `--to`, not a Fast DDS setting.
     """
     if side not in TCP_DDS_PROFILES:
         raise ValueError(f"side must be vehicle or cloud, not {side!r}")

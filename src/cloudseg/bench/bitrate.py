@@ -173,7 +173,7 @@ def format_table(rows: list[Row]) -> str:
 
 
 def format_markdown(rows: list[Row]) -> str:
-    """A markdown table for BENCHMARKS.md."""
+    """A markdown table for docs/benchmarks/bitrate.md."""
     header = [title for _, title, _ in _COLUMNS]
     align = ["---" if fmt == "{}" and key != "scale" else "---:" for key, _, fmt in _COLUMNS]
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join(align) + "|"]

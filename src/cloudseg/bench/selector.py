@@ -14,7 +14,8 @@ thresholds). For each point it reports:
   frame sent at or before it, ``--warp``: moved to the current frame along optical flow)
   against the backend's labels computed on that frame, one confusion matrix over all frames.
   The held labels are the backend's labels of the *original* frame sent, which isolates the
-  effect of selection; what the codec and SR do to labels is Table 1 (BENCHMARKS.md).
+  effect of selection; what the codec and SR do to labels is Table 1
+  (docs/benchmarks/accuracy.md).
 
 Beside each point, fixed-interval skipping at the same number of frames ``m`` (AWStream's
 frame-rate knob): frames ``round(j * n / m)``, ``j = 0..m-1``, encoded with the same compressor

@@ -196,7 +196,7 @@ def format_table(result: SweepResult) -> str:
 
 
 def format_markdown(result: SweepResult) -> str:
-    """The same table in markdown (for BENCHMARKS.md)."""
+    """The same table in markdown (for docs/benchmarks/selector.md)."""
     header, rows = _rows(result)
     header[0] = "def."
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---:"] * len(header)) + "|"]

@@ -236,7 +236,8 @@ def measure_two_hosts(
             return snapshots, (peer_result(cloud_log) or {}).get("received", 0)
 
         for mode in ("tcp", "tls"):
-            # Fast DDS TCP now and then never matches a pair (README): one fresh retry
+            # Fast DDS TCP now and then never matches a pair
+            # (docs/deployment.md#vehicle-and-cloud-on-different-hosts): one fresh retry
             for attempt in range(2):
                 try:
                     snapshots, received = one_run(mode, workdir / f"{mode}{attempt}")

@@ -28,7 +28,8 @@ STALL_CHECK_S = 0.2
 """How often the node looks for a stall between windows (s)."""
 
 #: Used when config/profile.json does not exist yet: rates are the H.264 targets, the mIoU
-#: values only order the entries (rough guesses after BENCHMARKS.md, not measured).
+#: values only order the entries (rough guesses after docs/benchmarks/profile.md, not
+#: measured).
 BUILTIN_PROFILE = (
     ProfileEntry(scale=4, bitrate_kbps=300, kbps=300, miou=0.20),
     ProfileEntry(scale=4, bitrate_kbps=750, kbps=750, miou=0.30),

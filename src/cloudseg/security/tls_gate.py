@@ -318,7 +318,8 @@ examples:
               --to cloud.example.com:7411 --ca keys/ca.crt --cert keys/car1.crt \\
               --key keys/car1.key
             cloudseg run vehicle --dds tls
-certificates: cloudseg certs --help; deployment: README, "Encrypted, authenticated WAN link"."""
+certificates: cloudseg certs --help; deployment: docs/deployment.md, "Encrypted, authenticated
+WAN link"."""
 
 
 def build_parser() -> argparse.ArgumentParser:

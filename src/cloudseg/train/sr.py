@@ -138,8 +138,8 @@ def build_parser(what: str) -> argparse.ArgumentParser:
         "--lr",
         type=float,
         default=1e-4,
-        help="Adam learning rate (default 1e-4, from the sweep in BENCHMARKS.md); with --resume "
-        "it applies from the saved step on (a step schedule, recorded in the card)",
+        help="Adam learning rate (default 1e-4, from the sweep in docs/benchmarks/accuracy.md); "
+        "with --resume it applies from the saved step on (a step schedule, recorded in the card)",
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--scale", type=int, default=4, help="stream downsampling (default 4)")
