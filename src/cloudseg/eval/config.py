@@ -103,16 +103,13 @@ def stream_settings(config: EvalConfig, scale: int | None = None) -> CompressorS
     changes: dict[str, object] = {"scale": config.scale if scale is None else scale}
     if config.codec != "none":
         changes["codec"] = config.codec
-    if config.crf is not None:
-        changes["crf"] = config.crf
-    if config.bitrate is not None:
-        changes["bitrate_kbps"] = config.bitrate
-    if config.preset is not None:
-        changes["preset"] = config.preset
-    if config.gop is not None:
-        changes["gop"] = config.gop
-    if config.jpeg_quality is not None:
-        changes["quality"] = config.jpeg_quality
-    if config.kernel is not None:
-        changes["kernel"] = config.kernel
+    optional = {
+        "crf": config.crf,
+        "bitrate_kbps": config.bitrate,
+        "preset": config.preset,
+        "gop": config.gop,
+        "quality": config.jpeg_quality,
+        "kernel": config.kernel,
+    }  # None: the compressor's default
+    changes.update({name: value for name, value in optional.items() if value is not None})
     return default_compressor_settings(**changes)
