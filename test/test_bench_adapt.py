@@ -196,7 +196,7 @@ def _check_scoring(run: dict, policy: str, steps: list[Step], log_dir: Path) -> 
     adapt.score_policy(run, policy, steps, log_dir, sequence, pipeline_segment(), 5.0, True)
     result = run["result"]
     assert result["miou_reference"] == "hr"
-    assert result["miou"] is not None and 0.15 < result["miou"] <= 1.0, result
+    assert result["miou"] is not None and 0.1 < result["miou"] <= 1.0, result
     assert sum(s["scored"] for s in result["steps"]) >= 3
 
 
