@@ -21,6 +21,12 @@ def pytest_configure(config: pytest.Config) -> None:
     os.environ.pop("ROS_STATIC_PEERS", None)
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Slow tests first (stable order otherwise): the workers start the long runs (a colcon
+    build, the benches over DDS) at once instead of finishing on one of them alone."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 @pytest.fixture
 def fresh_ros_domain(monkeypatch: pytest.MonkeyPatch):
     """A DDS domain of this test's own: no participant left behind by an earlier test (killed,
