@@ -22,9 +22,14 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Slow tests first (stable order otherwise): the workers start the long runs (a colcon
-    build, the benches over DDS) at once instead of finishing on one of them alone."""
-    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+    """Slow tests first, then those over DDS, then the rest (stable order otherwise): the
+    workers start the long runs (a colcon build, the benches over DDS) at once instead of
+    finishing on one of them alone."""
+
+    def rank(item: pytest.Item) -> int:
+        return 0 if item.get_closest_marker("slow") else 1 if item.get_closest_marker("dds") else 2
+
+    items.sort(key=rank)
 
 
 @pytest.fixture
