@@ -24,7 +24,7 @@ import pytest
 
 from cloudseg.graph import COMPRESSED_TOPIC, FRAMES_TOPIC, IMAGE_TOPIC, LABELS_TOPIC, resolve
 from cloudseg.processes import ManagedProcess
-from support import wait_until
+from support import running, wait_until
 
 pytestmark = pytest.mark.dds
 
@@ -109,18 +109,11 @@ class Launch:
             self.proc.wait()
             pytest.fail(f"ros2 launch did not stop in {timeout:.0f} s:\n{self.text()}")
         assert self.seen, f"ros2 launch started no node process:\n{self.text()}"
-        left = [p for p in self.seen.values() if _running(p)]
+        left = [p for p in self.seen.values() if running(p)]
         for p in left:
             p.kill()
         assert code == 0, f"ros2 launch exited {code}:\n{self.text()}"
         assert not left, f"left behind: {[p.cmdline() for p in left]}\n{self.text()}"
-
-
-def _running(p: psutil.Process) -> bool:
-    try:
-        return p.is_running() and p.status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
 
 
 @pytest.fixture()
