@@ -43,6 +43,30 @@ def fresh_ros_domain(monkeypatch: pytest.MonkeyPatch):
     release_ros_domain(domain)
 
 
+@pytest.fixture
+def fastdds_local(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The one-host Fast DDS profile for the test's rclpy context and the node processes it
+    starts (full-size images over shared memory); request it before `ros`."""
+    from cloudseg.graph import config_dir
+
+    monkeypatch.setenv("FASTDDS_DEFAULT_PROFILES_FILE", str(config_dir() / "fastdds_local.xml"))
+
+
+@pytest.fixture
+def ros(request: pytest.FixtureRequest, fresh_ros_domain: int):
+    """A test's rclpy node (global context) on a DDS domain of the test's own; spin it with
+    `support.spin_until` / `spin_for`. Shut down when the test ends."""
+    import rclpy
+
+    rclpy.init(args=[])
+    node = rclpy.create_node(request.node.name.split("[")[0][:60])
+    try:
+        yield node
+    finally:
+        node.destroy_node()
+        rclpy.try_shutdown()
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     """The read-only folder of real Cityscapes frames, sequences and weights (never copied)."""

@@ -57,6 +57,16 @@ def spin_for(node, seconds: float, spin_s: float = 0.02) -> None:
         rclpy.spin_once(node, timeout_sec=spin_s)
 
 
+def running(process) -> bool:
+    """A `psutil.Process` still runs (not a zombie)."""
+    import psutil
+
+    try:
+        return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
 def claim_ros_domain() -> int:
     """A ROS domain id no other process on this host holds: a lock file under the temp folder,
     held until `release_ros_domain` or this process ends. Test sessions, xdist workers and the

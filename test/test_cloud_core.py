@@ -22,6 +22,7 @@ from cloudseg.cloud.streams import (
 )
 from cloudseg.guard import BadInput
 from cloudseg.media.stream import CompressorSettings, FrameCompressor
+from support import wait_until
 
 
 class Clock:
@@ -175,9 +176,7 @@ def test_batcher_worker_runs_batches_of_many_streams():
         assert seen == [["/a", "/b", "/c", "/d"]]  # one batch of four, not four of one
         t0 = time.monotonic()
         b.offer("/a", "again")
-        deadline = time.monotonic() + 5
-        while len(seen) < 2 and time.monotonic() < deadline:
-            time.sleep(0.01)
+        wait_until(lambda: len(seen) >= 2, 5, poll_s=0.01)
         assert seen[1] == ["/a"] and time.monotonic() - t0 >= 0.19  # waited max_wait
         assert b.batch_mean == 2.5
     finally:

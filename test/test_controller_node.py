@@ -11,6 +11,7 @@ import pytest
 from cloudseg.control.profile import ProfileEntry, save_profile
 from cloudseg.graph import KNOB_TOPIC, STATS_TOPIC, config_dir
 from cloudseg.launcher import NodeProcesses
+from support import spin_for, spin_until
 
 pytestmark = pytest.mark.dds
 
@@ -23,18 +24,15 @@ PROFILE = [
 
 
 @contextlib.contextmanager
-def controller_running(tmp_path, **params) -> Iterator[tuple]:
-    """A controller node process on PROFILE and a test node: yields (node, knobs, stats
-    publisher); knobs are (arrival time, Knob), the first (the start entry) already in."""
-    import rclpy
-
+def controller_running(node, tmp_path, **params) -> Iterator[tuple]:
+    """A controller node process on PROFILE, watched by the test's rclpy `node`: yields
+    (node, knobs, stats publisher); knobs are (arrival time, Knob), the first (the start
+    entry) already in."""
     from cloudseg.msg import FrameStats, Knob
     from cloudseg.nodes.common import qos_for
 
     profile = tmp_path / "profile.json"
     save_profile(profile, PROFILE, {"source": "test"})
-    rclpy.init(args=[])
-    node = rclpy.create_node("controller_test")
     knobs: list[tuple[float, Knob]] = []
     node.create_subscription(
         Knob, KNOB_TOPIC, lambda k: knobs.append((time.monotonic(), k)), qos_for(KNOB_TOPIC)
@@ -47,27 +45,23 @@ def controller_running(tmp_path, **params) -> Iterator[tuple]:
         "latency_bound_ms": 0.0,
         **params,
     }
-    try:
-        with NodeProcesses(log_dir=tmp_path) as procs:
-            procs.start("controller", config_dir() / "controller.yaml", overrides)
-            deadline = time.monotonic() + 20
-            while not knobs and time.monotonic() < deadline:
-                rclpy.spin_once(node, timeout_sec=0.1)
-            assert knobs, (tmp_path / "controller.log").read_text()
-            yield node, knobs, pub
-            time.sleep(0.5)  # the node's log line after the last Knob
-            assert procs.procs["controller"].poll() is None, "the controller died"
-    finally:
-        node.destroy_node()
-        rclpy.try_shutdown()
+
+    def log() -> str:
+        return (tmp_path / "controller.log").read_text()
+
+    with NodeProcesses(log_dir=tmp_path) as procs:
+        procs.start("controller", config_dir() / "controller.yaml", overrides)
+        assert spin_until(node, lambda: knobs, 20), log()
+        yield node, knobs, pub
+        # the node logs each Knob after sending it: the last one's line
+        spin_until(node, lambda: f"knob {knobs[-1][1].seq}: " in log(), 5)
+        assert procs.procs["controller"].poll() is None, "the controller died"
 
 
-def test_controller_steps_down_after_a_bandwidth_drop(tmp_path):
-    import rclpy
-
+def test_controller_steps_down_after_a_bandwidth_drop(tmp_path, ros):
     from cloudseg.msg import FrameStats
 
-    with controller_running(tmp_path, window_s=0.5) as (node, knobs, pub):
+    with controller_running(ros, tmp_path, window_s=0.5) as (node, knobs, pub):
         # 20 frames/s sent, 80% arrive, 10156 bytes each: goodput ~1300 kbit/s, and the
         # transport latency grows 100 ms per second (a queue). The x4 CRF 23 entry (600) is
         # the one that fits for any goodput in 750..1875: a loaded CPU that slows this loop
@@ -96,9 +90,7 @@ def test_controller_steps_down_after_a_bandwidth_drop(tmp_path):
                 again = FrameStats(seq=seq, segmentation_ms=30.0, total_ms=30.0)
                 again.header.stamp = now
                 pub.publish(again)
-            end = time.monotonic() + 0.05
-            while time.monotonic() < end:
-                rclpy.spin_once(node, timeout_sec=0.01)
+            spin_for(node, 0.05, spin_s=0.01)
     log = (tmp_path / "controller.log").read_text()
     first = knobs[0][1]
     assert first.scale == 1 and first.codec == "h264", log
@@ -110,27 +102,22 @@ def test_controller_steps_down_after_a_bandwidth_drop(tmp_path):
     assert "Traceback" not in log
 
 
-def test_a_stall_steps_down_between_windows(tmp_path):
+def test_a_stall_steps_down_between_windows(tmp_path, ros):
     """Stats stop (a collapsing link): the Knob for the lowest entry goes out about stall_s
     later, not at the end of a long window."""
-    import rclpy
-
     from cloudseg.msg import FrameStats
 
     # window_s: longer than the silence the test waits for
-    with controller_running(tmp_path, window_s=6.0, stall_s=1.0) as (node, knobs, pub):
+    with controller_running(ros, tmp_path, window_s=6.0, stall_s=1.0) as (node, knobs, pub):
         for seq in range(1, 21):  # 1 s of stats at 20 frames/s, then nothing
             stats = FrameStats(seq=seq, codec="h264", payload_bytes=20000, total_ms=40.0)
             stats.frames_received, stats.bytes_received = seq, seq * 20000
             stats.transport_ms = 20.0
             stats.header.stamp = node.get_clock().now().to_msg()
             pub.publish(stats)
-            end = time.monotonic() + 0.05
-            while time.monotonic() < end:
-                rclpy.spin_once(node, timeout_sec=0.01)
+            spin_for(node, 0.05, spin_s=0.01)
         last_stats = time.monotonic()
-        while len(knobs) < 2 and time.monotonic() < last_stats + 5:
-            rclpy.spin_once(node, timeout_sec=0.05)
+        spin_until(node, lambda: len(knobs) >= 2, 5)
     log = (tmp_path / "controller.log").read_text()
     assert len(knobs) >= 2, log
     at, down = knobs[1]

@@ -5,13 +5,13 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
 
 from cloudseg.graph import FRAMES_TOPIC, RESTORED_TOPIC, config_dir
 from cloudseg.launcher import NodeProcesses, node_command
+from support import spin_for, spin_until
 
 pytestmark = pytest.mark.dds
 
@@ -63,22 +63,14 @@ def test_sequence_arrives_in_order_at_full_size(shared_data, tmp_path, scale, co
     assert stats.kbps > 0
 
 
-def _rclpy_node(name):
-    import rclpy
-
-    rclpy.init(args=[])
-    return rclpy.create_node(name)
-
-
-def test_receiver_drops_bad_frames_with_a_reason_and_keeps_serving(tmp_path):
-    import rclpy
+def test_receiver_drops_bad_frames_with_a_reason_and_keeps_serving(tmp_path, ros):
     from sensor_msgs.msg import Image
 
     from cloudseg.media.image_codecs import encode_image
     from cloudseg.msg import Frame
     from cloudseg.nodes.common import qos_for
 
-    node = _rclpy_node("bad_input_test")
+    node = ros
     restored = []
     pub = node.create_publisher(Frame, FRAMES_TOPIC, qos_for(FRAMES_TOPIC))
     node.create_subscription(Image, RESTORED_TOPIC, restored.append, qos_for(RESTORED_TOPIC))
@@ -96,24 +88,16 @@ def test_receiver_drops_bad_frames_with_a_reason_and_keeps_serving(tmp_path):
         frame(2, good, width=512),  # size disagrees with the header
         frame(3, b"\x00garbage"),
     ]  # corrupt payload
-    try:
-        with NodeProcesses(log_dir=tmp_path) as procs:
-            procs.start("sr", config_dir() / "cloud_bilinear.yaml")
-            deadline = time.monotonic() + 30
-            while pub.get_subscription_count() < 1 and time.monotonic() < deadline:
-                rclpy.spin_once(node, timeout_sec=0.1)
-            time.sleep(0.5)
-            for f in [*bad, frame(4, good)]:
-                pub.publish(f)
-                rclpy.spin_once(node, timeout_sec=0.2)
-            deadline = time.monotonic() + 10
-            while not restored and time.monotonic() < deadline:
-                rclpy.spin_once(node, timeout_sec=0.1)
-            assert procs.procs["sr"].poll() is None, "the receiver died"
-        log = (tmp_path / "sr.log").read_text()
-    finally:
-        node.destroy_node()
-        rclpy.try_shutdown()
+    with NodeProcesses(log_dir=tmp_path) as procs:
+        procs.start("sr", config_dir() / "cloud_bilinear.yaml")
+        spin_until(node, lambda: pub.get_subscription_count() >= 1, 30)
+        spin_for(node, 0.5)  # discovery is not symmetric: let the other side match us too
+        for f in [*bad, frame(4, good)]:
+            pub.publish(f)
+            spin_for(node, 0.2)
+        spin_until(node, lambda: restored, 10)
+        assert procs.procs["sr"].poll() is None, "the receiver died"
+    log = (tmp_path / "sr.log").read_text()
     assert len(restored) == 1 and (restored[0].width, restored[0].height) == (256, 128), log
     # logged once per kind of drop (frames 0 and 3 are both not a complete JPEG)
     for seq, kind in ((0, "payload"), (1, "codec"), (2, "size")):
@@ -191,10 +175,9 @@ def test_cloud_turns_real_frames_into_labels_that_reach_the_vehicle(shared_data,
         assert "SR carn_m" in cloud_log and "in process" in cloud_log
 
 
-def test_compressor_applies_a_knob_and_publishes_compressed_images(tmp_path):
+def test_compressor_applies_a_knob_and_publishes_compressed_images(tmp_path, ros):
     """A Knob (transient local: sent before the compressor starts) applies from the next frame;
     JPEG frames also go out as sensor_msgs/CompressedImage for stock viewers."""
-    import rclpy
     from sensor_msgs.msg import CompressedImage, Image
 
     from cloudseg.graph import COMPRESSED_TOPIC, IMAGE_TOPIC, KNOB_TOPIC
@@ -203,7 +186,7 @@ def test_compressor_applies_a_knob_and_publishes_compressed_images(tmp_path):
     from cloudseg.nodes.common import qos_for
     from cloudseg.nodes.convert import numpy_to_image
 
-    node = _rclpy_node("knob_test")
+    node = ros
     frames, compressed = [], []
     knob_pub = node.create_publisher(Knob, KNOB_TOPIC, qos_for(KNOB_TOPIC))
     image_pub = node.create_publisher(Image, IMAGE_TOPIC, qos_for(IMAGE_TOPIC))
@@ -213,26 +196,21 @@ def test_compressor_applies_a_knob_and_publishes_compressed_images(tmp_path):
     )
     knob_pub.publish(Knob(seq=7, scale=2, codec="jpeg", quality=90))  # before the node exists
     rgb = np.random.default_rng(2).integers(0, 255, (128, 256, 3), dtype=np.uint8)
-    try:
-        with NodeProcesses(log_dir=tmp_path) as procs:
-            procs.start("compressor", config_dir() / "vehicle.yaml")
-            deadline = time.monotonic() + 30
-            while (
-                image_pub.get_subscription_count() < 1 or knob_pub.get_subscription_count() < 1
-            ) and time.monotonic() < deadline:
-                rclpy.spin_once(node, timeout_sec=0.1)
-            time.sleep(1.0)
-            for _ in range(3):
-                image_pub.publish(numpy_to_image(rgb, "rgb8"))
-                for _ in range(5):
-                    rclpy.spin_once(node, timeout_sec=0.1)
-            deadline = time.monotonic() + 10
-            while (len(frames) < 3 or not compressed) and time.monotonic() < deadline:
-                rclpy.spin_once(node, timeout_sec=0.1)
-        log = (tmp_path / "compressor.log").read_text()
-    finally:
-        node.destroy_node()
-        rclpy.try_shutdown()
+    with NodeProcesses(log_dir=tmp_path) as procs:
+        procs.start("compressor", config_dir() / "vehicle.yaml")
+        spin_until(
+            node,
+            lambda: image_pub.get_subscription_count() and knob_pub.get_subscription_count(),
+            30,
+        )
+        # the node took the Knob; discovery is not symmetric: let it match our images too
+        spin_until(node, lambda: "knob 7 applies" in (tmp_path / "compressor.log").read_text(), 10)
+        spin_for(node, 1.0)
+        for _ in range(3):
+            image_pub.publish(numpy_to_image(rgb, "rgb8"))
+            spin_for(node, 0.5)
+        spin_until(node, lambda: len(frames) >= 3 and compressed, 10)
+    log = (tmp_path / "compressor.log").read_text()
     assert frames, log
     assert all((f.scale, f.codec, f.knob_seq) == (2, "jpeg", 7) for f in frames), log
     assert [f.seq for f in frames] == sorted(f.seq for f in frames)
@@ -299,8 +277,9 @@ def test_node_parameters_are_declared_with_descriptions_and_ranges():
         rclpy.try_shutdown()
 
 
+@pytest.mark.usefixtures("fastdds_local")
 def test_split_cloud_with_sr_on_restores_newest_first_and_follows_the_knob(
-    shared_data, weights_env, tmp_path, monkeypatch
+    shared_data, weights_env, tmp_path, ros
 ):
     """cloud_split with SR on, end to end over DDS: real frames (at 512x256, so the CPU keeps
     up) -> the vehicle process (every frame sent, H.264 at x4) -> the sr process (CARN-M x2
@@ -309,7 +288,6 @@ def test_split_cloud_with_sr_on_restores_newest_first_and_follows_the_knob(
     the frames that arrive while it works, and counts them; a Knob with sr_bypass switches it
     to bilinear from the next frame. Both cloud processes stop cleanly (workers joined)."""
     import cv2
-    import rclpy
     from sensor_msgs.msg import Image
 
     from cloudseg.graph import IMAGE_TOPIC, KNOB_TOPIC, LABELS_TOPIC, STATS_TOPIC
@@ -317,30 +295,18 @@ def test_split_cloud_with_sr_on_restores_newest_first_and_follows_the_knob(
     from cloudseg.nodes.common import qos_for
     from cloudseg.nodes.convert import numpy_to_image
 
-    monkeypatch.setenv("FASTDDS_DEFAULT_PROFILES_FILE", str(config_dir() / "fastdds_local.xml"))
     folder = shared_data / "sequences" / "aachen_seq0000"
     camera = [
         cv2.resize(cv2.imread(str(p))[:, :, ::-1], (512, 256), interpolation=cv2.INTER_AREA)
         for p in sorted(folder.glob("*.jpg"))[:16]
     ]
-    node = _rclpy_node("split_cloud_test")
+    node = ros
     labels: list[Image] = []
     stats: list[FrameStats] = []
     image_pub = node.create_publisher(Image, IMAGE_TOPIC, qos_for(IMAGE_TOPIC))
     knob_pub = node.create_publisher(Knob, KNOB_TOPIC, qos_for(KNOB_TOPIC))
     node.create_subscription(Image, LABELS_TOPIC, labels.append, qos_for(LABELS_TOPIC))
     node.create_subscription(FrameStats, STATS_TOPIC, stats.append, qos_for(STATS_TOPIC))
-
-    def spin(seconds: float) -> None:
-        end = time.monotonic() + seconds
-        while time.monotonic() < end:
-            rclpy.spin_once(node, timeout_sec=0.01)
-
-    def wait_for(condition, timeout: float) -> bool:
-        end = time.monotonic() + timeout
-        while not condition() and time.monotonic() < end:
-            rclpy.spin_once(node, timeout_sec=0.05)
-        return bool(condition())
 
     def send(images, fps: float) -> list:
         stamps = []
@@ -349,7 +315,7 @@ def test_split_cloud_with_sr_on_restores_newest_first_and_follows_the_knob(
             msg.header.stamp = node.get_clock().now().to_msg()
             image_pub.publish(msg)
             stamps.append(msg.header.stamp)
-            spin(1.0 / fps)
+            spin_for(node, 1.0 / fps, spin_s=0.01)
         return stamps
 
     def labelled(stamp) -> bool:
@@ -357,44 +323,42 @@ def test_split_cloud_with_sr_on_restores_newest_first_and_follows_the_knob(
 
     cloud = {"device": "cpu", "cpu_max_width": 256}
     split = config_dir() / "cloud_split.yaml"
-    try:
-        with NodeProcesses(log_dir=tmp_path) as procs:
-            procs.start("sr", split, {"restore": "sr", **cloud})
-            procs.start("segmentation", split, cloud)
-            procs.start("vehicle", config_dir() / "vehicle.yaml", {"mode": "off"})
+    with NodeProcesses(log_dir=tmp_path) as procs:
+        procs.start("sr", split, {"restore": "sr", **cloud})
+        procs.start("segmentation", split, cloud)
+        procs.start("vehicle", config_dir() / "vehicle.yaml", {"mode": "off"})
 
-            def logs() -> str:
-                return "\n".join(p.read_text() for p in sorted(tmp_path.glob("*.log")))
+        def logs() -> str:
+            return "\n".join(p.read_text() for p in sorted(tmp_path.glob("*.log")))
 
-            # up: vehicle and sr listen (the camera_labels node also takes the frames), the
-            # segmentation node listens to the sr node and publishes labels
-            assert wait_for(
-                lambda: (
-                    image_pub.get_subscription_count() >= 1
-                    and knob_pub.get_subscription_count() >= 2
-                    and node.count_subscribers(FRAMES_TOPIC) >= 2
-                    and node.count_subscribers(RESTORED_TOPIC) >= 1
-                    and node.count_publishers(LABELS_TOPIC) >= 1
-                ),
-                60,
-            ), logs()
-            spin(1.0)  # discovery is not symmetric: let the other side match us too
-            # SR on: a burst at 30 fps, faster than SR + segmentation on this CPU
-            burst = send(camera[:12], fps=30.0)
-            assert wait_for(lambda: labelled(burst[-1]), 60), logs()  # the newest: always done
-            spin(0.5)
-            sr_on = [s for s in stats if s.codec == "h264"]  # the sr node's (it got the Frame)
-            # SR bypassed by the Knob (reliable: it arrives), from the next frame
-            knob_pub.publish(Knob(seq=1, scale=4, sr_bypass=True))
-            spin(1.0)
-            calm = send(camera[12:], fps=4.0)
-            assert wait_for(lambda: labelled(calm[-1]), 30), logs()
-            spin(0.5)
-            codes = procs.stop_all(grace=30)  # SIGINT: each stops its worker and exits
-        log = {n: (tmp_path / f"{n}.log").read_text() for n in ("sr", "segmentation", "vehicle")}
-    finally:
-        node.destroy_node()
-        rclpy.try_shutdown()
+        # up: vehicle and sr listen (the camera_labels node also takes the frames), the
+        # segmentation node listens to the sr node and publishes labels
+        assert spin_until(
+            node,
+            lambda: (
+                image_pub.get_subscription_count() >= 1
+                and knob_pub.get_subscription_count() >= 2
+                and node.count_subscribers(FRAMES_TOPIC) >= 2
+                and node.count_subscribers(RESTORED_TOPIC) >= 1
+                and node.count_publishers(LABELS_TOPIC) >= 1
+            ),
+            60,
+        ), logs()
+        spin_for(node, 1.0)  # discovery is not symmetric: let the other side match us too
+        # SR on: a burst at 30 fps, faster than SR + segmentation on this CPU
+        burst = send(camera[:12], fps=30.0)
+        # the newest is always done
+        assert spin_until(node, lambda: labelled(burst[-1]), 60), logs()
+        spin_for(node, 0.5)
+        sr_on = [s for s in stats if s.codec == "h264"]  # the sr node's (it got the Frame)
+        # SR bypassed by the Knob (reliable: it arrives), from the next frame
+        knob_pub.publish(Knob(seq=1, scale=4, sr_bypass=True))
+        assert spin_until(node, lambda: "knob 1: SR bypassed" in logs(), 10), logs()
+        calm = send(camera[12:], fps=4.0)
+        assert spin_until(node, lambda: labelled(calm[-1]), 30), logs()
+        spin_for(node, 0.5)
+        codes = procs.stop_all(grace=30)  # SIGINT: each stops its worker and exits
+    log = {n: (tmp_path / f"{n}.log").read_text() for n in ("sr", "segmentation", "vehicle")}
     assert codes == {"sr": 0, "segmentation": 0, "vehicle": 0}, log
     assert "restore only" in log["sr"] and "SR carn_m" in log["sr"], log["sr"]
     assert "knob 1: SR bypassed" in log["sr"], log["sr"]

@@ -6,16 +6,15 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import random
 import shutil
 import socket
 import sys
-import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
 
+from cloudseg.bench.tls_link import base_env
 from cloudseg.cli import build_parser
 from cloudseg.fastdds import (
     DISCOVERY_DDS_PROFILE,
@@ -27,6 +26,7 @@ from cloudseg.fastdds import (
 from cloudseg.graph import FRAMES_TOPIC, config_dir
 from cloudseg.launcher import local_env
 from cloudseg.processes import ManagedProcess
+from support import wait_until
 
 pytestmark = pytest.mark.dds
 
@@ -163,15 +163,6 @@ def _free_port(kind: int = socket.SOCK_STREAM) -> int:
         return s.getsockname()[1]
 
 
-def _base_env() -> dict[str, str]:
-    env = dict(os.environ)
-    for key in ("FASTDDS_DEFAULT_PROFILES_FILE", "ROS_DISCOVERY_SERVER", "ROS_STATIC_PEERS"):
-        env.pop(key, None)
-    env["ROS_DOMAIN_ID"] = str(random.Random(os.getpid()).randrange(150, 230))
-    env["PYTHONUNBUFFERED"] = "1"
-    return env
-
-
 def _side(
     script: Path, env: dict[str, str], pub: str, sub: str, log: Path, seconds: float = SECONDS
 ) -> ManagedProcess:
@@ -207,8 +198,8 @@ def _exchange(
     return {name: _result(proc, logs[name]) for name, proc in procs.items()}
 
 
-def test_vehicle_and_cloud_exchange_frames_over_tcp(tmp_path):
-    env = _base_env()
+def test_vehicle_and_cloud_exchange_frames_over_tcp(tmp_path, fresh_ros_domain):
+    env = base_env(fresh_ros_domain)
     # control: a participant with the default transports (UDP/SHM) does not see the cloud
     script = tmp_path / "side.py"
     script.write_text(SIDE_SCRIPT)
@@ -233,7 +224,7 @@ def test_vehicle_and_cloud_exchange_frames_over_tcp(tmp_path):
     assert received == 0, f"a default participant saw the TCP-only cloud:\n{log}"
 
 
-def test_vehicle_and_cloud_exchange_frames_through_a_discovery_server(tmp_path):
+def test_vehicle_and_cloud_exchange_frames_through_a_discovery_server(tmp_path, fresh_ros_domain):
     bin_dir = Path(sys.executable).parent
     fastdds = shutil.which("fastdds", path=str(bin_dir)) or shutil.which("fastdds")
     if fastdds is None:
@@ -241,7 +232,7 @@ def test_vehicle_and_cloud_exchange_frames_through_a_discovery_server(tmp_path):
     if importlib.util.find_spec("psutil") is None:
         pytest.skip("the `fastdds` CLI needs psutil, which is not installed")
     port = _free_port(socket.SOCK_DGRAM)
-    env = _base_env()
+    env = base_env(fresh_ros_domain)
     env["PATH"] = f"{bin_dir}{os.pathsep}{env.get('PATH', '')}"
     server = ManagedProcess.start(
         [fastdds, "discovery", "-i", "0", "-l", "127.0.0.1", "-p", str(port)],
@@ -250,11 +241,10 @@ def test_vehicle_and_cloud_exchange_frames_through_a_discovery_server(tmp_path):
         own_group=True,  # the CLI starts the server binary as a child
     )
     try:
-        deadline = time.monotonic() + 10
-        while "Server started" not in server.log_text():
-            if server.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"discovery server did not start:\n{server.log_text()}")
-            time.sleep(0.1)
+        wait_until(lambda: "Server started" in server.log_text() or not server.alive(), 10)
+        assert "Server started" in server.log_text(), (
+            f"discovery server did not start:\n{server.log_text()}"
+        )
         client = dds_env("discovery", "cloud", server=f"127.0.0.1:{port}")
         results = _exchange(tmp_path, {**env, **client}, {**env, **client})
     finally:

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import json
+import signal
 import statistics
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from cloudseg.bench import delay_line, netem
 from cloudseg.bench.delay_line import DelayQueue
+from cloudseg.processes import ManagedProcess
+from support import wait_until
 
 # --- the delay queue (pure) --------------------------------------------------------------------
 
@@ -96,15 +100,17 @@ print(json.dumps(rtts), flush=True)
 """
 
 
-def _udp_rtts_ms(link: netem.ShapedLink, n: int = 6, port: int = 5999) -> list[float | None]:
-    """UDP round trips vehicle -> cloud -> vehicle (the first one also pays for ARP)."""
-    echo = subprocess.Popen(
-        [*link.exec_prefix("cloud"), sys.executable, "-c", ECHO, str(port)],
-        stdout=subprocess.PIPE,
-        text=True,
+def _udp_rtts_ms(
+    link: netem.ShapedLink, log: Path, n: int = 6, port: int = 5999
+) -> list[float | None]:
+    """UDP round trips vehicle -> cloud -> vehicle (the first one also pays for ARP); the
+    echo server's output goes to `log`."""
+    echo = ManagedProcess.start(
+        [sys.executable, "-c", ECHO, str(port)], prefix=link.exec_prefix("cloud"), log=log
     )
     try:
-        assert echo.stdout is not None and echo.stdout.readline().strip() == "ready"
+        assert wait_until(lambda: "ready" in echo.log_text() or not echo.alive(), 30)
+        assert "ready" in echo.log_text(), echo.log_text()
         args = [link.cloud_ip, str(port), str(n)]
         probe = subprocess.run(
             [*link.exec_prefix("vehicle"), sys.executable, "-c", PROBE, *args],
@@ -115,8 +121,7 @@ def _udp_rtts_ms(link: netem.ShapedLink, n: int = 6, port: int = 5999) -> list[f
         assert probe.returncode == 0, probe.stderr
         return json.loads(probe.stdout)
     finally:
-        echo.terminate()
-        echo.wait(5)
+        echo.stop(grace=5, sig=signal.SIGTERM)
 
 
 def _vehicle_offloads(link: netem.ShapedLink) -> dict[str, bool | None]:
@@ -133,7 +138,7 @@ def _vehicle_offloads(link: netem.ShapedLink) -> dict[str, bool | None]:
 
 
 @needs_root
-def test_delay_40_ms_each_way_gives_80_ms_round_trip_and_close_removes_all() -> None:
+def test_delay_40_ms_each_way_gives_80_ms_round_trip_and_close_removes_all(tmp_path) -> None:
     link = netem.ShapedLink(4000, delay_ms=40)
     try:
         link.open()
@@ -141,7 +146,7 @@ def test_delay_40_ms_each_way_gives_80_ms_round_trip_and_close_removes_all() -> 
         assert set(link.namespaces) <= set(netem.list_namespaces())
         assert len(link.namespaces) == 3
         assert not any(_vehicle_offloads(link).values())
-        rtts = _udp_rtts_ms(link)
+        rtts = _udp_rtts_ms(link, tmp_path / "echo.log")
     finally:
         link.close()
     mine = [n for n in netem.list_namespaces() if n in link.namespaces]
@@ -153,11 +158,11 @@ def test_delay_40_ms_each_way_gives_80_ms_round_trip_and_close_removes_all() -> 
 
 
 @needs_root
-def test_no_delay_is_a_plain_veth_pair() -> None:
+def test_no_delay_is_a_plain_veth_pair(tmp_path) -> None:
     with netem.ShapedLink(4000) as link:
         assert link.mid_ns is None and len(link.namespaces) == 2
         assert not any(n.startswith(f"{netem.PREFIX}mid-") for n in netem.list_namespaces())
-        rtts = _udp_rtts_ms(link)
+        rtts = _udp_rtts_ms(link, tmp_path / "echo.log")
     assert all(r is not None for r in rtts), f"lost probes: {rtts}"
     assert statistics.median(r for r in rtts if r is not None) < 20, rtts
     assert not set(link.namespaces) & set(netem.list_namespaces())

@@ -7,7 +7,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -18,6 +17,8 @@ import psutil
 import pytest
 
 from cloudseg.graph import LABELS_TOPIC, config_dir
+from cloudseg.processes import ManagedProcess
+from support import running, spin_until, wait_until
 
 pytestmark = pytest.mark.dds
 
@@ -51,13 +52,7 @@ class _Run:
 
     def __init__(self, args: list[str], log: Path) -> None:
         self.log = log
-        with open(log, "w") as sink:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "cloudseg.cli", *args],
-                stdout=sink,
-                stderr=subprocess.STDOUT,
-                env=os.environ.copy(),
-            )
+        self.proc = ManagedProcess.start([sys.executable, "-m", "cloudseg.cli", *args], log=log)
         self.children: list[psutil.Process] = []
         self.code: int | None = None
 
@@ -67,9 +62,14 @@ class _Run:
         return self.proc.poll() is None
 
     def leftovers(self) -> list[psutil.Process]:
-        """Its node processes still alive (after it stopped)."""
-        time.sleep(0.5)
-        return [c for c in self.children if c.is_running() and c.status() != psutil.STATUS_ZOMBIE]
+        """Its node processes still alive (after it stopped; they exit with it, a moment
+        later at most)."""
+
+        def alive() -> list[psutil.Process]:
+            return [c for c in self.children if running(c)]
+
+        wait_until(lambda: not alive(), 5)
+        return alive()
 
 
 @contextlib.contextmanager
@@ -80,8 +80,7 @@ def _cloudseg_run(args: list[str], tmp_path: Path) -> Iterator[_Run]:
     try:
         yield run
     finally:
-        run.proc.send_signal(signal.SIGINT)
-        run.code = run.proc.wait(30)
+        run.code = run.proc.stop(grace=30).code  # SIGINT, as Ctrl-C
 
 
 def test_demo_fails_within_seconds_with_the_cloud_nodes_own_reason(tmp_path, shared_data):
@@ -163,25 +162,22 @@ def test_split_cloud_sr_node_restores_with_sr_when_asked(tmp_path):
                 config_dir() / "cloud_split.yaml",
                 cloud_overrides("cloud_split", bypass)["sr"],
             )
-            deadline = time.monotonic() + 60
-            while "restoring" not in log.read_text() and time.monotonic() < deadline:
-                assert procs.procs["sr"].poll() is None, log.read_text()
-                time.sleep(0.2)
+            sr = procs.procs["sr"]
+            wait_until(lambda log=log, sr=sr: "restoring" in log.read_text() or not sr.alive(), 60)
+            assert sr.alive(), log.read_text()
         text = log.read_text()
         assert f"cloudseg/restored {word}" in text, text
 
 
-def test_run_pipeline_starts_the_source_once_the_graph_is_up(tmp_path, shared_data):
+def test_run_pipeline_starts_the_source_once_the_graph_is_up(tmp_path, shared_data, ros):
     """`cloudseg run pipeline --input` with a 2-frame input: the frames go out only once the
     cloud listens, so labels come back (before, both frames were gone before the cloud was
     up). -p overrides reach the nodes. Ctrl-C stops every node process."""
-    import rclpy
     from sensor_msgs.msg import Image
 
     from cloudseg.nodes.common import qos_for
 
-    rclpy.init(args=[])
-    node = rclpy.create_node("run_test")
+    node = ros
     labels = []
     node.create_subscription(Image, LABELS_TOPIC, labels.append, qos_for(LABELS_TOPIC))
     args = [
@@ -191,26 +187,20 @@ def test_run_pipeline_starts_the_source_once_the_graph_is_up(tmp_path, shared_da
         "-p", "segmentation.device:=cpu", "-p", "segmentation.cpu_max_width:=256",
         "-p", "controller.full_frame_every_s:=0",
     ]  # fmt: skip
-    try:
-        with _cloudseg_run(args, tmp_path) as run:
-            deadline = time.monotonic() + 180
-            while not labels and run.running() and time.monotonic() < deadline:
-                rclpy.spin_once(node, timeout_sec=0.2)
-            text = run.log.read_text()
-            assert labels, text
-            assert "graph up after" in text
-            assert text.index("graph up after") < text.index("[source]")
-            assert "at most 256 px wide on CPU" in text  # the -p override reached the cloud
-            assert (labels[0].width, labels[0].height) == (2048, 1024)
-    finally:
-        node.destroy_node()
-        rclpy.try_shutdown()
+    with _cloudseg_run(args, tmp_path) as run:
+        spin_until(node, lambda: labels or not run.running(), 180, spin_s=0.2)
+        text = run.log.read_text()
+        assert labels, text
+        assert "graph up after" in text
+        assert text.index("graph up after") < text.index("[source]")
+        assert "at most 256 px wide on CPU" in text  # the -p override reached the cloud
+        assert (labels[0].width, labels[0].height) == (2048, 1024)
     assert run.code == 0, run.log.read_text()
     assert len(run.children) >= 3  # vehicle, cloud, controller (the source may have ended)
     assert not run.leftovers()
 
 
-def test_run_vehicle_in_a_namespace(tmp_path):
+def test_run_vehicle_in_a_namespace(tmp_path, ros):
     """`cloudseg run vehicle --namespace car5`: images on /car5/camera/image_raw come out as
     Frames on /car5/cloudseg/frames (none in the root); Ctrl-C stops it, nothing left."""
     import numpy as np
@@ -223,8 +213,7 @@ def test_run_vehicle_in_a_namespace(tmp_path):
     from cloudseg.nodes.common import qos_for
     from cloudseg.nodes.convert import numpy_to_image
 
-    rclpy.init(args=[])
-    node = rclpy.create_node("run_ns_test")
+    node = ros
     frames, root_frames = [], []
     image_pub = node.create_publisher(Image, resolve(IMAGE_TOPIC, "car5"), qos_for(IMAGE_TOPIC))
     node.create_subscription(
@@ -234,24 +223,24 @@ def test_run_vehicle_in_a_namespace(tmp_path):
         Frame, resolve(FRAMES_TOPIC), root_frames.append, qos_for(FRAMES_TOPIC)
     )
     args = ["run", "vehicle", "--namespace", "car5", "-p", "compressor.codec:=jpeg"]
-    try:
-        with _cloudseg_run(args, tmp_path) as run:
-            deadline = time.monotonic() + 60
-            i = 0
-            while len(frames) < 3 and run.running() and time.monotonic() < deadline:
-                if image_pub.get_subscription_count():
-                    rgb = np.full((96, 128, 3), (i * 37) % 256, np.uint8)
-                    header = Header(frame_id="camera")
-                    header.stamp.sec = 500 + i
-                    image_pub.publish(numpy_to_image(rgb, "rgb8", header))
-                    i += 1
-                rclpy.spin_once(node, timeout_sec=0.1)
-            assert len(frames) >= 3, run.log.read_text()
-            assert {f.codec for f in frames} == {"jpeg"} and not root_frames
-            assert all(f.header.stamp.sec >= 500 for f in frames)
-    finally:
-        node.destroy_node()
-        rclpy.try_shutdown()
+    with _cloudseg_run(args, tmp_path) as run:
+        sent = 0
+
+        def feed() -> None:
+            """A camera frame once the vehicle listens; spin."""
+            nonlocal sent
+            if image_pub.get_subscription_count():
+                rgb = np.full((96, 128, 3), (sent * 37) % 256, np.uint8)
+                header = Header(frame_id="camera")
+                header.stamp.sec = 500 + sent
+                image_pub.publish(numpy_to_image(rgb, "rgb8", header))
+                sent += 1
+            rclpy.spin_once(node, timeout_sec=0.1)
+
+        wait_until(lambda: len(frames) >= 3 or not run.running(), 60, feed)
+        assert len(frames) >= 3, run.log.read_text()
+        assert {f.codec for f in frames} == {"jpeg"} and not root_frames
+        assert all(f.header.stamp.sec >= 500 for f in frames)
     assert run.code == 0, run.log.read_text()
     assert "/car5/cloudseg/frames" in run.log.read_text()  # the compressor says where it sends
     assert run.children and not run.leftovers()

@@ -22,6 +22,7 @@ import pytest
 from cloudseg.graph import FRAMES_TOPIC, IMAGE_TOPIC, LABELS_TOPIC, STATS_TOPIC, config_dir
 from cloudseg.launcher import start_node
 from cloudseg.processes import ManagedProcess, process_group, rss_mb
+from support import spin_for, spin_until, wait_until
 
 pytestmark = [pytest.mark.dds, pytest.mark.slow]
 
@@ -35,8 +36,7 @@ class Camera:
     """The test node: publishes camera images on a timer and records what comes back
     (arrival time, capture stamp) on /cloudseg/labels, /cloudseg/stats and /cloudseg/frames."""
 
-    def __init__(self, shared_data: Path) -> None:
-        import rclpy
+    def __init__(self, shared_data: Path, node) -> None:
         from sensor_msgs.msg import Image
 
         from cloudseg.msg import Frame, FrameStats
@@ -47,9 +47,7 @@ class Camera:
             cv2.resize(cv2.cvtColor(cv2.imread(str(p)), cv2.COLOR_BGR2RGB), (1024, 512))
             for p in sorted(folder.glob("*.jpg"))[:30]
         ]
-        rclpy.init(args=[])
-        self.rclpy = rclpy
-        self.node = node = rclpy.create_node("faults_test")
+        self.node = node
         self.pub = node.create_publisher(Image, IMAGE_TOPIC, qos_for(IMAGE_TOPIC))
         self.labels: list[tuple[float, int]] = []
         self.stats: list[tuple[float, int]] = []
@@ -81,31 +79,11 @@ class Camera:
     def start(self) -> None:
         self.timer.reset()
 
-    def spin(self, seconds: float) -> None:
-        end = time.monotonic() + seconds
-        while time.monotonic() < end:
-            self.rclpy.spin_once(self.node, timeout_sec=0.02)
-
-    def wait_for(self, condition, timeout: float) -> bool:
-        end = time.monotonic() + timeout
-        while not condition() and time.monotonic() < end:
-            self.rclpy.spin_once(self.node, timeout_sec=0.02)
-        return bool(condition())
-
-    def close(self) -> None:
-        self.node.destroy_node()
-        self.rclpy.try_shutdown()
-
 
 @pytest.fixture
-def camera(shared_data, weights_env, fresh_ros_domain, monkeypatch):
-    monkeypatch.setenv("FASTDDS_DEFAULT_PROFILES_FILE", str(config_dir() / "fastdds_local.xml"))
+def camera(shared_data, weights_env, fastdds_local, ros, monkeypatch) -> Camera:
     monkeypatch.setenv("PYTHONUNBUFFERED", "1")
-    cam = Camera(shared_data)
-    try:
-        yield cam
-    finally:
-        cam.close()
+    return Camera(shared_data, ros)
 
 
 class Graph:
@@ -129,15 +107,6 @@ class Graph:
 
     def logs(self) -> str:
         return "\n".join(f"--- {p.name}\n{p.log.read_text()}" for p in self.procs)
-
-    def up_at(self, p: ManagedProcess, timeout: float = 240.0) -> float | None:
-        """When the process's log says the cloud's sr node is constructed (monotonic)."""
-        end = time.monotonic() + timeout
-        while time.monotonic() < end and p.alive():
-            if UP_LINE in p.log.read_text():
-                return time.monotonic()
-            time.sleep(0.05)
-        return None
 
     def close(self) -> None:
         for p in self.procs:
@@ -171,7 +140,7 @@ def _s(t: float | None, t0: float) -> str:
 def _streaming(camera: Camera, graph: Graph, timeout: float = 240.0) -> None:
     camera.start()
     n = len(camera.labels)
-    assert camera.wait_for(lambda: len(camera.labels) > n + 2 and camera.stats, timeout), (
+    assert spin_until(camera.node, lambda: len(camera.labels) > n + 2 and camera.stats, timeout), (
         graph.logs()
     )
 
@@ -213,22 +182,18 @@ def test_cloud_killed_and_restarted_the_vehicle_runs_on_and_labels_resume(camera
     # the vehicle runs on without its cloud; then the restart comes within the lease: the new
     # cloud comes up on the dead one's ports while the vehicle still holds the dead
     # participant (config/fastdds_local.xml: a 10 s lease)
-    camera.spin(3.0)
+    spin_for(camera.node, 3.0)
     alone = [a for a, _ in camera.frames if a > t_kill + 0.5]
     assert len(alone) >= 5, f"the vehicle stopped sending without its cloud\n{graph.logs()}"
     graph.restarts += 1
     restarted = graph.start("cloud")
     # spin while the new cloud loads (the vehicle's frames keep coming)
-    up = None
-    end = time.monotonic() + 240
-    while up is None and time.monotonic() < end and restarted.alive():
-        camera.spin(0.05)
-        if UP_LINE in restarted.log.read_text():
-            up = time.monotonic()
-    assert up is not None, graph.logs()
+    spin_until(camera.node, lambda: UP_LINE in restarted.log_text() or not restarted.alive(), 240)
+    assert UP_LINE in restarted.log_text(), graph.logs()
+    up = time.monotonic()
     print(f"the restarted cloud was up {up - t_kill:.1f} s after the kill")
     assert vehicle.alive(), graph.logs()
-    camera.spin(RESUME_S + 3.0)
+    spin_for(camera.node, RESUME_S + 3.0)
     labels, stats = _first_after(camera.labels, up), _first_after(camera.stats, up)
     print(f"labels {_s(labels, up)}, FrameStats {_s(stats, up)} after the restart was up")
     assert labels is not None and stats is not None, graph.logs()
@@ -243,22 +208,22 @@ def test_frame_topic_blocked_for_10_s_resumes_without_a_backlog(camera, graph):
     vehicle = graph.start("vehicle")
     cloud = graph.start("cloud")
     _streaming(camera, graph)
-    camera.spin(5.0)  # settle: every pipeline and buffer in use
+    spin_for(camera.node, 5.0)  # settle: every pipeline and buffer in use
     before = {"cloud": rss_mb(cloud.pid), "vehicle": rss_mb(vehicle.pid)}
     os.kill(cloud.pid, signal.SIGSTOP)
     t_stop = time.monotonic()
     try:
-        camera.spin(10.0)
+        spin_for(camera.node, 10.0)
         blocked = {"cloud": rss_mb(cloud.pid), "vehicle": rss_mb(vehicle.pid)}
         answered_while_stopped = [a for a, _ in camera.labels if a > t_stop + 0.5]
     finally:
         os.kill(cloud.pid, signal.SIGCONT)
     t_cont = time.monotonic()
     sent_while_stopped = [a for a, _ in camera.frames if t_stop < a < t_cont]
-    camera.spin(RESUME_S + 1.0)
+    spin_for(camera.node, RESUME_S + 1.0)
     labels = _first_after(camera.labels, t_cont, fresh=True)
     stats = _first_after(camera.stats, t_cont, fresh=True)
-    camera.spin(10.0)
+    spin_for(camera.node, 10.0)
     after = {"cloud": rss_mb(cloud.pid), "vehicle": rss_mb(vehicle.pid)}
     late = [(a, s) for a, s in camera.labels if a > t_cont + RESUME_S + 1.0]
     # how old each result is when it arrives (capture stamp -> arrival), after the resume
@@ -316,37 +281,33 @@ def test_signals_stop_both_processes_quickly_leaving_nothing_behind(camera, grap
             code = None
         took[p.name] = (code, round(time.monotonic() - t0, 2))
     print(f"{signal.Signals(sig).name}: (exit code, seconds) {took}; children {children}")
-    time.sleep(0.5)
     logs = graph.logs()
     for p in procs:
         code, seconds = took[p.name]
         assert code == 0, f"{p.name}: exit code {code}\n{logs}"
         assert seconds <= 5.0, f"{p.name} took {seconds} s\n{logs}"
-        assert not process_group(p.pid), f"{p.name} left {process_group(p.pid)}"
-        left = [c for c in children[p.name] if Path(f"/proc/{c}").exists()]
-        assert not left, f"{p.name}'s children {left} are still there"
+
+    # what they leave behind (their group, their children) goes a moment after their exit
+    def left() -> dict[str, list[int]]:
+        alive = {p.name: process_group(p.pid) for p in procs}
+        for p in procs:
+            alive[p.name] += [c for c in children[p.name] if Path(f"/proc/{c}").exists()]
+        return {name: pids for name, pids in alive.items() if pids}
+
+    assert wait_until(lambda: not left(), 5), f"left behind: {left()}"
     assert "Traceback" not in logs
 
 
 def test_descendants_helper_sees_a_child(tmp_path):
     """The check above can see children: a shell's sleeping child is found, then gone."""
-    import subprocess
-
-    proc = subprocess.Popen(["sh", "-c", "sleep 30 & wait"], start_new_session=True)
+    proc = ManagedProcess.start(["sh", "-c", "sleep 30 & wait"], own_group=True)
     try:
-        assert _wait(lambda: _descendants(proc.pid), 5.0)
+        assert wait_until(lambda: _descendants(proc.pid), 5.0)
         assert len(process_group(proc.pid)) == 2
     finally:
-        os.killpg(proc.pid, signal.SIGKILL)
+        proc.kill()
         proc.wait()
-    assert _wait(lambda: not process_group(proc.pid), 5.0)
-
-
-def _wait(condition, timeout: float) -> bool:
-    end = time.monotonic() + timeout
-    while not condition() and time.monotonic() < end:
-        time.sleep(0.05)
-    return bool(condition())
+    assert wait_until(lambda: not process_group(proc.pid), 5.0)
 
 
 def test_rss_of_this_process_is_read(tmp_path):

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import threading
-import time
 
 import cv2
 import numpy as np
@@ -12,6 +11,7 @@ import pytest
 
 from cloudseg.graph import SEGMENTATION, SR, config_dir
 from cloudseg.launcher import NodeProcesses
+from support import spin_for, spin_until
 
 pytestmark = pytest.mark.dds
 
@@ -47,28 +47,19 @@ def _frame_msg(node, payload, seq, stream_id, width=512, height=256):
     return f
 
 
-def _spin_until(node, condition, timeout):
-    import rclpy
-
-    end = time.monotonic() + timeout
-    while not condition() and time.monotonic() < end:
-        rclpy.spin_once(node, timeout_sec=0.05)
-    return bool(condition())
-
-
 def _agreement(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.mean(a == b))
 
 
+@pytest.mark.usefixtures("fastdds_local")
 def test_two_vehicles_under_two_namespaces_each_get_only_their_own_labels(
-    shared_data, weights_env, tmp_path, monkeypatch
+    shared_data, weights_env, tmp_path, ros
 ):
     """One cloud process (streams discovered) and two vehicles, /car1 and /car2, sending
     different real scenes: each gets labels on its own topics only, and they are the labels of
     its own scene (as the same pipeline gives on that scene alone), not the other's. A frame
     sent on /car1's topic claiming to be /car2's is dropped with the reason. Idle streams are
     forgotten; a stream whose publisher left is unsubscribed too."""
-    import rclpy
     from sensor_msgs.msg import Image
 
     from cloudseg.cloud.service import CloudService
@@ -76,7 +67,6 @@ def test_two_vehicles_under_two_namespaces_each_get_only_their_own_labels(
     from cloudseg.msg import Frame, FrameStats
     from cloudseg.nodes.common import qos_for
 
-    monkeypatch.setenv("FASTDDS_DEFAULT_PROFILES_FILE", str(config_dir() / "fastdds_local.xml"))
     scenes = _first_frames(shared_data)
     payloads = [
         encode_image(cv2.resize(s, (128, 64), interpolation=cv2.INTER_AREA), "jpeg", 90)
@@ -90,8 +80,7 @@ def test_two_vehicles_under_two_namespaces_each_get_only_their_own_labels(
     ]  # each scene alone
     assert _agreement(expected[0], expected[1]) < 0.7  # the scenes differ
 
-    rclpy.init(args=[])
-    node = rclpy.create_node("fleet_test")
+    node = ros
     names = ("/car1", "/car2")
     labels = {n: [] for n in names}
     stats = {n: [] for n in names}
@@ -110,33 +99,29 @@ def test_two_vehicles_under_two_namespaces_each_get_only_their_own_labels(
     node.create_subscription(
         Image, "/cloudseg/labels", root_labels.append, qos_for("cloudseg/labels")
     )
-    try:
-        with NodeProcesses(log_dir=tmp_path) as procs:
-            procs.start("cloud", config_dir() / "cloud.yaml", CLOUD)
+    with NodeProcesses(log_dir=tmp_path) as procs:
+        procs.start("cloud", config_dir() / "cloud.yaml", CLOUD)
 
-            def logs() -> str:
-                return (tmp_path / "cloud.log").read_text()
+        def logs() -> str:
+            return (tmp_path / "cloud.log").read_text()
 
-            assert _spin_until(
-                node, lambda: all(p.get_subscription_count() >= 1 for p in pubs.values()), 60
-            ), logs()
-            _spin_until(node, lambda: False, 1.0)
-            # a frame on car1's topic claiming car2's stream: dropped
-            pubs["/car1"].publish(_frame_msg(node, payloads[1], 0, "/car2"))
-            seq = 1
-            while seq < 40 and not all(len(labels[n]) >= 2 for n in names):
-                for i, n in enumerate(names):
-                    pubs[n].publish(_frame_msg(node, payloads[i], seq, n))
-                seq += 1
-                _spin_until(node, lambda: False, 0.3)
-            # idle streams are forgotten; one whose vehicle left is also unsubscribed
-            node.destroy_publisher(pubs["/car2"])
-            assert _spin_until(node, lambda: "stream /car2: gone" in logs(), 15), logs()
-            codes = procs.stop_all(grace=30)
-        log = logs()
-    finally:
-        node.destroy_node()
-        rclpy.try_shutdown()
+        assert spin_until(
+            node, lambda: all(p.get_subscription_count() >= 1 for p in pubs.values()), 60
+        ), logs()
+        spin_for(node, 1.0)  # discovery is not symmetric: let the other side match us too
+        # a frame on car1's topic claiming car2's stream: dropped
+        pubs["/car1"].publish(_frame_msg(node, payloads[1], 0, "/car2"))
+        seq = 1
+        while seq < 40 and not all(len(labels[n]) >= 2 for n in names):
+            for i, n in enumerate(names):
+                pubs[n].publish(_frame_msg(node, payloads[i], seq, n))
+            seq += 1
+            spin_for(node, 0.3)
+        # idle streams are forgotten; one whose vehicle left is also unsubscribed
+        node.destroy_publisher(pubs["/car2"])
+        assert spin_until(node, lambda: "stream /car2: gone" in logs(), 15), logs()
+        codes = procs.stop_all(grace=30)
+    log = logs()
     assert codes == {"cloud": 0}, log
     assert all(len(labels[n]) >= 2 for n in names), log
     assert not root_labels  # nothing went to the root stream
@@ -206,10 +191,10 @@ def test_restored_and_overlay_are_made_only_for_subscribers(shared_data, weights
     pub = node.create_publisher(Frame, "/cloudseg/frames", qos_for("cloudseg/frames"))
     node.create_subscription(Image, "/cloudseg/labels", labels.append, qos_for("cloudseg/labels"))
     try:
-        assert _spin_until(node, lambda: pub.get_subscription_count() >= 1, 30)
+        assert spin_until(node, lambda: pub.get_subscription_count() >= 1, 30)
         for seq in range(3):
             pub.publish(_frame_msg(node, payload, seq, ""))
-            assert _spin_until(node, lambda s=seq: len(labels) > s, 30)
+            assert spin_until(node, lambda s=seq: len(labels) > s, 30)
         assert spy.calls and all(c[1:] == (False, False) for c in spy.calls), spy.calls
         assert not blends
         node.create_subscription(
@@ -218,7 +203,7 @@ def test_restored_and_overlay_are_made_only_for_subscribers(shared_data, weights
         node.create_subscription(
             Image, "/cloudseg/restored", restored.append, qos_for("cloudseg/restored")
         )
-        assert _spin_until(
+        assert spin_until(
             node,
             lambda: (
                 seg.overlay_pub.get_subscription_count() >= 1
@@ -229,8 +214,8 @@ def test_restored_and_overlay_are_made_only_for_subscribers(shared_data, weights
         before = len(spy.calls)
         for seq in range(3, 6):
             pub.publish(_frame_msg(node, payload, seq, ""))
-            _spin_until(node, lambda s=seq: len(labels) > s, 30)
-        assert _spin_until(node, lambda: overlays and restored, 10)
+            spin_until(node, lambda s=seq: len(labels) > s, 30)
+        assert spin_until(node, lambda: overlays and restored, 10)
         assert all(c[1:] == (True, True) for c in spy.calls[before:]), spy.calls
         assert blends and len(blends) == len(spy.calls) - before
         assert (overlays[0].width, overlays[0].height) == (256, 128)  # the segmentation size

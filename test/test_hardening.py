@@ -7,7 +7,6 @@ from __future__ import annotations
 import signal
 import struct
 import subprocess
-import time
 import zlib
 
 import cv2
@@ -23,38 +22,12 @@ from cloudseg.graph import (
     RESTORED_TOPIC,
     config_dir,
 )
-from cloudseg.launcher import NodeProcesses, node_command
+from cloudseg.launcher import NodeProcesses
+from support import spin_for, spin_until, wait_until
 
-pytestmark = pytest.mark.dds
-
-
-@pytest.fixture
-def ros(monkeypatch, fresh_ros_domain):
-    """A test node; spin(seconds) and wait_for(condition). The test and the node processes
-    it starts use the one-host Fast DDS profile (full-size labels over shared memory)."""
-    import rclpy
-
-    monkeypatch.setenv("FASTDDS_DEFAULT_PROFILES_FILE", str(config_dir() / "fastdds_local.xml"))
-    rclpy.init(args=[])
-    node = rclpy.create_node("hardening_test")
-
-    def spin(seconds: float) -> None:
-        end = time.monotonic() + seconds
-        while time.monotonic() < end:
-            rclpy.spin_once(node, timeout_sec=0.02)
-
-    def wait_for(condition, timeout: float) -> bool:
-        end = time.monotonic() + timeout
-        while not condition() and time.monotonic() < end:
-            rclpy.spin_once(node, timeout_sec=0.05)
-        return bool(condition())
-
-    node.spin, node.wait_for = spin, wait_for
-    try:
-        yield node
-    finally:
-        node.destroy_node()
-        rclpy.try_shutdown()
+# the test node and the node processes use the one-host Fast DDS profile (full-size labels
+# over shared memory)
+pytestmark = [pytest.mark.dds, pytest.mark.usefixtures("fastdds_local")]
 
 
 def _wait_or_dump(proc, timeout: float) -> int | None:
@@ -64,7 +37,7 @@ def _wait_or_dump(proc, timeout: float) -> int | None:
         return proc.wait(timeout)
     except subprocess.TimeoutExpired:
         proc.send_signal(signal.SIGUSR1)
-        time.sleep(1.0)
+        wait_until(lambda: "most recent call first" in proc.log_tail() or not proc.alive(), 10)
         return None
 
 
@@ -92,8 +65,8 @@ def _png_claiming(width: int, height: int) -> bytes:
 
 
 def _wait_matched(ros, publishers, timeout: float = 60.0) -> None:
-    assert ros.wait_for(lambda: all(p.get_subscription_count() for p in publishers), timeout)
-    ros.spin(1.0)  # discovery is not symmetric: let the other side match us too
+    assert spin_until(ros, lambda: all(p.get_subscription_count() for p in publishers), timeout)
+    spin_for(ros, 1.0)  # discovery is not symmetric: let the other side match us too
 
 
 def test_cloud_survives_hostile_frames_and_answers_the_valid_one(
@@ -148,15 +121,15 @@ def test_cloud_survives_hostile_frames_and_answers_the_valid_one(
         knob_pub.publish(Knob(seq=1, scale=4, codec="h264", crf=60))  # refused
         for f in hostile:
             frames_pub.publish(f)
-            ros.spin(0.3)
+            spin_for(ros, 0.3)
         valid = frame(10)
         frames_pub.publish(valid)
-        assert ros.wait_for(lambda: labels, 120), (tmp_path / "cloud.log").read_text()
+        assert spin_until(ros, lambda: labels, 120), (tmp_path / "cloud.log").read_text()
         frames_pub.publish(frame(11, c=sent[1]))  # the P-frame after the IDR: decodes
-        ros.spin(0.5)
+        spin_for(ros, 0.5)
         frames_pub.publish(frame(13, c=sent[3]))  # 12 was lost: the cloud asks for an IDR
-        assert ros.wait_for(lambda: len(requests) >= 2, 10), (tmp_path / "cloud.log").read_text()
-        ros.spin(0.5)
+        assert spin_until(ros, lambda: len(requests) >= 2, 10), (tmp_path / "cloud.log").read_text()
+        spin_for(ros, 0.5)
         assert cloud.poll() is None, "the cloud died"
         cloud.send_signal(signal.SIGTERM)
         code = _wait_or_dump(cloud, 30)
@@ -196,21 +169,24 @@ def test_a_bad_knob_is_refused_and_a_full_frame_request_fires_once_across_a_rest
         frames.clear()
         for _ in range(n):
             image_pub.publish(numpy_to_image(rgb, "rgb8"))
-            ros.spin(0.3)
-        ros.wait_for(lambda: len(frames) >= n, 5)
+            spin_for(ros, 0.3)
+        spin_until(ros, lambda: len(frames) >= n, 5)
         return list(frames)
+
+    def said(text: str) -> bool:
+        return text in (tmp_path / "compressor.log").read_text()
 
     logs = []
     with NodeProcesses(log_dir=tmp_path) as procs:
         procs.start("compressor", config_dir() / "vehicle.yaml")
         _wait_matched(ros, [knob_pub, image_pub])
         knob_pub.publish(knob(1))
-        ros.spin(0.5)
+        assert spin_until(ros, lambda: said("knob 1 applies"), 10)
         knob_pub.publish(knob(2, key_threshold=0.1, useful_threshold=0.2, max_fps=float("nan")))
-        ros.spin(0.5)
+        assert spin_until(ros, lambda: said("knob 2 refused"), 10)
         kept = send_images(2)  # knob 1 still in force
         knob_pub.publish(knob(3, request_full_frame=True))
-        ros.spin(0.5)
+        assert spin_until(ros, lambda: said("knob 3 applies"), 10)
         asked = send_images(3)
         procs.stop_all()
         logs.append((tmp_path / "compressor.log").read_text())
@@ -233,9 +209,6 @@ def test_a_lost_frame_is_recovered_at_the_next_frame(tmp_path, ros):
     """The vehicle's frames go through the test (a lossy link dropping one P-frame) to a real
     sr process; its keyframe request reaches the real compressor, whose next frame is an IDR
     (its GOP is 17), and the cloud restores again from there."""
-    import os
-    import subprocess
-
     from sensor_msgs.msg import Image
 
     from cloudseg.msg import Frame
@@ -259,16 +232,17 @@ def test_a_lost_frame_is_recovered_at_the_next_frame(tmp_path, ros):
     base = cv2.resize(
         np.random.default_rng(5).integers(0, 255, (16, 32, 3), dtype=np.uint8), (256, 128)
     )
-    cmd = node_command("compressor", config_dir() / "vehicle.yaml", {"gop": 17})
-    cmd += ["-r", f"{FRAMES_TOPIC}:={vehicle_frames}"]
     with NodeProcesses(log_dir=tmp_path) as procs:
         procs.start("sr", config_dir() / "cloud_bilinear.yaml")
-        with open(tmp_path / "compressor.log", "w") as out:
-            procs.procs["compressor"] = subprocess.Popen(
-                cmd, env=os.environ.copy(), stdout=out, stderr=subprocess.STDOUT
-            )
+        procs.start(
+            "compressor",
+            config_dir() / "vehicle.yaml",
+            {"gop": 17},
+            extra_args=["-r", f"{FRAMES_TOPIC}:={vehicle_frames}"],
+        )
         _wait_matched(ros, [image_pub, link_pub])
-        assert ros.wait_for(
+        assert spin_until(
+            ros,
             lambda: (
                 ros.count_publishers(vehicle_frames)
                 and ros.count_subscribers("/cloudseg/keyframe_request") >= 1
@@ -279,8 +253,8 @@ def test_a_lost_frame_is_recovered_at_the_next_frame(tmp_path, ros):
             image = numpy_to_image(np.roll(base, 3 * i, axis=1), "rgb8")
             image.header.stamp = ros.get_clock().now().to_msg()
             image_pub.publish(image)
-            ros.spin(0.4)  # a slow camera: every request has time to arrive
-        ros.wait_for(lambda: len(seen) >= 10, 5)
+            spin_for(ros, 0.4)  # a slow camera: every request has time to arrive
+        spin_until(ros, lambda: len(seen) >= 10, 5)
         codes = procs.stop_all(grace=20)  # SIGINT: both stop by themselves
     logs = {n: (tmp_path / f"{n}.log").read_text() for n in ("sr", "compressor")}
     assert codes == {"sr": 0, "compressor": 0}, logs

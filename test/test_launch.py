@@ -15,6 +15,7 @@ import shutil
 import signal
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +24,7 @@ import pytest
 
 from cloudseg.graph import COMPRESSED_TOPIC, FRAMES_TOPIC, IMAGE_TOPIC, LABELS_TOPIC, resolve
 from cloudseg.processes import ManagedProcess
+from support import running, wait_until
 
 pytestmark = pytest.mark.dds
 
@@ -107,18 +109,11 @@ class Launch:
             self.proc.wait()
             pytest.fail(f"ros2 launch did not stop in {timeout:.0f} s:\n{self.text()}")
         assert self.seen, f"ros2 launch started no node process:\n{self.text()}"
-        left = [p for p in self.seen.values() if _running(p)]
+        left = [p for p in self.seen.values() if running(p)]
         for p in left:
             p.kill()
         assert code == 0, f"ros2 launch exited {code}:\n{self.text()}"
         assert not left, f"left behind: {[p.cmdline() for p in left]}\n{self.text()}"
-
-
-def _running(p: psutil.Process) -> bool:
-    try:
-        return p.is_running() and p.status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
 
 
 @pytest.fixture()
@@ -140,16 +135,16 @@ def ros_node():
     rclpy.try_shutdown(context=context)
 
 
-def _spin_until(node, done, timeout: float, launches: list[Launch]) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if done():
-            return True
+def _tend(node, launches: list[Launch]) -> Callable[[], None]:
+    """A wait's step: spin the test node, check each launch still runs and note its nodes."""
+
+    def step() -> None:
         node.spin(0.05)
         for launch in launches:
             launch.alive()
             launch.watch()
-    return done()
+
+    return step
 
 
 def _camera_image(colour: tuple[int, int, int], i: int) -> np.ndarray:
@@ -206,16 +201,16 @@ def test_vehicle_launch_runs_two_vehicles_under_their_namespaces(launch_env, ros
                *spec["args"])
         for car, spec in cars.items()
     ]  # fmt: skip
+    tend = _tend(ros_node, launches)
     try:
-        assert _spin_until(
-            ros_node,
+        assert wait_until(
             lambda: all(
                 ros_node.count_publishers(resolve(FRAMES_TOPIC, car)) >= 1
                 and pubs[car].get_subscription_count() >= 1
                 for car in cars
             ),
             40,
-            launches,
+            tend,
         ), "\n".join(x.text() for x in launches)
         i = 0
         while min(len(f) for f in frames.values()) < 5 and time.monotonic() - t0 < 50:
@@ -224,7 +219,7 @@ def test_vehicle_launch_runs_two_vehicles_under_their_namespaces(launch_env, ros
                 header.stamp.sec, header.stamp.nanosec = spec["sec"] + i, 0
                 pubs[car].publish(numpy_to_image(_camera_image(spec["colour"], i), "rgb8", header))
             i += 1
-            _spin_until(ros_node, lambda: False, 0.1, launches)
+            wait_until(lambda: False, 0.1, tend)  # the camera's pace, tending the launches
         for car, spec in cars.items():
             got = frames[car]
             assert len(got) >= 5, f"{car}: {len(got)} frames\n{launches[0].text()}"
@@ -284,8 +279,9 @@ def test_cloud_launch_segments_frames_under_its_namespace(
     launch = Launch(env, tmp_path / "cloud.log", "cloud.launch.py", "namespace:=car3",
                     f"params_file:={params}")  # fmt: skip
     try:
-        assert _spin_until(
-            ros_node, lambda: ros_node.count_publishers(resolve(LABELS_TOPIC, "car3")), 50, [launch]
+        tend = _tend(ros_node, [launch])
+        assert wait_until(
+            lambda: ros_node.count_publishers(resolve(LABELS_TOPIC, "car3")), 50, tend
         ), launch.text()
         payload = encode_image(_camera_image((90, 160, 90), 0)[::2, ::2].copy(), "jpeg", 90)
         seq = 0
@@ -295,7 +291,7 @@ def test_cloud_launch_segments_frames_under_its_namespace(
             f.data = payload
             pub.publish(f)
             seq += 1
-            _spin_until(ros_node, lambda: bool(labels), 0.3, [launch])
+            wait_until(lambda: bool(labels), 0.3, tend)
         assert labels, launch.text()
         assert (labels[0].width, labels[0].height, labels[0].encoding) == (WIDTH, HEIGHT, "mono8")
         text = launch.text()
@@ -334,7 +330,7 @@ def test_pipeline_launch_with_arguments_delivers_labels(
     arguments.append(f"params_file:={params}")
     launch = Launch(env, tmp_path / "pipeline.log", "pipeline.launch.py", *arguments)
     try:
-        assert _spin_until(ros_node, lambda: bool(labels), 55, [launch]), launch.text()
+        assert wait_until(lambda: bool(labels), 55, _tend(ros_node, [launch])), launch.text()
         assert (labels[0].width, labels[0].height) == (2048, 1024)
         text = launch.text()
         for node in ("source", "frame_selector", "compressor", "sr", "segmentation", "controller"):

@@ -6,6 +6,7 @@ import threading
 import time
 
 from cloudseg.newest import NewestFirst, Recent
+from support import wait_until
 
 
 def test_worker_takes_the_newest_item_and_counts_the_skipped():
@@ -19,15 +20,11 @@ def test_worker_takes_the_newest_item_and_counts_the_skipped():
     worker = NewestFirst(handle, name="test-worker")
     try:
         worker.offer(0)  # taken at once; the worker then waits at the gate
-        deadline = time.monotonic() + 5
-        while worker._has_pending and time.monotonic() < deadline:
-            time.sleep(0.01)
+        wait_until(lambda: not worker._has_pending, 5, poll_s=0.01)
         for item in (1, 2, 3):  # 1 and 2 are replaced before the worker is free
             worker.offer(item)
         gate.set()
-        deadline = time.monotonic() + 5
-        while len(handled) < 2 and time.monotonic() < deadline:
-            time.sleep(0.01)
+        wait_until(lambda: len(handled) >= 2, 5, poll_s=0.01)
     finally:
         assert worker.stop(5)
     assert handled == [(0, 0), (3, 2)]
@@ -49,15 +46,11 @@ def test_a_kept_item_is_not_replaced_and_errors_do_not_stop_the_worker():
     )
     try:
         worker.offer("bad")
-        deadline = time.monotonic() + 5
-        while worker._has_pending and time.monotonic() < deadline:
-            time.sleep(0.01)
+        wait_until(lambda: not worker._has_pending, 5, poll_s=0.01)
         assert worker.offer("profiling")
         assert not worker.offer("newer")  # the profiling item stays; this one is skipped
         gate.set()
-        deadline = time.monotonic() + 5
-        while not handled and time.monotonic() < deadline:
-            time.sleep(0.01)
+        wait_until(lambda: handled, 5, poll_s=0.01)
     finally:
         assert worker.stop(5)
     assert errors == ["bad"] and handled == ["profiling"] and worker.skipped == 1

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from cloudseg.processes import ManagedProcess, process_group, read_tail, rss_mb, stop_all
+from support import wait_until
 
 #: prints "ready", then exits 0 on SIGINT
 POLITE = (
@@ -34,19 +35,10 @@ def _python(code: str) -> list[str]:
     return [sys.executable, "-c", code]
 
 
-def _wait_for(cond, timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.05)
-    return True
-
-
 def test_own_group_grace_stop_and_log_tail(tmp_path: Path) -> None:
     p = ManagedProcess.start(_python(POLITE), name="polite", log=tmp_path / "p.log", own_group=True)
     try:
-        assert _wait_for(lambda: "ready" in p.log_text())
+        assert wait_until(lambda: "ready" in p.log_text(), 10)
         assert os.getpgid(p.pid) == p.pid  # its own group
         assert p.alive() and p.poll() is None and p.exited_at is None
         assert p.group_pids() == [p.pid]
@@ -65,14 +57,14 @@ def test_own_group_grace_stop_and_log_tail(tmp_path: Path) -> None:
 def test_kill_after_grace_takes_the_group(tmp_path: Path) -> None:
     p = ManagedProcess.start(_python(STUBBORN), log=tmp_path / "s.log", own_group=True)
     try:
-        assert _wait_for(lambda: "ready" in p.log_text())
-        assert _wait_for(lambda: len(p.group_pids()) == 2)
+        assert wait_until(lambda: "ready" in p.log_text(), 10)
+        assert wait_until(lambda: len(p.group_pids()) == 2, 10)
         stopped = p.stop(grace=0.5)
     finally:
         p.kill()
     assert stopped.code == -signal.SIGKILL
     assert 0.5 <= stopped.seconds < 10
-    assert _wait_for(lambda: process_group(p.pid) == [])  # the grandchild went too
+    assert wait_until(lambda: process_group(p.pid) == [], 10)  # the grandchild went too
 
 
 def test_leftover_in_group_is_reported_and_killed(tmp_path: Path) -> None:
@@ -81,7 +73,7 @@ def test_leftover_in_group_is_reported_and_killed(tmp_path: Path) -> None:
     assert p.wait(30) == 0
     stopped = p.stop(grace=1)
     assert stopped.code == 0 and len(stopped.leftover) == 1
-    assert _wait_for(lambda: process_group(p.pid) == [])
+    assert wait_until(lambda: process_group(p.pid) == [], 10)
 
 
 def test_exit_seen_env_prefix_and_popen_interface(tmp_path: Path) -> None:
@@ -117,7 +109,7 @@ def test_stop_all_shares_one_grace(tmp_path: Path) -> None:
         _python(STUBBORN), name="b", log=tmp_path / "b.log", own_group=True
     )
     for p in (polite, stubborn):
-        assert _wait_for(lambda p=p: "ready" in p.log_text())
+        assert wait_until(lambda p=p: "ready" in p.log_text(), 10)
     t0 = time.monotonic()
     codes = stop_all([polite, stubborn], grace=1.0)
     assert codes == {"a": 0, "b": -signal.SIGKILL}
@@ -127,7 +119,7 @@ def test_stop_all_shares_one_grace(tmp_path: Path) -> None:
 
 def test_stop_signals_the_group(tmp_path: Path) -> None:
     p = ManagedProcess.start(_python(STUBBORN), log=tmp_path / "g.log", own_group=True)
-    assert _wait_for(lambda: len(p.group_pids()) == 2)
+    assert wait_until(lambda: len(p.group_pids()) == 2, 10)
     grandchild = next(pid for pid in p.group_pids() if pid != p.pid)
     stopped = p.stop(grace=0.5, group=True)  # SIGINT ends the grandchild, not its parent
     assert stopped.code == -signal.SIGKILL and stopped.leftover == []

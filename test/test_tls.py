@@ -11,7 +11,6 @@ import socket
 import ssl
 import stat
 import sys
-import time
 import uuid
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -34,6 +33,7 @@ from cloudseg.security import certs
 from cloudseg.security.refusals import RefusalLog
 from cloudseg.security.tls_context import client_context, server_context
 from cloudseg.security.tls_gate import TlsGate
+from support import wait_until
 
 NS = {"d": "http://www.eprosima.com"}
 
@@ -399,8 +399,9 @@ def _exchange(keys, workdir: Path) -> dict:
             link.vehicle_env(env),
             logs["vehicle"],
         )
-        # peers without a valid client certificate, straight at the cloud's gate, meanwhile
-        time.sleep(2.0)
+        # peers without a valid client certificate, straight at the cloud's gate, while the
+        # vehicle and the cloud exchange frames through the gates
+        wait_until(lambda: '"event": "matched"' in logs["vehicle"].read_text(), 15)
         data = markers["probe"].encode()
         out["probes"] = {
             "no certificate": _tls_probe(link.gate_port, keys.ca, None, data),

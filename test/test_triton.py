@@ -16,7 +16,6 @@ from __future__ import annotations
 import logging
 import re
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +30,7 @@ from cloudseg.triton.export import export_repository, model_name
 from cloudseg.triton.local import running_servers, triton_python
 from cloudseg.triton.pbtxt import parse_pbtxt
 from cloudseg.triton.serve import SETUP_COMMAND, ServeError, find_triton_python
+from support import wait_until
 
 CAMERA = (256, 128)  # reduced camera size (W, H) for the CPU
 SCALE = 4
@@ -189,15 +189,6 @@ def servers(repository, tmp_path):
         yield pair
 
 
-def _wait(predicate, timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.2)
-    pytest.fail(f"timed out after {timeout_s} s waiting for {what}")
-
-
 def test_two_servers_spread_batches_fail_over_and_come_back(
     servers, repository, lr, expected, caplog
 ) -> None:
@@ -237,7 +228,8 @@ def test_two_servers_spread_batches_fail_over_and_come_back(
         # 3. it comes back (same ports): the health check returns it to the rotation
         b.start()
         b.wait_ready([sr, bilinear])
-        _wait(lambda: all(s["up"] for s in client.servers()), 20, "the client to see it back")
+        back = wait_until(lambda: all(s["up"] for s in client.servers()), 20, poll_s=0.2)
+        assert back, "timed out after 20 s waiting for the client to see it back"
         before = {s["url"]: s["batches"] for s in client.servers()}
         for _ in range(4):
             result = client.infer(lr[:2], SCALE)

@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import cv2
@@ -27,6 +26,7 @@ from cloudseg.graph import config_dir
 from cloudseg.launcher import NodeProcesses
 from cloudseg.triton.local import ServerProcess, free_ports, triton_python
 from cloudseg.triton.serve import SETUP_COMMAND
+from support import spin_for, spin_until, wait_until
 
 pytestmark = pytest.mark.dds
 
@@ -73,26 +73,16 @@ def _lr_frame(shared_data: Path) -> np.ndarray:
     return cv2.resize(rgb, (w, h), interpolation=cv2.INTER_AREA)
 
 
-def _spin_until(node, condition, timeout: float) -> bool:
-    import rclpy
-
-    end = time.monotonic() + timeout
-    while not condition() and time.monotonic() < end:
-        rclpy.spin_once(node, timeout_sec=0.05)
-    return bool(condition())
-
-
+@pytest.mark.usefixtures("fastdds_local")
 def test_cloud_node_over_two_triton_servers_fails_over_and_comes_back(
-    shared_data, weights_env, repository, tmp_path, monkeypatch, fresh_ros_domain
+    shared_data, weights_env, repository, tmp_path, ros
 ):
-    import rclpy
     from sensor_msgs.msg import Image
 
     from cloudseg.media.h264 import H264Encoder
     from cloudseg.msg import Frame, FrameStats
     from cloudseg.nodes.common import qos_for
 
-    monkeypatch.setenv("FASTDDS_DEFAULT_PROFILES_FILE", str(config_dir() / "fastdds_local.xml"))
     repo, models = repository
     ports = free_ports(6)
     a, b = (ServerProcess(repo, ports[i : i + 3], tmp_path / f"triton{i // 3}.log") for i in (0, 3))
@@ -109,8 +99,7 @@ def test_cloud_node_over_two_triton_servers_fails_over_and_comes_back(
     lr = _lr_frame(shared_data)
     encoder = H264Encoder(crf=23, gop=10, fps=5.0)
 
-    rclpy.init(args=[])
-    node = rclpy.create_node("triton_cloud_test")
+    node = ros
     labels: list = []
     stats: list = []
     pub = node.create_publisher(Frame, "/car1/cloudseg/frames", qos_for("cloudseg/frames"))
@@ -135,15 +124,10 @@ def test_cloud_node_over_two_triton_servers_fails_over_and_comes_back(
             f.sent_stamp = f.header.stamp
             pub.publish(f)
             seq += 1
-            _spin_until(node, lambda: False, 0.2)
+            spin_for(node, 0.2)
 
     def feed_until(condition, timeout: float) -> bool:
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            if condition():
-                return True
-            send(3)
-        return bool(condition())
+        return wait_until(condition, timeout, step=lambda: send(3))
 
     procs = NodeProcesses(log_dir=tmp_path)
 
@@ -157,11 +141,11 @@ def test_cloud_node_over_two_triton_servers_fails_over_and_comes_back(
         procs.start("cloud", config_dir() / "cloud.yaml", cloud)  # loads while the servers do
         a.wait_ready(models)
         b.wait_ready(models)
-        assert _spin_until(node, lambda: pub.get_subscription_count() >= 1, 60), log()
+        assert spin_until(node, lambda: pub.get_subscription_count() >= 1, 60), log()
 
         # 1. labels come back on /car1's topic, from both servers (their own metrics)
         assert feed_until(lambda: a.requests() >= 2 and b.requests() >= 2, 40), log()
-        assert _spin_until(node, lambda: len(labels) >= 4, 10), log()
+        assert spin_until(node, lambda: len(labels) >= 4, 10), log()
         got = np.frombuffer(bytes(labels[-1].data), np.uint8).reshape(128, 256)
         assert (labels[-1].width, labels[-1].height) == CAMERA
         assert len(np.unique(got)) > 3  # a street scene: road, building, car, ...
@@ -186,7 +170,7 @@ def test_cloud_node_over_two_triton_servers_fails_over_and_comes_back(
         a.stop()
         b.stop()
         send(10)
-        assert _spin_until(node, lambda: "dropped (no_server)" in log(), 10), log()
+        assert spin_until(node, lambda: "dropped (no_server)" in log(), 10), log()
         a.start()
         a.wait_ready(models)
         before = len(labels)
@@ -199,8 +183,6 @@ def test_cloud_node_over_two_triton_servers_fails_over_and_comes_back(
             server.terminate()
         for server in (a, b):
             server.stop()
-        node.destroy_node()
-        rclpy.try_shutdown()
     text = log()
     assert codes == {"cloud": 0}, text
     assert "labels only: no restored image or overlay" in text, text

@@ -3,8 +3,6 @@ labels for every camera frame."""
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pytest
 
@@ -17,6 +15,7 @@ from cloudseg.graph import (
     config_dir,
 )
 from cloudseg.launcher import NodeProcesses
+from support import spin_for, spin_until
 
 pytestmark = pytest.mark.dds
 
@@ -30,11 +29,12 @@ def _picture(seed: int) -> np.ndarray:
     return cv2.resize(noise, (256, 128), interpolation=cv2.INTER_CUBIC)
 
 
-def test_selected_frames_carry_level_and_deviation_and_labels_follow_every_camera_frame(tmp_path):
+def test_selected_frames_carry_level_and_deviation_and_labels_follow_every_camera_frame(
+    tmp_path, ros
+):
     """Still frames are STALE, a cut is a KEY frame and an IDR, level and deviation arrive in
     Frame; a bad Knob is refused with a log line; labels that come back are republished for
     each later camera frame with the seq they came from and their age."""
-    import rclpy
     from sensor_msgs.msg import Image
     from std_msgs.msg import Header
 
@@ -42,8 +42,7 @@ def test_selected_frames_carry_level_and_deviation_and_labels_follow_every_camer
     from cloudseg.nodes.common import qos_for
     from cloudseg.nodes.convert import numpy_to_image
 
-    rclpy.init(args=[])
-    node = rclpy.create_node("vehicle_test")
+    node = ros
     frames, ages = [], []
     image_pub = node.create_publisher(Image, IMAGE_TOPIC, qos_for(IMAGE_TOPIC))
     labels_pub = node.create_publisher(Image, LABELS_TOPIC, qos_for(LABELS_TOPIC))
@@ -58,45 +57,35 @@ def test_selected_frames_carry_level_and_deviation_and_labels_follow_every_camer
         h.stamp.sec, h.stamp.nanosec = divmod(round(i * 1e9 / FPS), 10**9)
         return h
 
-    def spin(seconds: float) -> None:
-        end = time.monotonic() + seconds
-        while time.monotonic() < end:
-            rclpy.spin_once(node, timeout_sec=0.02)
+    def vehicle_log() -> str:
+        return (tmp_path / "vehicle.log").read_text()
 
     def publish(i: int, rgb: np.ndarray) -> None:
         image_pub.publish(numpy_to_image(rgb, "rgb8", header(i)))
-        spin(0.15)
+        spin_for(node, 0.15)
 
     a, b = _picture(1), _picture(2)
-    try:
-        with NodeProcesses(log_dir=tmp_path) as procs:
-            procs.start("vehicle", config_dir() / "vehicle.yaml", {"mode": "pixel"})
-            deadline = time.monotonic() + 30
-            while (
-                image_pub.get_subscription_count() < 1
-                or labels_pub.get_subscription_count() < 1
-                or knob_pub.get_subscription_count() < 1
-            ) and time.monotonic() < deadline:
-                spin(0.1)
-            spin(1.0)
-            bad = Knob(seq=3, scale=4, key_threshold=0.1, useful_threshold=0.2)  # refused
-            knob_pub.publish(bad)
-            spin(0.5)
-            for i in range(6):  # 0: KEY (first); 1-5: the same picture, STALE (< 0.5 s)
-                publish(i, a)
-            publish(6, b)  # a cut: KEY at once
-            spin(0.5)
-            labels_pub.publish(numpy_to_image(np.ones((64, 128), np.uint8), "mono8", header(0)))
-            spin(0.5)
-            for i in (7, 8):
-                publish(i, b)
-            deadline = time.monotonic() + 10
-            while len(ages) < 2 and time.monotonic() < deadline:
-                spin(0.1)
-        log = (tmp_path / "vehicle.log").read_text()
-    finally:
-        node.destroy_node()
-        rclpy.try_shutdown()
+    with NodeProcesses(log_dir=tmp_path) as procs:
+        procs.start("vehicle", config_dir() / "vehicle.yaml", {"mode": "pixel"})
+        spin_until(
+            node,
+            lambda: all(p.get_subscription_count() for p in (image_pub, labels_pub, knob_pub)),
+            30,
+        )
+        spin_for(node, 1.0)  # discovery is not symmetric: let the other side match us too
+        bad = Knob(seq=3, scale=4, key_threshold=0.1, useful_threshold=0.2)  # refused
+        knob_pub.publish(bad)
+        spin_until(node, lambda: "knob 3 refused" in vehicle_log(), 10)
+        for i in range(6):  # 0: KEY (first); 1-5: the same picture, STALE (< 0.5 s)
+            publish(i, a)
+        publish(6, b)  # a cut: KEY at once
+        spin_until(node, lambda: len(frames) >= 2, 10)
+        labels_pub.publish(numpy_to_image(np.ones((64, 128), np.uint8), "mono8", header(0)))
+        spin_for(node, 0.5)  # the labels reach camera_labels (nothing to see from here)
+        for i in (7, 8):
+            publish(i, b)
+        spin_until(node, lambda: len(ages) >= 2, 10)
+    log = vehicle_log()
     assert [f.seq for f in frames] == [0, 1], log  # the five still frames were not sent
     first, cut = frames
     assert (first.level, first.keyframe) == (Frame.LEVEL_KEY, True)

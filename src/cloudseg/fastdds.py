@@ -4,6 +4,7 @@ behind the mutual-TLS gates."""
 from __future__ import annotations
 
 import ipaddress
+import os
 import socket
 import tempfile
 import time
@@ -21,6 +22,16 @@ def one_host_env() -> dict[str, str]:
         "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST",
         "FASTDDS_DEFAULT_PROFILES_FILE": str(config_dir() / LOCAL_DDS_PROFILE),
     }
+
+
+def ros_domain_id(fallback: int | None = None) -> int:
+    """ROS_DOMAIN_ID from the environment when it is set (a test's claimed domain, the user's
+    choice), else `fallback`, by default a bench's own pick by process id (150..229: above
+    the domains the test sessions claim)."""
+    value = os.environ.get("ROS_DOMAIN_ID", "").strip()
+    if value:
+        return int(value)
+    return fallback if fallback is not None else 150 + os.getpid() % 80
 
 
 #: `--dds` choices: the Fast DDS profile of each side when vehicle and cloud are on different hosts.

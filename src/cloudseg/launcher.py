@@ -263,11 +263,7 @@ class NodeProcesses:
         return self.procs[node].wait_exit(timeout)
 
     def stop_all(self, grace: float = 5.0) -> dict[str, int]:
-        procs = [
-            p if isinstance(p, ManagedProcess) else ManagedProcess(p, name)
-            for name, p in self.procs.items()  # a Popen a caller put in by hand
-        ]
-        return stop_all(procs, grace)
+        return stop_all(self.procs.values(), grace)
 
     def __enter__(self) -> NodeProcesses:
         return self

@@ -101,11 +101,13 @@ class ManagedProcess:
         cwd: Path | None = None,
         stdin: int | None = None,
         default_sigint: bool = False,
+        append: bool = False,
     ) -> ManagedProcess:
         """Start `cmd` (run under `prefix`, e.g. `ip netns exec NS`). `env`: the whole
         environment (None: this process's). `log`: a file for its stdout and stderr (None: they
-        go where ours go). `own_group`: a new session, so that a terminal's Ctrl-C reaches only
-        us and `stop`/`kill` reach everything it started. `default_sigint`: SIGINT acts in the
+        go where ours go; `append`: after what it holds, e.g. a restarted server's).
+        `own_group`: a new session, so that a terminal's Ctrl-C reaches only us and
+        `stop`/`kill` reach everything it started. `default_sigint`: SIGINT acts in the
         child as from a terminal even when we ignore it (a test run started with `cmd &`)."""
         full = [*prefix, *cmd]
         kwargs: dict = dict(env=None if env is None else dict(env), cwd=cwd, stdin=stdin)
@@ -115,7 +117,7 @@ class ManagedProcess:
             popen = subprocess.Popen(full, start_new_session=own_group, **kwargs)
         else:
             Path(log).parent.mkdir(parents=True, exist_ok=True)
-            with open(log, "w") as out:  # the child keeps its own descriptor
+            with open(log, "a" if append else "w") as out:  # the child keeps its own descriptor
                 popen = subprocess.Popen(
                     full,
                     stdout=out,

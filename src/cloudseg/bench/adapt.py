@@ -58,6 +58,7 @@ from cloudseg.bench.adapt_analysis import (
     compare_to_fixed,
     parse_trace,
 )
+from cloudseg.fastdds import ros_domain_id
 from cloudseg.launcher import parse_node_params
 from cloudseg.processes import ManagedProcess, stop_all
 
@@ -144,7 +145,8 @@ def run_policy(
     base = {**os.environ, **local_env(one_host=False)}
     base.pop("ROS_LOCALHOST_ONLY", None)
     base["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "SUBNET"
-    base["ROS_DOMAIN_ID"] = str(200 + os.getpid() % 30)  # not the test sessions' 100..199
+    # a test's claimed domain when set, else one of its own
+    base["ROS_DOMAIN_ID"] = str(ros_domain_id(fallback=200 + os.getpid() % 30))
     # vehicle: shared memory inside its namespace (6 MB camera images) + UDP; cloud: UDP only,
     # so everything between the two crosses the veth
     vehicle_env = {**base, "FASTDDS_DEFAULT_PROFILES_FILE": str(config_dir() / "fastdds_local.xml")}

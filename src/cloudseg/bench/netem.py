@@ -34,7 +34,10 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from types import FrameType
+
+from cloudseg.processes import ManagedProcess
 
 __all__ = ["NetemError", "ShapedLink", "check_privileges", "list_namespaces", "remove_stale"]
 
@@ -144,8 +147,7 @@ class ShapedLink:
         self.kbps = float(kbps)
         self._open = False
         self._old_handlers: dict[int, object] = {}
-        self._forwarder: subprocess.Popen | None = None
-        self._forwarder_log: str | None = None
+        self._forwarder: ManagedProcess | None = None
         self.forwarder_summary = ""  # the forwarder's last log line (its counts), after close()
 
     @property
@@ -213,22 +215,22 @@ class ShapedLink:
             if shutil.which("sysctl"):  # no IPv6 link-local chatter from the bridge itself
                 self._ns(mid, "sysctl", "-qw", f"net.ipv6.conf.{dev}.disable_ipv6=1", check=False)
             self._ns(mid, "ip", "link", "set", dev, "promisc", "on", "up")
-        fd, self._forwarder_log = tempfile.mkstemp(prefix=f"{mid}-", suffix=".log")
-        with os.fdopen(fd, "w") as log:
-            self._forwarder = subprocess.Popen(
-                self._delay_line(
-                    mid, "--a", self.mid_if_a, "--b", self.mid_if_b,
-                    "--delay-ms", f"{self.delay_ms:g}", "--exit-with-parent",
-                ),
-                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
-                start_new_session=True,  # a terminal's Ctrl-C reaches only us; close() stops it
-            )  # fmt: skip
+        fd, log = tempfile.mkstemp(prefix=f"{mid}-", suffix=".log")
+        os.close(fd)
+        self._forwarder = forwarder = ManagedProcess.start(
+            self._delay_line(
+                mid, "--a", self.mid_if_a, "--b", self.mid_if_b,
+                "--delay-ms", f"{self.delay_ms:g}", "--exit-with-parent",
+            ),
+            name="delay forwarder", env=env, log=Path(log), stdin=subprocess.DEVNULL,
+            own_group=True,  # a terminal's Ctrl-C reaches only us; close() stops it
+        )  # fmt: skip
         deadline = time.monotonic() + FORWARDER_START_S
         while True:
-            text = self._read_forwarder_log()
+            text = forwarder.log_text()
             if "delay_line: ready" in text:
                 return
-            code = self._forwarder.poll()
+            code = forwarder.poll()
             if code is not None or time.monotonic() > deadline:
                 lines = [ln for ln in text.splitlines() if ln.strip()]
                 why = lines[-1] if lines else f"exit status {code}"
@@ -237,30 +239,16 @@ class ShapedLink:
                 raise NetemError(f"delay forwarder in {mid} did not start: {why}")
             time.sleep(0.02)
 
-    def _read_forwarder_log(self) -> str:
-        if not self._forwarder_log:
-            return ""
-        try:
-            with open(self._forwarder_log, errors="replace") as f:
-                return f.read()
-        except OSError:
-            return ""
-
     def _stop_forwarder(self) -> None:
         proc, self._forwarder = self._forwarder, None
-        if proc is not None and proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(FORWARDER_STOP_S)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        lines = self._read_forwarder_log().strip().splitlines()
-        self.forwarder_summary = lines[-1] if lines and proc is not None else ""
-        if self._forwarder_log:
-            with contextlib.suppress(OSError):
-                os.unlink(self._forwarder_log)
-            self._forwarder_log = None
+        if proc is None:
+            self.forwarder_summary = ""
+            return
+        proc.stop(grace=FORWARDER_STOP_S, sig=signal.SIGTERM)
+        lines = proc.log_text().strip().splitlines()
+        self.forwarder_summary = lines[-1] if lines else ""
+        with contextlib.suppress(OSError):
+            proc.log.unlink()
 
     def set_rate(self, kbps: float) -> None:
         """Change the vehicle-to-cloud rate live."""

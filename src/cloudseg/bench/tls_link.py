@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from cloudseg.fastdds import dds_env
+from cloudseg.fastdds import dds_env, ros_domain_id
 from cloudseg.processes import ManagedProcess
 
 FRAMES_TOPIC = "/cloudseg/frames"
@@ -146,11 +146,12 @@ def free_port() -> int:
 
 
 def base_env(domain: int | None = None) -> dict[str, str]:
-    """The environment of peer processes: no inherited DDS settings, an own domain."""
+    """The environment of peer processes: no inherited DDS settings; domain `domain`, else
+    ROS_DOMAIN_ID when set, else one of its own."""
     env = dict(os.environ)
     for key in ("FASTDDS_DEFAULT_PROFILES_FILE", "ROS_DISCOVERY_SERVER", "ROS_STATIC_PEERS"):
         env.pop(key, None)
-    env["ROS_DOMAIN_ID"] = str(domain if domain is not None else 150 + os.getpid() % 80)
+    env["ROS_DOMAIN_ID"] = str(domain if domain is not None else ros_domain_id())
     env["PYTHONUNBUFFERED"] = "1"
     return env
 

@@ -13,7 +13,6 @@ import re
 import shutil
 import signal
 import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -21,6 +20,7 @@ import urllib.request
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+from cloudseg.processes import ManagedProcess, read_tail
 from cloudseg.triton.serve import ENV_PYTHON, ServeError, find_triton_python
 
 __all__ = ["ServerProcess", "free_ports", "running_servers", "triton_python"]
@@ -60,8 +60,7 @@ class ServerProcess:
             log_path,
             threads,
         )
-        self.proc: subprocess.Popen | None = None
-        self._log = None
+        self.proc: ManagedProcess | None = None
         self._workspace: str | None = None
 
     @property
@@ -74,7 +73,6 @@ class ServerProcess:
         python = triton_python()
         if python is None:
             raise ServeError("no .venv-triton: run scripts/setup.sh --triton")
-        self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
         cmd = [sys.executable, "-m", "cloudseg.cli", "serve", "--model-repository", str(self.repo)]
         cmd += ["--address", "127.0.0.1", "--grpc-port", str(grpc), "--http-port", str(http)]
         cmd += ["--metrics-port", str(metrics), "--threads", str(self.threads)]
@@ -82,15 +80,16 @@ class ServerProcess:
         # e.g. a test's tmp_path, overflows the 108-byte socket address)
         self._workspace = tempfile.mkdtemp(prefix="cloudseg-ws-", dir="/tmp")
         cmd += ["--workspace", str(Path(self._workspace) / "w")]
-        self.proc = subprocess.Popen(
+        self.proc = ManagedProcess.start(
             cmd,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
+            name=f"Triton server {self.url}",
             env={**os.environ, ENV_PYTHON: str(python)},
+            log=self.log_path,
+            append=True,  # a restart's output after the earlier run's
         )
 
     def running(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
+        return self.proc is not None and self.proc.alive()
 
     def wait_ready(self, models: Sequence[str], timeout_s: float = 90.0) -> None:
         """Until the server says it and ``models`` are ready; RuntimeError (with the end of
@@ -132,26 +131,15 @@ class ServerProcess:
 
     def stop(self, timeout_s: float = 30.0) -> None:
         """Stop it and wait (SIGTERM, then SIGKILL after ``timeout_s``)."""
-        if self.running():
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=timeout_s)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
-        if self._log is not None:
-            self._log.close()
-            self._log = None
+        if self.proc is not None:
+            self.proc.stop(grace=timeout_s, sig=signal.SIGTERM)
         if self._workspace is not None:
             shutil.rmtree(self._workspace, ignore_errors=True)
             self._workspace = None
         self.proc = None
 
     def tail(self, chars: int = 3000) -> str:
-        try:
-            return self.log_path.read_bytes()[-chars:].decode(errors="replace")
-        except OSError:
-            return ""
+        return read_tail(self.log_path, chars)
 
 
 @contextlib.contextmanager

@@ -21,6 +21,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from cloudseg.processes import ManagedProcess
+
 __all__ = ["SETUP_COMMAND", "ServeError", "find_triton_python", "main", "server_command"]
 
 log = logging.getLogger(__name__)
@@ -154,7 +156,9 @@ def main(argv: list[str] | None = None) -> int:
                 log.info("exported %s", model.name)
         elif not any(Path(repository).glob("*/config.pbtxt")):
             raise ServeError(f"no models (*/config.pbtxt) in {repository}")
-        proc = subprocess.Popen(server_command(python, repository, args), env=server_env(python))
+        proc = ManagedProcess.start(
+            server_command(python, repository, args), name="triton", env=server_env(python)
+        )
 
         def _forward(signum, frame):
             proc.send_signal(signal.SIGTERM)
@@ -165,12 +169,7 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             for s, handler in old.items():
                 signal.signal(s, handler)
-            if proc.poll() is None:
-                proc.terminate()
-                try:
-                    proc.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
+            proc.stop(grace=30, sig=signal.SIGTERM)  # nothing when it has exited
     finally:
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)

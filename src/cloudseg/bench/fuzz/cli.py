@@ -89,7 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--domain-id",
         type=int,
-        help="ROS domain (default: $ROS_DOMAIN_ID or a free-looking one from 150..229)",
+        help="ROS domain (default: $ROS_DOMAIN_ID, else one of 150..229 by process id)",
     )
     parser.add_argument("--log-dir", type=Path, help="node logs (default: a temporary folder)")
     parser.add_argument("--keep-logs", action="store_true", help="keep the temporary log folder")

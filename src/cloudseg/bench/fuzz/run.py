@@ -30,6 +30,7 @@ from cloudseg.bench.fuzz.messages import (
     stamp_ns,
 )
 from cloudseg.bench.fuzz.report import result
+from cloudseg.fastdds import ros_domain_id
 from cloudseg.graph import (
     FRAMES_TOPIC,
     IMAGE_TOPIC,
@@ -170,9 +171,7 @@ class Fuzz:
     def environment(self) -> dict[str, str]:
         env = local_env(one_host=True)
         domain = self.o.domain_id
-        if domain is None:
-            domain = int(os.environ.get("ROS_DOMAIN_ID") or 150 + os.getpid() % 80)
-        env["ROS_DOMAIN_ID"] = str(domain)
+        env["ROS_DOMAIN_ID"] = str(domain if domain is not None else ros_domain_id())
         env["PYTHONUNBUFFERED"] = "1"
         os.environ.update(env)  # the fuzzer node in this process talks on the same domain
         return {**os.environ}
