@@ -21,6 +21,12 @@ def pytest_configure(config: pytest.Config) -> None:
     os.environ.pop("ROS_STATIC_PEERS", None)
 
 
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """`-n auto`: one worker more than there are cores, at most 4. Many tests spend their time
+    waiting for DDS, timers and node processes, so a worker per core leaves the CPU idle."""
+    return min(4, (os.cpu_count() or 1) + 1)
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Slow tests first, then those over DDS, then the rest (stable order otherwise): the
     workers start the long runs (a colcon build, the benches over DDS) at once instead of
