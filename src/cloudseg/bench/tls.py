@@ -214,7 +214,7 @@ def measure_two_hosts(
                 cloud_log,
                 prefix=C,
             )
-            time.sleep(3.0)  # the cloud listens before the vehicle's first try (launcher.py)
+            _wait_listening(C, 7410, cloud)  # before the vehicle's first try (launcher.py)
             snapshots: dict[str, tuple[int, ...]] = {}
 
             def snap(name: str) -> None:
@@ -256,6 +256,21 @@ def measure_two_hosts(
         out["plain_up"] + out["plain_down"],  # type: ignore[operator]
     )
     return out
+
+
+def _wait_listening(
+    prefix: Sequence[str], port: int, peer: ManagedProcess, timeout: float = 60.0
+) -> bool:
+    """Wait until a TCP socket listens on `port` in the network namespace `prefix` runs in (the
+    cloud's Fast DDS listener, seen with `ss`, no connection made): Fast DDS 3.2's TCP client
+    may never connect when its first try is refused. False when `peer` ends or on timeout."""
+    cmd = [*prefix, "ss", "-Hltn", f"sport = :{port}"]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and peer.poll() is None:
+        if subprocess.run(cmd, capture_output=True, text=True, check=False).stdout.strip():
+            return True
+        time.sleep(0.2)
+    return False
 
 
 def format_result(r: dict[str, object]) -> str:
