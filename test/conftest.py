@@ -19,6 +19,12 @@ def pytest_configure(config: pytest.Config) -> None:
     os.environ["ROS_DOMAIN_ID"] = str(claim_ros_domain())
     os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
     os.environ.pop("ROS_STATIC_PEERS", None)
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        # the workers outnumber the cores: one torch thread each, not a pool per worker all
+        # fighting over the same cores (node processes a test starts keep their default)
+        import torch
+
+        torch.set_num_threads(1)
 
 
 def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
