@@ -50,6 +50,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from cloudseg.bench import cuda_available
 from cloudseg.bench.adapt_analysis import (
     POLICIES,
     AdaptError,
@@ -95,15 +96,6 @@ def _controller_available() -> bool:
     try:
         return importlib.util.find_spec(NODES["controller"].module) is not None
     except ImportError:
-        return False
-
-
-def _has_cuda() -> bool:
-    try:
-        import torch
-
-        return bool(torch.cuda.is_available())
-    except Exception:
         return False
 
 
@@ -396,7 +388,7 @@ def main(argv: list[str] | None = None) -> int:
             policies.remove("controller")
         cloud = args.cloud
         if cloud == "auto":
-            cloud = "cloud" if _has_cuda() else "cloud_bilinear"
+            cloud = "cloud" if cuda_available() else "cloud_bilinear"
         if cloud == "cloud_bilinear":
             print(f"{PROG}: {CPU_CLOUD_NOTE}", file=sys.stderr)
         if args.delay_ms < 0 or args.score_interval < 0:

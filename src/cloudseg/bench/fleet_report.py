@@ -7,6 +7,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from cloudseg.bench import cuda_available
+
 if TYPE_CHECKING:
     from pathlib import Path
 
@@ -82,19 +84,13 @@ def restoration(args: FleetOptions) -> str:
         if not args.triton_urls and args.cpu_max_width:
             text += f", reduced-resolution mode (segment at most {args.cpu_max_width} px wide)"
         return text + f"; restore={args.restore}; labels only"
-    if args.device == "cpu" or (args.device == "auto" and not _cuda()):
+    if args.device == "cpu" or (args.device == "auto" and not cuda_available()):
         text = f"CPU reduced-resolution mode: SR + segmentation at most {args.cpu_max_width} px "
         text += "wide (cpu_max_width)"
         if args.cpu_max_width and args.cpu_max_width <= 512:
             text += "; at x4 from 2048x1024 that is the decoded LR frame or less: no SR runs"
         return text + f"; restore={args.restore}"
     return f"GPU: restore={args.restore} at the backend's trained resolution"
-
-
-def _cuda() -> bool:
-    import torch
-
-    return torch.cuda.is_available()
 
 
 def _round(x, nd: int = 1):

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cloudseg.bench import cuda_available
 from cloudseg.bench.fuzz.catalogue import KINDS, Hostile
 from cloudseg.bench.fuzz.messages import (
     DEFAULT_SEQUENCE,
@@ -112,15 +113,6 @@ class Progress:
             sys.stderr.flush()
 
 
-def _has_cuda() -> bool:
-    try:
-        import torch
-
-        return bool(torch.cuda.is_available())
-    except Exception:
-        return False
-
-
 @dataclass
 class Options:
     frames: int = 10_000
@@ -179,7 +171,7 @@ class Fuzz:
     def start(self) -> None:
         env = self.environment()
         cloud = dict(self.o.cloud_params)
-        if "device" not in cloud and not _has_cuda():
+        if "device" not in cloud and not cuda_available():
             cloud["device"] = "cpu"
         if cloud.get("device", "auto") == "cpu":
             cloud.setdefault("cpu_max_width", 512)
