@@ -263,6 +263,11 @@ class Fuzz:
         executor = getattr(self, "executor", None)
         if executor is not None:
             executor.shutdown(timeout_sec=2.0)
+        spinner = getattr(self, "spinner", None)
+        if spinner is not None:
+            # a spin still inside rclpy's wait when the interpreter exits ends the process
+            # with "terminate called without an active exception": let it return first
+            spinner.join(timeout=5.0)
         node = getattr(self, "node", None)
         if node is not None:
             node.destroy_node()
