@@ -198,6 +198,9 @@ def test_bench_fleet_two_vehicles_triton_json(shared_data, weights_env, tmp_path
     repository, starts two servers, and each vehicle gets its own labels through them."""
     cmd = [sys.executable, "-m", "cloudseg.cli", "bench", "fleet", "--vehicles", "2"]
     cmd += ["--inference", "triton", "--frames", "6", "--score-frames", "3", "--device", "cpu"]
+    # a loaded CI machine serves a frame in ~0.75 s on the CPU: 1 fps and a long drain (which
+    # ends as soon as every label is in) keep the cloud from shedding stale frames
+    cmd += ["--rate", "1", "--drain", "20"]
     cmd += ["--json", "--data", str(shared_data), "--log-dir", str(tmp_path)]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
