@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # One set-up step for the demo and the tests: creates .venv, installs the ROS 2 wheels and the
-# pinned dependencies, builds the cloudseg messages and installs the package; when
+# pinned dependencies, builds the cloudseg messages (and, without a ROS install, the viewer
+# message packages in interfaces/) and installs the package; when
 # ../shared/wheels exists, also the ROS 2 launch packages (`ros2 launch` without a ROS install).
 # Idempotent: a second run only rebuilds what changed. Quiet on success.
 #
@@ -77,6 +78,27 @@ if [[ -n "$wheels" && -d "$wheels/composition_interfaces-src" ]] && compgen -G "
       "import launch, launch_ros.actions, ros2launch.api, composition_interfaces.srv"
     printf '%s' "$launch_key" >"$launch_stamp"
   fi
+fi
+
+# The viewer message packages (foxglove_msgs, ffmpeg_image_transport_msgs, vision_msgs; see
+# interfaces/README.md): built from interfaces/ unless a ROS install already provides them.
+# Rebuilt only when interfaces/ changed.
+ifaces_stamp="$venv/.cloudseg-interfaces"
+ifaces_key=$(cd "$root" && find interfaces -type f -print0 | sort -z | xargs -0 sha256sum | sha256sum)
+if [[ ! -f "$ifaces_stamp" || "$(cat "$ifaces_stamp")" != "$ifaces_key" ]]; then
+  for dir in "$root"/interfaces/*/; do
+    name=$(basename "$dir")
+    [[ -f "$dir/package.xml" ]] || continue
+    if [[ ! -f "$ifaces_stamp" ]] && (cd / && "$venv/bin/python" -c "import $name.msg" 2>/dev/null); then
+      continue  # provided by a sourced ROS install
+    fi
+    step "building the $name messages" \
+      "${pip[@]}" install --no-build-isolation --no-deps --force-reinstall "$dir"
+  done
+  step "checking the viewer messages" "$venv/bin/python" -c "from foxglove_msgs.msg import \
+CompressedVideo; from ffmpeg_image_transport_msgs.msg import FFMPEGPacket; \
+from vision_msgs.msg import LabelInfo"
+  printf '%s' "$ifaces_key" >"$ifaces_stamp"
 fi
 
 # The package (messages + code): rebuilt only when its sources changed.

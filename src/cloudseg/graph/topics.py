@@ -12,20 +12,26 @@ import re
 from dataclasses import dataclass
 
 IMAGE_TOPIC = "camera/image_raw"
-#: image_transport base topic of the compressor's low-resolution stream (only its 'compressed'
-#: transport is published)
+#: image_transport base topic of the compressor's low-resolution stream, for viewers: its
+#: 'compressed' (JPEG/PNG), 'foxglove' and 'ffmpeg' (H.264) transports are published, each only
+#: while someone subscribes
 LOWRES_TOPIC = "cloudseg/lowres"
 COMPRESSED_TOPIC = f"{LOWRES_TOPIC}/compressed"
+FOXGLOVE_TOPIC = f"{LOWRES_TOPIC}/foxglove"
+FFMPEG_TOPIC = f"{LOWRES_TOPIC}/ffmpeg"
 FRAMES_TOPIC = "cloudseg/frames"
 KNOB_TOPIC = "cloudseg/knob"
 KEYFRAME_REQUEST_TOPIC = "cloudseg/keyframe_request"
 RESTORED_TOPIC = "cloudseg/restored"
 RESTORED_INFO_TOPIC = "cloudseg/restored/info"
 LABELS_TOPIC = "cloudseg/labels"
+LABELS_COLOR_TOPIC = f"{LABELS_TOPIC}/color"
+LABEL_INFO_TOPIC = "cloudseg/label_info"
 OVERLAY_TOPIC = "cloudseg/overlay"
 STATS_TOPIC = "cloudseg/stats"
 CAMERA_LABELS_TOPIC = "cloudseg/camera_labels"
 CAMERA_LABELS_INFO_TOPIC = "cloudseg/camera_labels/info"
+CAMERA_LABELS_COLOR_TOPIC = f"{CAMERA_LABELS_TOPIC}/color"
 
 #: the image topic read from a rosbag2 file by default (bags hold fully qualified names)
 BAG_IMAGE_TOPIC = "/" + IMAGE_TOPIC
@@ -37,7 +43,7 @@ class Topic:
 
     name: str
     type: str
-    qos: str  # "frames" | "sensor" | "knob" | "request" | "results"
+    qos: str  # "frames" | "sensor" | "knob" | "request" | "results" | "latched"
     description: str
 
 
@@ -52,6 +58,22 @@ TOPICS: dict[str, Topic] = {
             "the low-resolution JPEG/PNG stream the cloud gets, for stock viewers: the "
             f"'compressed' image_transport of the base topic {LOWRES_TOPIC} (its own base "
             f"topic: {IMAGE_TOPIC}/compressed would have to carry the camera's image)",
+        ),
+        Topic(
+            FOXGLOVE_TOPIC,
+            "foxglove_msgs/msg/CompressedVideo",
+            "sensor",
+            "the low-resolution H.264 stream the cloud gets, for Foxglove (the 'foxglove' "
+            f"transport of {LOWRES_TOPIC}): Annex B, one frame per message; a new subscriber "
+            "gets a key frame",
+        ),
+        Topic(
+            FFMPEG_TOPIC,
+            "ffmpeg_image_transport_msgs/msg/FFMPEGPacket",
+            "sensor",
+            "the low-resolution H.264 stream the cloud gets, for image_transport's 'ffmpeg' "
+            f"transport of {LOWRES_TOPIC} (RViz, rqt, republish); a new subscriber gets a key "
+            "frame",
         ),
         Topic(FRAMES_TOPIC, "cloudseg/msg/Frame", "frames", "encoded frames over the WAN"),
         Topic(KNOB_TOPIC, "cloudseg/msg/Knob", "knob", "the controller's settings"),
@@ -75,7 +97,25 @@ TOPICS: dict[str, Topic] = {
             "results",
             "split cloud: for each restored image, its frame's seq, scale and camera size",
         ),
-        Topic(LABELS_TOPIC, "sensor_msgs/msg/Image", "results", "mono8 train ids 0..18"),
+        Topic(
+            LABELS_TOPIC,
+            "sensor_msgs/msg/Image",
+            "results",
+            f"mono8 train ids 0..18 (255: none); their names on {LABEL_INFO_TOPIC}",
+        ),
+        Topic(
+            LABELS_COLOR_TOPIC,
+            "sensor_msgs/msg/Image",
+            "results",
+            "the labels in the Cityscapes palette (rgb8), published only with subscribers",
+        ),
+        Topic(
+            LABEL_INFO_TOPIC,
+            "vision_msgs/msg/LabelInfo",
+            "latched",
+            "the segmenter's class ids and names (reliable, transient local: once per "
+            "segmenter, a late subscriber still gets it)",
+        ),
         Topic(OVERLAY_TOPIC, "sensor_msgs/msg/Image", "results", "rgb8 colour overlay"),
         Topic(STATS_TOPIC, "cloudseg/msg/FrameStats", "results", "per-frame timings"),
         Topic(
@@ -84,6 +124,12 @@ TOPICS: dict[str, Topic] = {
             "results",
             "vehicle: for every camera frame the newest labels (mono8 train ids, the camera "
             "frame's stamp)",
+        ),
+        Topic(
+            CAMERA_LABELS_COLOR_TOPIC,
+            "sensor_msgs/msg/Image",
+            "results",
+            "vehicle: the camera labels in the Cityscapes palette (rgb8), only with subscribers",
         ),
         Topic(
             CAMERA_LABELS_INFO_TOPIC,

@@ -46,6 +46,14 @@ QOS: dict[str, QoSProfile] = {
         reliability=ReliabilityPolicy.RELIABLE,
         durability=DurabilityPolicy.TRANSIENT_LOCAL,
     ),
+    # vision_msgs/LabelInfo: once per publisher, kept for late subscribers (as CameraInfo-like
+    # metadata is in image pipelines)
+    "latched": QoSProfile(
+        history=HistoryPolicy.KEEP_LAST,
+        depth=1,
+        reliability=ReliabilityPolicy.RELIABLE,
+        durability=DurabilityPolicy.TRANSIENT_LOCAL,
+    ),
     "request": QoSProfile(
         history=HistoryPolicy.KEEP_LAST,
         depth=2,
