@@ -139,6 +139,7 @@ def run_demo(
     keep_logs: bool = False,
     ready_timeout: float = 120.0,
     ns: str | None = None,
+    view: tuple[str, int] | None = None,
 ) -> StreamStats:
     """Stream `input_path` through vehicle and cloud processes; return what was seen.
 
@@ -157,6 +158,7 @@ def run_demo(
     the link; off, the settings given here hold for the whole stream. `topic`: the image
     topic of a bag input (default BAG_IMAGE_TOPIC). `ns`: the ROS namespace every node
     process (and this process's monitor) runs in (`car1`: /car1/cloudseg/frames, ...).
+    `view`: (host, port) of a Foxglove view (`cloudseg view`) served while the demo runs.
 
     The input (and CUDA, when asked for) is checked before anything starts; a node process
     that ends while the graph starts or streams stops the demo at once with DemoError and the
@@ -201,6 +203,7 @@ def run_demo(
             topic=topic,
             ready_timeout=ready_timeout,
             ns=ns,
+            view=view,
         )
     finally:
         if own_logs and not keep_logs:
@@ -231,6 +234,7 @@ def _stream(
     topic: str | None,
     ready_timeout: float,
     ns: str = "/",
+    view: tuple[str, int] | None = None,
 ) -> StreamStats:
     """run_demo's stream, its logs in `log_dir` (`logs_hint` ends its error messages)."""
     stats = StreamStats(fps=rate or DEFAULT_FPS, segmenting=cloud != "cloud_bilinear")
@@ -257,7 +261,9 @@ def _stream(
     monitor = MonitorNode(stats, scorer=scorer, namespace=ns)
     executor = SingleThreadedExecutor()
     executor.add_node(monitor)
+    viewer = None
     try:
+        viewer = _open_view(view, ns, executor)
         with NodeProcesses(env=env, log_dir=log_dir, ns=ns) as procs:
             started = procs.start_graph(cloud, cloud_overrides(cloud, sr_bypass, cloud_params))
             vehicle = {
@@ -319,8 +325,10 @@ def _stream(
             bilinear = cloud == "cloud_bilinear"
             _settle(executor, monitor, 2.0 if bilinear else 5.0, not bilinear, check_nodes)
     finally:
-        executor.remove_node(monitor)
-        monitor.destroy_node()
+        for node in (monitor, viewer):
+            if node is not None:
+                executor.remove_node(node)
+                node.destroy_node()
         rclpy.try_shutdown()
     if scorer is not None:
         scores = scorer.finish_all()
@@ -332,6 +340,18 @@ def _stream(
             stats.miou_held = scores["held"].miou
             stats.frames_held_scored = scores["held"].frames_scored
     return stats
+
+
+def _open_view(view: tuple[str, int] | None, ns: str, executor):
+    """`demo --view`: the view node in the demo's executor, its address printed (stderr)."""
+    if view is None:
+        return None
+    from cloudseg.nodes.view_node import ViewNode
+
+    viewer = ViewNode(*view, ns)
+    executor.add_node(viewer)
+    print(f"view: open {viewer.url} in Foxglove (served while the demo runs)", file=sys.stderr)
+    return viewer
 
 
 def _settle(

@@ -22,6 +22,7 @@ def demo(args: argparse.Namespace) -> int:
 
     try:
         ns = namespace(args.namespace)
+        view_at = view_address(args.view)
     except ValueError as exc:
         print(f"cloudseg demo: {exc}", file=sys.stderr)
         return 2
@@ -44,11 +45,39 @@ def demo(args: argparse.Namespace) -> int:
         topic=args.topic,
         keep_logs=args.keep_logs,
         ns=ns,
+        view=view_at,
     )
     print(stats.report())
     if args.json:
         print(stats.to_json())
     return 0 if stats.frames_processed else 1
+
+
+def view(args: argparse.Namespace) -> int:
+    """`cloudseg view`: a Foxglove WebSocket server on a running graph's topics."""
+    try:
+        ns = namespace(args.namespace)
+    except ValueError as exc:
+        print(f"cloudseg view: {exc}", file=sys.stderr)
+        return 2
+    if not 0 <= args.port <= 65535:
+        print(f"cloudseg view: --port {args.port}: must be 0..65535", file=sys.stderr)
+        return 2
+    from cloudseg.nodes.view_node import serve_view
+
+    return serve_view(args.host, args.port, ns)
+
+
+def view_address(text: str | None) -> tuple[str, int] | None:
+    """`demo --view [HOST:]PORT` -> (host, port); None without --view. ValueError when bad."""
+    if text is None:
+        return None
+    from cloudseg.view import DEFAULT_HOST
+
+    host, _, port = text.rpartition(":")
+    if not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"--view {text}: expected [HOST:]PORT, the port 0..65535")
+    return host or DEFAULT_HOST, int(port)
 
 
 def _control_on(choice: str) -> bool:

@@ -22,6 +22,8 @@ from cloudseg.graph import (
     NodeSpec,
 )
 from cloudseg.routes import DEFAULT_ROUTE
+from cloudseg.view import DEFAULT_HOST as VIEW_HOST
+from cloudseg.view import DEFAULT_PORT as VIEW_PORT
 
 #: `--cloud`: the cloud graphs that segment.
 DEMO_CLOUDS = ("cloud", "cloud_split")
@@ -168,6 +170,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="run every node (vehicle, cloud, controller) in this ROS namespace, e.g. car1 "
         "(default: the root)",
     )
+    p.add_argument(
+        "--view",
+        nargs="?",
+        const=f"{VIEW_HOST}:{VIEW_PORT}",
+        metavar="[HOST:]PORT",
+        help=f"also serve the stream, labels and stats to Foxglove while the demo runs (as "
+        f"cloudseg view; default {VIEW_HOST}:{VIEW_PORT}, the address is printed)",
+    )
     p.set_defaults(func=commands.demo)
 
     p = sub.add_parser(
@@ -245,6 +255,30 @@ def build_parser() -> argparse.ArgumentParser:
         help="ROS arguments, e.g. --ros-args -p scale:=2 --params-file config/vehicle.yaml",
     )
     p.set_defaults(func=commands.node)
+
+    p = sub.add_parser(
+        "view",
+        help="serve a running graph's stream, labels and stats to Foxglove (no ROS install on "
+        "the viewing side)",
+        description="A Foxglove WebSocket server bridging the graph's topics: the H.264 stream "
+        "(CompressedVideo), the coloured labels and overlay, FrameStats and label age (JSON). "
+        "Open the printed address in Foxglove (app.foxglove.dev or desktop: Open connection); "
+        "config/cloudseg.foxglove-layout.json lays them out.",
+    )
+    p.add_argument(
+        "--host",
+        default=VIEW_HOST,
+        help=f"address to listen on (default {VIEW_HOST}: this host only). --host 0.0.0.0 "
+        "serves every network this host is on: anyone who reaches the port sees the camera "
+        "stream, with no authentication",
+    )
+    p.add_argument(
+        "--port", type=int, default=VIEW_PORT, help=f"TCP port (default {VIEW_PORT}; 0: any free)"
+    )
+    p.add_argument(
+        "--namespace", metavar="NS", default="", help="the graph's ROS namespace, e.g. car1"
+    )
+    p.set_defaults(func=commands.view)
 
     # eval and bench parse their own options: `cloudseg eval --help`, `cloudseg bench cloud -h`
     add_command_group(sub, "bench", "benchmarks", BENCH_COMMANDS, commands.bench, detailed=False)

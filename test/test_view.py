@@ -1,0 +1,219 @@
+"""`cloudseg view`: a Foxglove WebSocket client (protocol foxglove.sdk.v1, spoken here with the
+`websockets` package) sees the graph's channels, and the video it gets decodes from its first
+message; the coloured labels are the labels topic's train ids in the Cityscapes palette."""
+
+from __future__ import annotations
+
+import base64
+import json
+import queue
+import struct
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cloudseg.data.cityscapes import colorize
+from cloudseg.graph import (
+    CAMERA_LABELS_INFO_TOPIC,
+    FOXGLOVE_TOPIC,
+    IMAGE_TOPIC,
+    LABELS_COLOR_TOPIC,
+    LABELS_TOPIC,
+    OVERLAY_TOPIC,
+    STATS_TOPIC,
+    config_dir,
+    resolve,
+)
+from cloudseg.launcher import NodeProcesses
+from cloudseg.view import view_url
+from cloudseg.view.channels import KeyframeGate, json_schema, message_to_dict
+
+SUBPROTOCOL = "foxglove.sdk.v1"
+NS = "car7"
+SIZE = (256, 128)  # camera width, height
+SCALE = 2
+LAYOUT = Path(__file__).resolve().parents[1] / "config" / "cloudseg.foxglove-layout.json"
+
+
+def test_keyframe_gate_holds_a_first_viewers_video_until_an_idr() -> None:
+    gate = KeyframeGate()
+    gate.subscribed()
+    assert not gate.admit(keyframe=False)
+    assert gate.admit(keyframe=True) and gate.admit(keyframe=False)
+    gate.subscribed()  # a second viewer: the first one's stream goes on
+    assert gate.admit(keyframe=False)
+    gate.unsubscribed()
+    gate.unsubscribed()
+    gate.subscribed()  # nobody watched: wait for an IDR again
+    assert not gate.admit(keyframe=False)
+
+
+def test_ros_messages_become_json_with_a_schema() -> None:
+    from cloudseg.msg import LabelAge
+
+    age = LabelAge(source_seq=4, age_ms=12.5, warped=True)
+    age.header.frame_id = "camera"
+    data = message_to_dict(age)
+    assert data["header"] == {"stamp": {"sec": 0, "nanosec": 0}, "frame_id": "camera"}
+    assert data["source_seq"] == 4 and data["age_ms"] == 12.5 and data["warped"] is True
+    json.dumps(data)
+    schema = json_schema(LabelAge())["properties"]
+    assert schema["age_ms"] == {"type": "number"} and schema["warped"] == {"type": "boolean"}
+    assert schema["header"]["properties"]["stamp"]["properties"]["sec"] == {"type": "integer"}
+
+
+def test_the_layout_file_shows_the_view_channels() -> None:
+    """config/cloudseg.foxglove-layout.json (Foxglove's "Import from file" format) names the
+    channels the view serves."""
+    layout = json.loads(LAYOUT.read_text())
+    text = json.dumps(layout["configById"])
+    for topic in (FOXGLOVE_TOPIC, LABELS_COLOR_TOPIC, STATS_TOPIC, CAMERA_LABELS_INFO_TOPIC):
+        assert resolve(topic) in text
+    panels = json.dumps(layout["layout"])
+    assert all(panel in panels for panel in layout["configById"])
+
+
+def _protobuf_class(channel: dict):
+    """The message class of a protobuf channel, from the schema the server advertised."""
+    from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+
+    files = descriptor_pb2.FileDescriptorSet.FromString(base64.b64decode(channel["schema"]))
+    pool = descriptor_pool.DescriptorPool()
+    for proto in files.file:
+        pool.Add(proto)
+    return message_factory.GetMessageClass(pool.FindMessageTypeByName(channel["schemaName"]))
+
+
+def _start_view(tmp_path: Path) -> tuple[subprocess.Popen, str]:
+    """`cloudseg view --port 0 --namespace car7` and the address it prints."""
+    log = (tmp_path / "view.log").open("w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cloudseg.cli", "view", "--port", "0", "--namespace", NS],
+        stdout=subprocess.PIPE,
+        stderr=log,
+        text=True,
+    )
+    lines: queue.Queue[str] = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(x) for x in proc.stdout], daemon=True).start()
+    try:
+        line = lines.get(timeout=60)
+    except queue.Empty:
+        proc.kill()
+        pytest.fail(f"cloudseg view printed no address: {(tmp_path / 'view.log').read_text()}")
+    assert line.startswith("cloudseg view: open ws://127.0.0.1:"), line
+    return proc, line.split()[3]
+
+
+@pytest.mark.dds
+def test_a_foxglove_client_gets_decodable_video_and_the_coloured_labels(tmp_path, ros):
+    """The vehicle streams H.264 with IDRs 200 frames apart; a client that connects mid-stream
+    sees the channels advertised, subscribes, and its first video message is an IDR (the
+    view asked the vehicle for one) that decodes to the low-resolution size; a label image it
+    gets is the labels topic's train ids coloured, pixel for pixel."""
+    import av
+    import cv2
+    from sensor_msgs.msg import Image
+    from std_msgs.msg import Header
+    from websockets.sync.client import connect
+
+    from cloudseg.media.h264 import is_h264_keyframe
+    from cloudseg.nodes.common import qos_for
+    from cloudseg.nodes.convert import numpy_to_image
+
+    node = ros
+    image_pub = node.create_publisher(Image, resolve(IMAGE_TOPIC, NS), qos_for(IMAGE_TOPIC))
+    labels_pub = node.create_publisher(Image, resolve(LABELS_TOPIC, NS), qos_for(LABELS_TOPIC))
+    rng = np.random.default_rng(3)
+    labels_sent: dict[tuple[int, int], np.ndarray] = {}
+    stop = threading.Event()
+
+    def camera() -> None:
+        """10 fps of moving noise, and made-up labels with the same header."""
+        for i in range(100000):
+            if stop.wait(0.1):
+                return
+            header = Header(frame_id="camera")
+            header.stamp.sec, header.stamp.nanosec = 1000 + i // 10, (i % 10) * 100_000_000
+            rgb = cv2.resize(rng.integers(0, 255, (16, 32, 3), np.uint8), SIZE)
+            image_pub.publish(numpy_to_image(rgb, "rgb8", header))
+            labels = rng.integers(0, 19, (SIZE[1] // 8, SIZE[0] // 8), np.uint8)
+            labels = np.kron(labels, np.ones((8, 8), np.uint8))
+            labels[:8, :8] = 255  # none: black
+            labels_sent[(header.stamp.sec, header.stamp.nanosec)] = labels
+            labels_pub.publish(numpy_to_image(labels, "mono8", header))
+
+    vehicle = {"mode": "off", "gop": 200, "scale": SCALE}
+    with NodeProcesses(log_dir=tmp_path, ns="/" + NS) as procs:
+        procs.start("vehicle", config_dir() / "vehicle.yaml", vehicle)
+        view, address = _start_view(tmp_path)
+        feeder = threading.Thread(target=camera, daemon=True)
+        try:
+            deadline = time.monotonic() + 60
+            while not image_pub.get_subscription_count() and time.monotonic() < deadline:
+                time.sleep(0.1)
+            feeder.start()
+            time.sleep(3.0)  # the stream runs: a client joining now is between IDRs
+            topics = {resolve(t, NS) for t in (FOXGLOVE_TOPIC, LABELS_COLOR_TOPIC, OVERLAY_TOPIC)}
+            topics |= {resolve(t, NS) for t in (STATS_TOPIC, CAMERA_LABELS_INFO_TOPIC)}
+            with connect(address, subprotocols=[SUBPROTOCOL], open_timeout=10) as ws:
+                assert ws.subprotocol == SUBPROTOCOL
+                channels: dict[str, dict] = {}
+                while not topics <= set(channels):
+                    message = json.loads(ws.recv(timeout=10))
+                    if message["op"] == "advertise":
+                        channels.update({c["topic"]: c for c in message["channels"]})
+                video = channels[resolve(FOXGLOVE_TOPIC, NS)]
+                labels = channels[resolve(LABELS_COLOR_TOPIC, NS)]
+                assert video["schemaName"] == "foxglove.CompressedVideo"
+                assert channels[resolve(STATS_TOPIC, NS)]["encoding"] == "json"
+                subscribe = [
+                    {"id": 1, "channelId": video["id"]},
+                    {"id": 2, "channelId": labels["id"]},
+                ]
+                ws.send(json.dumps({"op": "subscribe", "subscriptions": subscribe}))
+                got: dict[int, list[bytes]] = {1: [], 2: []}
+                subscribed = time.monotonic()
+                first_video_s = None
+                deadline = subscribed + 30
+                while (len(got[1]) < 3 or not got[2]) and time.monotonic() < deadline:
+                    data = ws.recv(timeout=30)
+                    if isinstance(data, bytes) and data[0] == 1:  # message data
+                        sub, _log_time = struct.unpack_from("<IQ", data, 1)
+                        got[sub].append(data[13:])
+                        if sub == 1 and first_video_s is None:
+                            first_video_s = time.monotonic() - subscribed
+        finally:
+            stop.set()
+            view.terminate()
+            view.wait(timeout=30)
+        vehicle_log = (tmp_path / "vehicle.log").read_text()
+    view_log = (tmp_path / "view.log").read_text()
+    assert len(got[1]) >= 3 and got[2], view_log
+
+    video_class = _protobuf_class(video)
+    frames = [video_class.FromString(payload) for payload in got[1]]
+    assert {f.format for f in frames} == {"h264"} and frames[0].frame_id == "camera"
+    assert is_h264_keyframe(frames[0].data), "a viewer's first video message is an IDR"
+    assert "joined" in vehicle_log, vehicle_log  # the view's KeyframeRequest reached it
+    print(f"first video message {first_video_s:.2f} s after subscribing")
+    assert first_video_s < 5.0  # not the 20 s to the next periodic IDR
+    decoder = av.CodecContext.create("h264", "r")
+    pictures = [p for f in frames for p in decoder.decode(av.Packet(f.data))]
+    assert pictures and (pictures[0].width, pictures[0].height) == (
+        SIZE[0] // SCALE,
+        SIZE[1] // SCALE,
+    )
+
+    image_class = _protobuf_class(labels)
+    label_image = image_class.FromString(got[2][0])
+    assert label_image.format == "png"
+    stamp = (label_image.timestamp.seconds, label_image.timestamp.nanos)
+    bgr = cv2.imdecode(np.frombuffer(label_image.data, np.uint8), cv2.IMREAD_COLOR)
+    np.testing.assert_array_equal(bgr[..., ::-1], colorize(labels_sent[stamp]))
+    assert not bgr[:8, :8].any()  # 255: no class, black
+    assert view.returncode == 0, view_log
