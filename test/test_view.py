@@ -53,6 +53,11 @@ def test_keyframe_gate_holds_a_first_viewers_video_until_an_idr() -> None:
     assert not gate.admit(keyframe=False)
 
 
+def test_the_address_to_open() -> None:
+    assert view_url("127.0.0.1", 8765) == "ws://127.0.0.1:8765"
+    assert view_url("0.0.0.0", 9000) == "ws://127.0.0.1:9000"  # every interface, this one too
+
+
 def test_ros_messages_become_json_with_a_schema() -> None:
     from cloudseg.msg import LabelAge
 
