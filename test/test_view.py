@@ -222,3 +222,80 @@ def test_a_foxglove_client_gets_decodable_video_and_the_coloured_labels(tmp_path
     np.testing.assert_array_equal(bgr[..., ::-1], colorize(labels_sent[stamp]))
     assert not bgr[:8, :8].any()  # 255: no class, black
     assert view.returncode == 0, view_log
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+@pytest.mark.dds
+def test_demo_view_serves_the_demo_stream(tmp_path, fresh_ros_domain, capfd):
+    """run_demo(view=...) (`demo --view`): a client connected while the demo starts gets the
+    demo's H.264 stream (decodable from its first message) and its FrameStats as JSON."""
+    import av
+    from websockets.exceptions import ConnectionClosed
+    from websockets.sync.client import connect
+
+    from cloudseg.demo import run_demo
+
+    port = _free_port()
+    got: dict[str, list[bytes]] = {"video": [], "stats": []}
+    advertised: dict[str, dict] = {}
+
+    def client() -> None:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                ws = connect(f"ws://127.0.0.1:{port}", subprotocols=[SUBPROTOCOL])
+                break
+            except OSError:
+                time.sleep(0.2)
+        else:
+            return
+        with ws:
+            wanted = {resolve(FOXGLOVE_TOPIC): "video", resolve(STATS_TOPIC): "stats"}
+            ids: dict[int, str] = {}
+            while len(ids) < len(wanted):
+                message = json.loads(ws.recv(timeout=10))
+                for c in message.get("channels", []):
+                    advertised[c["topic"]] = c
+                    if c["topic"] in wanted:
+                        ids[c["id"]] = wanted[c["topic"]]
+            subscribe = [{"id": i, "channelId": i} for i in ids]
+            ws.send(json.dumps({"op": "subscribe", "subscriptions": subscribe}))
+            try:
+                while True:
+                    data = ws.recv(timeout=20)
+                    if isinstance(data, bytes) and data[0] == 1:
+                        got[ids[struct.unpack_from("<I", data, 1)[0]]].append(data[13:])
+            except (TimeoutError, OSError, ConnectionClosed):
+                return  # the demo ended
+
+    watcher = threading.Thread(target=client, daemon=True)
+    watcher.start()
+    stats = run_demo(
+        None,
+        limit=12,
+        rate=6.0,
+        quiet=True,
+        log_dir=tmp_path,
+        timeout=60,
+        cloud="cloud_bilinear",
+        select="off",
+        view=("127.0.0.1", port),
+    )
+    watcher.join(timeout=30)
+    assert f"view: open ws://127.0.0.1:{port}" in capfd.readouterr().err
+    assert stats.frames_processed >= 1
+    assert got["video"] and got["stats"], {k: len(v) for k, v in got.items()}
+    from cloudseg.media.h264 import is_h264_keyframe
+
+    first = _protobuf_class(advertised[resolve(FOXGLOVE_TOPIC)]).FromString(got["video"][0])
+    assert is_h264_keyframe(first.data)
+    assert av.CodecContext.create("h264", "r").decode(av.Packet(first.data))
+    assert "seq" in json.loads(got["stats"][0])
