@@ -53,6 +53,22 @@ def test_keyframe_gate_holds_a_first_viewers_video_until_an_idr() -> None:
     assert not gate.admit(keyframe=False)
 
 
+def test_label_png_decodes_to_the_cityscapes_colours() -> None:
+    import cv2
+
+    from cloudseg.view.channels import LABEL_PALETTE
+    from cloudseg.view.png import palette_png
+
+    ids = np.random.default_rng(1).integers(0, 19, (48, 80), np.uint8)
+    ids[0, :10] = 255
+    ids[1, 0] = 200  # not a train id: black, as colorize draws it
+    png = palette_png(ids, LABEL_PALETTE)
+    rgb = cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_COLOR)[..., ::-1]
+    np.testing.assert_array_equal(rgb, colorize(ids))
+    with pytest.raises(ValueError):
+        palette_png(ids.astype(np.uint16), LABEL_PALETTE)
+
+
 def test_the_address_to_open() -> None:
     assert view_url("127.0.0.1", 8765) == "ws://127.0.0.1:8765"
     assert view_url("0.0.0.0", 9000) == "ws://127.0.0.1:9000"  # every interface, this one too

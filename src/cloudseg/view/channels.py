@@ -7,8 +7,8 @@ view's namespace), so one layout serves the live view and a recording of the top
 * `cloudseg/lowres/foxglove`: the H.264 stream the vehicle sends (`cloudseg/frames`), as
   `foxglove.CompressedVideo` (the same Annex B bytes, one access unit per message);
 * `cloudseg/lowres/compressed`: a JPEG/PNG stream's frames, as `foxglove.CompressedImage`;
-* `cloudseg/labels/color`: the labels in the Cityscapes palette, PNG (lossless: the pixels are
-  the palette colours of the train ids on `cloudseg/labels`);
+* `cloudseg/labels/color`: the labels in the Cityscapes palette, as an indexed PNG (lossless:
+  the pixels are the palette colours of the train ids on `cloudseg/labels`);
 * `cloudseg/overlay`: the segmentation overlay, JPEG;
 * `cloudseg/stats` (FrameStats) and `cloudseg/camera_labels/info` (LabelAge) as JSON.
 
@@ -40,9 +40,12 @@ from cloudseg.graph.topics import (
 )
 from cloudseg.media.h264 import is_h264_keyframe
 from cloudseg.media.image_codecs import encode_image
+from cloudseg.view.png import palette_png
 
-#: PNG level for the label images: flat colours compress well even at the fastest level.
+#: zlib level of the label PNGs: flat colours compress well even at the fastest level.
 LABELS_PNG_LEVEL = 1
+#: train id -> Cityscapes colour, for all 256 values (255 and anything unknown: black)
+LABEL_PALETTE = colorize(np.arange(256, dtype=np.uint8)[None])[0]
 OVERLAY_JPEG_QUALITY = 80
 
 
@@ -204,7 +207,7 @@ class ViewChannels:
         """Train ids (HxW uint8) in the Cityscapes palette as PNG; the PNG sent, or None."""
         if not self.labels.has_sinks():
             return None
-        png = encode_image(colorize(train_ids), "png", LABELS_PNG_LEVEL)
+        png = palette_png(train_ids, LABEL_PALETTE, LABELS_PNG_LEVEL)
         msg = CompressedImage(
             timestamp=_timestamp(header), frame_id=header.frame_id, data=png, format="png"
         )
