@@ -149,6 +149,7 @@ def test_a_foxglove_client_gets_decodable_video_and_the_coloured_labels(tmp_path
     node = ros
     image_pub = node.create_publisher(Image, resolve(IMAGE_TOPIC, NS), qos_for(IMAGE_TOPIC))
     labels_pub = node.create_publisher(Image, resolve(LABELS_TOPIC, NS), qos_for(LABELS_TOPIC))
+    overlay_pub = node.create_publisher(Image, resolve(OVERLAY_TOPIC, NS), qos_for(OVERLAY_TOPIC))
     rng = np.random.default_rng(3)
     labels_sent: dict[tuple[int, int], np.ndarray] = {}
     stop = threading.Event()
@@ -167,6 +168,7 @@ def test_a_foxglove_client_gets_decodable_video_and_the_coloured_labels(tmp_path
             labels[:8, :8] = 255  # none: black
             labels_sent[(header.stamp.sec, header.stamp.nanosec)] = labels
             labels_pub.publish(numpy_to_image(labels, "mono8", header))
+            overlay_pub.publish(numpy_to_image(rgb, "rgb8", header))
 
     vehicle = {"mode": "off", "gop": 200, "scale": SCALE}
     with NodeProcesses(log_dir=tmp_path, ns="/" + NS) as procs:
@@ -192,16 +194,20 @@ def test_a_foxglove_client_gets_decodable_video_and_the_coloured_labels(tmp_path
                 labels = channels[resolve(LABELS_COLOR_TOPIC, NS)]
                 assert video["schemaName"] == "foxglove.CompressedVideo"
                 assert channels[resolve(STATS_TOPIC, NS)]["encoding"] == "json"
+                overlay = channels[resolve(OVERLAY_TOPIC, NS)]
+                age = channels[resolve(CAMERA_LABELS_INFO_TOPIC, NS)]
                 subscribe = [
-                    {"id": 1, "channelId": video["id"]},
-                    {"id": 2, "channelId": labels["id"]},
+                    {"id": i, "channelId": c["id"]}
+                    for i, c in enumerate((video, labels, overlay, age), start=1)
                 ]
                 ws.send(json.dumps({"op": "subscribe", "subscriptions": subscribe}))
-                got: dict[int, list[bytes]] = {1: [], 2: []}
+                got: dict[int, list[bytes]] = {1: [], 2: [], 3: [], 4: []}
                 subscribed = time.monotonic()
                 first_video_s = None
                 deadline = subscribed + 30
-                while (len(got[1]) < 3 or not got[2]) and time.monotonic() < deadline:
+                while len(got[1]) < 3 or not all(got.values()):
+                    if time.monotonic() > deadline:
+                        break
                     data = ws.recv(timeout=30)
                     if isinstance(data, bytes) and data[0] == 1:  # message data
                         sub, _log_time = struct.unpack_from("<IQ", data, 1)
@@ -214,7 +220,7 @@ def test_a_foxglove_client_gets_decodable_video_and_the_coloured_labels(tmp_path
             view.wait(timeout=30)
         vehicle_log = (tmp_path / "vehicle.log").read_text()
     view_log = (tmp_path / "view.log").read_text()
-    assert len(got[1]) >= 3 and got[2], view_log
+    assert len(got[1]) >= 3 and all(got.values()), ({k: len(v) for k, v in got.items()}, view_log)
 
     video_class = _protobuf_class(video)
     frames = [video_class.FromString(payload) for payload in got[1]]
@@ -237,6 +243,13 @@ def test_a_foxglove_client_gets_decodable_video_and_the_coloured_labels(tmp_path
     bgr = cv2.imdecode(np.frombuffer(label_image.data, np.uint8), cv2.IMREAD_COLOR)
     np.testing.assert_array_equal(bgr[..., ::-1], colorize(labels_sent[stamp]))
     assert not bgr[:8, :8].any()  # 255: no class, black
+
+    overlay_image = _protobuf_class(overlay).FromString(got[3][0])
+    assert overlay_image.format == "jpeg"
+    jpeg = cv2.imdecode(np.frombuffer(overlay_image.data, np.uint8), cv2.IMREAD_COLOR)
+    assert jpeg.shape == (SIZE[1], SIZE[0], 3)
+    label_age = json.loads(got[4][0])  # the vehicle's camera_labels: LabelAge as JSON
+    assert label_age["header"]["frame_id"] == "camera" and "age_ms" in label_age
     assert view.returncode == 0, view_log
 
 
