@@ -32,6 +32,7 @@ from cloudseg.graph import (
 from cloudseg.launcher import NodeProcesses
 from cloudseg.view import view_url
 from cloudseg.view.channels import KeyframeGate, json_schema, message_to_dict
+from support import wait_until
 
 SUBPROTOCOL = "foxglove.sdk.v1"
 NS = "car7"
@@ -67,6 +68,50 @@ def test_label_png_decodes_to_the_cityscapes_colours() -> None:
     np.testing.assert_array_equal(rgb, colorize(ids))
     with pytest.raises(ValueError):
         palette_png(ids.astype(np.uint16), LABEL_PALETTE)
+
+
+def test_nothing_is_converted_for_a_channel_nobody_watches() -> None:
+    """Without a subscribed viewer the view encodes nothing; a subscription to the video calls
+    back (the node asks for an IDR there) and holds the video until an IDR."""
+    from types import SimpleNamespace
+
+    from websockets.sync.client import connect
+
+    from cloudseg.view.channels import ViewChannels
+
+    channels = ViewChannels("car3")
+    viewers = threading.Event()
+    port = channels.start("127.0.0.1", 0, on_viewer=viewers.set)
+    header = SimpleNamespace(stamp=SimpleNamespace(sec=1, nanosec=0), frame_id="camera")
+    ids = np.zeros((8, 8), np.uint8)
+    try:
+        assert channels.send_labels(header, ids) is None
+        assert not channels.send_frame(header, "h264", b"\x00\x00\x00\x01\x65")
+        with connect(f"ws://127.0.0.1:{port}", subprotocols=[SUBPROTOCOL]) as ws:
+            advertised = {}
+            while resolve(FOXGLOVE_TOPIC, "car3") not in advertised:
+                message = json.loads(ws.recv(timeout=10))
+                advertised.update({c["topic"]: c["id"] for c in message.get("channels", [])})
+            video = advertised[resolve(FOXGLOVE_TOPIC, "car3")]
+            subscribe = [{"id": 1, "channelId": video}]
+            ws.send(json.dumps({"op": "subscribe", "subscriptions": subscribe}))
+            assert viewers.wait(10)
+            assert wait_until(channels.video.has_sinks, 10)
+            assert not channels.send_frame(header, "h264", b"\x00\x00\x00\x01\x41")  # P
+            assert channels.send_frame(header, "h264", b"\x00\x00\x00\x01\x65")  # IDR
+            assert channels.send_labels(header, ids) is None  # labels: still nobody
+    finally:
+        channels.stop()
+
+
+def test_demo_view_address() -> None:
+    from cloudseg.cli.commands import view_address
+
+    assert view_address(None) is None
+    assert view_address("9000") == ("127.0.0.1", 9000)
+    assert view_address("0.0.0.0:9000") == ("0.0.0.0", 9000)
+    with pytest.raises(ValueError):
+        view_address("host:http")
 
 
 def test_the_address_to_open() -> None:
