@@ -71,7 +71,7 @@ class ViewNode(Node):
 
     @boundary("frame")
     def on_frame(self, frame: Frame) -> None:
-        self.last_seq = max(self.last_seq, int(frame.seq))
+        self.last_seq = int(frame.seq)  # the newest (a restarted vehicle counts from 0 again)
         self.channels.send_frame(frame.header, frame.codec, bytes(frame.data))
 
     @boundary("labels")
