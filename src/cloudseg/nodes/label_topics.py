@@ -56,7 +56,9 @@ class LabelPublishers:
         if not self.lazy or self.labels.get_subscription_count() > 0:
             self.labels.publish(numpy_to_image(labels, "mono8", header))
         if self.color.get_subscription_count() > 0:
-            self.color.publish(numpy_to_image(palette()[labels], "rgb8", header))
+            # palette[labels] as np.take: ~4x faster than fancy indexing (same result)
+            colours = np.take(palette(), labels, axis=0)
+            self.color.publish(numpy_to_image(colours, "rgb8", header))
             self.colored += 1
 
     def destroy(self, node: Node) -> None:
