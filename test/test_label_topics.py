@@ -5,6 +5,7 @@ segmentation node and the vehicle's camera_labels node."""
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -19,12 +20,15 @@ from cloudseg.graph import (
     LABEL_INFO_TOPIC,
     LABELS_COLOR_TOPIC,
     LABELS_TOPIC,
+    TOPICS,
     config_dir,
+    resolve,
 )
 from cloudseg.restore.labels import LABEL_THRESHOLD, class_names, palette
 from support import spin_for, spin_until
 
 CITYSCAPES_NAMES = [trainId2label[i].name for i in range(19)]
+REPO = Path(__file__).resolve().parents[1]
 
 
 def test_palette_is_cityscapes_train_id_colours_and_black_elsewhere() -> None:
@@ -57,6 +61,17 @@ def test_label_info_message_names_each_train_id() -> None:
     msg = label_info(class_names(), Header(frame_id="camera"))
     assert [(c.class_id, c.class_name) for c in msg.class_map] == list(enumerate(CITYSCAPES_NAMES))
     assert msg.threshold == LABEL_THRESHOLD == 0.0 and msg.header.frame_id == "camera"
+
+
+def test_rviz_config_shows_the_coloured_labels_and_only_graph_image_topics() -> None:
+    import yaml
+
+    config = yaml.safe_load((REPO / "config" / "cloudseg.rviz").read_text())
+    shown = {d["Topic"]["Value"]: d["Enabled"] for d in config["Visualization Manager"]["Displays"]}
+    assert shown[resolve(LABELS_COLOR_TOPIC)] is True
+    assert resolve(LABELS_TOPIC) not in shown  # mono8 train ids: nearly black in RViz
+    images = {resolve(t.name) for t in TOPICS.values() if t.type == "sensor_msgs/msg/Image"}
+    assert set(shown) <= images, set(shown) - images
 
 
 @pytest.mark.dds
