@@ -117,9 +117,9 @@ def test_coloured_labels_and_label_info_reach_ros_subscribers(
     frame_pub = node.create_publisher(Frame, FRAMES_TOPIC, qos_for(FRAMES_TOPIC))
     image_pub = node.create_publisher(Image, IMAGE_TOPIC, qos_for(IMAGE_TOPIC))
 
-    def subscribe(topic: str, kind=Image) -> None:
+    def subscribe(topic: str, kind=Image, ns: str = "/") -> None:
         got[topic] = []
-        node.create_subscription(kind, topic, got[topic].append, qos_for(topic))
+        node.create_subscription(kind, resolve(topic, ns), got[topic].append, qos_for(topic))
 
     def send(seq: int) -> None:
         """One frame to the cloud; once its labels are back, the camera image of that frame."""
@@ -187,6 +187,11 @@ def test_coloured_labels_and_label_info_reach_ros_subscribers(
             enumerate(CITYSCAPES_NAMES)
         )
         assert info.threshold == 0.0 and info.header.stamp.sec > 0
+
+        seg.outputs("car1")  # another stream of the cloud process: its own LabelInfo
+        subscribe(LABEL_INFO_TOPIC, LabelInfo, "car1")
+        assert spin_until(node, lambda: got[LABEL_INFO_TOPIC], 10)
+        assert got[LABEL_INFO_TOPIC][0].class_map == info.class_map
     finally:
         executor.shutdown(timeout_sec=2.0)
         for n in (sr, seg, cam, node):
