@@ -79,7 +79,8 @@ def publish_label_info(
     node: Node, names: Sequence[str], name: Callable[[str], str] = str
 ) -> Publisher:
     """Publish the class names once on `label_info` (reliable, transient local: a late
-    subscriber still gets them); keep the returned publisher alive while they hold."""
+    subscriber still gets them); keep the returned publisher alive while they hold. Header:
+    stamp now, frame_id empty (the classes belong to no camera frame)."""
     pub = node.create_publisher(LabelInfo, name(LABEL_INFO_TOPIC), qos_for(LABEL_INFO_TOPIC))
     pub.publish(label_info(names, Header(stamp=node.get_clock().now().to_msg())))
     return pub
