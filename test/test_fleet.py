@@ -206,7 +206,7 @@ def test_restored_and_overlay_are_made_only_for_subscribers(shared_data, weights
         assert spin_until(
             node,
             lambda: (
-                seg.overlay_pub.get_subscription_count() >= 1
+                seg.own.overlay.get_subscription_count() >= 1
                 and sr.endpoints["/"].restored_pub.get_subscription_count() >= 1
             ),
             30,

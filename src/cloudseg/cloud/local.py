@@ -18,17 +18,13 @@ from torch import Tensor
 
 from cloudseg.cloud.inference import BatchResult
 from cloudseg.cloud.service import CloudService
-from cloudseg.restore.labels import IGNORE_ID, NUM_CLASSES
+from cloudseg.restore.labels import IGNORE_ID, NUM_CLASSES, palette
 from cloudseg.restore.results import to_uint8
 
 
 @functools.cache
 def _lut(device: str) -> Tensor:
-    from cloudseg.data.cityscapes import TRAIN_ID_COLORS  # lazy: needs cityscapesScripts
-
-    lut = torch.zeros((256, 3), dtype=torch.float32)
-    lut[:NUM_CLASSES] = torch.as_tensor(np.asarray(TRAIN_ID_COLORS), dtype=torch.float32)
-    return lut.to(device)
+    return torch.as_tensor(palette(), dtype=torch.float32).to(device)
 
 
 def blend_overlay(rgb: Tensor, labels: Tensor, alpha: float = 0.5) -> Tensor:

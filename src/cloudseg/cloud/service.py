@@ -26,7 +26,7 @@ from cloudseg.graph import SCALES
 from cloudseg.guard import BadInput
 from cloudseg.media.resize import resize_labels
 from cloudseg.media.stream import StreamDecoder
-from cloudseg.restore.labels import mark_untrained, overlay
+from cloudseg.restore.labels import class_names, mark_untrained, overlay
 from cloudseg.restore.pipeline import RestorationPipeline
 from cloudseg.restore.results import PipelineResult, Pyramid
 from cloudseg.routes import seg_weights_for
@@ -153,6 +153,12 @@ class CloudService:
 
     def describe(self) -> str:
         return self.first.describe()
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        """The segmenter's class names by train id (its weights' metadata, else Cityscapes')."""
+        info = getattr(self.first.segmenter, "weights_info", None)
+        return class_names(getattr(info, "meta", None))
 
     def limit_scales(self, scales: Iterable[int]) -> None:
         """Serve only these scales from now on (the sr node's `scales` parameter)."""

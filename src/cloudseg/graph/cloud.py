@@ -213,7 +213,8 @@ SEGMENTATION = NodeSpec(
     side="cloud",
     description="Segments the SR pyramid handed over in the cloud process, or (run on its own) "
     f"the newest image on {RESTORED_TOPIC} in a worker thread; publishes labels (at the "
-    "camera size), overlay and timings",
+    "camera size; coloured for subscribers; their class names once, on label_info), overlay "
+    "and timings",
     params=(
         BACKEND,
         Param(

@@ -113,8 +113,9 @@ TOPICS: dict[str, Topic] = {
             LABEL_INFO_TOPIC,
             "vision_msgs/msg/LabelInfo",
             "latched",
-            "the segmenter's class ids and names (reliable, transient local: once per "
-            "segmenter, a late subscriber still gets it)",
+            "the segmenter's class ids (train ids) and names, threshold 0 (argmax) "
+            "(reliable, transient local: once per segmenter and stream, a late subscriber "
+            "still gets it)",
         ),
         Topic(OVERLAY_TOPIC, "sensor_msgs/msg/Image", "results", "rgb8 colour overlay"),
         Topic(STATS_TOPIC, "cloudseg/msg/FrameStats", "results", "per-frame timings"),
@@ -123,7 +124,7 @@ TOPICS: dict[str, Topic] = {
             "sensor_msgs/msg/Image",
             "results",
             "vehicle: for every camera frame the newest labels (mono8 train ids, the camera "
-            "frame's stamp)",
+            f"frame's stamp; their names: the cloud's {LABEL_INFO_TOPIC}, not re-published)",
         ),
         Topic(
             CAMERA_LABELS_COLOR_TOPIC,

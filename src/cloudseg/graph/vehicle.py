@@ -234,7 +234,7 @@ CAMERA_LABELS = NodeSpec(
     executable="camera_labels_node",
     side="vehicle",
     description="For every camera frame, publishes the newest labels from the cloud with the "
-    "camera frame's stamp, and their age and source frame",
+    "camera frame's stamp (mono8, and coloured for subscribers), and their age and source frame",
     params=(
         Param(
             "warp",

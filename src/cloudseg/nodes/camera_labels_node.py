@@ -2,9 +2,11 @@
 
 With frame selection only some frames reach the cloud. For each camera frame this node
 publishes the newest labels that came back (header: the camera frame's, so consumers can
-synchronise with the image) on /cloudseg/camera_labels, and a LabelAge on
-/cloudseg/camera_labels/info (the seq and stamp of the frame the labels came from, their age,
-whether they were warped along optical flow). The logic is
+synchronise with the image) on /cloudseg/camera_labels (mono8 train ids, named by the cloud's
+/cloudseg/label_info in the same namespace: this node publishes no LabelInfo of its own) and
+/cloudseg/camera_labels/color (the Cityscapes palette), each only while someone subscribes, and
+a LabelAge on /cloudseg/camera_labels/info (the seq and stamp of the frame the labels came
+from, their age, whether they were warped along optical flow). The logic is
 :class:`cloudseg.selection.held_labels.LabelHolder`. In the vehicle process the frame_selector
 hands it the camera frames; on its own it subscribes to /camera/image_raw.
 """
@@ -20,6 +22,7 @@ from std_msgs.msg import Header
 
 from cloudseg.graph import (
     CAMERA_LABELS,
+    CAMERA_LABELS_COLOR_TOPIC,
     CAMERA_LABELS_INFO_TOPIC,
     CAMERA_LABELS_TOPIC,
     FRAMES_TOPIC,
@@ -28,7 +31,8 @@ from cloudseg.graph import (
 )
 from cloudseg.msg import Frame, LabelAge
 from cloudseg.nodes.common import boundary, qos_for, run_node, stamp_ns
-from cloudseg.nodes.convert import ImageError, image_to_numpy, image_to_rgb, numpy_to_image
+from cloudseg.nodes.convert import ImageError, image_to_numpy, image_to_rgb
+from cloudseg.nodes.label_topics import LabelPublishers
 from cloudseg.nodes.parameters import declare_parameters
 from cloudseg.selection.held_labels import LabelHolder
 
@@ -41,8 +45,8 @@ class CameraLabelsNode(Node):
         self.params = declare_parameters(self, CAMERA_LABELS)
         self.holder = LabelHolder(warp=self.params["warp"])
         self.seq_of: OrderedDict[int, int] = OrderedDict()  # capture stamp -> Frame.seq
-        self.labels_pub = self.create_publisher(
-            Image, CAMERA_LABELS_TOPIC, qos_for(CAMERA_LABELS_TOPIC)
+        self.labels = LabelPublishers(
+            self, CAMERA_LABELS_TOPIC, CAMERA_LABELS_COLOR_TOPIC, lazy=True
         )
         self.info_pub = self.create_publisher(
             LabelAge, CAMERA_LABELS_INFO_TOPIC, qos_for(CAMERA_LABELS_INFO_TOPIC)
@@ -54,7 +58,7 @@ class CameraLabelsNode(Node):
         warp = " (warped along optical flow)" if self.params["warp"] else ""
         self.get_logger().info(
             f"the newest labels for every camera frame{warp} -> "
-            f"{self.resolve_topic_name(CAMERA_LABELS_TOPIC)}, "
+            f"{self.resolve_topic_name(CAMERA_LABELS_TOPIC)} (+ /color), "
             f"{self.resolve_topic_name(CAMERA_LABELS_INFO_TOPIC)}"
         )
 
@@ -84,12 +88,12 @@ class CameraLabelsNode(Node):
         """One camera frame: publish the labels held for it (once any came back)."""
         stamp = stamp_ns(header)
         self.holder.add_camera_frame(stamp, rgb)
-        wanted = self.labels_pub.get_subscription_count() > 0
+        wanted = self.labels.wanted()
         held = self.holder.for_frame(stamp, rgb if wanted else None)
         if held is None:
             return
         if wanted:
-            self.labels_pub.publish(numpy_to_image(held.labels, "mono8", header))
+            self.labels.publish(held.labels, header)
         info = LabelAge(
             header=header,
             source_seq=max(held.source_seq, 0),

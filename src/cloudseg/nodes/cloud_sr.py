@@ -172,7 +172,7 @@ class CloudSRNode(CloudIngest):
             header = r.frame.header
             accuracy = self.profile(r) if r.frame.profiling else -1.0
             out = ep.outputs
-            out.labels.publish(numpy_to_image(r.labels, "mono8", header))
+            out.labels.publish(r.labels, header)
             if r.overlay is not None and out.overlay.get_subscription_count() > 0:
                 out.overlay.publish(numpy_to_image(r.overlay, "rgb8", header))
             if r.restored is not None and ep.restored_pub.get_subscription_count() > 0:

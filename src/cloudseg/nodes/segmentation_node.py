@@ -1,5 +1,9 @@
 """Segmentation node (cloud): labels, colour overlay and timings for every frame.
 
+Labels go out as ROS users expect (`cloudseg.nodes.label_topics`): mono8 train ids, the same
+in the Cityscapes palette on `labels/color` while someone subscribes, and the class names once
+per stream on `label_info` (vision_msgs/LabelInfo, transient local).
+
 In the cloud process (`cloud_node`) it owns the models and the publishers of every stream's
 results (`outputs`: labels, overlay, stats under the stream's namespace); the sr node
 (`cloudseg.nodes.cloud_sr`) batches the streams' frames and runs them on these models
@@ -28,6 +32,8 @@ from cloudseg.cloud.router import frame_stats
 from cloudseg.cloud.service import CloudService
 from cloudseg.cloud.streams import normalise_namespace, stream_topic
 from cloudseg.graph import (
+    LABEL_INFO_TOPIC,
+    LABELS_COLOR_TOPIC,
     LABELS_TOPIC,
     OVERLAY_TOPIC,
     RESTORED_INFO_TOPIC,
@@ -47,16 +53,38 @@ from cloudseg.nodes.common import (
     stop_worker,
 )
 from cloudseg.nodes.convert import image_to_rgb, numpy_to_image
+from cloudseg.nodes.label_topics import LabelPublishers, publish_label_info
 from cloudseg.nodes.parameters import declare_parameters
 
 
 @dataclass
 class Outputs:
-    """A stream's result publishers."""
+    """A stream's result publishers: labels (mono8, `/color` for subscribers), overlay, stats,
+    and its LabelInfo (published once, transient local)."""
 
-    labels: Publisher
+    labels: LabelPublishers
     overlay: Publisher
     stats: Publisher
+    label_info: Publisher
+
+    @classmethod
+    def create(cls, node: SegmentationNode, ns: str | None = None) -> Outputs:
+        """The publishers under stream namespace `ns` (None: the node's own names)."""
+
+        def name(topic: str) -> str:
+            return topic if ns is None else stream_topic(ns, topic)
+
+        return cls(
+            LabelPublishers(node, LABELS_TOPIC, LABELS_COLOR_TOPIC, name),
+            node.create_publisher(Image, name(OVERLAY_TOPIC), qos_for(OVERLAY_TOPIC)),
+            node.create_publisher(FrameStats, name(STATS_TOPIC), qos_for(STATS_TOPIC)),
+            publish_label_info(node, node.service.class_names, name),
+        )
+
+    def destroy(self, node: Node) -> None:
+        self.labels.destroy(node)
+        for pub in (self.overlay, self.stats, self.label_info):
+            node.destroy_publisher(pub)
 
 
 class SegmentationNode(Node):
@@ -65,9 +93,7 @@ class SegmentationNode(Node):
         self.worker: NewestFirst[tuple[Image, float]] | None = None  # on its own, once up
         self.params = p = declare_parameters(self, SEGMENTATION)
         self.service = CloudService.from_params(p)
-        self.labels_pub = self.create_publisher(Image, LABELS_TOPIC, qos_for(LABELS_TOPIC))
-        self.overlay_pub = self.create_publisher(Image, OVERLAY_TOPIC, qos_for(OVERLAY_TOPIC))
-        self.stats_pub = self.create_publisher(FrameStats, STATS_TOPIC, qos_for(STATS_TOPIC))
+        self.own = Outputs.create(self)  # its own namespace's stream
         self._outputs: dict[str, Outputs] = {}  # other streams' (cloud process)
         if not in_process:  # on its own: newest restored image first, in a worker thread
             self.infos: Recent[int, RestoredInfo] = Recent(64)
@@ -91,35 +117,28 @@ class SegmentationNode(Node):
             )
         source = "the sr node's batches, in process" if in_process else RESTORED_TOPIC
         self.get_logger().info(
-            f"segmenting {source} -> {LABELS_TOPIC}, {OVERLAY_TOPIC}: {self.service.describe()}"
+            f"segmenting {source} -> {LABELS_TOPIC} (+ /color), {OVERLAY_TOPIC}, "
+            f"{LABEL_INFO_TOPIC} ({len(self.service.class_names)} classes): "
+            f"{self.service.describe()}"
         )
 
     def outputs(self, namespace: str) -> Outputs:
-        """The publishers of one stream's results (cloud process): `<ns>/cloudseg/labels`,
-        `overlay` and `stats`; its own namespace's stream's are the node's own."""
+        """The publishers of one stream's results (cloud process): `<ns>/cloudseg/labels`
+        (+ `/color`), `overlay`, `stats` and `label_info`; its own namespace's stream's are the
+        node's own."""
         ns = normalise_namespace(namespace)
         if ns == normalise_namespace(self.get_namespace()):
-            return Outputs(self.labels_pub, self.overlay_pub, self.stats_pub)
+            return self.own
         out = self._outputs.get(ns)
         if out is None:
-            out = self._outputs[ns] = Outputs(
-                *(
-                    self.create_publisher(kind, stream_topic(ns, topic), qos_for(topic))
-                    for kind, topic in (
-                        (Image, LABELS_TOPIC),
-                        (Image, OVERLAY_TOPIC),
-                        (FrameStats, STATS_TOPIC),
-                    )
-                )
-            )
+            out = self._outputs[ns] = Outputs.create(self, ns)
         return out
 
     def drop_outputs(self, namespace: str) -> None:
         """Destroy the publishers of a stream that went away."""
         out = self._outputs.pop(normalise_namespace(namespace), None)
         if out is not None:
-            for pub in (out.labels, out.overlay, out.stats):
-                self.destroy_publisher(pub)
+            out.destroy(self)
 
     @boundary("restored info")
     def on_info(self, msg: RestoredInfo) -> None:
@@ -149,8 +168,8 @@ class SegmentationNode(Node):
                 seq, scale, sr_bypass = info.seq, info.scale, info.sr_bypass
         result = self.service.segment_restored(rgb, camera)
         header = msg.header
-        self.labels_pub.publish(numpy_to_image(result.labels, "mono8", header))
-        self.overlay_pub.publish(
+        self.own.labels.publish(result.labels, header)
+        self.own.overlay.publish(
             numpy_to_image(result.overlay(self.params["overlay_alpha"]), "rgb8", header)
         )
         # segmentation only: the sr node reports the frame (codec, transport, decode, restoration)
@@ -166,7 +185,7 @@ class SegmentationNode(Node):
             untrained=bool(result.untrained),
             frames_skipped=skipped,
         )
-        self.stats_pub.publish(FrameStats(header=header, **stats))
+        self.own.stats.publish(FrameStats(header=header, **stats))
 
     def destroy_node(self) -> None:
         stop_worker(self, "worker", "the segmentation worker")

@@ -1,28 +1,51 @@
-"""Cityscapes train-id labels as the pipeline gives them, and their colour overlay."""
+"""Cityscapes train-id labels as the pipeline gives them: their palette, class names and
+colour overlay."""
 
 from __future__ import annotations
 
-import functools
+from collections.abc import Mapping
 
 import cv2
 import numpy as np
 from torch import Tensor
 
-__all__ = ["IGNORE_ID", "NUM_CLASSES", "mark_untrained", "overlay"]
+__all__ = [
+    "IGNORE_ID",
+    "LABEL_THRESHOLD",
+    "NUM_CLASSES",
+    "class_names",
+    "mark_untrained",
+    "overlay",
+    "palette",
+]
 
 #: Cityscapes train ids 0..18 and the ignore id (as cloudseg.data.cityscapes, which is not
 #: imported here: it needs cityscapesScripts, absent on a bare GPU host running the benchmark).
 NUM_CLASSES = 19
 IGNORE_ID = 255
+#: vision_msgs/LabelInfo.threshold of the segmenters: each pixel takes its highest-scoring class
+#: (argmax), whatever the score, so no confidence cut applies
+LABEL_THRESHOLD = 0.0
 
 
-@functools.cache
-def _overlay_lut() -> np.ndarray:
-    from cloudseg.data.cityscapes import TRAIN_ID_COLORS  # lazy: needs cityscapesScripts
+def palette() -> np.ndarray:
+    """(256, 3) uint8 RGB of every mono8 label value, Cityscapes colours (cityscapesScripts'
+    labels.py) for train ids 0..18 and black for 255 ('unlabeled') and every other value:
+    ``palette()[labels]`` colours an HxW uint8 label map."""
+    from cloudseg.data.cityscapes import TRAIN_ID_PALETTE  # lazy: needs cityscapesScripts
 
-    lut = np.zeros((256, 3), np.uint8)
-    lut[:NUM_CLASSES] = TRAIN_ID_COLORS
-    return lut
+    return TRAIN_ID_PALETTE
+
+
+def class_names(meta: Mapping | None = None) -> tuple[str, ...]:
+    """The names of a segmenter's classes, indexed by train id: its weights' metadata
+    ``class_names`` when it lists them, else Cityscapes' 19 (cityscapesScripts' labels.py)."""
+    names = (meta or {}).get("class_names")
+    if isinstance(names, (list, tuple)) and names and all(isinstance(n, str) for n in names):
+        return tuple(names)
+    from cloudseg.data.cityscapes import TRAIN_ID_NAMES  # lazy: needs cityscapesScripts
+
+    return TRAIN_ID_NAMES
 
 
 def overlay(rgb_uint8: np.ndarray, labels: np.ndarray | Tensor, alpha: float = 0.5) -> np.ndarray:
@@ -44,7 +67,7 @@ def overlay(rgb_uint8: np.ndarray, labels: np.ndarray | Tensor, alpha: float = 0
     if not np.issubdtype(labels.dtype, np.integer):
         raise ValueError(f"labels must be integer train ids, got {labels.dtype}")
     ids = np.where((labels >= 0) & (labels < NUM_CLASSES), labels, IGNORE_ID).astype(np.uint8)
-    colours = _overlay_lut()[ids]
+    colours = palette()[ids]
     blended = cv2.addWeighted(rgb, 1.0 - float(alpha), colours, float(alpha), 0.0)
     return np.where((ids < NUM_CLASSES)[..., None], blended, rgb)
 
