@@ -28,11 +28,12 @@ from cloudseg.media.codecs import (
 
 log = logging.getLogger(__name__)
 
-_NAL_IDR = 5
+#: NAL unit types (H.264 table 7-1): IDR slice, sequence and picture parameter sets
+NAL_IDR, NAL_SPS, NAL_PPS = 5, 7, 8
 
 
-def _nal_types(payload: bytes) -> list[int]:
-    """The NAL unit types of an Annex-B byte stream."""
+def nal_unit_types(payload: bytes) -> list[int]:
+    """The NAL unit types of an Annex-B byte stream, in order."""
     types = []
     start = payload.find(b"\x00\x00\x01")
     while 0 <= start < len(payload) - 3:
@@ -43,7 +44,7 @@ def _nal_types(payload: bytes) -> list[int]:
 
 def is_h264_keyframe(payload: bytes) -> bool:
     """True when an Annex-B H.264 payload holds an IDR slice (NAL type 5)."""
-    return _NAL_IDR in _nal_types(bytes(payload))
+    return NAL_IDR in nal_unit_types(bytes(payload))
 
 
 class H264Encoder:
