@@ -128,6 +128,8 @@ def test_late_viewers_start_at_an_idr_and_decode_and_none_costs_nothing(shared_d
     it) over DDS: without viewers nothing is built; a Foxglove viewer that subscribes
     mid-stream, and later an ffmpeg one, each get an IDR with SPS first (not a periodic one:
     gop 17), the exact bytes of the Frame, and PyAV decodes every message at 64x32."""
+    from ffmpeg_image_transport_msgs.msg import FFMPEGPacket
+    from foxglove_msgs.msg import CompressedVideo
     from rclpy.executors import SingleThreadedExecutor
     from std_msgs.msg import Header
 
@@ -135,8 +137,6 @@ def test_late_viewers_start_at_an_idr_and_decode_and_none_costs_nothing(shared_d
     from cloudseg.msg import Frame
     from cloudseg.nodes.common import qos_for
     from cloudseg.nodes.compressor_node import CompressorNode
-    from ffmpeg_image_transport_msgs.msg import FFMPEGPacket
-    from foxglove_msgs.msg import CompressedVideo
     from support import wait_until
 
     viewer = ros
