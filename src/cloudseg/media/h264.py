@@ -55,9 +55,10 @@ class H264Encoder:
     buffer of ``vbv_seconds`` of data); otherwise ``bitrate_kbps`` (default 750) is CBR-like:
     average ``bit_rate`` with ``maxrate`` equal to it and the same VBV buffer.
     ``tune=zerolatency`` (no B-frames, no lookahead) makes every ``encode`` return the packet of
-    the frame just given. SPS/PPS are repeated in every IDR, so a decoder can join at any
-    keyframe. Changing the frame size, or :meth:`reconfigure`, starts a new encoder: the next
-    frame is an IDR.
+    the frame just given. SPS/PPS are repeated in every IDR (FFmpeg's libx264 wrapper writes
+    them in band unless the codec context asks for global headers, which this one never does),
+    so a decoder can join at any keyframe. Changing the frame size, or :meth:`reconfigure`,
+    starts a new encoder: the next frame is an IDR.
 
     ``intra_refresh=True`` (x264 ``intra-refresh=1``): after the first IDR, a column of intra
     blocks sweeps the picture every ``gop`` frames instead of periodic IDRs, so there are no IDR
