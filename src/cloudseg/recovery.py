@@ -11,7 +11,10 @@ IDR, which the encoder makes only every ``gop`` frames (17 by default: up to a s
 * vehicle side, :class:`KeyframeOnRequest`: the compressor makes its next frame an IDR, unless
   it already sent one after the frame the request names (that IDR is on its way: one IDR per
   loss, not one per request), and at most one forced IDR per ``min_interval_s`` (a peer that
-  floods requests cannot turn the stream into IDRs only).
+  floods requests cannot turn the stream into IDRs only);
+* vehicle side, :class:`ViewerJoins`: a viewer that subscribes to the stream's viewer topics
+  (Foxglove, ffmpeg image_transport) mid-stream asks the same way, so its first message is an
+  IDR and it decodes at once (with intra refresh it would otherwise never see one).
 
 Plain Python (no ROS): the nodes, ``cloudseg bench recover`` and the tests share it.
 """
@@ -20,7 +23,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 #: The cloud asks again at most this often while its decoder waits for an IDR.
@@ -120,3 +123,35 @@ class KeyframeOnRequest:
         """A frame went out (an IDR or not)."""
         if keyframe:
             self.last_keyframe_seq = int(seq)
+
+
+class ViewerJoins:
+    """Vehicle side: which viewer topics a frame goes to, and when a new viewer needs an IDR.
+
+    Before each frame the node gives the topics' subscriber counts (`joined`): a count that
+    went up since the last frame is a new subscriber, so the node asks `KeyframeOnRequest` for
+    an IDR. Until an IDR goes out, that topic gets nothing (`targets`): a late joiner's first
+    message is a key frame (the request may wait out the forced-IDR interval). A topic without
+    subscribers gets nothing either: no message is built for it.
+    """
+
+    def __init__(self, topics: Iterable[str]) -> None:
+        self.counts = dict.fromkeys(topics, 0)
+        self.waiting: set[str] = set()  # topics with a new subscriber and no IDR since
+        self.sent = dict.fromkeys(self.counts, 0)  # messages built and published per topic
+
+    def joined(self, counts: Mapping[str, int]) -> bool:
+        """The subscriber counts now; True when one went up (make the next frame an IDR)."""
+        new = {t for t, n in counts.items() if n > self.counts.get(t, 0)}
+        self.counts.update(counts)
+        self.waiting |= new
+        return bool(new)
+
+    def targets(self, keyframe: bool) -> list[str]:
+        """The topics this frame goes to (`keyframe`: it is an IDR); counts them as sent."""
+        if keyframe:
+            self.waiting.clear()
+        out = [t for t, n in self.counts.items() if n > 0 and t not in self.waiting]
+        for t in out:
+            self.sent[t] += 1
+        return out

@@ -28,11 +28,12 @@ from cloudseg.media.codecs import (
 
 log = logging.getLogger(__name__)
 
-_NAL_IDR = 5
+#: NAL unit types (H.264 table 7-1): IDR slice, sequence and picture parameter sets
+NAL_IDR, NAL_SPS, NAL_PPS = 5, 7, 8
 
 
-def _nal_types(payload: bytes) -> list[int]:
-    """The NAL unit types of an Annex-B byte stream."""
+def nal_unit_types(payload: bytes) -> list[int]:
+    """The NAL unit types of an Annex-B byte stream, in order."""
     types = []
     start = payload.find(b"\x00\x00\x01")
     while 0 <= start < len(payload) - 3:
@@ -43,7 +44,7 @@ def _nal_types(payload: bytes) -> list[int]:
 
 def is_h264_keyframe(payload: bytes) -> bool:
     """True when an Annex-B H.264 payload holds an IDR slice (NAL type 5)."""
-    return _NAL_IDR in _nal_types(bytes(payload))
+    return NAL_IDR in nal_unit_types(bytes(payload))
 
 
 class H264Encoder:
@@ -54,9 +55,10 @@ class H264Encoder:
     buffer of ``vbv_seconds`` of data); otherwise ``bitrate_kbps`` (default 750) is CBR-like:
     average ``bit_rate`` with ``maxrate`` equal to it and the same VBV buffer.
     ``tune=zerolatency`` (no B-frames, no lookahead) makes every ``encode`` return the packet of
-    the frame just given. SPS/PPS are repeated in every IDR, so a decoder can join at any
-    keyframe. Changing the frame size, or :meth:`reconfigure`, starts a new encoder: the next
-    frame is an IDR.
+    the frame just given. SPS/PPS are repeated in every IDR (FFmpeg's libx264 wrapper writes
+    them in band unless the codec context asks for global headers, which this one never does),
+    so a decoder can join at any keyframe. Changing the frame size, or :meth:`reconfigure`,
+    starts a new encoder: the next frame is an IDR.
 
     ``intra_refresh=True`` (x264 ``intra-refresh=1``): after the first IDR, a column of intra
     blocks sweeps the picture every ``gop`` frames instead of periodic IDRs, so there are no IDR

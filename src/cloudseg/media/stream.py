@@ -114,6 +114,7 @@ class CompressedFrame:
     width: int  # original size
     height: int
     encode_ms: float  # downsampling + encoding
+    encoded_size: tuple[int, int] = (0, 0)  # (width, height) of the picture encoded
 
 
 class FrameCompressor:
@@ -164,7 +165,14 @@ class FrameCompressor:
         encoded = self._encoder.encode(small)
         ms = (time.perf_counter() - t0) * 1e3
         return CompressedFrame(
-            encoded.payload, encoded.keyframe, s.scale, s.codec, rgb.shape[1], rgb.shape[0], ms
+            encoded.payload,
+            encoded.keyframe,
+            s.scale,
+            s.codec,
+            rgb.shape[1],
+            rgb.shape[0],
+            ms,
+            (small.shape[1], small.shape[0]),
         )
 
 

@@ -12,11 +12,17 @@ restarted compressor). A keyframe request from the cloud (cloudseg/keyframe_requ
 next frame an H.264 IDR, unless an IDR sent after the frame it names is already on its way.
 JPEG/PNG frames also go, as sensor_msgs/CompressedImage, to cloudseg/lowres/compressed (the
 image_transport 'compressed' topic of their own base topic, cloudseg/lowres) for stock viewers.
+H.264 frames go, only while someone subscribes, as Foxglove's CompressedVideo to
+cloudseg/lowres/foxglove and as image_transport's FFMPEGPacket to cloudseg/lowres/ffmpeg; a new
+subscriber there asks for an IDR like the cloud does, and gets nothing before it
+(`recovery.ViewerJoins`).
 """
 
 from __future__ import annotations
 
 import numpy as np
+from ffmpeg_image_transport_msgs.msg import FFMPEGPacket
+from foxglove_msgs.msg import CompressedVideo
 from rclpy.node import Node
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
@@ -25,6 +31,8 @@ from cloudseg.control.knob import OneShot, check_knob, compressor_changes
 from cloudseg.graph import (
     COMPRESSED_TOPIC,
     COMPRESSOR,
+    FFMPEG_TOPIC,
+    FOXGLOVE_TOPIC,
     FRAMES_TOPIC,
     IMAGE_TOPIC,
     KEYFRAME_REQUEST_TOPIC,
@@ -32,12 +40,13 @@ from cloudseg.graph import (
 )
 from cloudseg.media.codecs import CodecError
 from cloudseg.media.image_codecs import compressed_format
-from cloudseg.media.stream import CompressorSettings, FrameCompressor
+from cloudseg.media.stream import CompressedFrame, CompressorSettings, FrameCompressor
+from cloudseg.media.viewer_formats import check_access_unit
 from cloudseg.msg import Frame, KeyframeRequest, Knob
 from cloudseg.nodes.common import boundary, drop_input, qos_for, run_node
-from cloudseg.nodes.convert import compressed_image, image_to_rgb
+from cloudseg.nodes.convert import compressed_image, compressed_video, ffmpeg_packet, image_to_rgb
 from cloudseg.nodes.parameters import declare_parameters
-from cloudseg.recovery import KeyframeOnRequest
+from cloudseg.recovery import KeyframeOnRequest, ViewerJoins
 
 
 class CompressorNode(Node):
@@ -54,6 +63,11 @@ class CompressorNode(Node):
         self.compressed_pub = self.create_publisher(
             CompressedImage, COMPRESSED_TOPIC, qos_for(COMPRESSED_TOPIC)
         )
+        self.viewer_pubs = {
+            topic: self.create_publisher(kind, topic, qos_for(topic))
+            for topic, kind in ((FOXGLOVE_TOPIC, CompressedVideo), (FFMPEG_TOPIC, FFMPEGPacket))
+        }
+        self.viewers = ViewerJoins(self.viewer_pubs)
         if not in_process:
             self.create_subscription(Image, IMAGE_TOPIC, self.on_image, qos_for(IMAGE_TOPIC))
         self.create_subscription(Knob, KNOB_TOPIC, self.on_knob, qos_for(KNOB_TOPIC))
@@ -113,6 +127,12 @@ class CompressorNode(Node):
     ) -> Frame | None:
         """Compress and publish one frame; `level` from the selector (KEY: an IDR), or None to
         call it KEY when the encoder made an IDR. Returns the Frame, None when dropped."""
+        counts = {t: p.get_subscription_count() for t, p in self.viewer_pubs.items()}
+        if self.viewers.joined(counts) and self.keyframes.request(self.seq):
+            self.get_logger().info(
+                "a viewer subscribed to the stream: the next frame is an IDR",
+                throttle_duration_sec=1.0,
+            )
         asked = self.keyframes.take()
         try:
             out = self.compressor.compress(
@@ -144,11 +164,27 @@ class CompressorNode(Node):
         self.frame_pub.publish(frame)
         self.keyframes.sent(self.seq, out.keyframe)
         self.seq += 1
-        if out.codec != "h264" and self.params["publish_compressed"]:
+        if out.codec == "h264":
+            self.publish_viewers(header, out, frame.seq)
+        elif self.params["publish_compressed"]:
             self.compressed_pub.publish(
                 compressed_image(out.payload, compressed_format(out.codec), header)
             )
         return frame
+
+    def publish_viewers(self, header: Header, out: CompressedFrame, seq: int) -> None:
+        """H.264 frame `seq` to the viewer topics that have subscribers (none: nothing built)."""
+        try:
+            idr = check_access_unit(out.payload)
+        except CodecError as exc:  # not what a viewer decodes: the Frame went, this does not
+            drop_input(self, "viewer frame", exc, what=f"viewer frame {seq}")
+            return
+        for topic in self.viewers.targets(idr):
+            if topic == FOXGLOVE_TOPIC:
+                msg = compressed_video(out.payload, header)
+            else:
+                msg = ffmpeg_packet(out.payload, header, out.encoded_size, seq, idr)
+            self.viewer_pubs[topic].publish(msg)
 
 
 def _stamp(header: Header) -> str:
