@@ -6,6 +6,7 @@ without ROS.
 
 from __future__ import annotations
 
+import argparse
 import logging
 import re
 
@@ -16,6 +17,7 @@ from torch import Tensor
 __all__ = [
     "DEVICE_FORMS",
     "DeviceError",
+    "device_arg",
     "is_cuda",
     "parse_device",
     "resolve_device",
@@ -86,6 +88,16 @@ def resolve_device(text: str | torch.device) -> torch.device:
         if device.index is not None and device.index >= count:
             raise DeviceError(f"device {text!r} requested but this host has {count} GPU(s)")
     return device
+
+
+def device_arg(text: str) -> str:
+    """An argparse ``type`` for a device option: the text (``auto`` included) if it parses."""
+    if text.strip().lower() != "auto":
+        try:
+            parse_device(text)
+        except DeviceError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
 
 
 def is_cuda(device: str | torch.device) -> bool:
