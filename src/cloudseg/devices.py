@@ -83,7 +83,9 @@ def resolve_device(text: str | torch.device) -> torch.device:
     device = parse_device(text)
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise DeviceError(f"device {text!r} requested but CUDA is unusable: {_why_no_cuda()}")
+            raise DeviceError(
+                f"device {text!r} requested but CUDA is not available here: {_why_no_cuda()}"
+            )
         count = torch.cuda.device_count()
         if device.index is not None and device.index >= count:
             raise DeviceError(f"device {text!r} requested but this host has {count} GPU(s)")
