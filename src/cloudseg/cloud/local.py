@@ -98,4 +98,3 @@ class LocalInference:
             mode=mode,
             untrained=pipe.untrained,
         )
-
