@@ -31,7 +31,9 @@ for arg in "$@"; do
     *) echo "setup: unknown option $arg (--cuda, --cpu, --triton, --no-triton)" >&2; exit 2 ;;
   esac
 done
-[[ "$triton_only" == yes ]] && exec "$root/scripts/setup_triton.sh" "${torch_flag[@]}"
+if [[ "$triton_only" == yes ]]; then
+  exec "$root/scripts/setup_triton.sh" "${torch_flag[@]}"
+fi
 log=$(mktemp -t cloudseg-setup.XXXXXX)
 trap 'rm -f "$log"' EXIT
 

@@ -73,7 +73,7 @@ def test_auto_on_a_cpu_host_is_the_cpu_and_says_why(caplog) -> None:
     with caplog.at_level(logging.INFO, logger="cloudseg.devices"):
         assert resolve_device("auto") == torch.device("cpu")
     [line] = [r.getMessage() for r in caplog.records]
-    assert line.startswith("device auto: cpu (") and "torch" in line
+    assert line.startswith("device auto -> cpu: torch") and "\n" not in line
     assert resolve_device("cpu") == torch.device("cpu")
     for text in ("cuda", "cuda:0"):
         with pytest.raises(DeviceError, match="CUDA is not available here"):

@@ -146,3 +146,29 @@ def test_check_says_in_one_line_why_cuda_is_not_there(tmp_path, monkeypatch) -> 
     monkeypatch.setattr(torch_build, "DRIVER_FILE", str(tmp_path / "none"))
     ok, line = torch_build.check("cuda")
     assert not ok and "no NVIDIA driver or GPU found" in line
+
+
+@pytest.mark.parametrize(("flags", "mode"), [((), "cpu"), (("--cuda",), "cuda")])
+def test_triton_env_gets_the_cpu_build_on_a_cpu_host(tmp_path, flags, mode) -> None:
+    """scripts/setup_triton.sh on this host (no NVIDIA driver) with a stand-in venv interpreter
+    that records its calls: torch_build installs the CPU build unless --cuda says otherwise."""
+    if Path(torch_build.DRIVER_FILE).exists():
+        pytest.skip("this host has an NVIDIA driver")
+    root = tmp_path / "repo"
+    (root / "scripts").mkdir(parents=True)
+    for name in ("setup_triton.sh", "torch_build"):
+        (root / "scripts" / name).write_bytes((ROOT / "scripts" / name).read_bytes())
+    calls = tmp_path / "calls"
+    stub = root / ".venv-triton" / "bin" / "python"
+    stub.parent.mkdir(parents=True)
+    stub.write_text(f'#!/bin/sh\necho "$@" >> {calls}\n')
+    stub.chmod(0o755)
+    done = subprocess.run(
+        ["bash", str(root / "scripts" / "setup_triton.sh"), *flags],
+        capture_output=True, text=True, timeout=120, check=False,
+        env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    installs = [c for c in calls.read_text().splitlines() if " install " in f" {c} "]
+    assert installs[0].endswith(f"torch_build install {mode} {stub}"), installs
+    assert "nvidia-pytriton==0.7.0" in installs[1] and "torch" not in installs[1]

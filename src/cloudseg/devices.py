@@ -66,7 +66,10 @@ def parse_device(text: str | torch.device) -> torch.device:
 def _why_no_cuda() -> str:
     """Why CUDA is not usable here, in a few words."""
     if torch.version.cuda is None:
-        return f"torch {torch.__version__} is a CPU build (scripts/setup.sh --cuda on a GPU host)"
+        return (
+            f"torch {torch.__version__} is a CPU build "
+            "(scripts/setup.sh --cuda installs the CUDA build)"
+        )
     return f"torch {torch.__version__} (CUDA {torch.version.cuda}) sees no GPU: no device or driver"
 
 
@@ -76,9 +79,9 @@ def resolve_device(text: str | torch.device) -> torch.device:
     if isinstance(text, str) and text.strip().lower() == "auto":
         if torch.cuda.is_available():
             device = torch.device("cuda")
-            log.info("device auto: cuda (%s)", torch.cuda.get_device_name(device))
+            log.info("device auto -> cuda: %s", torch.cuda.get_device_name(device))
             return device
-        log.info("device auto: cpu (%s)", _why_no_cuda())
+        log.info("device auto -> cpu: %s", _why_no_cuda())
         return torch.device("cpu")
     device = parse_device(text)
     if device.type == "cuda":
