@@ -125,3 +125,13 @@ def test_cuda_n_gets_fp16_pinning_and_host_copies(weights_env) -> None:
     assert isinstance(result.labels, np.ndarray) and isinstance(result.overlay, np.ndarray)
     on_device = torch.ones(3, device="cuda:0")
     assert to_host([on_device])[0].tolist() == [1.0, 1.0, 1.0]
+
+
+@pytest.mark.skipif(CUDA, reason="a CPU host's refusal (this one has CUDA)")
+def test_demo_refuses_a_cuda_device_before_starting_anything() -> None:
+    from cloudseg.demo import DemoError, check_inputs
+
+    for device in ("cuda", "cuda:1"):
+        with pytest.raises(DemoError, match=f"device '{device}' requested but CUDA is not"):
+            check_inputs(None, cloud_params={"device": device})
+    check_inputs(None, cloud_params={"device": "auto"})  # auto: the CPU here, no error
