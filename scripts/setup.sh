@@ -5,9 +5,11 @@
 # ../shared/wheels exists, also the ROS 2 launch packages (`ros2 launch` without a ROS install).
 # Idempotent: a second run only rebuilds what changed. Quiet on success.
 #
-#   scripts/setup.sh            CPU build of PyTorch (torch==2.13.0 resolves to the CPU wheel here)
-#   scripts/setup.sh --cuda     on a GPU host: a CUDA build of PyTorch from the PyTorch index
-#                               (override with CLOUDSEG_TORCH_INDEX=<url>)
+#   scripts/setup.sh            PyTorch by host (scripts/torch_build): a host with an NVIDIA driver
+#                               gets the CUDA build, any other the small CPU wheel
+#   scripts/setup.sh --cuda     the CUDA 13 build of the pinned torch from the package registry,
+#                               checked on the GPU afterwards (NVIDIA driver 580.65.06 or newer)
+#   scripts/setup.sh --cpu      the CPU build, even on a GPU host
 #   scripts/setup.sh --triton   only the Triton server's environment, .venv-triton (below)
 #   scripts/setup.sh --no-triton  skip .venv-triton
 #
@@ -18,17 +20,20 @@ set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 venv="$root/.venv"
-torch_spec="torch==2.13.0"
-torch_args=()
+torch_flag=()  # --cuda / --cpu: forced; none: scripts/torch_build decides by the host
 triton=yes
+triton_only=no
 for arg in "$@"; do
   case "$arg" in
-    --cuda) torch_args=(--index-url "${CLOUDSEG_TORCH_INDEX:-https://download.pytorch.org/whl/cu128}") ;;
-    --triton) exec "$root/scripts/setup_triton.sh" ;;
+    --cuda|--cpu) torch_flag=("$arg") ;;
+    --triton) triton_only=yes ;;
     --no-triton) triton=no ;;
-    *) echo "setup: unknown option $arg (--cuda, --triton, --no-triton)" >&2; exit 2 ;;
+    *) echo "setup: unknown option $arg (--cuda, --cpu, --triton, --no-triton)" >&2; exit 2 ;;
   esac
 done
+if [[ "$triton_only" == yes ]]; then
+  exec "$root/scripts/setup_triton.sh" "${torch_flag[@]}"
+fi
 log=$(mktemp -t cloudseg-setup.XXXXXX)
 trap 'rm -f "$log"' EXIT
 
@@ -48,13 +53,21 @@ step() {  # step NAME CMD...: run quietly, show the log only on failure
 command -v python3 >/dev/null || { echo "setup: python3 (3.10+) is required" >&2; exit 1; }
 [[ -x "$venv/bin/python" ]] || step "creating $venv" python3 -m venv "$venv"
 pip=("$venv/bin/python" -m pip --disable-pip-version-check -q)
+torch_build="$root/scripts/torch_build"
+torch_mode=$(python3 "$torch_build" mode "${torch_flag[@]}")
 
-# Dependencies: reinstalled only when requirements.txt or the torch choice changed.
+# Dependencies: reinstalled only when requirements.txt, the torch pin or the build (cpu/cuda)
+# changed. A switch of build really reinstalls torch (torch_build's requirements exclude each
+# other); on CUDA the GPU is checked before the stamp is written, so a failed check reruns.
 deps_stamp="$venv/.cloudseg-deps"
-deps_key=$(cat "$root/requirements.txt"; echo "$torch_spec ${torch_args[*]:-}")
+deps_key=$(cat "$root/requirements.txt" "$torch_build"; echo "torch build: $torch_mode")
 if [[ ! -f "$deps_stamp" || "$(cat "$deps_stamp")" != "$deps_key" ]]; then
-  step "installing PyTorch ($torch_spec)" "${pip[@]}" install "${torch_args[@]}" "$torch_spec"
+  step "installing PyTorch ($torch_mode build)" "$venv/bin/python" "$torch_build" install \
+    "$torch_mode" "$venv/bin/python"
   step "installing the ROS 2 wheels and dependencies" "${pip[@]}" install -r "$root/requirements.txt"
+  if [[ "$torch_mode" == cuda ]]; then  # one line: CUDA version and GPU, or why not
+    "$venv/bin/python" "$torch_build" check cuda || exit 1
+  fi
   printf '%s' "$deps_key" >"$deps_stamp"
 fi
 
@@ -115,5 +128,5 @@ fi
 
 # The Triton server's environment (cloudseg serve; the Triton tests skip without it).
 if [[ "$triton" == yes ]]; then
-  "$root/scripts/setup_triton.sh"
+  "$root/scripts/setup_triton.sh" "--$torch_mode"
 fi

@@ -88,13 +88,14 @@ def check_inputs(
     topic), a bag topic is asked only of a bag, CUDA is there when asked for. DataError or
     DemoError saying what is wrong."""
     check_input(input_path, topic)
-    if (cloud_params or {}).get("device") == "cuda":
-        import torch
+    device = (cloud_params or {}).get("device")
+    if device not in (None, "auto", "cpu"):  # cuda, cuda:N: there, and that many GPUs
+        from cloudseg.devices import DeviceError, resolve_device
 
-        if not torch.cuda.is_available():
-            raise DemoError(
-                f"device cuda asked for, but CUDA is not available here (torch {torch.__version__})"
-            )
+        try:
+            resolve_device(device)
+        except DeviceError as exc:
+            raise DemoError(str(exc)) from None
 
 
 def cloud_overrides(

@@ -18,6 +18,7 @@ from torch import Tensor
 
 from cloudseg.cloud.inference import BatchResult
 from cloudseg.cloud.service import CloudService
+from cloudseg.devices import to_host
 from cloudseg.restore.labels import IGNORE_ID, NUM_CLASSES, palette
 from cloudseg.restore.results import to_uint8
 
@@ -48,7 +49,7 @@ class LocalInference:
     def __init__(self, service: CloudService, overlay_alpha: float = 0.5) -> None:
         self.service = service
         self.overlay_alpha = float(overlay_alpha)
-        self.cuda = service.device == "cuda"
+        self.cuda = service.device.type == "cuda"  # cuda:N included
         if self.cuda:
             torch.backends.cudnn.benchmark = True
 
@@ -81,7 +82,7 @@ class LocalInference:
             marks = [*pyramid.marks, pipe.mark()]
             restored = to_uint8(pyramid.levels[1]) if (want_restored or want_overlay) else None
             overlay = blend_overlay(restored, labels, self.overlay_alpha) if want_overlay else None
-            host = _to_host([labels, restored if want_restored else None, overlay], self.cuda)
+            host = to_host([labels, restored if want_restored else None, overlay])
         span = pipe.elapsed_ms(marks)  # the events are done: no further wait
         return BatchResult(
             labels=host[0],
@@ -93,20 +94,3 @@ class LocalInference:
             mode=mode,
             untrained=pipe.untrained,
         )
-
-
-def _to_host(tensors: list[Tensor | None], cuda: bool) -> list[np.ndarray | None]:
-    """Device tensors as numpy arrays with one host sync: on CUDA, copies into pinned buffers
-    queued without waiting, then one synchronize."""
-    if not cuda:
-        return [None if t is None else t.numpy() for t in tensors]
-    out = []
-    for t in tensors:
-        if t is None:
-            out.append(None)
-            continue
-        buf = torch.empty(t.shape, dtype=t.dtype, pin_memory=True)
-        buf.copy_(t, non_blocking=True)
-        out.append(buf)
-    torch.cuda.current_stream().synchronize()  # the one host sync of the batch
-    return [None if b is None else b.numpy() for b in out]

@@ -20,12 +20,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 
 from cloudseg.graph import SCALES
 from cloudseg.guard import BadInput
 from cloudseg.media.resize import resize_labels
 from cloudseg.media.stream import StreamDecoder
+from cloudseg.restore.backends import resolve_device
 from cloudseg.restore.labels import class_names, mark_untrained, overlay
 from cloudseg.restore.pipeline import RestorationPipeline
 from cloudseg.restore.results import PipelineResult, Pyramid
@@ -84,13 +84,6 @@ class RestoredImage:
     untrained: tuple[str, ...]
 
 
-def pick_device(name: str) -> str:
-    """'auto' -> 'cuda' when a GPU is there, else 'cpu'."""
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return name
-
-
 class CloudService:
     """Decode, restore (SR or bilinear) and segment frames of one stream."""
 
@@ -109,13 +102,14 @@ class CloudService:
         restore_only: bool = False,
         seg_size: str = "trained",
     ) -> None:
-        self.device = pick_device(device)
+        self.device = resolve_device(device)  # cuda:N is CUDA too: compare by .type only
+        cuda = self.device.type == "cuda"
         self.scales = tuple(int(s) for s in scales)
         self.max_pipelines = max(1, int(max_pipelines))
         self.options = {
             "device": self.device,
-            "dtype": dtype if self.device == "cuda" else "fp32",
-            "cpu_max_width": cpu_max_width if self.device == "cpu" else None,
+            "dtype": dtype if cuda else "fp32",
+            "cpu_max_width": None if cuda else cpu_max_width,
             "return_restored": True,
             "seg_size": seg_size,
         }

@@ -1,18 +1,20 @@
 """The Cityscapes layout: image/label pairs, label ids -> train ids, the train-id colours.
 
 Label tables come from cityscapesScripts (``cityscapesscripts.helpers.labels``), the single
-source of truth for ids, train ids and colours in this project.
+source of truth for ids, train ids and colours in this project; it is imported when a table is
+first used, so that the modules importing this one run on a host without it.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
-from cityscapesscripts.helpers.labels import id2label, trainId2label
 
 from cloudseg.data.folder import read_rgb
 from cloudseg.data.frames import DataError
@@ -27,34 +29,47 @@ TRAIN_IDS_SUFFIX = "_gtFine_labelTrainIds.png"
 LABEL_IDS_SUFFIX = "_gtFine_labelIds.png"
 
 
-def _label_id_lut() -> np.ndarray:
-    lut = np.full(256, IGNORE_ID, np.uint8)
-    for label_id, label in id2label.items():
-        if 0 <= label_id < 256 and 0 <= label.trainId < NUM_CLASSES:
-            lut[label_id] = label.trainId
-    return lut
-
-
-LABEL_ID_TO_TRAIN_ID: np.ndarray = _label_id_lut()
-"""(256,) uint8: Cityscapes label id -> train id (0..18; 255 for ignored and unknown ids)."""
-
-TRAIN_ID_COLORS: np.ndarray = np.array(
-    [trainId2label[i].color for i in range(NUM_CLASSES)], dtype=np.uint8
-)
-"""(19, 3) uint8 RGB colour of each train id (road, sidewalk, ..., bicycle)."""
-
-TRAIN_ID_NAMES: tuple[str, ...] = tuple(trainId2label[i].name for i in range(NUM_CLASSES))
-"""Class name of each train id."""
-
 _VALID_TRAIN_ID = np.zeros(256, bool)
 _VALID_TRAIN_ID[:NUM_CLASSES] = True
 _VALID_TRAIN_ID[IGNORE_ID] = True
 
-TRAIN_ID_PALETTE: np.ndarray = np.zeros((256, 3), np.uint8)
-TRAIN_ID_PALETTE[:NUM_CLASSES] = TRAIN_ID_COLORS
-TRAIN_ID_PALETTE[IGNORE_ID] = trainId2label[IGNORE_ID].color  # 'unlabeled': black
-"""(256, 3) uint8 RGB of every mono8 label value: the Cityscapes colours of train ids 0..18,
-black for 255 (cityscapes' 'unlabeled') and every other value. The project's one palette."""
+
+@functools.cache
+def _tables() -> dict[str, Any]:
+    """The label tables, built on first use: cityscapesScripts is imported only then (this
+    module, and so training and inference, import without it)."""
+    from cityscapesscripts.helpers.labels import id2label, trainId2label
+
+    label_lut = np.full(256, IGNORE_ID, np.uint8)
+    for label_id, label in id2label.items():
+        if 0 <= label_id < 256 and 0 <= label.trainId < NUM_CLASSES:
+            label_lut[label_id] = label.trainId
+    colors = np.array([trainId2label[i].color for i in range(NUM_CLASSES)], dtype=np.uint8)
+    palette = np.zeros((256, 3), np.uint8)
+    palette[:NUM_CLASSES] = colors
+    palette[IGNORE_ID] = trainId2label[IGNORE_ID].color  # 'unlabeled': black
+    return {
+        # (256,) uint8: Cityscapes label id -> train id (0..18; 255 for ignored and unknown ids)
+        "LABEL_ID_TO_TRAIN_ID": label_lut,
+        # (19, 3) uint8 RGB colour of each train id (road, sidewalk, ..., bicycle)
+        "TRAIN_ID_COLORS": colors,
+        # class name of each train id
+        "TRAIN_ID_NAMES": tuple(trainId2label[i].name for i in range(NUM_CLASSES)),
+        # (256, 3) uint8 RGB of every mono8 label value: the Cityscapes colours of train ids
+        # 0..18, black for 255 (cityscapes' 'unlabeled') and every other value. The one palette.
+        "TRAIN_ID_PALETTE": palette,
+    }
+
+
+_LAZY_TABLES = ("LABEL_ID_TO_TRAIN_ID", "TRAIN_ID_COLORS", "TRAIN_ID_NAMES", "TRAIN_ID_PALETTE")
+
+
+def __getattr__(name: str) -> Any:
+    """``LABEL_ID_TO_TRAIN_ID``, ``TRAIN_ID_COLORS``, ``TRAIN_ID_NAMES``, ``TRAIN_ID_PALETTE``:
+    built on first use."""
+    if name not in _LAZY_TABLES:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return _tables()[name]
 
 
 @dataclass(frozen=True)
@@ -121,7 +136,7 @@ def load_label_train_ids(path: str | Path) -> np.ndarray:
             "expected a single-channel 8-bit label image"
         )
     if path.name.endswith("_labelIds.png"):
-        return LABEL_ID_TO_TRAIN_ID[labels]
+        return _tables()["LABEL_ID_TO_TRAIN_ID"][labels]
     if not _VALID_TRAIN_ID[labels].all():
         bad = sorted(set(np.unique(labels).tolist()) - set(range(NUM_CLASSES)) - {IGNORE_ID})
         raise DataError(
@@ -145,4 +160,4 @@ def colorize(train_ids: np.ndarray) -> np.ndarray:
     if train_ids.dtype != np.uint8:
         train_ids = np.where((train_ids >= 0) & (train_ids < NUM_CLASSES), train_ids, IGNORE_ID)
         train_ids = train_ids.astype(np.uint8)
-    return np.take(TRAIN_ID_PALETTE, train_ids, axis=0)  # 4x faster than [train_ids]
+    return np.take(_tables()["TRAIN_ID_PALETTE"], train_ids, axis=0)  # 4x faster than [ids]

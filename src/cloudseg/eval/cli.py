@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from dataclasses import fields
 from pathlib import Path
 
+from cloudseg.devices import device_arg
 from cloudseg.eval.config import CODECS, EvalConfig
 from cloudseg.eval.report import format_table
 from cloudseg.eval.rows import LEARNED_ROWS
@@ -201,9 +202,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--device",
-        choices=("cpu", "cuda"),
+        type=device_arg,
         default=None,
-        help="cuda when available, else cpu",
+        help="cpu, cuda or cuda:N; default: cuda when available, else cpu",
     )
     parser.add_argument("--dtype", default=defaults.dtype, choices=sorted(DTYPES), help="CUDA only")
     parser.add_argument(

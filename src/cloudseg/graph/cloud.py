@@ -31,7 +31,12 @@ SEG_WEIGHTS = Param(
     "official ESPNetv2), 'default' (the backend's registry default), or the path of a "
     "checkpoint with a model card (cloudseg train stream)",
 )
-DEVICE = Param("device", "auto", "torch device", choices=("auto", "cpu", "cuda"))
+DEVICE = Param(
+    "device",
+    "auto",
+    "torch device: auto (CUDA where a GPU is usable, else the CPU), cpu, cuda or cuda:N",
+    choices=("auto", "cpu", "cuda", *(f"cuda:{i}" for i in range(8))),
+)
 DTYPE = Param(
     "dtype",
     "fp16",

@@ -20,7 +20,6 @@ import numpy as np
 
 from cloudseg.guard import TRUSTED, BadInput, FrameLimits
 from cloudseg.media.codecs import CODECS, CodecError, Decoder, Encoder, check_codec
-from cloudseg.media.h264 import H264Decoder, H264Encoder
 from cloudseg.media.image_codecs import ImageDecoder, ImageEncoder
 from cloudseg.media.resize import METHODS, downsample, upsample_bilinear
 
@@ -30,6 +29,8 @@ def make_encoder(codec: str, **params: object) -> Encoder:
     name = check_codec(codec)
     try:
         if name == "h264":
+            from cloudseg.media.h264 import H264Encoder  # lazy: PyAV only where H.264 is used
+
             return H264Encoder(**params)  # type: ignore[arg-type]
         return ImageEncoder(name, **params)  # type: ignore[arg-type]
     except TypeError as exc:
@@ -39,7 +40,11 @@ def make_encoder(codec: str, **params: object) -> Encoder:
 def make_decoder(codec: str, max_pixels: int | None = None) -> Decoder:
     """A per-stream decoder for ``codec`` refusing pictures over ``max_pixels``."""
     name = check_codec(codec)
-    return H264Decoder(max_pixels) if name == "h264" else ImageDecoder(name, max_pixels)
+    if name == "h264":
+        from cloudseg.media.h264 import H264Decoder  # lazy: PyAV only where H.264 is used
+
+        return H264Decoder(max_pixels)
+    return ImageDecoder(name, max_pixels)
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from cloudseg import devices
 from cloudseg.models.registry import ModelSpec, build_model, get_spec
 from cloudseg.models.weights import WeightsError
 
@@ -41,15 +42,12 @@ class PipelineError(ValueError):
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
+    """`cloudseg.devices.resolve_device` (cpu, cuda, cuda:N, auto), its errors as
+    PipelineError."""
     try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError) as exc:
-        raise PipelineError(f"unknown device {device!r}: {exc}") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise PipelineError("device 'cuda' requested but CUDA is not available here")
-    if dev.type not in ("cpu", "cuda"):
-        raise PipelineError(f"device must be cpu or cuda, got {device!r}")
-    return dev
+        return devices.resolve_device(device)
+    except devices.DeviceError as exc:
+        raise PipelineError(str(exc)) from None
 
 
 def segmentation_backend(name: str) -> tuple[str, str]:

@@ -370,7 +370,7 @@ class RestorationPipeline:
         """A point in time on the device's stream (CUDA event) or on the host clock."""
         if self.cuda:
             event = torch.cuda.Event(enable_timing=True)
-            event.record()
+            event.record(torch.cuda.current_stream(self.device))  # cuda:N's, not the current's
             return event
         return time.perf_counter()
 

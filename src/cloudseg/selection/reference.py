@@ -83,10 +83,9 @@ def full_resolution_segmenter(backend: str = "espnetv2", device: str = "auto"):
     mode "full"): the reference of selection, profiling and `demo --score`."""
     import torch
 
-    from cloudseg.cloud.service import pick_device
     from cloudseg.restore.pipeline import RestorationPipeline
 
-    pipeline = RestorationPipeline(None, backend, device=pick_device(device))
+    pipeline = RestorationPipeline(None, backend, device=device)  # "auto" resolved there
     log.info("reference labels: %s", pipeline.describe())
 
     def segment(rgb: np.ndarray) -> np.ndarray:

@@ -21,7 +21,6 @@ import torch
 from tqdm import tqdm
 
 from cloudseg.data.frames import DataError
-from cloudseg.data.sources import open_source
 from cloudseg.media.resize import downsample, resize_labels
 from cloudseg.media.stream import CompressorSettings, StreamRoundTrip
 from cloudseg.train.checkpoint import TrainError
@@ -63,6 +62,7 @@ def load_streams(
     per still), or anything the source node plays (one stream; ``every``-th frame of it, at most
     ``max_frames``, 0 = all). Raises DataError for a missing or empty input."""
     from cloudseg.data.cityscapes import list_pairs, load_label_train_ids, load_rgb
+    from cloudseg.data.sources import open_source  # lazy: bags need rosbags, videos PyAV
 
     if every < 1:
         raise DataError(f"every must be >= 1, got {every}")

@@ -40,6 +40,7 @@ from torch import nn
 from tqdm import tqdm
 
 from cloudseg.data.cityscapes import CityscapesPair, list_pairs, load_label_train_ids, load_rgb
+from cloudseg.devices import device_arg, resolve_device
 from cloudseg.metrics import ConfusionMatrix, MetricsError
 from cloudseg.models.cards import check_card
 from cloudseg.models.icnet import (
@@ -184,7 +185,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--save-every", type=int, default=500, help="steps between checkpoints")
     parser.add_argument("--log-every", type=int, default=10, help="steps per CSV loss row")
     parser.add_argument("--workers", type=int, default=4, help="data loader processes (0 = none)")
-    parser.add_argument("--device", choices=("cpu", "cuda"), default=None, help="default: auto")
+    parser.add_argument(
+        "--device",
+        type=device_arg,
+        default="auto",
+        help="cpu, cuda, cuda:N or auto (default: auto)",
+    )
     parser.add_argument("--amp", action="store_true", help="bf16 autocast (CUDA only)")
     parser.add_argument("--threads", type=int, default=0, help="CPU threads (0 = torch default)")
     parser.add_argument(
@@ -328,9 +334,7 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     _check_args(args)
     if args.weights_dir is not None:
         os.environ[ENV_WEIGHTS] = str(args.weights_dir)
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise TrainError("--device cuda, but CUDA is not available")
+    device = resolve_device(args.device)
     if args.amp and device.type != "cuda":
         raise TrainError("--amp needs --device cuda")
     if args.threads:

@@ -40,6 +40,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from cloudseg.devices import device_arg, resolve_device
 from cloudseg.models.cards import check_card
 from cloudseg.models.selector_net import INPUT_MEAN, INPUT_SIZE, INPUT_STD, SelectorNet
 from cloudseg.train.checkpoint import (
@@ -148,7 +149,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--backend", default="espnetv2", help="segmenter of the targets")
     parser.add_argument(
-        "--device", default="auto", choices=("auto", "cpu", "cuda"), help="default: auto"
+        "--device",
+        type=device_arg,
+        default="auto",
+        help="cpu, cuda, cuda:N or auto (default: auto)",
     )
     parser.add_argument(
         "--out", type=Path, default=Path("runs/selector"), help="output folder (runs/selector)"
@@ -298,8 +302,6 @@ def _check_args(args: argparse.Namespace) -> None:
 
 def train(args: argparse.Namespace, argv: Sequence[str] = ()) -> dict[str, Any]:
     """Run ``cloudseg train selector`` as ``args`` say; returns the last model card written."""
-    from cloudseg.cloud.service import pick_device
-
     _check_args(args)
     data_paths, val_path = _resolve_paths(args)
     out: Path = args.out
@@ -310,7 +312,7 @@ def train(args: argparse.Namespace, argv: Sequence[str] = ()) -> dict[str, Any]:
         check_card(weights, ARCHITECTURE)
     elif weights.exists():
         raise TrainError(f"{weights} exists: add --resume to continue it, or choose another --out")
-    device = torch.device(pick_device(args.device))
+    device = resolve_device(args.device)
 
     limit = args.limit or None
     progress = not args.no_progress

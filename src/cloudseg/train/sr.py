@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm import tqdm
 
+from cloudseg.devices import device_arg, resolve_device
 from cloudseg.media.codecs import CodecError
 from cloudseg.media.resize import resize_labels
 from cloudseg.media.stream import CompressorSettings, default_compressor_settings
@@ -166,7 +167,12 @@ def build_parser(what: str) -> argparse.ArgumentParser:
     parser.add_argument("--val-limit", type=int, default=0, help="validation frames (0 = all)")
     parser.add_argument("--save-every", type=int, default=100, help="steps between checkpoints")
     parser.add_argument("--weights-dir", type=Path, help=f"sets ${ENV_WEIGHTS}")
-    parser.add_argument("--device", choices=("cpu", "cuda"), default=None)
+    parser.add_argument(
+        "--device",
+        type=device_arg,
+        default="auto",
+        help="cpu, cuda, cuda:N or auto (default: auto)",
+    )
     parser.add_argument("--threads", type=int, default=0, help="CPU threads (0 = torch default)")
     parser.add_argument("--no-progress", action="store_true")
     return parser
@@ -226,8 +232,10 @@ def validate(
     cm = ConfusionMatrix()
     psnrs = []
     seg_module = segmenter if segmenter is not None else nn.Identity()
+    # the live modules, in their memory format: on CUDA the pipeline's default, channels_last,
+    # would convert the weights under the optimiser (whose state stays contiguous) for good
     pipeline = RestorationPipeline.from_modules(
-        sr, seg_module, backend, device=device, return_restored=True
+        sr, seg_module, backend, device=device, return_restored=True, channels_last=False
     )
     try:
         for pair in pairs:
@@ -272,7 +280,7 @@ def run(args: argparse.Namespace, what: str) -> dict[str, Any]:
         raise TrainError(f"--out must end in .pth, got {args.out}")
     if args.threads:
         torch.set_num_threads(args.threads)
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = resolve_device(args.device)
     seed_everything(args.seed)
 
     sr, start = _build_sr(args)

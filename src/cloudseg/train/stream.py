@@ -40,6 +40,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm import tqdm
 
+from cloudseg.devices import device_arg, resolve_device
 from cloudseg.media.codecs import CodecError
 from cloudseg.media.resize import resize_labels
 from cloudseg.metrics import ConfusionMatrix
@@ -136,7 +137,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--val-every", type=int, default=100)
     parser.add_argument("--save-every", type=int, default=25)
     parser.add_argument("--threads", type=int, default=0, help="CPU threads (0 = torch default)")
-    parser.add_argument("--device", choices=("cpu", "cuda"), default=None)
+    parser.add_argument(
+        "--device",
+        type=device_arg,
+        default="auto",
+        help="cpu, cuda, cuda:N or auto (default: auto)",
+    )
     parser.add_argument("--weights-dir", type=Path, help=f"sets ${ENV_WEIGHTS}")
     parser.add_argument("--resume", action="store_true", help="continue from --out's state")
     parser.add_argument("--no-progress", action="store_true")
@@ -206,9 +212,16 @@ class Route(nn.Module):
         return logits, image
 
     def pipeline(self, device: torch.device) -> RestorationPipeline:
-        """The serving pipeline over these modules (what validation measures)."""
+        """The serving pipeline over these modules (what validation measures), keeping their
+        memory format: on CUDA the pipeline's default, channels_last, would convert the live
+        weights under the optimiser (whose state stays contiguous) for good."""
         return RestorationPipeline.from_modules(
-            self.sr, self.segmenter.model, self.seg_name, device=device, scale=4
+            self.sr,
+            self.segmenter.model,
+            self.seg_name,
+            device=device,
+            scale=4,
+            channels_last=False,
         )
 
     @property
@@ -276,7 +289,7 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
         raise TrainError(f"--p-frame must be 0..1, got {args.p_frame}")
     if args.threads:
         torch.set_num_threads(args.threads)
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = resolve_device(args.device)
     seed_everything(args.seed)
     codec = StreamCodec(_crfs(args.crfs), args.p_frame)
     progress = not args.no_progress
