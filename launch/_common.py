@@ -22,6 +22,7 @@ under /car1 (/car1/camera/image_raw, /car1/cloudseg/frames, ...); inside a `Grou
 from __future__ import annotations
 
 import os
+import signal
 from pathlib import Path
 
 from launch import LaunchContext, LaunchDescription
@@ -178,10 +179,15 @@ class NodeFailed(RuntimeError):
     nodes and exits 1 (`cloudseg run` does the same)."""
 
 
+#: exit codes of a node stopped by Ctrl-C or SIGTERM (a terminal's Ctrl-C reaches the nodes
+#: too, maybe before launch itself has started shutting down): not a failure
+STOPPED = {-signal.SIGINT, -signal.SIGTERM, 128 + signal.SIGINT, 128 + signal.SIGTERM}
+
+
 def _node_failed(event: ProcessExited, context: LaunchContext) -> None:
     """A node ending on its own with an error (not when launch stops it) stops the launch,
     non-zero; a source that ends cleanly (a finite input) leaves the graph running."""
-    if event.returncode and not context.is_shutdown:
+    if event.returncode and event.returncode not in STOPPED and not context.is_shutdown:
         raise NodeFailed(
             f"{event.process_name} exited with code {event.returncode} (its error is above); "
             "stopping the launch"

@@ -142,7 +142,7 @@ def test_topic_hz_and_echo_see_the_messages(graph):
 
     def check():
         result = ros2(
-            graph.env, "topic", "echo", "--once", "--no-arr", resolve(FRAMES_TOPIC),
+            graph.env, "topic", "echo", "--once", "--no-arr", "--no-daemon", resolve(FRAMES_TOPIC),
             "cloudseg/msg/Frame", timeout=40,
         )  # fmt: skip
         return result, result.returncode == 0
