@@ -9,6 +9,11 @@ are known (an `OpaqueFunction`: an argument left empty keeps the config file's v
     ros2 launch cloudseg pipeline.launch.py scale:=2 codec:=jpeg
     ros2 launch -s cloudseg vehicle.launch.py      # the arguments, with descriptions
 
+The source (`input:=`) holds its first frame until the graph's other processes are up (their
+`ready` endpoints in cloudseg.graph, as `cloudseg run` waits for them: the source's
+`wait_for_graph`), and a node that fails (a bad `input:=`, missing weights) stops the launch
+with an error and a non-zero exit, as `cloudseg run` does.
+
 Topic names are relative (cloudseg.graph), so `namespace:=car1` puts every node and topic
 under /car1 (/car1/camera/image_raw, /car1/cloudseg/frames, ...); inside a `GroupAction` with
 `PushRosNamespace('fleet')` a relative namespace nests (/fleet/car1).
@@ -17,10 +22,18 @@ under /car1 (/car1/camera/image_raw, /car1/cloudseg/frames, ...); inside a `Grou
 from __future__ import annotations
 
 import os
+import signal
 from pathlib import Path
 
 from launch import LaunchContext, LaunchDescription
-from launch.actions import DeclareLaunchArgument, OpaqueFunction, SetEnvironmentVariable
+from launch.actions import (
+    DeclareLaunchArgument,
+    OpaqueFunction,
+    RegisterEventHandler,
+    SetEnvironmentVariable,
+)
+from launch.event_handlers import OnProcessExit
+from launch.events.process import ProcessExited
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
@@ -35,10 +48,14 @@ from cloudseg.graph import (
     SOURCE,
     config_dir,
     namespace,
+    ready_endpoints,
 )
 
 #: the config file a source added to the vehicle graph (`input:=...`) reads
 SOURCE_CONFIG = "source.yaml"
+#: how long the source waits for the graph before it starts anyway (the cloud loads its models
+#: first: tens of seconds on a CPU); a params_file may set another `wait_timeout`
+SOURCE_WAIT_S = 300.0
 
 
 def _processes(graph: str) -> list[str]:
@@ -95,6 +112,13 @@ def graph_arguments(graph: str) -> list[DeclareLaunchArgument]:
                 + ("a generated test clip" if own else "no source, a camera publishes images"),
             ),
             DeclareLaunchArgument(
+                "input_topic",
+                default_value="",
+                description="the image topic the source reads from a rosbag2 input (as "
+                "`cloudseg run --topic`); empty: the config file's "
+                f"({_config_value(SOURCE.name, 'topic_in_bag')})",
+            ),
+            DeclareLaunchArgument(
                 "loop",
                 default_value="false",
                 description="the source starts again at the end of its input (true or false)",
@@ -142,10 +166,32 @@ def graph_launch_description(graph: str) -> LaunchDescription:
     return LaunchDescription(actions)
 
 
-def _launch_nodes(context: LaunchContext, graph: str) -> list[Node]:
+def _launch_nodes(context: LaunchContext, graph: str) -> list:
     names = [a.name for a in graph_arguments(graph)]
     values = {name: LaunchConfiguration(name).perform(context) for name in names}
-    return graph_nodes(graph, **values)
+    nodes = graph_nodes(graph, **values)
+    stops = [OnProcessExit(target_action=n, on_exit=_node_failed) for n in nodes]
+    return [*nodes, *map(RegisterEventHandler, stops)]
+
+
+class NodeFailed(RuntimeError):
+    """A node of the graph ended with an error: launch logs this one line, stops the other
+    nodes and exits 1 (`cloudseg run` does the same)."""
+
+
+#: exit codes of a node stopped by Ctrl-C or SIGTERM (a terminal's Ctrl-C reaches the nodes
+#: too, maybe before launch itself has started shutting down): not a failure
+STOPPED = {-signal.SIGINT, -signal.SIGTERM, 128 + signal.SIGINT, 128 + signal.SIGTERM}
+
+
+def _node_failed(event: ProcessExited, context: LaunchContext) -> None:
+    """A node ending on its own with an error (not when launch stops it) stops the launch,
+    non-zero; a source that ends cleanly (a finite input) leaves the graph running."""
+    if event.returncode and event.returncode not in STOPPED and not context.is_shutdown:
+        raise NodeFailed(
+            f"{event.process_name} exited with code {event.returncode} (its error is above); "
+            "stopping the launch"
+        )
 
 
 def _typed(node: str, name: str, text: str) -> object:
@@ -159,6 +205,7 @@ def graph_nodes(
     namespace: str = "",
     params_file: str = "",
     input: str | None = None,
+    input_topic: str = "",
     loop: str = "false",
     scale: str = "",
     codec: str = "",
@@ -167,7 +214,8 @@ def graph_nodes(
 ) -> list[Node]:
     """One launch_ros Node per process of `graph`, with its config file from config/, then
     `params_file`, then the arguments given (ValueError for a value the node would refuse).
-    The vehicle graph gets a source node too when `input` is given."""
+    The vehicle graph gets a source node too when `input` is given; the source waits for the
+    graph's other processes (`wait_for_graph`) before its first frame."""
     ns = namespace.strip().rstrip("/")
     _check_namespace(ns)
     if params_file and not Path(params_file).is_file():
@@ -179,19 +227,31 @@ def graph_nodes(
     for key, text in (("scale", scale), ("codec", codec)):
         if text:
             given.setdefault(COMPRESSOR.name, {})[key] = _typed(COMPRESSOR.name, key, text)
+    defaults: dict[str, dict] = {}  # the launch file's own, below a params_file
     if any(process == SOURCE.name for process, _ in entries):
         source = given.setdefault(SOURCE.name, {})
         if input:
             source["input"] = input
+        if input_topic:
+            source["topic_in_bag"] = input_topic
         source["loop"] = _typed(SOURCE.name, "loop", loop)
-        # hold the first frame until the vehicle's frame_selector listens (cloudseg run does so)
-        source["wait_for_subscribers"] = 1
+        # as `cloudseg run`: the first frame waits until the others are up and their image
+        # subscribers matched the source
+        others = [process for process, _ in entries if process != SOURCE.name]
+        takers = sum(e.kind == "sub" and e.topic == IMAGE_TOPIC for e in ready_endpoints(others))
+        defaults[SOURCE.name] = {
+            "wait_for_graph": graph,
+            "wait_for_subscribers": takers,
+            "wait_timeout": SOURCE_WAIT_S,
+        }
     remappings = [(IMAGE_TOPIC, image_topic)] if image_topic and image_topic != IMAGE_TOPIC else []
     configs = config_dir()
     actions = []
     for process, config_file in entries:
         spec = NODES[process]
         params: list = [str(Path(configs) / config_file)]
+        if process in defaults:
+            params.append(defaults[process])
         if params_file:
             params.append(params_file)
         values: dict = {}

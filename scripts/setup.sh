@@ -93,6 +93,14 @@ if [[ -n "$wheels" && -d "$wheels/composition_interfaces-src" ]] && compgen -G "
   fi
 fi
 
+# `ros2 launch`, `ros2 interface`, ... find packages through AMENT_PREFIX_PATH, which nothing sets
+# without a sourced ROS install: a .pth file (run by every Python of the venv at start-up, as
+# ros_wheels_bootstrapper's sets LD_LIBRARY_PATH) appends the venv when it is missing, so
+# `.venv/bin/ros2 launch cloudseg ...` works as is, activated or not.
+site=$("$venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+cmp -s "$root/scripts/cloudseg_ament_prefix.pth" "$site/cloudseg_ament_prefix.pth" \
+  || cp "$root/scripts/cloudseg_ament_prefix.pth" "$site/"
+
 # The viewer message packages (foxglove_msgs, ffmpeg_image_transport_msgs, vision_msgs; see
 # interfaces/README.md): built from interfaces/ unless a ROS install already provides them.
 # Rebuilt only when interfaces/ changed.

@@ -97,7 +97,7 @@ def _launched_nodes(description, pushed: str | None = None, **arguments: str) ->
     nodes = []
     for entity in description.entities:
         if isinstance(entity, OpaqueFunction):
-            nodes += entity.visit(context) or []
+            nodes += [e for e in entity.visit(context) or [] if isinstance(e, Node)]
         elif isinstance(entity, Node):
             nodes.append(entity)
     for node in nodes:
@@ -149,7 +149,7 @@ def test_launch_arguments_fit_each_graph(launch_api):
         processes = [name for name, _ in entries]
         expected = {"namespace", "params_file"}
         if "source" in processes or graph_name == "vehicle":
-            expected |= {"input", "loop"}
+            expected |= {"input", "input_topic", "loop"}
         if any("compressor" in (p, *graph.NODES[p].composes) for p in processes):
             expected |= {"scale", "codec", "image_topic"}
         assert set(arguments) == expected, graph_name
@@ -174,7 +174,14 @@ def test_launch_arguments_reach_the_nodes(launch_api, tmp_path):
         params_file=str(extra),
     )  # input:= adds a source that plays it as the camera
     assert (source.node_name, source.node_executable) == ("/car7/source", "source_node")
-    assert _given_values(source) == {"input": "clip.mp4", "loop": True, "wait_for_subscribers": 1}
+    assert _given_values(source) == {
+        "input": "clip.mp4",
+        "loop": True,
+        # as `cloudseg run`: the first frame waits for the graph and its image subscriber
+        "wait_for_graph": "vehicle",
+        "wait_for_subscribers": 1,
+        "wait_timeout": 300.0,
+    }
     assert _given_values(vehicle) == {"scale": 2, "codec": "jpeg"}
     assert _parameter_files(vehicle)[1] == extra  # after vehicle.yaml
     for node in (source, vehicle):
@@ -189,6 +196,42 @@ def test_launch_arguments_reach_the_nodes(launch_api, tmp_path):
     ):
         with pytest.raises((ValueError, FileNotFoundError), match=re.escape(reason)):
             _launched_nodes(description, **bad)
+
+
+def test_pipeline_launch_source_waits_for_the_graph_and_reads_the_bag_topic(launch_api, tmp_path):
+    """The pipeline's source waits for the graph's other processes (their `ready` endpoints, as
+    `cloudseg run`), reads `input_topic:=` from the bag, and a params_file still overrides the
+    launch file's waiting defaults; every node's failure stops the launch (an exit handler)."""
+    from launch.actions import OpaqueFunction, RegisterEventHandler
+    from launch.event_handlers import OnProcessExit
+
+    description = _description("pipeline")
+    mine = tmp_path / "mine.yaml"
+    mine.write_text("/**/source:\n  ros__parameters:\n    wait_timeout: 20.0\n")
+    nodes = _launched_nodes(
+        description, input="robot.bag", input_topic="/front/image_raw", params_file=str(mine)
+    )
+    source = nodes[0]
+    assert source.node_executable == "source_node"
+    files = _parameter_files(source)
+    assert files[0].name == "source.yaml" and files[2] == mine  # launch defaults, then mine
+    assert _given_values(source) == {
+        "input": "robot.bag",
+        "topic_in_bag": "/front/image_raw",
+        "loop": False,
+        "wait_for_graph": "pipeline",
+        "wait_for_subscribers": 1,  # the vehicle's frame_selector
+        "wait_timeout": 300.0,
+    }
+    (make,) = [e for e in description.entities if isinstance(e, OpaqueFunction)]
+    from launch import LaunchContext
+
+    context = LaunchContext()
+    for argument in description.get_launch_arguments():
+        argument.visit(context)
+    handlers = [e for e in make.visit(context) if isinstance(e, RegisterEventHandler)]
+    assert len(handlers) == len(graph.GRAPHS["pipeline"])
+    assert all(isinstance(h.event_handler, OnProcessExit) for h in handlers)
 
 
 def test_topic_names_are_relative_and_resolve_in_a_namespace():

@@ -13,6 +13,7 @@ import importlib.util
 import os
 import shutil
 import signal
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -22,7 +23,14 @@ import numpy as np
 import psutil
 import pytest
 
-from cloudseg.graph import COMPRESSED_TOPIC, FRAMES_TOPIC, IMAGE_TOPIC, LABELS_TOPIC, resolve
+from cloudseg.graph import (
+    COMPRESSED_TOPIC,
+    FRAMES_TOPIC,
+    IMAGE_TOPIC,
+    LABELS_TOPIC,
+    STATS_TOPIC,
+    resolve,
+)
 from cloudseg.processes import ManagedProcess
 from support import running, wait_until
 
@@ -52,6 +60,15 @@ def _why_no_launch() -> str | None:
     return None
 
 
+def _launch_dir(prefixes: list[str]) -> Path:
+    """The launch folder `ros2 launch cloudseg ...` uses: the first prefix that registers the
+    package in its ament index."""
+    for prefix in prefixes:
+        if (Path(prefix) / "share/ament_index/resource_index/packages/cloudseg").is_file():
+            return Path(prefix) / "share" / "cloudseg" / "launch"
+    pytest.fail(f"no cloudseg package in {prefixes}: run scripts/setup.sh")
+
+
 @pytest.fixture(scope="module")
 def launch_env(tmp_path_factory) -> dict[str, str]:
     """Environment for `ros2 launch`: the venv in AMENT_PREFIX_PATH (where the wheels and the
@@ -59,8 +76,9 @@ def launch_env(tmp_path_factory) -> dict[str, str]:
     reason = _why_no_launch()
     if reason:
         pytest.skip(reason)
-    prefixes = [sys.prefix, *filter(None, os.environ.get("AMENT_PREFIX_PATH", "").split(":"))]
-    installed = Path(sys.prefix) / "share" / "cloudseg" / "launch"
+    # a prefix in the environment first (an overlay, as a sourced workspace), then the venv
+    prefixes = [*filter(None, os.environ.get("AMENT_PREFIX_PATH", "").split(":")), sys.prefix]
+    installed = _launch_dir(prefixes)
     for name in ("_common.py", "vehicle.launch.py"):
         if (installed / name).read_bytes() != (REPO / "launch" / name).read_bytes():
             pytest.fail(f"{installed / name} differs from launch/{name}: run scripts/setup.sh")
@@ -338,3 +356,102 @@ def test_pipeline_launch_with_arguments_delivers_labels(
         assert "looping on /car4/camera/image_raw at 4.0 Hz" in text  # input, loop, params_file
     finally:
         launch.stop()
+
+
+@pytest.fixture(scope="module")
+def front_bag(tmp_path_factory, shared_data) -> Path:
+    """8 frames of the Udacity clip (960x540) in a rosbag2 on /front/image_raw: not the
+    default image topic, as a robot's bag."""
+    from cloudseg.data.bag_writer import convert_to_bag
+
+    bag = tmp_path_factory.mktemp("front") / "front.bag"
+    clip = shared_data / "video" / "solidWhiteRight.mp4"
+    assert convert_to_bag(clip, bag, topic="/front/image_raw", limit=8, progress=False) == 8
+    return bag
+
+
+def test_pipeline_launch_waits_for_the_cloud_and_reads_the_bag_topic(
+    launch_env, ros_node, tmp_path, front_bag, weights_env
+):
+    """`pipeline.launch.py input:=<bag> input_topic:=/front/image_raw`: the source holds its
+    first frame until the graph is up (as `cloudseg run`), so the cloud receives all 8 frames
+    (none "lost; waiting for the next IDR frame": before, 5 of 30 came through)."""
+    from cloudseg.msg import FrameStats
+    from cloudseg.nodes.common import qos_for
+
+    env = {
+        **launch_env,
+        **{k: os.environ[k] for k in ("CLOUDSEG_WEIGHTS", "CLOUDSEG_OFFLINE", "XDG_CACHE_HOME")},
+    }
+    received: list[int] = []
+    ros_node.create_subscription(
+        FrameStats,
+        resolve(STATS_TOPIC, "car5"),
+        lambda m: received.append(m.frames_received),
+        qos_for(STATS_TOPIC),
+    )
+    params = _fast_cloud_params(
+        tmp_path / "fast.yaml", "/**/source:\n  ros__parameters:\n    rate: 4.0\n"
+    )
+    arguments = [f"input:={front_bag}", "input_topic:=/front/image_raw", f"params_file:={params}"]
+    launch = Launch(env, tmp_path / "wait.log", "pipeline.launch.py", "namespace:=car5", *arguments)
+    try:
+        tend = _tend(ros_node, [launch])
+        assert wait_until(lambda: max(received, default=0) >= 8, 90, tend), launch.text()
+        text = launch.text()
+        assert "pipeline graph up after" in text  # the source waited
+        assert "input finished: 8 frames published" in text
+        assert "a frame was lost" not in text, text
+        assert max(received) == 8
+    finally:
+        launch.stop()
+
+
+def test_launch_stops_non_zero_when_a_node_fails(launch_env, tmp_path, front_bag, weights_env):
+    """The bag without `input_topic:=`: the source cannot open it, and launch stops the other
+    nodes and exits non-zero with one line saying which node failed (before, they ran on and
+    launch exited 0)."""
+    launch = Launch(launch_env, tmp_path / "fail.log", "pipeline.launch.py", f"input:={front_bag}")
+    deadline = time.monotonic() + 60
+    while launch.proc.poll() is None and time.monotonic() < deadline:
+        launch.watch()  # the node processes, checked below
+        time.sleep(0.1)
+    code = launch.proc.poll()
+    if code is None:
+        launch.stop()
+        pytest.fail(f"ros2 launch ran on after the source failed:\n{launch.text()}")
+    text = launch.text()
+    assert code != 0, text
+    assert "[source]: cannot open input" in text, text
+    lines = [ln for ln in text.splitlines() if "exited with code 1 (its error is above)" in ln]
+    assert len(lines) == 1 and "source_node" in lines[0], text
+    # launch's own output: no traceback (a node stopped while importing may print its own)
+    assert not any(line.startswith("Traceback") for line in text.splitlines()), text
+    assert launch.seen, text
+    left = [p for p in launch.seen.values() if running(p)]
+    assert not left, [p.cmdline() for p in left]
+
+
+def test_ros2_launch_needs_no_ament_prefix_path():
+    """`ros2 launch` and `ros2 interface` straight after scripts/setup.sh, AMENT_PREFIX_PATH
+    unset (no ROS sourced): the venv's cloudseg_ament_prefix.pth supplies the venv prefix."""
+    reason = _why_no_launch()
+    if reason:
+        pytest.skip(reason)
+    import sysconfig
+
+    pth = Path(sysconfig.get_paths()["purelib"]) / "cloudseg_ament_prefix.pth"
+    shipped = REPO / "scripts" / "cloudseg_ament_prefix.pth"
+    if not pth.is_file() or pth.read_bytes() != shipped.read_bytes():
+        pytest.fail(f"{pth} missing or not scripts/{shipped.name}: run scripts/setup.sh")
+    env = {k: v for k, v in os.environ.items() if k != "AMENT_PREFIX_PATH"}
+    for args, expected in (
+        (["launch", "-s", "cloudseg", "pipeline.launch.py"], "'input':"),
+        (["interface", "show", "cloudseg/msg/Frame"], "uint64 seq"),
+    ):
+        result = subprocess.run(
+            [_ros2(), *args], env=env, capture_output=True, text=True, timeout=60, check=False
+        )
+        out = result.stdout + result.stderr
+        assert result.returncode == 0 and expected in out, out
+        assert "AMENT_PREFIX_PATH" not in out and "Traceback" not in out, out

@@ -15,7 +15,15 @@ from pathlib import Path
 from typing import Any
 
 from cloudseg.fastdds import one_host_env, wait_for_tcp_peer
-from cloudseg.graph import GRAPHS, IMAGE_TOPIC, NODES, Endpoint, config_dir, namespace
+from cloudseg.graph import (
+    GRAPHS,
+    IMAGE_TOPIC,
+    NODES,
+    Endpoint,
+    config_dir,
+    namespace,
+    ready_endpoints,
+)
 from cloudseg.processes import ManagedProcess, stop_all
 
 
@@ -102,11 +110,6 @@ def parse_node_params(
         except (KeyError, ValueError, TypeError) as exc:
             raise error(f"{flag} {item}: {str(exc).strip(chr(34))}") from None
     return out
-
-
-def ready_endpoints(processes: list[str]) -> list[Endpoint]:
-    """What the started `processes` (graph entries) have once they are up (cloudseg.graph)."""
-    return [e for p in processes for e in NODES[p].ready]
 
 
 _ROS_LOG = re.compile(r"^\[(?P<level>[A-Z]+)\] \[[\d.]+\] \[(?P<node>[^\]]*)\]: (?P<text>.*)$")

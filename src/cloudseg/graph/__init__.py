@@ -25,7 +25,7 @@ from cloudseg.graph.cloud import (
     TRITON_POLICIES,
 )
 from cloudseg.graph.controller import CONTROLLER
-from cloudseg.graph.graphs import CONFIG_DIR_NAME, GRAPHS, NODES, config_dir
+from cloudseg.graph.graphs import CONFIG_DIR_NAME, GRAPHS, NODES, config_dir, ready_endpoints
 from cloudseg.graph.schema import PACKAGE, Endpoint, NodeSpec, Param
 from cloudseg.graph.topics import (
     BAG_IMAGE_TOPIC,
@@ -115,5 +115,6 @@ __all__ = [
     "Topic",
     "config_dir",
     "namespace",
+    "ready_endpoints",
     "resolve",
 ]

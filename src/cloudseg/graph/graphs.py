@@ -7,7 +7,7 @@ from pathlib import Path
 
 from cloudseg.graph.cloud import CLOUD, SEGMENTATION, SR
 from cloudseg.graph.controller import CONTROLLER
-from cloudseg.graph.schema import PACKAGE, NodeSpec
+from cloudseg.graph.schema import PACKAGE, Endpoint, NodeSpec
 from cloudseg.graph.vehicle import CAMERA_LABELS, COMPRESSOR, FRAME_SELECTOR, SOURCE, VEHICLE
 
 NODES: dict[str, NodeSpec] = {
@@ -41,6 +41,12 @@ GRAPHS: dict[str, tuple[tuple[str, str], ...]] = {
     ),
     "controller": (("controller", "controller.yaml"),),
 }
+
+
+def ready_endpoints(processes: list[str]) -> list[Endpoint]:
+    """What the started `processes` (graph entries) have once they are up: `cloudseg run`, the
+    demo and the source's `wait_for_graph` wait for these before the first frame."""
+    return [e for p in processes for e in NODES[p].ready]
 
 
 def config_dir() -> Path:

@@ -62,9 +62,16 @@ SOURCE = NodeSpec(
             max=100,
         ),
         Param(
+            "wait_for_graph",
+            "",
+            "hold the first frame until the other processes of this graph (cloudseg.graph "
+            "GRAPHS: 'pipeline', 'vehicle') are up, as `cloudseg run` waits for their `ready` "
+            "endpoints in this node's namespace; empty = do not wait (the launch files set it)",
+        ),
+        Param(
             "wait_timeout",
             10.0,
-            "give up waiting for subscribers after this many seconds",
+            "give up waiting for the graph and the subscribers after this many seconds",
             min=0.0,
             max=600.0,
         ),

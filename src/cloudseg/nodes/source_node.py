@@ -12,9 +12,10 @@ from std_msgs.msg import Header
 
 from cloudseg.data.frames import DataError, SourceFrame
 from cloudseg.data.sources import Pacer, open_source
-from cloudseg.graph import IMAGE_TOPIC, SOURCE
+from cloudseg.graph import GRAPHS, IMAGE_TOPIC, SOURCE, ready_endpoints
 from cloudseg.nodes.common import qos_for, run_node
 from cloudseg.nodes.convert import numpy_to_image
+from cloudseg.nodes.graph_watch import missing_endpoints
 from cloudseg.nodes.parameters import declare_parameters
 
 #: After our publisher sees a subscriber, the subscriber may not have matched us yet (DDS
@@ -59,11 +60,39 @@ class SourceNode(Node):
         self.thread = threading.Thread(target=self.play, daemon=True)
         self.thread.start()
 
+    def wait_for_graph(self, deadline: float) -> None:
+        """Hold the first frame until the other processes of the graph `wait_for_graph` names
+        are up: their `ready` endpoints (cloudseg.graph, as `cloudseg run` waits for them) seen
+        in this node's namespace. A launch file starts every node at once; without this the
+        cloud, still loading its models, would miss the first frames (and the H.264 IDR)."""
+        graph = self.params["wait_for_graph"]
+        if not graph:
+            return
+        if graph not in GRAPHS:
+            self.get_logger().warning(f"wait_for_graph: no graph {graph!r}; not waiting")
+            return
+        processes = [process for process, _ in GRAPHS[graph] if process != SOURCE.name]
+        endpoints, ns = ready_endpoints(processes), self.get_namespace()
+        t0 = time.monotonic()
+        while missing := missing_endpoints(self, endpoints, ns):
+            if self.stopping.is_set():
+                return
+            if time.monotonic() > deadline:
+                waiting = ", ".join(e.describe(ns) for e in missing)
+                self.get_logger().warning(
+                    f"the {graph} graph is not up after {self.params['wait_timeout']} s "
+                    f"(missing: {waiting}); starting anyway"
+                )
+                return
+            time.sleep(0.1)
+        self.get_logger().info(f"{graph} graph up after {time.monotonic() - t0:.1f} s")
+
     def wait_for_subscribers(self) -> None:
+        deadline = time.monotonic() + self.params["wait_timeout"]
+        self.wait_for_graph(deadline)
         wanted = self.params["wait_for_subscribers"]
         if not wanted:
             return
-        deadline = time.monotonic() + self.params["wait_timeout"]
         while self.publisher.get_subscription_count() < wanted and not self.stopping.is_set():
             if time.monotonic() > deadline:
                 self.get_logger().warning(
