@@ -53,6 +53,9 @@ step() {  # step NAME CMD...: run quietly, show the log only on failure
 command -v python3 >/dev/null || { echo "setup: python3 (3.10+) is required" >&2; exit 1; }
 [[ -x "$venv/bin/python" ]] || step "creating $venv" python3 -m venv "$venv"
 pip=("$venv/bin/python" -m pip --disable-pip-version-check -q)
+# CMake builds below (messages, composition_interfaces) find the ROS wheels' CMake packages in
+# the venv, after any sourced ROS install's
+export CMAKE_PREFIX_PATH="${CMAKE_PREFIX_PATH:+$CMAKE_PREFIX_PATH:}$venv"
 torch_build="$root/scripts/torch_build"
 torch_mode=$(python3 "$torch_build" mode "${torch_flag[@]}")
 

@@ -4,10 +4,13 @@
 #   cloudseg_fix_wheel_includes() after ament_package(): the wheels export
 #   *__rosidl_generator_py targets whose include paths point at the wheel builder's Python.
 find_package(Python3 REQUIRED COMPONENTS Interpreter Development NumPy)
-if(NOT DEFINED ENV{AMENT_PREFIX_PATH})
-  execute_process(COMMAND "${Python3_EXECUTABLE}" -c "import sys; print(sys.prefix)"
-    OUTPUT_VARIABLE _py_prefix OUTPUT_STRIP_TRAILING_WHITESPACE)
+# (keyed on the wheels being there: the venv's .pth sets AMENT_PREFIX_PATH in its Pythons)
+execute_process(COMMAND "${Python3_EXECUTABLE}" -c "import sys; print(sys.prefix)"
+  OUTPUT_VARIABLE _py_prefix OUTPUT_STRIP_TRAILING_WHITESPACE)
+if(EXISTS "${_py_prefix}/share/ament_cmake/cmake")
   list(APPEND CMAKE_PREFIX_PATH "${_py_prefix}")
+endif()
+if(NOT DEFINED ENV{AMENT_PREFIX_PATH})
   set(ENV{AMENT_PREFIX_PATH} "${_py_prefix}")
 endif()
 
