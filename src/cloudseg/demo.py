@@ -16,6 +16,7 @@ from rclpy.executors import SingleThreadedExecutor
 
 from cloudseg.data.folder import are_stills, list_frame_files
 from cloudseg.data.frames import DEFAULT_FPS, DataError
+from cloudseg.data.recording import McapRecording
 from cloudseg.data.sources import check_input
 from cloudseg.graph import (
     BACKEND,
@@ -139,6 +140,7 @@ def run_demo(
     keep_logs: bool = False,
     ready_timeout: float = 120.0,
     ns: str | None = None,
+    record: str | Path | None = None,
 ) -> StreamStats:
     """Stream `input_path` through vehicle and cloud processes; return what was seen.
 
@@ -157,6 +159,8 @@ def run_demo(
     the link; off, the settings given here hold for the whole stream. `topic`: the image
     topic of a bag input (default BAG_IMAGE_TOPIC). `ns`: the ROS namespace every node
     process (and this process's monitor) runs in (`car1`: /car1/cloudseg/frames, ...).
+    `record`: a new MCAP file the stream, labels and statistics are recorded to (a recorder
+    node beside the monitor, up before the source starts; closed at the end, also on Ctrl-C).
 
     The input (and CUDA, when asked for) is checked before anything starts; a node process
     that ends while the graph starts or streams stops the demo at once with DemoError and the
@@ -167,6 +171,7 @@ def run_demo(
         raise ValueError(f"unknown cloud graph {cloud!r}")
     ns = namespace(ns)
     check_inputs(input_path, topic, cloud_params)
+    recording = McapRecording(record) if record else None
     if input_path is None and not quiet:
         print(REAL_DATA_HINT, file=sys.stderr)
     own_logs = log_dir is None
@@ -201,8 +206,11 @@ def run_demo(
             topic=topic,
             ready_timeout=ready_timeout,
             ns=ns,
+            recording=recording,
         )
     finally:
+        if recording is not None:
+            recording.close()  # the recorder closed it, unless the demo failed first
         if own_logs and not keep_logs:
             shutil.rmtree(log_dir, ignore_errors=True)
 
@@ -231,6 +239,7 @@ def _stream(
     topic: str | None,
     ready_timeout: float,
     ns: str = "/",
+    recording: McapRecording | None = None,
 ) -> StreamStats:
     """run_demo's stream, its logs in `log_dir` (`logs_hint` ends its error messages)."""
     stats = StreamStats(fps=rate or DEFAULT_FPS, segmenting=cloud != "cloud_bilinear")
@@ -257,6 +266,12 @@ def _stream(
     monitor = MonitorNode(stats, scorer=scorer, namespace=ns)
     executor = SingleThreadedExecutor()
     executor.add_node(monitor)
+    recorder = None
+    if recording is not None:  # in this process: up with the monitor, before the source
+        from cloudseg.nodes.recorder_node import RecorderNode
+
+        recorder = RecorderNode(recording, ns=ns, report=lambda text: print(text, file=sys.stderr))
+        executor.add_node(recorder)
     try:
         with NodeProcesses(env=env, log_dir=log_dir, ns=ns) as procs:
             started = procs.start_graph(cloud, cloud_overrides(cloud, sr_bypass, cloud_params))
@@ -319,8 +334,9 @@ def _stream(
             bilinear = cloud == "cloud_bilinear"
             _settle(executor, monitor, 2.0 if bilinear else 5.0, not bilinear, check_nodes)
     finally:
-        executor.remove_node(monitor)
-        monitor.destroy_node()
+        for node in (monitor, recorder) if recorder else (monitor,):
+            executor.remove_node(node)
+            node.destroy_node()
         rclpy.try_shutdown()
     if scorer is not None:
         scores = scorer.finish_all()

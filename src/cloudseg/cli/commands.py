@@ -22,6 +22,7 @@ def demo(args: argparse.Namespace) -> int:
 
     try:
         ns = namespace(args.namespace)
+        _check_record(args.record)
     except ValueError as exc:
         print(f"cloudseg demo: {exc}", file=sys.stderr)
         return 2
@@ -44,11 +45,31 @@ def demo(args: argparse.Namespace) -> int:
         topic=args.topic,
         keep_logs=args.keep_logs,
         ns=ns,
+        record=args.record,
     )
     print(stats.report())
     if args.json:
         print(stats.to_json())
     return 0 if stats.frames_processed else 1
+
+
+def _check_record(output: str | None) -> None:
+    """`--record`: the file can be written (ValueError saying why not), before anything runs."""
+    if output:
+        from cloudseg.data.frames import DataError
+        from cloudseg.data.recording import check_output
+
+        try:
+            check_output(output)
+        except DataError as exc:
+            raise ValueError(str(exc)) from None
+
+
+def record(args: argparse.Namespace) -> int:
+    """`cloudseg record OUT.mcap`: record the graph's topics until Ctrl-C."""
+    from cloudseg.nodes.recorder_node import main as record_main
+
+    return record_main(args.rest)
 
 
 def _control_on(choice: str) -> bool:
@@ -86,6 +107,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         overrides = parse_param_overrides(args.graph, args.params or [])
         ns = namespace(args.namespace)
+        _check_record(args.record)
     except ValueError as exc:
         print(f"cloudseg run: {exc}", file=sys.stderr)
         return 2
@@ -118,7 +140,7 @@ def run(args: argparse.Namespace) -> int:
         except (ValueError, OSError) as exc:
             print(f"cloudseg run: {exc}", file=sys.stderr)
             return 2
-    return run_graph(args.graph, overrides or None, dds, ns)
+    return run_graph(args.graph, overrides or None, dds, ns, record=args.record)
 
 
 def node(args: argparse.Namespace) -> int:
