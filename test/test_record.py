@@ -21,7 +21,7 @@ from cityscapesscripts.helpers.labels import trainId2label
 from mcap.reader import make_reader
 from mcap_ros2.decoder import DecoderFactory
 
-from cloudseg.data.recording import DELIMITER, DEFAULT_TOPICS, McapRecording, message_definition
+from cloudseg.data.recording import DEFAULT_TOPICS, DELIMITER, McapRecording, message_definition
 from cloudseg.graph import (
     CAMERA_LABELS_COLOR_TOPIC,
     CAMERA_LABELS_INFO_TOPIC,
@@ -38,6 +38,8 @@ from cloudseg.graph import (
 )
 from cloudseg.processes import ManagedProcess
 from support import spin_until, wait_until
+
+REPO = Path(__file__).resolve().parents[1]
 
 #: cityscapesScripts' colours by train id (255 and anything else: black)
 PALETTE = np.zeros((256, 3), np.uint8)
@@ -129,10 +131,10 @@ class _Publishers:
     """Every recorded message type published from a test node: the contract's topics."""
 
     def __init__(self, node, size=(64, 32)) -> None:
-        from cloudseg.nodes.common import qos_for
         from rosidl_runtime_py.utilities import get_message
 
         from cloudseg.graph import TOPICS
+        from cloudseg.nodes.common import qos_for
 
         self.node = node
         self.size = size
@@ -152,11 +154,12 @@ class _Publishers:
 
     def frame(self, i: int, payload: bytes, key: bool) -> None:
         from builtin_interfaces.msg import Time
-        from cloudseg.msg import Frame, FrameStats, LabelAge
         from ffmpeg_image_transport_msgs.msg import FFMPEGPacket
         from foxglove_msgs.msg import CompressedVideo
         from sensor_msgs.msg import Image
         from std_msgs.msg import Header
+
+        from cloudseg.msg import Frame, FrameStats, LabelAge
 
         w, h = self.size
         header = Header(stamp=Time(sec=1000 + i, nanosec=0), frame_id="camera")
@@ -304,6 +307,20 @@ def test_recorder_writes_every_channel_so_an_independent_decoder_reads_it(tmp_pa
     got = check_recording(path, (64, 32), n)
     stats = [m for _, _, m in got[resolve(STATS_TOPIC)]]
     assert [s.seq for s in stats] == list(range(n)) and stats[0].total_ms == 12.5
+    # the README's figure command on it: the last frame beside its labels
+    r = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "scripts" / "viewing_figure"),
+            str(path),
+            str(tmp_path / "f.png"),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert r.returncode == 0, r.stderr
+    assert f"stamp {1000 + n - 1}000000000 from /cloudseg/lowres/foxglove" in r.stdout
+    assert (tmp_path / "f.png").read_bytes()[:4] == b"\x89PNG"
 
 
 @pytest.mark.dds
