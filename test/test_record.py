@@ -248,10 +248,14 @@ def check_recording(path: Path, size: tuple[int, int], n_min: int) -> dict[str, 
     ):
         ids = {stamp_ns(m.header.stamp): image_array(m) for _, _, m in got[resolve(mono)]}
         colored = [m for _, _, m in got[resolve(color)]]
-        assert colored and ids
-        for m in colored:
-            assert m.encoding == "rgb8"
-            assert np.array_equal(image_array(m), PALETTE[ids[stamp_ns(m.header.stamp)]])
+        assert all(m.encoding == "rgb8" for m in colored)
+        # each pair recorded whole (both best effort: one of a pair may be lost on the way)
+        pairs = [
+            (m, ids[stamp_ns(m.header.stamp)]) for m in colored if stamp_ns(m.header.stamp) in ids
+        ]
+        assert pairs, (mono, len(ids), len(colored))
+        for m, mono_ids in pairs:
+            assert np.array_equal(image_array(m), PALETTE[mono_ids])
     (info,) = [m for _, _, m in got[resolve(LABEL_INFO_TOPIC)]]
     assert [(c.class_id, c.class_name) for c in info.class_map] == [
         (i, trainId2label[i].name) for i in range(19)
@@ -366,7 +370,8 @@ def test_record_command_in_a_namespace_closes_the_file_on_ctrl_c(tmp_path, ros):
 @pytest.mark.dds
 @pytest.mark.slow
 def test_demo_record_holds_the_stream_and_labels(tmp_path, shared_data, weights_env):
-    """`cloudseg demo --record` on 4 real frames with the segmenting cloud: every default
+    """`cloudseg demo --record` on 12 real frames (6 s: labels come back while the camera
+    runs, so the vehicle holds some) with the segmenting cloud: every default
     channel in the file and decodable. (The CompressedVideo, FFMPEGPacket, coloured label and
     LabelInfo channels come from the compressor and segmentation nodes of issue 18 §1-2.)"""
     path = tmp_path / "demo.mcap"
@@ -374,7 +379,7 @@ def test_demo_record_holds_the_stream_and_labels(tmp_path, shared_data, weights_
     r = subprocess.run(
         [sys.executable, "-m", "cloudseg.cli", "demo",
          "--input", str(shared_data / "sequences" / "aachen_seq0000"),
-         "--frames", "4", "--rate", "2", "--restore", "bilinear", "--select", "off",
+         "--frames", "12", "--rate", "2", "--restore", "bilinear", "--select", "off",
          "--control", "off", "--record", str(path), "--json"],
         capture_output=True, text=True, timeout=400, env=env,
     )  # fmt: skip
@@ -383,20 +388,13 @@ def test_demo_record_holds_the_stream_and_labels(tmp_path, shared_data, weights_
     assert f"recording {path}: " in r.stderr
     got = read_back(path)
     frames = [m for _, _, m in got[resolve(FRAMES_TOPIC)]]
-    assert len(frames) == s["frames_sent"] == 4
+    assert len(frames) == s["frames_sent"] == 12
     assert decode_h264([f.data for f in frames])[0].shape == (256, 512, 3)  # x4 of 2048x1024
     labels = [m for _, _, m in got[resolve(LABELS_TOPIC)]]
-    assert (
-        labels
-        and labels[0].encoding == "mono8"
-        and (labels[0].width, labels[0].height)
-        == (
-            2048,
-            1024,
-        )
-    )
+    assert labels and labels[0].encoding == "mono8"
+    assert (labels[0].width, labels[0].height) == (2048, 1024)
     assert {stamp_ns(m.header.stamp) for m in labels} <= {stamp_ns(f.header.stamp) for f in frames}
     assert len(got[resolve(STATS_TOPIC)]) >= len(labels)
     assert len(got[resolve(CAMERA_LABELS_INFO_TOPIC)]) >= 1
     # the viewers' channels (issue 18 §1-2, other nodes): present, and as the contract says
-    check_recording(path, (512, 256), 4)
+    check_recording(path, (512, 256), 12)
