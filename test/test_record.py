@@ -117,6 +117,7 @@ def test_an_unwritable_or_existing_output_is_refused_in_one_line(tmp_path):
         (["record", str(tmp_path / "no_dir" / "x.mcap")], "folder"),
         (["record", str(existing)], "exists already"),
         (["record", str(tmp_path / "x.txt")], ".mcap"),
+        (["record", str(tmp_path / "y.mcap"), "--topics", "cloudseg/nope"], "not a graph topic"),
         (["demo", "--record", str(tmp_path / "no_dir" / "x.mcap")], "does not exist"),
         (["run", "pipeline", "--record", str(existing)], "exists already"),
     ]
@@ -129,7 +130,7 @@ def test_an_unwritable_or_existing_output_is_refused_in_one_line(tmp_path):
         assert len(r.stderr.strip().splitlines()) == 1 and words in r.stderr, (args, r.stderr)
         assert time.monotonic() - t0 < 30
     assert existing.read_bytes() == b"keep"
-    assert not (tmp_path / "x.txt").exists()
+    assert not (tmp_path / "x.txt").exists() and not (tmp_path / "y.mcap").exists()
 
 
 class _Publishers:
@@ -365,6 +366,36 @@ def test_record_command_in_a_namespace_closes_the_file_on_ctrl_c(tmp_path, ros):
     assert list(got) == ["/rec7/cloudseg/stats"]
     seqs = [m.seq for _, _, m in got["/rec7/cloudseg/stats"]]
     assert seqs == list(range(5))[-len(seqs) :] and len(seqs) >= 4, seqs  # best effort
+
+
+@pytest.mark.dds
+def test_run_record_starts_a_recorder_that_ctrl_c_closes(tmp_path, ros):
+    """`cloudseg run vehicle --namespace rec8 --record`: a recorder process beside the graph's,
+    in its namespace; Ctrl-C on `run` stops it with the rest, and its file is whole."""
+    from cloudseg.msg import FrameStats
+
+    path = tmp_path / "run.mcap"
+    log = tmp_path / "run.log"
+    cmd = [sys.executable, "-m", "cloudseg.cli", "run", "vehicle", "--namespace", "rec8"]
+    proc = ManagedProcess.start([*cmd, "--record", str(path)], name="run", log=log)
+    try:
+        pub = ros.create_publisher(FrameStats, f"/rec8/{STATS_TOPIC}", 5)
+        assert spin_until(ros, lambda: pub.get_subscription_count() > 0, 60), log.read_text()
+        spin_for(ros, 1.0)  # the recorder's side of the match too (best effort: no resend)
+        for i in range(3):
+            pub.publish(FrameStats(seq=i))
+            spin_for(ros, 0.05)
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGINT)
+        code = proc.wait_exit(30)
+    finally:
+        proc.stop()
+    text = log.read_text()
+    assert code == 0, text
+    assert f"recording {path}: " in text and " messages on 1 topic, " in text, text
+    got = read_back(path)
+    seqs = [m.seq for _, _, m in got["/rec8/cloudseg/stats"]]
+    assert seqs == [0, 1, 2][-len(seqs) :] and len(seqs) >= 2, seqs  # best effort
 
 
 @pytest.mark.dds

@@ -326,7 +326,8 @@ class McapRecording:
         count = sum(t.count for t in self.topics.values())
         size = self.path.stat().st_size if self.path.exists() else 0
         lines = [
-            f"recording {self.path}: {count} messages on {len(self.topics)} topics, "
+            f"recording {self.path}: {count} messages on {len(self.topics)} "
+            f"topic{'' if len(self.topics) == 1 else 's'}, "
             f"{size / 1e6:.1f} MB (open it in Foxglove, `mcap info`, `ros2 bag play`)"
         ]
         for t in self.topics.values():

@@ -138,7 +138,12 @@ def _say(text: str) -> None:
 
 def build_parser(prog: str = "cloudseg record") -> argparse.ArgumentParser:
     """The options of `cloudseg record` (also this module's command line)."""
-    p = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(
+        prog=prog,
+        description="Record a running graph's topics (subscribed raw, each with its QoS) to "
+        "one MCAP file in the rosbag2 layout, the message definitions embedded: Foxglove, "
+        "the mcap tools and ros2 bag play open it without cloudseg. Ctrl-C stops and closes it.",
+    )
     add_arguments(p)
     return p
 
