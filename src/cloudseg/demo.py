@@ -16,6 +16,7 @@ from rclpy.executors import SingleThreadedExecutor
 
 from cloudseg.data.folder import are_stills, list_frame_files
 from cloudseg.data.frames import DEFAULT_FPS, DataError
+from cloudseg.data.recording import McapRecording
 from cloudseg.data.sources import check_input
 from cloudseg.graph import (
     BACKEND,
@@ -141,6 +142,7 @@ def run_demo(
     ready_timeout: float = 120.0,
     ns: str | None = None,
     view: tuple[str, int] | None = None,
+    record: str | Path | None = None,
 ) -> StreamStats:
     """Stream `input_path` through vehicle and cloud processes; return what was seen.
 
@@ -160,6 +162,8 @@ def run_demo(
     topic of a bag input (default BAG_IMAGE_TOPIC). `ns`: the ROS namespace every node
     process (and this process's monitor) runs in (`car1`: /car1/cloudseg/frames, ...).
     `view`: (host, port) of a Foxglove view (`cloudseg view`) served while the demo runs.
+    `record`: a new MCAP file the stream, labels and statistics are recorded to (a recorder
+    node beside the monitor, up before the source starts; closed at the end, also on Ctrl-C).
 
     The input (and CUDA, when asked for) is checked before anything starts; a node process
     that ends while the graph starts or streams stops the demo at once with DemoError and the
@@ -170,6 +174,7 @@ def run_demo(
         raise ValueError(f"unknown cloud graph {cloud!r}")
     ns = namespace(ns)
     check_inputs(input_path, topic, cloud_params)
+    recording = McapRecording(record) if record else None
     if input_path is None and not quiet:
         print(REAL_DATA_HINT, file=sys.stderr)
     own_logs = log_dir is None
@@ -205,8 +210,11 @@ def run_demo(
             ready_timeout=ready_timeout,
             ns=ns,
             view=view,
+            recording=recording,
         )
     finally:
+        if recording is not None:
+            recording.close()  # the recorder closed it, unless the demo failed first
         if own_logs and not keep_logs:
             shutil.rmtree(log_dir, ignore_errors=True)
 
@@ -236,6 +244,7 @@ def _stream(
     ready_timeout: float,
     ns: str = "/",
     view: tuple[str, int] | None = None,
+    recording: McapRecording | None = None,
 ) -> StreamStats:
     """run_demo's stream, its logs in `log_dir` (`logs_hint` ends its error messages)."""
     stats = StreamStats(fps=rate or DEFAULT_FPS, segmenting=cloud != "cloud_bilinear")
@@ -263,6 +272,12 @@ def _stream(
     executor = SingleThreadedExecutor()
     executor.add_node(monitor)
     viewer = None
+    recorder = None
+    if recording is not None:  # in this process: up with the monitor, before the source
+        from cloudseg.nodes.recorder_node import RecorderNode
+
+        recorder = RecorderNode(recording, ns=ns, report=lambda text: print(text, file=sys.stderr))
+        executor.add_node(recorder)
     try:
         viewer = _open_view(view, ns, executor)
         with NodeProcesses(env=env, log_dir=log_dir, ns=ns) as procs:
@@ -326,7 +341,7 @@ def _stream(
             bilinear = cloud == "cloud_bilinear"
             _settle(executor, monitor, 2.0 if bilinear else 5.0, not bilinear, check_nodes)
     finally:
-        for node in (monitor, viewer):
+        for node in (monitor, viewer, recorder):
             if node is not None:
                 executor.remove_node(node)
                 node.destroy_node()

@@ -16,6 +16,7 @@ from typing import Any
 
 from cloudseg.fastdds import one_host_env, wait_for_tcp_peer
 from cloudseg.graph import (
+    FRAMES_TOPIC,
     GRAPHS,
     IMAGE_TOPIC,
     NODES,
@@ -280,6 +281,7 @@ def run_graph(
     overrides: dict[str, dict[str, Any]] | None = None,
     dds: dict[str, str] | None = None,
     ns: str | None = None,
+    record: str | Path | None = None,
 ) -> int:
     """Run a whole graph in the foreground until Ctrl-C (or until every node has ended).
 
@@ -288,7 +290,8 @@ def run_graph(
     the cloud listens. A node that fails stops the graph (exit 1); the source ending (a finite
     input) does not. `dds`: environment from `dds_env` for vehicle and cloud on different hosts
     (it wins over the one-host settings). `ns`: the namespace of every node (`car1`: the
-    vehicle's topics are /car1/camera/image_raw, /car1/cloudseg/frames, ...)."""
+    vehicle's topics are /car1/camera/image_raw, /car1/cloudseg/frames, ...). `record`: a
+    recorder process writes this MCAP file (`start_recorder`), up before the source starts."""
     ns = namespace(ns)
     env = local_env(one_host=graph == "pipeline" and not dds)
     if dds:
@@ -305,6 +308,8 @@ def run_graph(
     with NodeProcesses(env={**env, **(dds or {})}, ns=ns) as procs:
         try:
             started = procs.start_graph(graph, overrides, exclude=("source",))
+            if record:
+                start_recorder(procs, record)
             if has_source:
                 _start_source_when_ready(procs, graph, started, overrides, env)
             return _supervise(procs, graph)
@@ -314,6 +319,21 @@ def run_graph(
         except KeyboardInterrupt:
             print(f"stopping the {graph} graph", file=sys.stderr)
             return 0
+
+
+#: the recorder process's name (and its node's: cloudseg.nodes.recorder_node)
+RECORDER = "recorder"
+
+
+def start_recorder(procs: NodeProcesses, output: str | Path) -> None:
+    """`--record`: the recorder (cloudseg.nodes.recorder_node, the default topics) as one
+    more process of `procs`, in their namespace; stopping them (SIGINT) closes its file."""
+    cmd = [sys.executable, "-m", "cloudseg.nodes.recorder_node", str(output)]
+    cmd += ["--namespace", procs.ns]
+    log = None if procs.log_dir is None else procs.log_dir / f"{RECORDER}.log"
+    procs.procs[RECORDER] = ManagedProcess.start(
+        cmd, name=RECORDER, env=procs.env, log=log, own_group=procs.own_group
+    )
 
 
 def _start_source_when_ready(
@@ -326,6 +346,9 @@ def _start_source_when_ready(
     from cloudseg.nodes.graph_watch import GraphWatcher  # rclpy, only here
 
     endpoints = ready_endpoints(started)
+    if RECORDER in procs.procs:  # the recording starts with the first frame
+        started = [*started, RECORDER]
+        endpoints.append(Endpoint(RECORDER, "sub", FRAMES_TOPIC))
     os.environ.update(env)  # the watcher looks at the graph as the nodes do
     print(f"starting {', '.join(started)}; the source starts once they are up", file=sys.stderr)
     t0 = time.monotonic()

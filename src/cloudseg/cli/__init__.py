@@ -1,5 +1,5 @@
-"""The `cloudseg` command: demo, convert, run, node, eval, bench, profile, certs, train, export
-and serve.
+"""The `cloudseg` command: demo, convert, run, node, record, eval, bench, profile, certs, train,
+export and serve.
 
 - `parser`: the argument parser (options that set node parameters come from cloudseg.graph).
 - `commands`: what each sub-command does.

@@ -23,6 +23,7 @@ def demo(args: argparse.Namespace) -> int:
     try:
         ns = namespace(args.namespace)
         view_at = view_address(args.view)
+        _check_record(args.record)
     except ValueError as exc:
         print(f"cloudseg demo: {exc}", file=sys.stderr)
         return 2
@@ -46,6 +47,7 @@ def demo(args: argparse.Namespace) -> int:
         keep_logs=args.keep_logs,
         ns=ns,
         view=view_at,
+        record=args.record,
     )
     print(stats.report())
     if args.json:
@@ -78,6 +80,25 @@ def view_address(text: str | None) -> tuple[str, int] | None:
     if not port.isdigit() or not 0 <= int(port) <= 65535:
         raise ValueError(f"--view {text}: expected [HOST:]PORT, the port 0..65535")
     return host or DEFAULT_HOST, int(port)
+
+
+def _check_record(output: str | None) -> None:
+    """`--record`: the file can be written (ValueError saying why not), before anything runs."""
+    if output:
+        from cloudseg.data.frames import DataError
+        from cloudseg.data.recording import check_output
+
+        try:
+            check_output(output)
+        except DataError as exc:
+            raise ValueError(str(exc)) from None
+
+
+def record(args: argparse.Namespace) -> int:
+    """`cloudseg record OUT.mcap`: record the graph's topics until Ctrl-C."""
+    from cloudseg.nodes.recorder_node import main as record_main
+
+    return record_main(args.rest)
 
 
 def _control_on(choice: str) -> bool:
@@ -115,6 +136,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         overrides = parse_param_overrides(args.graph, args.params or [])
         ns = namespace(args.namespace)
+        _check_record(args.record)
     except ValueError as exc:
         print(f"cloudseg run: {exc}", file=sys.stderr)
         return 2
@@ -147,7 +169,7 @@ def run(args: argparse.Namespace) -> int:
         except (ValueError, OSError) as exc:
             print(f"cloudseg run: {exc}", file=sys.stderr)
             return 2
-    return run_graph(args.graph, overrides or None, dds, ns)
+    return run_graph(args.graph, overrides or None, dds, ns, record=args.record)
 
 
 def node(args: argparse.Namespace) -> int:

@@ -55,6 +55,17 @@ def add_param_option(
     )
 
 
+def add_record_option(parser: argparse.ArgumentParser, what: str) -> None:
+    """`--record OUT.mcap`: a recorder beside the nodes (the topics `cloudseg record` takes
+    by default)."""
+    parser.add_argument(
+        "--record",
+        metavar="OUT.mcap",
+        help=f"record {what}'s stream, labels and statistics to this new MCAP file (a rosbag2 "
+        "recording with the message definitions: Foxglove, mcap and ros2 bag play open it)",
+    )
+
+
 def add_command_group(
     sub: argparse._SubParsersAction,
     name: str,
@@ -178,6 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"also serve the stream, labels and stats to Foxglove while the demo runs (as "
         f"cloudseg view; default {VIEW_HOST}:{VIEW_PORT}, the address is printed)",
     )
+    add_record_option(p, "the demo")
     p.set_defaults(func=commands.demo)
 
     p = sub.add_parser(
@@ -237,6 +249,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="run every node of the graph in this ROS namespace, e.g. car1: its topics are "
         "then /car1/camera/image_raw, /car1/cloudseg/frames, ... (default: the root)",
     )
+    add_record_option(p, "the graph")
     p.set_defaults(func=commands.run)
 
     p = sub.add_parser(
@@ -279,6 +292,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--namespace", metavar="NS", default="", help="the graph's ROS namespace, e.g. car1"
     )
     p.set_defaults(func=commands.view)
+
+    p = sub.add_parser(
+        "record",
+        help="record a running graph's topics to one MCAP file that Foxglove, the mcap tools "
+        "and ros2 bag play open (see cloudseg record --help)",
+        add_help=False,
+    )
+    p.set_defaults(func=commands.record, passes_options=True)
 
     # eval and bench parse their own options: `cloudseg eval --help`, `cloudseg bench cloud -h`
     add_command_group(sub, "bench", "benchmarks", BENCH_COMMANDS, commands.bench, detailed=False)
