@@ -14,7 +14,8 @@ import pytest
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
-BLOCKED = ("rclpy", "rosbags", "mcap", "cityscapesscripts")
+BLOCKED = ("rclpy", "rosbags", "mcap", "cityscapesscripts")  # + "av" once CloudService
+# imports without PyAV (issue 20, item 6: another branch; today only LocalInference needs it)
 
 _RUN_BLOCKED = f"""
 import importlib.abc, sys

@@ -35,7 +35,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from cloudseg.cloud.local import LocalInference
 from cloudseg.cloud.shapes import CUDNN_BENCHMARK, bucket_for
 from cloudseg.media.codecs import CodecError
 from cloudseg.models.registry import UnknownModelError
@@ -185,9 +184,10 @@ class OnePipeline:
 
 
 def bench_node_call(
-    inference: LocalInference, lr: np.ndarray, scale: int, bypass: bool, iters: int, warmup: int
+    inference: Any, lr: np.ndarray, scale: int, bypass: bool, iters: int, warmup: int
 ) -> dict[str, float]:
-    """Median ms (whole batch) of the node's call: ``total`` (host frames to host labels),
+    """Median ms (whole batch) of the node's call (``inference``: a `LocalInference`):
+    ``total`` (host frames to host labels),
     ``sr`` and ``segmentation`` (device events on CUDA)."""
     for _ in range(warmup):
         inference.infer(lr, scale, sr_bypass=bypass)
@@ -271,6 +271,8 @@ def run_bench(options: CloudBenchOptions) -> dict[str, Any]:
         "decode_ms": bench_decode(lr_w, lr_h, max(iters, 17)),
         "rows": [],
     }
+    from cloudseg.cloud.local import LocalInference  # here: synthetic_frame imports lightly
+
     frame = synthetic_frame(lr_w, lr_h)
     for dtype in dtypes:
         pipeline = RestorationPipeline(
