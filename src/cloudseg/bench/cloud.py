@@ -247,10 +247,27 @@ def run_bench(options: CloudBenchOptions) -> dict[str, Any]:
         raise BenchError("--iters and --batch must be >= 1, --warmup >= 0")
     if device == "cpu" and any(d != "fp32" for d in dtypes):
         raise BenchError("fp16/bf16 need CUDA; on CPU use --dtype fp32")
-    lr_w, lr_h = width // options.scale, height // options.scale
+    tf32 = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
     if device == "cuda" and not options.tf32:
         torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        return _run(options, device, batches, dtypes, iters, warmup, width, height)
+    finally:  # the switches are process-wide: as they were
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = tf32
 
+
+def _run(
+    options: CloudBenchOptions,
+    device: str,
+    batches: Sequence[int],
+    dtypes: Sequence[str],
+    iters: int,
+    warmup: int,
+    width: int,
+    height: int,
+) -> dict[str, Any]:
+    """`run_bench` once its options are checked."""
+    lr_w, lr_h = width // options.scale, height // options.scale
     report: dict[str, Any] = {
         "device": device,
         "gpu": torch.cuda.get_device_name(0) if device == "cuda" else None,

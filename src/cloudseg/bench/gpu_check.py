@@ -333,7 +333,6 @@ def timing_runs(check: Check) -> None:
             warmup=5, **options,
         )  # fmt: skip
         check.run(f"timing {name}", lambda c, o=opts: "\n" + format_table(run_bench(o)))
-        torch.backends.cudnn.allow_tf32 = True  # a tf32=False run switched it off
 
 
 def plan(check: Check) -> list[tuple[str, Callable[[Check], str], bool]]:

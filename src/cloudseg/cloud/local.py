@@ -118,7 +118,12 @@ class LocalInference:
         return self.service.first.untrained
 
     def describe(self) -> str:
-        return f"local: {self.service.describe()}"
+        text = f"local: {self.service.describe()}"
+        if self.buckets:
+            text += f"; batch buckets {','.join(map(str, self.buckets))}"
+        if self.benchmark:
+            text += f"; cuDNN tuned, warm-up {self.warmup_s:.1f} s"
+        return text
 
     def infer(
         self,
