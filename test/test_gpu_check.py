@@ -30,6 +30,15 @@ sys.exit(main(sys.argv[1:]))
 """
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _one_torch_thread():
+    """One torch thread (2 cores shared with other processes: threads spin against each other)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="the CPU host's run (CUDA: run it whole)")
 def test_gpu_check_runs_green_on_the_cpu(tmp_path, shared_data):
     data = tmp_path / "gpu_data"  # the caller's folder: here without frames (synthetic ones)
@@ -90,3 +99,18 @@ def test_every_training_step_on_the_cpu(trainer):
     from cloudseg.bench.gpu_train import train_step
 
     assert "weight tensors moved" in train_step(trainer, torch.device("cpu"))
+
+
+def test_the_pipeline_section_compares_with_the_cpu_labels(weights_env):
+    """The CUDA section's code on the CPU: the device pipeline (here the CPU, fp32) gets
+    the models of the reference (also where they are random: ICNet), so all labels agree."""
+    import argparse
+
+    from cloudseg.bench import gpu_check
+
+    args = argparse.Namespace(size=(128, 64), frames=1, data=None, budget_s=1, verbose=False)
+    check = gpu_check.Check(args, torch.device("cpu"))
+    assert "1 synthetic frames at 128x64" in gpu_check.inputs(check)
+    for backend in ("espnetv2", "icnet"):
+        text = gpu_check.pipeline_section(backend, "fp32")(check)
+        assert text == "fp32 vs CPU fp32: sr 100.00 %, bilinear 100.00 %, full 100.00 %"
