@@ -87,7 +87,7 @@ def test_server_picks_each_models_device(capsys):
     assert "KIND_AUTO and no CUDA here" in capsys.readouterr().out
     with pytest.raises(SystemExit, match=r"m needs GPU instances \(KIND_GPU\).*--kind KIND_CPU"):
         server.model_device("m", gpu, None, cuda=False)
-    with pytest.raises(SystemExit, match="a fp16 model"):
+    with pytest.raises(SystemExit, match=r"needs CUDA \(fp16 weights\)"):
         server.model_device("m", half, "KIND_CPU", cuda=False)
 
 

@@ -133,7 +133,7 @@ def render_config(
     if kind not in ("KIND_GPU", "KIND_CPU", "KIND_AUTO"):
         raise ValueError(f"instance kind must be KIND_GPU, KIND_CPU or KIND_AUTO, got {kind!r}")
     if dtype != "fp32" and kind == "KIND_CPU":
-        raise ValueError(f"a {dtype} model runs on GPU instances: use KIND_GPU, not KIND_CPU")
+        raise ValueError(f"{dtype} models run on GPU instances: use KIND_GPU, not KIND_CPU")
     h, w = input_hw
     oh, ow = output_hw
     lines = [
@@ -286,7 +286,7 @@ def export_repository(
     """Export every (scale, mode) into the repository ``out_dir``; ``check_frames``: per scale,
     LR frames to check the traces against the eager pipeline (see :func:`export_model`)."""
     if dtype != "fp32" and config.get("kind") == "KIND_CPU":  # before any model is built
-        raise ValueError(f"a {dtype} model runs on GPU instances: use KIND_GPU, not KIND_CPU")
+        raise ValueError(f"{dtype} models run on GPU instances: use KIND_GPU, not KIND_CPU")
     out = []
     for scale in scales:
         pipeline = RestorationPipeline(

@@ -96,7 +96,7 @@ def model_device(name: str, config: dict, override: str | None, cuda: bool) -> s
     if kind == "KIND_AUTO" and dtype == "fp32":
         print(f"cloudseg serve: {name}: KIND_AUTO and no CUDA here: on the CPU", flush=True)
         return "cpu"
-    why = f"GPU instances ({kind})" if kind != "KIND_CPU" else f"CUDA (a {dtype} model)"
+    why = f"GPU instances ({kind})" if kind != "KIND_CPU" else f"CUDA ({dtype} weights)"
     raise SystemExit(
         f"cloudseg serve: error: {name} needs {why}, but this server's torch has no CUDA "
         "device; serve fp32 models with --kind KIND_CPU, or run it on a GPU host"
