@@ -36,7 +36,7 @@ def test_buckets_and_padding():
 
 
 def test_warmup_plan_lists_every_bucket_scale_and_mode():
-    plan = warmup_plan((2048, 1024), scales=(2, 3, 4, 8), sr_scales=(2, 3, 4), max_batch=8)
+    plan = warmup_plan((2048, 1024), (2, 3, 4, 8), sr_scales=(2, 3, 4), batches=batch_buckets(8))
     shapes = {(s.scale, s.mode) for s in plan}
     assert shapes == {
         (1, "full"),
@@ -101,6 +101,8 @@ def test_warm_up_runs_the_plan_and_never_on_cpu(service):
     plan = inf.plan((512, 256))
     assert {(s.scale, s.mode) for s in plan} == {(1, "full"), (4, "sr"), (4, "bilinear")}
     assert [s.batch for s in plan if s.mode == "sr"] == [1, 2, 4]
+    unbucketed = LocalInference(service, max_batch=3, bucketing=False).plan((512, 256))
+    assert [s.batch for s in unbucketed if s.mode == "sr"] == [1, 2, 3]
     calls = []
     inf.infer = lambda lr, scale, sr_bypass=False: calls.append((len(lr), scale, sr_bypass))
     inf.warm_up((512, 256))

@@ -83,6 +83,7 @@ class LocalInference:
         self.service = service
         self.overlay_alpha = float(overlay_alpha)
         self.cuda = torch.device(service.device).type == "cuda"
+        self.max_batch = int(max_batch)
         self.buckets = batch_buckets(max_batch) if bucketing else ()
         self.benchmark = bool(cudnn_benchmark) and self.cuda
         self.warmup_s = 0.0
@@ -91,10 +92,10 @@ class LocalInference:
 
     def plan(self, camera_size: tuple[int, int]) -> list[WarmupShape]:
         """The shapes this object runs for a camera size (width, height): every bucket x
-        scale x mode (`warmup_plan`); one per batch size up to the largest without buckets."""
+        scale x mode (`warmup_plan`); without buckets, every batch size up to ``max_batch``."""
         sr_scales = tuple(getattr(self.service.first.sr, "scales", ()))
-        largest = self.buckets[-1] if self.buckets else 1
-        return warmup_plan(camera_size, tuple(self.service.scales), sr_scales, largest)
+        batches = self.buckets or tuple(range(1, self.max_batch + 1))
+        return warmup_plan(camera_size, tuple(self.service.scales), sr_scales, batches)
 
     def warm_up(self, camera_size: tuple[int, int]) -> float:
         """Run every shape of `plan` once (cuDNN tunes them now); returns the seconds taken."""
@@ -107,7 +108,7 @@ class LocalInference:
         log.info(
             "warmed up %d shapes (batches %s, camera %dx%d) in %.1f s",
             len(plan),
-            ",".join(map(str, self.buckets or (1,))),
+            ",".join(map(str, self.buckets or range(1, self.max_batch + 1))),
             *camera_size,
             seconds,
         )

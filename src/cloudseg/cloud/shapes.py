@@ -79,12 +79,13 @@ def warmup_plan(
     camera_size: tuple[int, int],
     scales: tuple[int, ...],
     sr_scales: tuple[int, ...],
-    max_batch: int,
+    batches: tuple[int, ...],
 ) -> list[WarmupShape]:
-    """Every bucket x scale x mode a cloud serving ``scales`` will run for one camera size
-    (width, height): "sr" where the SR model has a head for the scale (``sr_scales``),
-    "bilinear" for every scale above 1, and "full" at scale 1 (the controller's profiling
-    frames, full resolution). The LR size is the compressor's, (H // scale, W // scale)."""
+    """Every batch size (``batches``: the buckets) x scale x mode a cloud serving ``scales``
+    will run for one camera size (width, height): "sr" where the SR model has a head for the
+    scale (``sr_scales``), "bilinear" for every scale above 1, and "full" at scale 1 (the
+    controller's profiling frames, full resolution). The LR size is the compressor's,
+    (H // scale, W // scale)."""
     width, height = camera_size
     plan = []
     for scale in sorted({1, *(int(s) for s in scales)}):
@@ -93,7 +94,7 @@ def warmup_plan(
             continue
         modes = ("full",) if scale == 1 else (("sr",) if scale in sr_scales else ()) + ("bilinear",)
         for mode in modes:
-            plan += [WarmupShape(b, scale, mode, lr_hw) for b in batch_buckets(max_batch)]
+            plan += [WarmupShape(b, scale, mode, lr_hw) for b in batches]
     return plan
 
 
