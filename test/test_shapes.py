@@ -80,7 +80,7 @@ def test_padded_batches_give_the_unbatched_results(service, lr_frames):
     pipe = service.pipeline(4)
     real_restore = pipe.restore
     pipe.restore = lambda frames, mode: seen.append(len(frames)) or real_restore(frames, mode)
-    bucketed = LocalInference(service, max_batch=8)
+    bucketed = LocalInference(service, max_batch=8, bucketing=True)
     plain = LocalInference(service, max_batch=8, bucketing=False)
     got = bucketed.infer(lr_frames, 4, want_restored=True, want_overlay=True)
     assert seen == [4]
@@ -96,7 +96,8 @@ def test_padded_batches_give_the_unbatched_results(service, lr_frames):
 
 
 def test_warm_up_runs_the_plan_and_never_on_cpu(service):
-    inf = LocalInference(service, max_batch=4, cudnn_benchmark=True)
+    assert LocalInference(service).buckets == ()  # CPU: no padding by default
+    inf = LocalInference(service, max_batch=4, bucketing=True, cudnn_benchmark=True)
     assert inf.warmup_s == 0.0 and not inf.benchmark  # CPU: no tuning, no warm-up
     plan = inf.plan((512, 256))
     assert {(s.scale, s.mode) for s in plan} == {(1, "full"), (4, "sr"), (4, "bilinear")}

@@ -2,7 +2,7 @@
 
 It times exactly what the cloud node runs: `LocalInference.infer` on a batch of host (numpy)
 frames, with the node's flags: cuDNN tuning (`CUDNN_BENCHMARK`, ``--no-cudnn-benchmark``),
-batch buckets (a batch of 3 runs as 4; ``--no-bucketing``), dtype, channels-last, pinned
+batch buckets on CUDA (a batch of 3 runs as 4; ``--no-bucketing``), dtype, channels-last, pinned
 host-to-device copies, labels copied back. Stages, each the median over ``--iters`` timed
 iterations after ``--warmup`` untimed ones:
 
@@ -70,7 +70,7 @@ class CloudBenchOptions:
     compile: bool = False
     channels_last: bool = True  # False: keep NCHW on CUDA
     cudnn_benchmark: bool = CUDNN_BENCHMARK  # as the node
-    bucketing: bool = True  # as the node
+    bucketing: bool | None = None  # as the node: on CUDA
     max_batch: int = 8  # the node's max_batch: its buckets go up to it
     tf32: bool = True  # torch's default for cuDNN convolutions (False: both switches off)
 
@@ -224,7 +224,7 @@ def _options_from(args: argparse.Namespace) -> CloudBenchOptions:
         compile=args.compile,
         channels_last=not args.no_channels_last,
         cudnn_benchmark=not args.no_cudnn_benchmark,
-        bucketing=not args.no_bucketing,
+        bucketing=False if args.no_bucketing else None,
         tf32=not args.no_tf32,
         max_batch=args.max_batch,
     )
@@ -282,7 +282,6 @@ def _run(
         "warmup": warmup,
         "compile": bool(options.compile),
         "cudnn_benchmark": bool(options.cudnn_benchmark) and device == "cuda",
-        "bucketing": bool(options.bucketing),
         "channels_last": bool(options.channels_last) and device == "cuda",
         "cpu_defaults": device == "cpu" and options.size is None,
         "decode_ms": bench_decode(lr_w, lr_h, max(iters, 17)),
@@ -311,6 +310,7 @@ def _run(
             cudnn_benchmark=options.cudnn_benchmark,
             warmup_camera=None,  # the warm-up iterations below
         )
+        report["bucketing"] = bool(node.buckets)
         for batch in batches:
             lr = np.repeat(frame[None], batch, axis=0)
             sr = bench_node_call(node, lr, options.scale, False, iters, warmup)
@@ -346,7 +346,7 @@ def format_table(report: dict[str, Any]) -> str:
         + (", compiled" if report["compile"] else "")
         + (", cudnn.benchmark" if report["cudnn_benchmark"] else "")
         + (", channels_last" if report["channels_last"] else "")
-        + (", batch buckets" if report["bucketing"] else "")
+        + (", batch buckets" if report.get("bucketing") else "")
         + "; total: host frames in, host labels out, as the node",
     ]
     if report["cpu_defaults"]:

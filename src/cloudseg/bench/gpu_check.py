@@ -226,7 +226,7 @@ def local_inference(check: Check) -> str:
         allow_untrained=True, scales=(4,), cpu_max_width=None,
     )  # fmt: skip
     height, width = check.camera.shape[1:3]
-    node = LocalInference(service, max_batch=8, warmup_camera=(width, height))
+    node = LocalInference(service, max_batch=8, bucketing=True, warmup_camera=(width, height))
     lr = check.lr(4)
     frames = np.concatenate([lr] * (8 // len(lr) + 1))
     firsts, repeats = {}, {}

@@ -5,8 +5,8 @@ not ask for is made or copied back (the restored image is converted only for the
 topic or the overlay; the overlay is blended on the device, at the segmentation size), and
 everything asked for comes back with one host sync per call.
 
-Shapes (`cloudseg.cloud.shapes`): a group of n frames is padded to its batch bucket (1, 2, 4,
-..., ``max_batch``) and the padded outputs dropped, so the device sees few shapes; on CUDA with
+Shapes (`cloudseg.cloud.shapes`): on CUDA a group of n frames is padded to its batch bucket
+(1, 2, 4, ..., ``max_batch``) and the padded outputs dropped, so the device sees few shapes; with
 ``cudnn_benchmark`` (`CUDNN_BENCHMARK` by default) every bucket x scale x mode of the warm-up
 camera size is run once at start, so cuDNN tunes them then, not mid-stream. The flag is set
 around this object's own calls only.
@@ -64,7 +64,8 @@ class LocalInference:
     """`Inference` on this process's `RestorationPipeline`s (a `CloudService`'s, one per
     scale, the models shared). ``overlay_alpha``: the overlay's colour weight (the node
     updates it when its parameter changes). ``max_batch``: the largest group (the batcher's);
-    ``bucketing``: pad groups to `batch_buckets` (off: every size as it comes);
+    ``bucketing``: pad groups to `batch_buckets` (None: on CUDA only; a CPU tunes nothing and
+    would only compute the padding);
     ``cudnn_benchmark``: let cuDNN tune each shape (CUDA); ``warmup_camera``: the camera size
     (width, height) whose shapes are warmed up at start when tuning is on (None: none)."""
 
@@ -76,7 +77,7 @@ class LocalInference:
         overlay_alpha: float = 0.5,
         *,
         max_batch: int = 8,
-        bucketing: bool = True,
+        bucketing: bool | None = None,
         cudnn_benchmark: bool = CUDNN_BENCHMARK,
         warmup_camera: tuple[int, int] | None = WARMUP_CAMERA_SIZE,
     ) -> None:
@@ -84,6 +85,7 @@ class LocalInference:
         self.overlay_alpha = float(overlay_alpha)
         self.cuda = torch.device(service.device).type == "cuda"
         self.max_batch = int(max_batch)
+        bucketing = self.cuda if bucketing is None else bucketing
         self.buckets = batch_buckets(max_batch) if bucketing else ()
         self.benchmark = bool(cudnn_benchmark) and self.cuda
         self.warmup_s = 0.0
