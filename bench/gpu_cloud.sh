@@ -1,25 +1,29 @@
 #!/usr/bin/env bash
-# GPU benchmark of the cloud pipeline, ready for a GPU host without ROS (e.g. the `device`
-# tool's H100: Python 3.12, PyTorch, OpenCV; PyAV carried as a wheel in .whl/).
+# The standing GPU check (src/cloudseg/bench/gpu_check.py): every CUDA path of the cloud, one
+# PASS/FAIL/SKIP line per section (a failure does not stop the rest), then `cloudseg bench
+# cloud` timing runs while --budget-s lasts (default 280 s: under 5 minutes on an H100).
+# Needs Python 3.12 + PyTorch + numpy + OpenCV; no ROS wheels, rosbags, mcap, cityscapesScripts.
 #
-# Prepare here (once):   echo /.whl/ >> .git/info/exclude
+# Prepare here (once; .carry/ is git-ignored, Cityscapes frames never enter the repository):
+#   mkdir -p .carry/gpu_data/weights
+#   cp ../shared/data/cityscapes/leftImg8bit/val/frankfurt/frankfurt_000000_000294_leftImg8bit.png \
+#      ../shared/data/cityscapes/leftImg8bit/val/lindau/lindau_000005_000019_leftImg8bit.png \
+#      .carry/gpu_data/
+#   cp -r ../shared/data/weights/carn ../shared/data/weights/espnetv2 .carry/gpu_data/weights/
+#   wheels for what the GPU host may lack, in .carry/whl: PyAV (the decode column of the timing
+#   runs) and tqdm (the trainers import it; without it their steps FAIL with an ImportError):
 #   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 \
 #     --implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
-#     -d .whl av==18.1.0
-# Run there:             bash bench/gpu_cloud.sh          (carry: .whl)
-set -euo pipefail
-cd "$(dirname "$0")/.."
-if ! python3 -c "import av" 2>/dev/null; then
-  python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl
-  export PYTHONPATH="/tmp/site${PYTHONPATH:+:$PYTHONPATH}"
-fi
+#     -d .carry/whl av==18.1.0
+#   python3 -m pip download --no-deps -d .carry/whl tqdm==4.70.1
+# Run there (device tool): command "bash bench/gpu_cloud.sh --data .carry/gpu_data",
+#   carry [".carry"], timeout_s 420. Without --data (or an empty folder): synthetic frames and
+#   random weights (looser agreement thresholds). --budget-s S, --size WxH, --verbose.
+cd "$(dirname "$0")/.." || exit 2
 export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
-nvidia-smi --query-gpu=name,driver_version --format=csv,noheader || true
-for backend in icnet espnetv2; do
-  python3 -m cloudseg.bench.cloud --device cuda --backend "$backend" --batch 1 8 \
-    --dtype fp32 fp16 --iters 50 --json
-  python3 -m cloudseg.bench.cloud --device cuda --backend "$backend" --batch 1 8 \
-    --dtype fp16 --iters 50 --compile --json
-  python3 -m cloudseg.bench.cloud --device cuda --backend "$backend" --sr-model carn --batch 1 8 \
-    --dtype fp16 --iters 50 --json
-done
+PY="${PYTHON:-python3}"  # the GPU host's python3; PYTHON=.venv/bin/python here
+if compgen -G ".carry/whl/*.whl" >/dev/null; then  # the carried wheels, outside the host's env
+  "$PY" -m pip install -q --no-index --no-deps --target /tmp/site .carry/whl/*.whl \
+    && export PYTHONPATH="$PYTHONPATH:/tmp/site"
+fi
+exec "$PY" -m cloudseg.bench.gpu_check "$@"

@@ -1,18 +1,24 @@
 """``cloudseg bench cloud``: milliseconds per frame of the cloud side, per batch and dtype.
 
-Stages, each the median over ``--iters`` timed iterations after ``--warmup`` untimed ones:
+It times exactly what the cloud node runs: `LocalInference.infer` on a batch of host (numpy)
+frames, with the node's flags: cuDNN tuning (`CUDNN_BENCHMARK`, ``--no-cudnn-benchmark``),
+batch buckets on CUDA (a batch of 3 runs as 4; ``--no-bucketing``), dtype, channels-last, pinned
+host-to-device copies, labels copied back. Stages, each the median over ``--iters`` timed
+iterations after ``--warmup`` untimed ones:
 
 * ``decode``: H.264 decode of one LR frame on the CPU (a 17-frame-GOP stream of a synthetic
-  moving test pattern, libx264 ultrafast CRF 23), per frame;
+  moving test pattern, libx264 ultrafast CRF 23), per frame (None without PyAV);
 * ``sr``: CARN x``scale`` in one pass (LR -> MR and HR), per frame of the batch;
 * ``segmentation``: the segmenter on the full-size frame (ICNet: the SR pyramid), per frame;
-* ``total``: SR + segmentation (``RestorationPipeline.process`` on a batch already on the
-  device, CUDA events), per frame; ``wall``: the same call timed by the host with
-  ``torch.cuda.synchronize()`` around it; ``bilinear``: total with the SR bypass.
+* ``total``: the node's whole call, host frames in, host labels out (host clock), per frame;
+  ``bilinear``: the same with the SR bypass.
 
+Precision is stated as run: an fp32 row on an Ampere or newer GPU is ``tf32`` while cuDNN's
+(or matmul's) TF32 switch is on, as it is by default (``--no-tf32``: ``fp32 (tf32 off)``).
 Weights are RANDOM (the timing does not depend on them; the output says so). On CPU the
 defaults shrink to one batch of one 512x256 frame and three iterations (``--size`` etc.
-override them). Imports only torch, numpy, OpenCV and PyAV: runs on a GPU host without ROS.
+override them). Imports only torch, numpy and PyAV (for ``decode``): runs on a GPU host
+without ROS.
 """
 
 from __future__ import annotations
@@ -29,8 +35,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from cloudseg.cloud.shapes import CUDNN_BENCHMARK, bucket_for
 from cloudseg.media.codecs import CodecError
-from cloudseg.media.h264 import H264Decoder, H264Encoder
 from cloudseg.models.registry import UnknownModelError
 from cloudseg.models.weights import WeightsError
 from cloudseg.restore.backends import BACKENDS, DTYPES, PipelineError
@@ -63,6 +69,10 @@ class CloudBenchOptions:
     warmup: int | None = None  # None: 10 on CUDA, 1 on CPU
     compile: bool = False
     channels_last: bool = True  # False: keep NCHW on CUDA
+    cudnn_benchmark: bool = CUDNN_BENCHMARK  # as the node
+    bucketing: bool | None = None  # as the node: on CUDA
+    max_batch: int = 8  # the node's max_batch: its buckets go up to it
+    tf32: bool = True  # torch's default for cuDNN convolutions (False: both switches off)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -88,6 +98,19 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--warmup", type=int, help="untimed iterations first (default 10/1)")
     parser.add_argument("--compile", action="store_true", help="torch.compile (CUDA only)")
     parser.add_argument("--no-channels-last", action="store_true", help="keep NCHW on CUDA")
+    parser.add_argument(
+        "--no-cudnn-benchmark", action="store_true", help="no cuDNN tuning (the node tunes)"
+    )
+    parser.add_argument(
+        "--no-bucketing", action="store_true", help="run each batch size as is (the node pads)"
+    )
+    parser.add_argument("--no-tf32", action="store_true", help="fp32 rows without TF32")
+    parser.add_argument(
+        "--max-batch",
+        type=int,
+        default=CloudBenchOptions.max_batch,
+        help="the node's max_batch (buckets 1, 2, 4, ... up to it; default %(default)s)",
+    )
     parser.add_argument(
         "--json", action="store_true", help="last stdout line: the results as one JSON object"
     )
@@ -124,8 +147,13 @@ def synthetic_frame(width: int, height: int, shift: int = 0, seed: int = 0) -> n
     return np.clip(img, 0, 255).astype(np.uint8)
 
 
-def bench_decode(width: int, height: int, iters: int) -> float:
-    """Median ms to decode one H.264 frame of width x height (a GOP-17 stream)."""
+def bench_decode(width: int, height: int, iters: int) -> float | None:
+    """Median ms to decode one H.264 frame of width x height (a GOP-17 stream); None
+    without PyAV (a GPU host may not have it)."""
+    try:
+        from cloudseg.media.h264 import H264Decoder, H264Encoder
+    except ImportError:
+        return None
     encoder = H264Encoder(crf=23, gop=17)
     payloads = [
         encoder.encode(synthetic_frame(width, height, shift=2 * i)).payload
@@ -140,27 +168,45 @@ def bench_decode(width: int, height: int, iters: int) -> float:
     return statistics.median(times)
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+class OnePipeline:
+    """One pipeline served as `LocalInference` asks a `CloudService` for its pipelines."""
+
+    def __init__(self, pipeline: RestorationPipeline) -> None:
+        self.first = pipeline
+        self.device = pipeline.device
+        self.scales = (pipeline.scale,)
+
+    def pipeline(self, scale: int) -> RestorationPipeline:
+        return self.first
+
+    def describe(self) -> str:
+        return self.first.describe()
 
 
-def bench_pipeline(
-    pipeline: RestorationPipeline, lr: torch.Tensor, mode: str, iters: int, warmup: int
+def bench_node_call(
+    inference: Any, lr: np.ndarray, scale: int, bypass: bool, iters: int, warmup: int
 ) -> dict[str, float]:
-    """Median per-call timings (ms, whole batch) of pipeline.process(lr, mode)."""
+    """Median ms (whole batch) of the node's call (``inference``: a `LocalInference`):
+    ``total`` (host frames to host labels),
+    ``sr`` and ``segmentation`` (device events on CUDA)."""
     for _ in range(warmup):
-        pipeline.process(lr, mode)
-    samples: dict[str, list[float]] = {}
+        inference.infer(lr, scale, sr_bypass=bypass)
+    samples: dict[str, list[float]] = {"total": [], "sr": [], "segmentation": []}
     for _ in range(iters):
-        _sync(pipeline.device)
-        t0 = time.perf_counter()
-        result = pipeline.process(lr, mode)
-        _sync(pipeline.device)
-        samples.setdefault("wall", []).append((time.perf_counter() - t0) * 1e3)
-        for key, value in result.timings_ms.items():
-            samples.setdefault(key, []).append(value)
+        result = inference.infer(lr, scale, sr_bypass=bypass)
+        samples["total"].append(result.ms)
+        samples["sr"].append(result.sr_ms)
+        samples["segmentation"].append(result.segmentation_ms)
     return {key: statistics.median(values) for key, values in samples.items()}
+
+
+def precision_label(dtype: str, device: str) -> str:
+    """What an fp32 run really computes in: "tf32" on an Ampere or newer GPU while cuDNN's or
+    matmul's TF32 switch is on, "fp32 (tf32 off)" when both are off there; else ``dtype``."""
+    if dtype != "fp32" or device != "cuda" or torch.cuda.get_device_capability()[0] < 8:
+        return dtype
+    tf32 = torch.backends.cudnn.allow_tf32 or torch.backends.cuda.matmul.allow_tf32
+    return "tf32" if tf32 else "fp32 (tf32 off)"
 
 
 def _options_from(args: argparse.Namespace) -> CloudBenchOptions:
@@ -177,6 +223,10 @@ def _options_from(args: argparse.Namespace) -> CloudBenchOptions:
         warmup=args.warmup,
         compile=args.compile,
         channels_last=not args.no_channels_last,
+        cudnn_benchmark=not args.no_cudnn_benchmark,
+        bucketing=False if args.no_bucketing else None,
+        tf32=not args.no_tf32,
+        max_batch=args.max_batch,
     )
 
 
@@ -197,8 +247,27 @@ def run_bench(options: CloudBenchOptions) -> dict[str, Any]:
         raise BenchError("--iters and --batch must be >= 1, --warmup >= 0")
     if device == "cpu" and any(d != "fp32" for d in dtypes):
         raise BenchError("fp16/bf16 need CUDA; on CPU use --dtype fp32")
-    lr_w, lr_h = width // options.scale, height // options.scale
+    tf32 = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    if device == "cuda" and not options.tf32:
+        torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        return _run(options, device, batches, dtypes, iters, warmup, width, height)
+    finally:  # the switches are process-wide: as they were
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = tf32
 
+
+def _run(
+    options: CloudBenchOptions,
+    device: str,
+    batches: Sequence[int],
+    dtypes: Sequence[str],
+    iters: int,
+    warmup: int,
+    width: int,
+    height: int,
+) -> dict[str, Any]:
+    """`run_bench` once its options are checked."""
+    lr_w, lr_h = width // options.scale, height // options.scale
     report: dict[str, Any] = {
         "device": device,
         "gpu": torch.cuda.get_device_name(0) if device == "cuda" else None,
@@ -212,11 +281,15 @@ def run_bench(options: CloudBenchOptions) -> dict[str, Any]:
         "iters": iters,
         "warmup": warmup,
         "compile": bool(options.compile),
+        "cudnn_benchmark": bool(options.cudnn_benchmark) and device == "cuda",
+        "channels_last": bool(options.channels_last) and device == "cuda",
         "cpu_defaults": device == "cpu" and options.size is None,
         "decode_ms": bench_decode(lr_w, lr_h, max(iters, 17)),
         "rows": [],
     }
-    frame = torch.from_numpy(synthetic_frame(lr_w, lr_h))
+    from cloudseg.cloud.local import LocalInference  # here: synthetic_frame imports lightly
+
+    frame = synthetic_frame(lr_w, lr_h)
     for dtype in dtypes:
         pipeline = RestorationPipeline(
             options.sr_model,
@@ -230,20 +303,29 @@ def run_bench(options: CloudBenchOptions) -> dict[str, Any]:
             scale=options.scale,
             compile=options.compile,
         )
+        node = LocalInference(
+            OnePipeline(pipeline),  # type: ignore[arg-type]
+            max_batch=max(options.max_batch, *batches),
+            bucketing=options.bucketing,
+            cudnn_benchmark=options.cudnn_benchmark,
+            warmup_camera=None,  # the warm-up iterations below
+        )
+        report["bucketing"] = bool(node.buckets)
         for batch in batches:
-            lr = frame.expand(batch, -1, -1, -1).contiguous().to(pipeline.device)
-            sr = bench_pipeline(pipeline, lr, "sr", iters, warmup)
-            bilinear = bench_pipeline(pipeline, lr, "bilinear", iters, warmup)
+            lr = np.repeat(frame[None], batch, axis=0)
+            sr = bench_node_call(node, lr, options.scale, False, iters, warmup)
+            bilinear = bench_node_call(node, lr, options.scale, True, iters, warmup)
             total = sr["total"] / batch
             report["rows"].append(
                 {
                     "dtype": dtype,
+                    "precision": precision_label(dtype, device),
                     "batch": batch,
+                    "device_batch": bucket_for(batch, node.buckets),
                     "decode_ms": report["decode_ms"],
                     "sr_ms": sr["sr"] / batch,
                     "segmentation_ms": sr["segmentation"] / batch,
                     "total_ms": total,
-                    "wall_ms": sr["wall"] / batch,
                     "bilinear_total_ms": bilinear["total"] / batch,
                     "fps": 1000.0 / total if total > 0 else None,
                 }
@@ -261,18 +343,23 @@ def format_table(report: dict[str, Any]) -> str:
         f"{PROG}: {where}, SR {report['sr_model']} x{report['scale']} {report['lr_size']} -> "
         f"{report['size']} + {report['backend']}, {report['weights']}",
         f"median ms per frame over {report['iters']} iterations ({report['warmup']} warm-up)"
-        + (", compiled" if report["compile"] else ""),
+        + (", compiled" if report["compile"] else "")
+        + (", cudnn.benchmark" if report["cudnn_benchmark"] else "")
+        + (", channels_last" if report["channels_last"] else "")
+        + (", batch buckets" if report.get("bucketing") else "")
+        + "; total: host frames in, host labels out, as the node",
     ]
     if report["cpu_defaults"]:
         lines.append("CPU: reduced default size/iterations (use --size, --iters to change)")
     lines.append(
-        f"{'dtype':<6}{'batch':>6}{'decode':>9}{'sr':>9}{'seg':>9}{'total':>9}{'wall':>9}"
-        f"{'bilinear':>10}{'fps':>8}"
+        f"{'precision':<16}{'batch':>6}{'run as':>7}{'decode':>9}{'sr':>9}{'seg':>9}"
+        f"{'total':>9}{'bilinear':>10}{'fps':>8}"
     )
     for r in report["rows"]:
+        decode = "-" if r["decode_ms"] is None else f"{r['decode_ms']:.2f}"
         lines.append(
-            f"{r['dtype']:<6}{r['batch']:>6}{r['decode_ms']:>9.2f}{r['sr_ms']:>9.2f}"
-            f"{r['segmentation_ms']:>9.2f}{r['total_ms']:>9.2f}{r['wall_ms']:>9.2f}"
+            f"{r['precision']:<16}{r['batch']:>6}{r['device_batch']:>7}{decode:>9}"
+            f"{r['sr_ms']:>9.2f}{r['segmentation_ms']:>9.2f}{r['total_ms']:>9.2f}"
             f"{r['bilinear_total_ms']:>10.2f}{r['fps']:>8.1f}"
         )
     return "\n".join(lines)

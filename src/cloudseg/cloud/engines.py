@@ -17,15 +17,17 @@ def make_inference(
     triton_urls: str = "localhost:8001",
     triton_policy: str = "round_robin",
     triton_timeout_s: float = 10.0,
+    max_batch: int = 8,
 ) -> Inference:
     """The node's ``inference`` parameter -> an `Inference` (the one place that chooses):
     "local" runs ``service``'s pipelines here; "triton" sends each batch to the servers at
     ``triton_urls`` (comma-separated gRPC ``host:port``), picked by ``triton_policy``, each
-    request with a deadline of ``triton_timeout_s``."""
+    request with a deadline of ``triton_timeout_s``. ``max_batch``: the batcher's largest
+    group (the local buckets and warm-up go up to it)."""
     if kind == "local":
         if service is None:
             raise ValueError("inference 'local' needs the cloud's pipelines (a CloudService)")
-        return LocalInference(service, overlay_alpha)
+        return LocalInference(service, overlay_alpha, max_batch=max_batch)
     if kind == "triton":
         from cloudseg.triton.client import TritonInference  # lazy: needs tritonclient
 

@@ -57,6 +57,7 @@ class CloudSRNode(CloudIngest):
             triton_urls=p["triton_urls"],
             triton_policy=p["triton_policy"],
             triton_timeout_s=p["triton_timeout_s"],
+            max_batch=p["max_batch"],
         )
         self.makes_images = getattr(self.inference, "makes_images", True)
         self.batcher = Batcher(

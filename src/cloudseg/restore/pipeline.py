@@ -80,7 +80,8 @@ class RestorationPipeline:
     path, or None (random init, needs ``allow_untrained``). ``allow_untrained`` also lets a
     model without any published checkpoint (ICNet here) run with random weights: then
     :attr:`untrained` names it and every result carries the names. ``compile``: wrap both
-    networks in ``torch.compile(mode="reduce-overhead")`` (CUDA only, off by default).
+    networks in ``torch.compile(mode="reduce-overhead")`` (CUDA only, off by default; SR outputs
+    are copied out of the CUDA graph's memory, so a pyramid outlives the next call).
     ``seg_size``: "trained" (segment at the resolution the segmenter's weights were trained
     at; default) or "full" (at the camera size). ``sr_route``: "direct" (SR by the factor that
     reaches the segmentation size; default) or "full" (SR to the camera size, then area
@@ -331,6 +332,8 @@ class RestorationPipeline:
             # ICNet also takes the half-size image: x2 comes with x4 from the same body pass
             extra = (r // 2,) if r == 4 and 2 in heads and self.backend == "icnet" else ()
             ups = self._sr_fn(x, scales=tuple(sorted((r, *extra))), clamp=True)
+            if self.compiled:  # CUDA-graph outputs are overwritten by the next replay: a
+                ups = {s: img.clone() for s, img in ups.items()}  # pyramid may be kept
         if not direct:  # SR to the camera size, then area downsampling to the segmentation size
             out = {1: downsample_tensor(ups[r], k, "area")}
             if self.scale % k == 0:

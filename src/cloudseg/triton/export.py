@@ -15,9 +15,13 @@ The route (SR x2 to the trained resolution, SR x4 then area downsampling, ...) d
 input size, so each model is traced for one LR size (the camera size divided by the scale) and
 its dims are fixed; the batch dimension stays free (checked at export with two batch sizes).
 ``dynamic_batching`` (preferred batch sizes, queue delay) and ``instance_group`` (count, kind)
-come from the options. The same repository serves the official Triton server container on GPU
-hosts (``tritonserver --model-repository DIR``; the PyTorch backend maps the model to the
-instance's GPU) and ``cloudseg serve`` on this host (pytriton).
+come from the options; ``model_warmup`` runs every batch bucket (1, 2, 4, ..., max batch: the
+cloud's buckets) once at load, so no first call of a batch size waits for tuning past a
+client's deadline. ``--dtype fp16`` (CUDA: trace with ``--device cuda``) exports the network
+in half precision, as the cloud runs it locally on CUDA; such a model needs GPU instances.
+The same repository serves the official Triton server container on GPU hosts
+(``tritonserver --model-repository DIR``; the PyTorch backend maps the model to the
+instance's GPU) and ``cloudseg serve`` (pytriton; on the CPU with ``--kind KIND_CPU``).
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from cloudseg.cloud.shapes import batch_buckets
 from cloudseg.restore.pipeline import RestorationPipeline
 from cloudseg.routes import DEFAULT_ROUTE, seg_weights_for
 from cloudseg.triton.pbtxt import parse_pbtxt
@@ -115,8 +120,11 @@ def render_config(
     instances: int = 1,
     kind: str = "KIND_GPU",
     parameters: dict[str, str] | None = None,
+    dtype: str = "fp32",
 ) -> str:
-    """The ``config.pbtxt`` text of one model (Triton's protobuf text format)."""
+    """The ``config.pbtxt`` text of one model (Triton's protobuf text format), with a
+    ``model_warmup`` entry per batch bucket (zeros). ``dtype``: the network's (not the
+    inputs'); fp16 and bf16 need ``kind`` KIND_GPU or KIND_AUTO."""
     if max_batch_size < 1:
         raise ValueError(f"max_batch_size must be at least 1, got {max_batch_size}")
     bad = [b for b in preferred_batch_sizes if not 1 <= b <= max_batch_size]
@@ -124,6 +132,8 @@ def render_config(
         raise ValueError(f"preferred batch sizes {bad} are outside 1..{max_batch_size}")
     if kind not in ("KIND_GPU", "KIND_CPU", "KIND_AUTO"):
         raise ValueError(f"instance kind must be KIND_GPU, KIND_CPU or KIND_AUTO, got {kind!r}")
+    if dtype != "fp32" and kind == "KIND_CPU":
+        raise ValueError(f"{dtype} models run on GPU instances: use KIND_GPU, not KIND_CPU")
     h, w = input_hw
     oh, ow = output_hw
     lines = [
@@ -154,7 +164,16 @@ def render_config(
         f"    kind: {kind}",
         "  }",
         "]",
+        "model_warmup [",
     ]
+    buckets = batch_buckets(max_batch_size)
+    for b in buckets:  # list items are comma-separated in protobuf text format
+        lines += [
+            f'  {{ name: "batch_{b}" batch_size: {b} inputs {{ key: "{INPUT_NAME}" value: {{',
+            f"    data_type: TYPE_UINT8 dims: [ {h}, {w}, 3 ] zero_data: true }} }} }}"
+            + ("," if b != buckets[-1] else ""),
+        ]
+    lines.append("]")
     for key, value in (parameters or {}).items():
         text = str(value).replace("\\", "\\\\").replace('"', '\\"')
         lines += [
@@ -224,8 +243,11 @@ def export_model(
         "camera_size": f"{width}x{height}",
         "reduced_by": str(k),
         "traced_from": pipeline.describe(),  # device and dtype of the trace, not of the server
+        "dtype": pipeline.dtype_name,
     }
-    text = render_config(name, (h, w), (oh, ow), parameters=meta, **config)  # type: ignore[arg-type]
+    text = render_config(
+        name, (h, w), (oh, ow), parameters=meta, dtype=pipeline.dtype_name, **config
+    )  # type: ignore[arg-type]
     parse_pbtxt(text)  # what we write must parse
     (model_dir / "config.pbtxt").write_text(text)
     log.info(
@@ -251,6 +273,7 @@ def export_repository(
     sr_model: str = "carn_m",
     backend: str = "espnetv2",
     device: str = "cpu",
+    dtype: str = "fp32",
     seg_size: str = "trained",
     sr_route: str = "direct",
     cpu_max_width: int | None = None,
@@ -262,12 +285,15 @@ def export_repository(
 ) -> list[ExportedModel]:
     """Export every (scale, mode) into the repository ``out_dir``; ``check_frames``: per scale,
     LR frames to check the traces against the eager pipeline (see :func:`export_model`)."""
+    if dtype != "fp32" and config.get("kind") == "KIND_CPU":  # before any model is built
+        raise ValueError(f"{dtype} models run on GPU instances: use KIND_GPU, not KIND_CPU")
     out = []
     for scale in scales:
         pipeline = RestorationPipeline(
             sr_model if "sr" in modes else None,
             backend,
             device=device,
+            dtype=dtype,
             scale=scale,
             seg_size=seg_size,
             sr_route=sr_route,
@@ -361,6 +387,13 @@ def add_export_arguments(parser: argparse.ArgumentParser) -> None:
         help="trace on this device (default cpu; Triton's PyTorch backend maps the model to "
         "its instance's device when it loads it)",
     )
+    g.add_argument(
+        "--dtype",
+        default="fp32",
+        choices=("fp32", "fp16", "bf16"),
+        help="the networks' precision (default fp32; fp16, as the cloud runs locally on CUDA, "
+        "and bf16 need --device cuda and GPU instances)",
+    )
     g = parser.add_argument_group("config.pbtxt (how Triton runs them)")
     g.add_argument("--max-batch-size", type=int, default=8, help="default 8")
     g.add_argument(
@@ -395,6 +428,7 @@ def export_from_args(args: argparse.Namespace, out_dir: str | Path) -> list[Expo
         sr_model=args.sr_model,
         backend=args.backend,
         device=args.device,
+        dtype=args.dtype,
         seg_size=args.seg_size,
         sr_route=args.sr_route,
         cpu_max_width=args.cpu_max_width,

@@ -88,6 +88,8 @@ def server_command(python: Path, repository: Path, args: argparse.Namespace) -> 
         cmd += ["--workspace", str(args.workspace)]
     if args.models:
         cmd += ["--models", *args.models]
+    if args.kind:  # given: instead of the repository's configs
+        cmd += ["--kind", args.kind]
     return cmd
 
 
@@ -137,7 +139,9 @@ def build_parser() -> argparse.ArgumentParser:
         ".venv-triton/bin/python beside this venv or in the current folder)",
     )
     add_export_arguments(parser)
-    parser.set_defaults(kind="KIND_CPU")
+    # --kind: for a repository exported on the fly KIND_CPU unless given; for a given
+    # repository its configs' kinds unless given. KIND_GPU without CUDA: one error line.
+    parser.set_defaults(kind=None)
     return parser
 
 
@@ -152,7 +156,8 @@ def main(argv: list[str] | None = None) -> int:
 
             tmp = tempfile.mkdtemp(prefix="cloudseg-triton-repo-")
             repository = Path(tmp)
-            for model in export_from_args(args, repository):
+            export_args = argparse.Namespace(**{**vars(args), "kind": args.kind or "KIND_CPU"})
+            for model in export_from_args(export_args, repository):
                 log.info("exported %s", model.name)
         elif not any(Path(repository).glob("*/config.pbtxt")):
             raise ServeError(f"no models (*/config.pbtxt) in {repository}")

@@ -6,7 +6,10 @@ has numpy 2), by path, outside the cloudseg package: it imports only the standar
 numpy, torch and pytriton (plus ``pbtxt.py`` next to it, loaded by path). Each model folder
 ``<name>/config.pbtxt`` + ``<name>/1/model.pt`` becomes a PyTriton model with the same name,
 input and output, ``max_batch_size``, dynamic batcher (preferred batch sizes, queue delay) and
-instance count. Prints one line ``cloudseg serve: ready ...`` once every model is loaded;
+instance count, on the device its ``instance_group`` kind says (KIND_GPU: CUDA, or one clear
+error where this environment's torch has none; KIND_AUTO: CUDA when present, saying so when
+not; ``--kind`` overrides the configs), each ``model_warmup`` batch run once before serving.
+Prints one line ``cloudseg serve: ready ...`` once every model is loaded;
 SIGTERM or SIGINT stop it cleanly.
 """
 
@@ -18,6 +21,7 @@ import os
 import signal
 import sys
 import sysconfig
+import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -68,14 +72,47 @@ def _tensors(entries, np, Tensor):
     return out
 
 
-def _infer_fn(model, in_name: str, out_name: str, torch, batch):
+def _infer_fn(model, in_name: str, out_name: str, torch, batch, device: str):
     @batch
     def infer(**inputs):
         with torch.inference_mode():
-            result = model(torch.from_numpy(inputs[in_name]))
+            result = model(torch.from_numpy(inputs[in_name]).to(device))
         return {out_name: result.cpu().numpy()}
 
     return infer
+
+
+def model_device(name: str, config: dict, override: str | None, cuda: bool) -> str:
+    """ "cuda" or "cpu" for a model: its instance kind (or ``override``) and its dtype; exits
+    with one line where the kind or dtype needs CUDA and ``cuda`` is False."""
+    groups = _as_list(config.get("instance_group"))
+    kind = override or (groups[0].get("kind", "KIND_GPU") if groups else "KIND_GPU")
+    params = {p["key"]: p["value"].get("string_value") for p in _as_list(config.get("parameters"))}
+    dtype = params.get("dtype", "fp32")
+    if kind == "KIND_CPU" and dtype == "fp32":
+        return "cpu"
+    if cuda:
+        return "cuda"
+    if kind == "KIND_AUTO" and dtype == "fp32":
+        print(f"cloudseg serve: {name}: KIND_AUTO and no CUDA here: on the CPU", flush=True)
+        return "cpu"
+    why = f"GPU instances ({kind})" if kind != "KIND_CPU" else f"CUDA ({dtype} weights)"
+    raise SystemExit(
+        f"cloudseg serve: error: {name} needs {why}, but this server's torch has no CUDA "
+        "device; serve fp32 models with --kind KIND_CPU, or run it on a GPU host"
+    )
+
+
+def warm_up(model, config: dict, torch, device: str) -> list[int]:
+    """Run each ``model_warmup`` entry (zeros) once; returns the batch sizes run."""
+    sizes = []
+    for entry in _as_list(config.get("model_warmup")):
+        for item in _as_list(entry.get("inputs")):
+            shape = (int(entry.get("batch_size", 1)), *(int(d) for d in item["value"]["dims"]))
+            with torch.inference_mode():
+                model(torch.zeros(shape, dtype=torch.uint8, device=device))
+            sizes.append(shape[0])
+    return sizes
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -89,6 +126,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
     parser.add_argument("--workspace", type=Path, help="PyTriton's working folder")
     parser.add_argument("--log-verbose", type=int, default=0)
+    parser.add_argument(
+        "--kind", choices=("KIND_GPU", "KIND_CPU", "KIND_AUTO"), help="instead of the configs'"
+    )
     args = parser.parse_args(argv)
 
     # Triton's Python stub links libpython by name: make it find this interpreter's copy, not
@@ -113,6 +153,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     models = read_repository(args.model_repository, args.models)
+    cuda = torch.cuda.is_available()  # each model's device, before any server starts
+    devices = {m["name"]: model_device(m["name"], m["config"], args.kind, cuda) for m in models}
     config = TritonConfig(
         grpc_address=args.address,
         grpc_port=args.grpc_port,
@@ -125,7 +167,15 @@ def main(argv: list[str] | None = None) -> int:
         with Triton(config=config, workspace=args.workspace) as triton:
             for spec in models:
                 cfg = spec["config"]
-                model = torch.jit.load(str(spec["path"]), map_location="cpu").eval()
+                device = devices[spec["name"]]
+                model = torch.jit.load(str(spec["path"]), map_location=device).eval()
+                t0 = time.perf_counter()
+                sizes = warm_up(model, cfg, torch, device)
+                print(
+                    f"cloudseg serve: {spec['name']} on {device}, warmed up batches "
+                    f"{sizes} in {time.perf_counter() - t0:.1f} s",
+                    flush=True,
+                )
                 inputs = _tensors(cfg.get("input"), np, Tensor)
                 outputs = _tensors(cfg.get("output"), np, Tensor)
                 if len(inputs) != 1 or len(outputs) != 1:
@@ -138,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
                 )
                 count = sum(int(g.get("count", 1)) for g in _as_list(cfg.get("instance_group")))
                 fns = [
-                    _infer_fn(model, inputs[0].name, outputs[0].name, torch, batch)
+                    _infer_fn(model, inputs[0].name, outputs[0].name, torch, batch, device)
                     for _ in range(max(1, count))
                 ]
                 triton.bind(
