@@ -38,6 +38,8 @@ class StreamFrame:
     decode_ms: float
     transport_ms: float
     t0: float  # perf_counter when the frame arrived
+    sent_ns: int = 0  # Frame.sent_stamp (vehicle clock)
+    arrival_ns: int = 0  # DDS arrival at the cloud (cloud clock)
     frames_received: int = 0  # of its stream so far (FrameStats)
     bytes_received: int = 0
     sr_bypass: bool = False
@@ -114,6 +116,8 @@ def frame_stats(
             payload_bytes=f.payload_bytes,
             decode_ms=f.decode_ms,
             transport_ms=f.transport_ms,
+            sent_ns=f.sent_ns,
+            arrival_ns=f.arrival_ns,
             frames_received=f.frames_received,
             bytes_received=f.bytes_received,
         )

@@ -159,7 +159,8 @@ class CloudIngest(Node):
         check_stamp(frame.header.stamp, "header.stamp")
         sent_ns = check_stamp(frame.sent_stamp, "sent_stamp")
         # transport: compressor publish to DDS arrival here, not to when this callback ran
-        transport = (info["received_timestamp"] - sent_ns) / 1e6
+        arrival_ns = int(info["received_timestamp"])
+        transport = (arrival_ns - sent_ns) / 1e6
         stream = self.streams.seen(namespace)
         try:
             decoded = stream.decode(
@@ -191,6 +192,8 @@ class CloudIngest(Node):
                 decode_ms=decoded.decode_ms,
                 transport_ms=transport,
                 t0=t0,
+                sent_ns=sent_ns,
+                arrival_ns=arrival_ns,
                 frames_received=stream.frames_received,
                 bytes_received=stream.bytes_received,
                 sr_bypass=self.bypass(ep),
