@@ -7,6 +7,8 @@ from __future__ import annotations
 import fcntl
 import os
 import random
+import shutil
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -98,3 +100,9 @@ def release_ros_domain(domain: int) -> None:
     handle = _held.pop(domain, None)
     if handle is not None:
         handle.close()
+
+
+def ros2_command() -> str | None:
+    """The `ros2` command: this venv's (the wheels), else a ROS install's on PATH."""
+    own = Path(sys.prefix) / "bin" / "ros2"
+    return str(own) if own.is_file() else shutil.which("ros2")

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -32,7 +31,7 @@ from cloudseg.graph import (
     resolve,
 )
 from cloudseg.processes import ManagedProcess
-from support import running, wait_until
+from support import ros2_command, running, wait_until
 
 pytestmark = pytest.mark.dds
 
@@ -40,18 +39,12 @@ REPO = Path(__file__).resolve().parents[1]
 WIDTH, HEIGHT = 320, 160
 
 
-def _ros2() -> str | None:
-    """The `ros2` command: this venv's (the wheels), else a ROS install's on PATH."""
-    own = Path(sys.prefix) / "bin" / "ros2"
-    return str(own) if own.is_file() else shutil.which("ros2")
-
-
 def _why_no_launch() -> str | None:
     missing = [
         m for m in ("launch", "launch_ros", "ros2launch", "composition_interfaces")
         if importlib.util.find_spec(m) is None
     ]  # fmt: skip
-    if missing or _ros2() is None:
+    if missing or ros2_command() is None:
         return (
             f"the ROS 2 launch packages are not installed ({', '.join(missing) or 'ros2'} "
             "missing): scripts/setup.sh installs them from ../shared/wheels, or source a ROS 2 "
@@ -95,7 +88,7 @@ class Launch:
 
     def __init__(self, env: dict, log: Path, file: str, *args: str) -> None:
         self.log = log
-        self.cmd = [_ros2(), "launch", "cloudseg", file, *args]
+        self.cmd = [ros2_command(), "launch", "cloudseg", file, *args]
         # Ctrl-C as from a terminal: a test run started in the background (`cmd &` in a
         # script, as CI may) ignores SIGINT, and `ros2 launch` would inherit that
         self.proc = ManagedProcess.start(
@@ -450,7 +443,7 @@ def test_ros2_launch_needs_no_ament_prefix_path():
         (["interface", "show", "cloudseg/msg/Frame"], "uint64 seq"),
     ):
         result = subprocess.run(
-            [_ros2(), *args], env=env, capture_output=True, text=True, timeout=60, check=False
+            [ros2_command(), *args], env=env, capture_output=True, text=True, timeout=60, check=False
         )
         out = result.stdout + result.stderr
         assert result.returncode == 0 and expected in out, out

@@ -14,7 +14,6 @@ from __future__ import annotations
 import importlib.util
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -27,18 +26,12 @@ import pytest
 from cloudseg.fastdds import one_host_env
 from cloudseg.graph import FRAMES_TOPIC, GRAPHS, IMAGE_TOPIC, config_dir, resolve
 from cloudseg.launcher import NodeProcesses
-from support import claim_ros_domain, release_ros_domain
+from support import claim_ros_domain, release_ros_domain, ros2_command
 
 pytestmark = pytest.mark.dds
 
 RATE_HZ = 5.0
 VERBS = ("ros2node", "ros2topic", "ros2param", "ros2interface")
-
-
-def _ros2() -> str | None:
-    """The `ros2` command: this venv's (the wheels), else a ROS install's on PATH."""
-    own = Path(sys.prefix) / "bin" / "ros2"
-    return str(own) if own.is_file() else shutil.which("ros2")
 
 
 def _cli_env(domain: int) -> dict[str, str]:
@@ -57,7 +50,7 @@ def _cli_env(domain: int) -> dict[str, str]:
 def ros2(env: dict[str, str], *args: str, timeout: float = 60.0) -> subprocess.CompletedProcess:
     """`ros2 ARGS...`, its output as text (stderr folded into stdout)."""
     return subprocess.run(
-        [_ros2(), *args],
+        [ros2_command(), *args],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -80,7 +73,7 @@ class Graph:
 @pytest.fixture(scope="module")
 def graph(tmp_path_factory, shared_data) -> Iterator[Graph]:
     missing = [m for m in VERBS if importlib.util.find_spec(m) is None]
-    if missing or _ros2() is None:
+    if missing or ros2_command() is None:
         pytest.skip(
             f"the ros2 command tools are not installed ({', '.join(missing) or 'ros2'} "
             "missing): scripts/setup.sh installs them from ../shared/wheels"
@@ -127,7 +120,7 @@ def test_topic_hz_and_echo_see_the_messages(graph):
     """`ros2 topic hz` measures the source's rate on camera/image_raw; `ros2 topic echo --once`
     decodes a cloudseg/msg/Frame (the CLI finds the project's message type)."""
     hz = subprocess.Popen(
-        [_ros2(), "topic", "hz", "--window", "10", resolve(IMAGE_TOPIC)],
+        [ros2_command(), "topic", "hz", "--window", "10", resolve(IMAGE_TOPIC)],
         env=graph.env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
