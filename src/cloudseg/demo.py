@@ -13,6 +13,7 @@ from pathlib import Path
 
 import rclpy
 from rclpy.executors import SingleThreadedExecutor
+from rclpy.signals import SignalHandlerOptions
 
 from cloudseg.data.folder import are_stills, list_frame_files
 from cloudseg.data.frames import DEFAULT_FPS, DataError
@@ -39,6 +40,7 @@ from cloudseg.launcher import (
 from cloudseg.nodes.graph_watch import missing_endpoints
 from cloudseg.nodes.monitor_node import MonitorNode
 from cloudseg.routes import DEFAULT_ROUTE
+from cloudseg.stop_signals import StopSignals
 from cloudseg.stream_stats import StreamStats
 
 REAL_DATA_HINT = (
@@ -62,6 +64,12 @@ def _plays_stills(input_path: str | None) -> bool:
         return are_stills(list_frame_files(input_path))
     except DataError:
         return False  # the source node will say what is wrong with it
+
+
+HELD_ON_STILLS = (
+    "not scored on unrelated stills: the labels the vehicle holds for a still came back for "
+    "another one"
+)
 
 
 class DemoError(RuntimeError):
@@ -173,8 +181,12 @@ def run_demo(
     log_dir = Path(tempfile.mkdtemp(prefix="cloudseg-demo-")) if own_logs else Path(log_dir)
     if keep_logs:  # asked for: said even with quiet (stderr; --json's line is on stdout)
         print(f"node logs: {log_dir}", file=sys.stderr)
+    stats = StreamStats(fps=rate or DEFAULT_FPS, segmenting=cloud != "cloud_bilinear")
+    stop = StopSignals(raising=True).install()  # Ctrl-C: the summary of what ran so far
     try:
         return _stream(
+            stats,
+            stop,
             input_path,
             log_dir,
             logs_hint=(
@@ -202,12 +214,27 @@ def run_demo(
             ready_timeout=ready_timeout,
             ns=ns,
         )
+    except KeyboardInterrupt:
+        stats.interrupted = True
+        return stats
     finally:
+        stop.restore()
+        if control:
+            stats.add_knob_log(_read_log(log_dir / "controller.log"))
         if own_logs and not keep_logs:
             shutil.rmtree(log_dir, ignore_errors=True)
 
 
+def _read_log(path: Path) -> str:
+    try:
+        return path.read_text(errors="replace")
+    except OSError:
+        return ""
+
+
 def _stream(
+    stats: StreamStats,
+    stop: StopSignals,
     input_path: str | None,
     log_dir: Path,
     logs_hint: str,
@@ -232,11 +259,13 @@ def _stream(
     ready_timeout: float,
     ns: str = "/",
 ) -> StreamStats:
-    """run_demo's stream, its logs in `log_dir` (`logs_hint` ends its error messages)."""
-    stats = StreamStats(fps=rate or DEFAULT_FPS, segmenting=cloud != "cloud_bilinear")
+    """run_demo's stream into `stats`, its logs in `log_dir` (`logs_hint` ends its error
+    messages). While rclpy runs, a stop signal is a flag that each turn of the loops reads
+    (`stop.check()`: KeyboardInterrupt there, never inside an rclpy callback)."""
     env = local_env()
     os.environ.update(env)
-    if gop is None and codec == "h264" and _plays_stills(input_path):
+    stills = _plays_stills(input_path)
+    if gop is None and codec == "h264" and stills:
         gop = 1
         if not quiet:
             print(STILLS_NOTE, file=sys.stderr)
@@ -253,12 +282,18 @@ def _stream(
         )
         if not quiet:
             print(f"{scorer.describe()}, after the stream", file=sys.stderr)
-    rclpy.init(args=[])
+    stop.raising = False
+    rclpy.init(args=[], signal_handler_options=SignalHandlerOptions.NO)
     monitor = MonitorNode(stats, scorer=scorer, namespace=ns)
     executor = SingleThreadedExecutor()
     executor.add_node(monitor)
+
+    def spin(seconds: float) -> None:
+        executor.spin_once(timeout_sec=seconds)
+        stop.check()
+
     try:
-        with NodeProcesses(env=env, log_dir=log_dir, ns=ns) as procs:
+        with NodeProcesses(env=env, log_dir=log_dir, ns=ns, own_group=True) as procs:
             started = procs.start_graph(cloud, cloud_overrides(cloud, sr_bypass, cloud_params))
             vehicle = {
                 "scale": scale,
@@ -273,9 +308,6 @@ def _stream(
             if control:
                 controller = {"controller": dict(controller_params or {})}
                 started += procs.start_graph("controller", controller)
-
-            def spin(seconds: float) -> None:
-                executor.spin_once(timeout_sec=seconds)
 
             def check_nodes() -> None:
                 gone = procs.exited(started)
@@ -308,7 +340,7 @@ def _stream(
             deadline = time.monotonic() + timeout
             checked = time.monotonic()
             while procs.procs["source"].poll() is None and time.monotonic() < deadline:
-                executor.spin_once(timeout_sec=0.05)
+                spin(0.05)
                 if time.monotonic() - checked > 0.5:
                     check_nodes()
                     checked = time.monotonic()
@@ -317,25 +349,30 @@ def _stream(
                 raise DemoError(procs.failure("source", code) + logs_hint)
             stats.source_frames = source_frames_published(log_dir / "source.log")
             bilinear = cloud == "cloud_bilinear"
-            _settle(executor, monitor, 2.0 if bilinear else 5.0, not bilinear, check_nodes)
+            _settle(spin, monitor, 2.0 if bilinear else 5.0, not bilinear, check_nodes)
     finally:
         executor.remove_node(monitor)
         monitor.destroy_node()
         rclpy.try_shutdown()
+    stop.raising = True
+    stop.check()  # a signal during the cleanup
     if scorer is not None:
         scores = scorer.finish_all()
         result = scores["received"]
         stats.miou, stats.miou_gt_classes = result.miou, result.miou_gt_classes
         stats.miou_reference, stats.frames_scored = result.reference, result.frames_scored
         stats.not_scored = result.describe_not_scored()
-        if "held" in scores:
-            stats.miou_held = scores["held"].miou
-            stats.frames_held_scored = scores["held"].frames_scored
+        held = scores.get("held")
+        if stills:  # the labels held for a still came back for another one
+            stats.held_not_scored = HELD_ON_STILLS
+        elif held is not None:
+            stats.miou_held, stats.frames_held_scored = held.miou, held.frames_scored
+            stats.held_not_scored = held.describe_not_scored()
     return stats
 
 
 def _settle(
-    executor,
+    spin: Callable[[float], None],
     monitor: MonitorNode,
     quiet_s: float,
     segmenting: bool,
@@ -352,7 +389,7 @@ def _settle(
     start = last = checked = time.monotonic()
     seen = (stats.frames_received, stats.frames_processed, stats.labels_received)
     while time.monotonic() - start < limit_s:
-        executor.spin_once(timeout_sec=0.05)
+        spin(0.05)
         now = time.monotonic()
         if now - checked > 0.5:
             check()
@@ -369,7 +406,7 @@ def _settle(
         if last_sent is not None and back:
             end = max(now + 0.5, start + quiet_s)  # anything else still on its way
             while time.monotonic() < end:
-                executor.spin_once(timeout_sec=0.05)
+                spin(0.05)
             return
         if stats.frames_received:
             work = stats.latency_ms["decode_restore"], stats.latency_ms["segmentation"]

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from cloudseg.data.cityscapes import list_pairs
+from cloudseg.data.folder import is_cityscapes_root
 from cloudseg.data.sources import open_source
 from cloudseg.eval.config import EvalConfig, EvalError
 from cloudseg.train.stream_data import is_low_res_root, list_low_res_frames
@@ -71,7 +72,7 @@ def eval_frames(config: EvalConfig) -> tuple[str, list[EvalFrame]]:
             raise EvalError("give one low-resolution root on its own")
         listed = list_low_res_frames(config.data[0], config.low_res_list)[: config.limit or None]
         return "gt", [EvalFrame(f.id, f.image_path, f.label_path, f.id) for f in listed]
-    roots = [p for p in config.data if (p / "leftImg8bit").is_dir()]
+    roots = [p for p in config.data if is_cityscapes_root(p)]
     if roots:
         if len(config.data) > 1:
             raise EvalError("give one Cityscapes root, or any number of sequences")
