@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cloudseg.data.bag import is_bag
 from cloudseg.data.cityscapes import list_pairs
 from cloudseg.data.folder import is_cityscapes_root
 from cloudseg.data.sources import open_source
@@ -47,7 +48,7 @@ def _sequence_frames(path: Path, config: EvalConfig) -> list[EvalFrame]:
     from cloudseg.data.folder import list_frame_files
 
     names: list[str] | None = None
-    if path.is_dir():
+    if path.is_dir() and not is_bag(path):  # a frame folder (a rosbag2 folder is a bag)
         names = [f.name for f in list_frame_files(path)]
     frames = []
     for frame in open_source(path, limit=config.limit or None):
