@@ -268,3 +268,23 @@ def test_demo_in_a_namespace(tmp_path):
     logs = "\n".join(p.read_text() for p in tmp_path.glob("*.log"))
     assert stats.frames_received >= 3 and stats.frames_processed >= 1, logs
     assert "[car6.compressor]" in logs and "[car6.sr]" in logs
+
+
+@pytest.mark.slow
+def test_demo_takes_a_cityscapes_root_as_eval_does_and_says_why_a_score_is_missing(
+    tmp_path, shared_data
+):
+    """`demo --input <Cityscapes root>` (refused before: "holds no image files") plays its val
+    split as `eval --data` does; `--score` scores against its fine labels and leaves out the
+    labels held across unrelated stills, saying why next to the null."""
+    env = _no_weights_env(tmp_path)
+    args = ["demo", "--input", str(shared_data / "cityscapes"), "--frames", "2", "--rate", "0.5"]
+    args += ["--score", "--select", "off", "--control", "off", "--device", "cpu", "--json"]
+    result, _ = _cloudseg(*args, env=env, timeout=600)
+    assert result.returncode == 0, result.stderr
+    s = json.loads(result.stdout.strip().splitlines()[-1])
+    assert s["frames_in"] == 2 and s["miou_reference"] == "gt", s
+    assert (s["miou"] is None) == (s["miou_missing_reason"] is not None), s
+    assert s["miou_held"] is None
+    assert s["miou_held_missing_reason"].startswith("not scored on unrelated stills"), s
+    assert "labels held per camera frame: n/a (not scored on unrelated stills" in result.stdout

@@ -309,8 +309,8 @@ class StreamStats:
             classes = "GT classes" if gt else "reference classes"
             present = "n/a" if self.miou_gt_classes is None else f"{self.miou_gt_classes:.3f}"
             text = (
-                f"{what} {self.miou:.3f} over {self.frames_scored} of {self.frames_sent} frames "
-                f"sent ({classes} {present})"
+                f"{what} {self.miou:.3f} over {self.frames_scored} of "
+                f"{max(self.frames_sent, self.frames_scored or 0)} frames sent ({classes} {present})"
             )
             if self.frames_skipped:
                 text += f"; {self.frames_skipped} skipped by the busy cloud came back unlabelled"
