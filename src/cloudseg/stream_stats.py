@@ -308,9 +308,10 @@ class StreamStats:
         else:
             classes = "GT classes" if gt else "reference classes"
             present = "n/a" if self.miou_gt_classes is None else f"{self.miou_gt_classes:.3f}"
+            sent = max(self.frames_sent, self.frames_scored or 0)
             text = (
-                f"{what} {self.miou:.3f} over {self.frames_scored} of "
-                f"{max(self.frames_sent, self.frames_scored or 0)} frames sent ({classes} {present})"
+                f"{what} {self.miou:.3f} over {self.frames_scored} of {sent} frames sent "
+                f"({classes} {present})"
             )
             if self.frames_skipped:
                 text += f"; {self.frames_skipped} skipped by the busy cloud came back unlabelled"
