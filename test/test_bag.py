@@ -169,6 +169,20 @@ def test_malformed_image_messages() -> None:
         image_to_rgb(_msg_image("32FC1", 2, 5, 20, np.zeros(40), 0))
 
 
+def test_a_bag_of_broken_images_says_why_in_its_one_line(tmp_path: Path) -> None:
+    """Every image broken: the error names the count and the first one's reason (before, the
+    reason was only in the node's log); the check before a command starts decodes a frame."""
+    from cloudseg.data.sources import check_input
+
+    short_step = _msg_image("rgb8", 2, 5, 10, np.zeros(20), 1)
+    bag = _write_bag(tmp_path / "broken", [(1, short_step), (2, short_step)])
+    why = r"2 messages failed to decode; the first: image step 10 is shorter than a 5-pixel"
+    with pytest.raises(DataError, match=why):
+        list(iter_bag(bag))
+    with pytest.raises(DataError, match=why):
+        check_input(bag)
+
+
 def test_unsupported_encoding_in_bag(tmp_path: Path) -> None:
     bag = _write_bag(tmp_path / "f32", [(1, _msg_image("32FC1", 2, 2, 8, np.zeros(16), 1))])
     with pytest.raises(DataError, match="unsupported image encoding '32FC1'"):

@@ -56,7 +56,7 @@ def test_convert_writes_a_bag_the_source_replays(shared_data, tmp_path):
     assert len(frames) == 2 and frames[1].stamp_ns - frames[0].stamp_ns == round(1e9 / 17)
     assert np.array_equal(frames[0].rgb, originals[0].rgb)
     again = _cloudseg("convert", str(shared_data / "sequences" / "aachen_seq0000"), str(bag))
-    assert again.returncode == 1 and "Traceback" not in again.stderr  # refuses to overwrite
+    assert again.returncode == 2 and "Traceback" not in again.stderr  # refuses to overwrite
 
 
 def test_eval_and_bench_take_their_own_options():
@@ -268,8 +268,8 @@ def test_topic_picks_a_bags_image_topic_on_convert_demo_and_run(tmp_path):
         "/camera/color/image_raw/compressed (CompressedImage, 3 messages)"
     )
     for argv, code in (
-        (["convert", str(bag), str(tmp_path / "never")], 1),
-        (["demo", "--input", str(bag)], 1),
+        (["convert", str(bag), str(tmp_path / "never")], 2),
+        (["demo", "--input", str(bag)], 2),
         (["run", "pipeline", "--input", str(bag), "--topic", "/camera/depth"], 2),
     ):
         result = _cloudseg(*argv, timeout=60)
@@ -278,4 +278,31 @@ def test_topic_picks_a_bags_image_topic_on_convert_demo_and_run(tmp_path):
         assert "Traceback" not in result.stderr
     assert not (tmp_path / "never").exists()
     result = _cloudseg("demo", "--topic", "/camera/color/image_raw", timeout=60)
-    assert result.returncode == 1 and "picks a rosbag2's image topic" in result.stderr
+    assert result.returncode == 2 and "picks a rosbag2's image topic" in result.stderr
+
+
+def test_bad_input_exits_2_with_its_reason_from_every_command(tmp_path):
+    """The same bad input (a missing path; a bag whose images are all broken) ends `demo`,
+    `convert`, `run` and `eval` alike: exit 2 (argparse's usage error) and the reason in the
+    last line, before anything starts."""
+    from test_bag import _msg_image, _write_bag
+
+    short_step = _msg_image("rgb8", 2, 5, 10, np.zeros(20), 1)
+    broken = _write_bag(tmp_path / "broken", [(1, short_step), (2, short_step)])
+    reasons = {
+        tmp_path / "missing": "does not exist",
+        broken: "2 messages failed to decode; the first: image step 10 is shorter",
+    }
+    for bad, reason in reasons.items():
+        for argv in (
+            ["demo", "--input", str(bad)],
+            ["convert", str(bad), str(tmp_path / "out.bag")],
+            ["run", "pipeline", "--input", str(bad)],
+            ["eval", "--data", str(bad)],
+        ):
+            result = _cloudseg(*argv, timeout=120)
+            last = result.stderr.strip().splitlines()[-1]
+            assert result.returncode == 2, (argv, result.stderr)
+            assert last.startswith(f"cloudseg {argv[0]}: ") and reason in last, (argv, last)
+            assert str(bad) in last and "Traceback" not in result.stderr
+    assert not (tmp_path / "out.bag").exists()

@@ -137,7 +137,7 @@ def test_demo_help_and_cli_errors_are_one_line():
         text=True,
         timeout=60,
     )
-    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.returncode == 2 and "Traceback" not in result.stderr  # bad input
     assert result.stderr.strip().startswith("cloudseg convert:")
 
 

@@ -111,7 +111,7 @@ def test_demo_fails_within_seconds_with_the_cloud_nodes_own_reason(tmp_path, sha
 def test_demo_checks_the_input_before_starting_anything(tmp_path):
     env = _no_weights_env(tmp_path)
     result, took = _cloudseg("demo", "--input", str(tmp_path / "no_such.mcap"), env=env)
-    assert result.returncode == 1 and took < 30
+    assert result.returncode == 2 and took < 30  # bad input: 2, as from every command
     assert (
         result.stderr.strip() == f"cloudseg demo: input {tmp_path / 'no_such.mcap'} does not exist"
     )
@@ -195,7 +195,10 @@ def test_run_pipeline_starts_the_source_once_the_graph_is_up(tmp_path, shared_da
         assert text.index("graph up after") < text.index("[source]")
         assert "at most 256 px wide on CPU" in text  # the -p override reached the cloud
         assert (labels[0].width, labels[0].height) == (2048, 1024)
-    assert run.code == 0, run.log.read_text()
+    assert run.code == 130, run.log.read_text()  # Ctrl-C
+    assert run.log.read_text().strip().splitlines()[-1] == (
+        "cloudseg run: interrupted; stopped the pipeline graph"
+    )
     assert len(run.children) >= 3  # vehicle, cloud, controller (the source may have ended)
     assert not run.leftovers()
 
@@ -241,7 +244,7 @@ def test_run_vehicle_in_a_namespace(tmp_path, ros):
         assert len(frames) >= 3, run.log.read_text()
         assert {f.codec for f in frames} == {"jpeg"} and not root_frames
         assert all(f.header.stamp.sec >= 500 for f in frames)
-    assert run.code == 0, run.log.read_text()
+    assert run.code == 130, run.log.read_text()  # Ctrl-C
     assert "/car5/cloudseg/frames" in run.log.read_text()  # the compressor says where it sends
     assert run.children and not run.leftovers()
 
@@ -265,3 +268,23 @@ def test_demo_in_a_namespace(tmp_path):
     logs = "\n".join(p.read_text() for p in tmp_path.glob("*.log"))
     assert stats.frames_received >= 3 and stats.frames_processed >= 1, logs
     assert "[car6.compressor]" in logs and "[car6.sr]" in logs
+
+
+@pytest.mark.slow
+def test_demo_takes_a_cityscapes_root_as_eval_does_and_says_why_a_score_is_missing(
+    tmp_path, shared_data
+):
+    """`demo --input <Cityscapes root>` (refused before: "holds no image files") plays its val
+    split as `eval --data` does; `--score` scores against its fine labels and leaves out the
+    labels held across unrelated stills, saying why next to the null."""
+    env = _no_weights_env(tmp_path)
+    args = ["demo", "--input", str(shared_data / "cityscapes"), "--frames", "2", "--rate", "0.5"]
+    args += ["--score", "--select", "off", "--control", "off", "--device", "cpu", "--json"]
+    result, _ = _cloudseg(*args, env=env, timeout=600)
+    assert result.returncode == 0, result.stderr
+    s = json.loads(result.stdout.strip().splitlines()[-1])
+    assert s["frames_in"] == 2 and s["miou_reference"] == "gt", s
+    assert (s["miou"] is None) == (s["miou_missing_reason"] is not None), s
+    assert s["miou_held"] is None
+    assert s["miou_held_missing_reason"].startswith("not scored on unrelated stills"), s
+    assert "labels held per camera frame: n/a (not scored on unrelated stills" in result.stdout

@@ -22,7 +22,7 @@ import pytest
 from cloudseg.graph import FRAMES_TOPIC, IMAGE_TOPIC, LABELS_TOPIC, STATS_TOPIC, config_dir
 from cloudseg.launcher import start_node
 from cloudseg.processes import ManagedProcess, process_group, rss_mb
-from support import spin_for, spin_until, wait_until
+from support import running, spin_for, spin_until, wait_until
 
 pytestmark = [pytest.mark.dds, pytest.mark.slow]
 
@@ -314,3 +314,97 @@ def test_rss_of_this_process_is_read(tmp_path):
     assert rss_mb(os.getpid()) > 10
     assert rss_mb(2**22 + 12345) is None
     assert np.isfinite(rss_mb(os.getpid()))
+
+
+# --------------------------------------------------------------------------- Ctrl-C on the CLI
+
+#: `cloudseg demo` and `cloudseg run` as small as they go: the generated clip at 4 fps, the
+#: bilinear cloud (demo) or a 256 px wide CPU cloud (run), the controller on.
+CTRL_C_ARGV = {
+    "demo": ["demo", "--frames", "200", "--rate", "4", "--restore", "bilinear-only",
+             "--select", "off", "--control", "on"],
+    "run": ["run", "pipeline", "-p", "source.loop:=true", "-p", "source.rate:=4",
+            "-p", "segmentation.device:=cpu", "-p", "segmentation.cpu_max_width:=256"],
+}  # fmt: skip
+
+
+def _node_processes(pid: int) -> list:
+    import psutil
+
+    try:
+        return psutil.Process(pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        return []
+
+
+def _source_running(pid: int) -> bool:
+    """The source node has started (the graph is up; frames go out a moment later)."""
+    for child in _node_processes(pid):
+        try:
+            if "cloudseg.nodes.source_node" in " ".join(child.cmdline()):
+                return True
+        except Exception:  # gone meanwhile
+            continue
+    return False
+
+
+MOMENTS = {
+    # while Python imports the command's modules
+    "starting": lambda pid: True,
+    # the node processes are starting (importing torch, loading models)
+    "nodes_starting": lambda pid: bool(_node_processes(pid)),
+    # the graph streams: the source runs (2 s later: frames restored, knobs published)
+    "streaming": _source_running,
+}
+
+
+@pytest.mark.parametrize("moment", list(MOMENTS))
+@pytest.mark.parametrize("command", list(CTRL_C_ARGV))
+def test_ctrl_c_ends_with_one_line_and_exit_130(
+    command, moment, tmp_path, fresh_ros_domain, weights_env, monkeypatch
+):
+    """Ctrl-C as a terminal sends it (SIGINT to the whole foreground process group) at three
+    moments: exit 130 with one `interrupted` line, no traceback, no "Unable to convert call
+    argument" (an exception inside an rclpy callback), no "publisher's context is invalid"
+    (publishing after rclpy's signal handler shut the context down), no process left; the
+    demo prints the summary of what ran, with the controller's settings and why."""
+    monkeypatch.setenv("PYTHONUNBUFFERED", "1")
+    out, err = tmp_path / "stdout", tmp_path / "stderr"
+    with open(out, "w") as o, open(err, "w") as e:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "cloudseg.cli", *CTRL_C_ARGV[command]],
+            stdout=o,
+            stderr=e,
+            start_new_session=True,  # its own foreground group, as in a terminal
+        )
+    children: set = set()
+
+    def ready() -> bool:
+        children.update(_node_processes(proc.pid))
+        return MOMENTS[moment](proc.pid) or proc.poll() is not None
+
+    try:
+        assert wait_until(ready, 240, poll_s=0.1), err.read_text()
+        if moment == "streaming":
+            time.sleep(3.0)
+        elif moment == "starting":
+            time.sleep(0.3)
+        children.update(_node_processes(proc.pid))
+        os.killpg(proc.pid, signal.SIGINT)
+        code = proc.wait(60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    stdout, stderr = out.read_text(), err.read_text()
+    both = f"--- stdout\n{stdout}\n--- stderr\n{stderr}"
+    assert code == 130, both
+    for bad in ("Traceback", "Unable to convert", "context is invalid", "KeyboardInterrupt"):
+        assert bad not in both, both
+    said = [line for line in stderr.splitlines() if "interrupted" in line]
+    assert len(said) == 1 and said[0].startswith(f"cloudseg {command}: interrupted"), both
+    if command == "demo" and moment != "starting":
+        assert stdout.startswith("frames in / sent / received"), both
+    if command == "demo" and moment == "streaming":
+        assert "  knob 1: x" in stdout and ": start" in stdout, both  # where it started, why
+    assert wait_until(lambda: not [c for c in children if running(c)], 10), children

@@ -443,7 +443,12 @@ def test_ros2_launch_needs_no_ament_prefix_path():
         (["interface", "show", "cloudseg/msg/Frame"], "uint64 seq"),
     ):
         result = subprocess.run(
-            [ros2_command(), *args], env=env, capture_output=True, text=True, timeout=60, check=False
+            [ros2_command(), *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
         )
         out = result.stdout + result.stderr
         assert result.returncode == 0 and expected in out, out

@@ -182,13 +182,14 @@ def test_stream_stats_report_and_json_carry_the_score():
         5,
     )
     assert summary["miou_gt_classes"] == 0.6
-    line = stats.report().splitlines()[-1]
+    line, held = stats.report().splitlines()[-2:]
     assert line == (
-        "labels mIoU vs ground truth : 0.512 over 5 frames (GT classes 0.600); "
+        "labels mIoU vs ground truth : 0.512 over 5 of 5 frames sent (GT classes 0.600); "
         "not scored: 1 wrong size"
     )
+    assert held.startswith("labels held per camera frame: n/a (the vehicle held no labels")
     stats.miou_reference, stats.miou, stats.not_scored = "hr", None, ""
-    assert stats.report().splitlines()[-1].endswith("n/a (no frame scored)")
+    assert stats.report().splitlines()[-2].endswith("n/a (no labels came back)")
 
 
 @pytest.mark.dds

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import rclpy
 from rclpy.executors import SingleThreadedExecutor
+from rclpy.signals import SignalHandlerOptions
 
 from cloudseg.data.folder import are_stills, list_frame_files
 from cloudseg.data.frames import DEFAULT_FPS, DataError
@@ -40,6 +41,7 @@ from cloudseg.launcher import (
 from cloudseg.nodes.graph_watch import missing_endpoints
 from cloudseg.nodes.monitor_node import MonitorNode
 from cloudseg.routes import DEFAULT_ROUTE
+from cloudseg.stop_signals import StopSignals
 from cloudseg.stream_stats import StreamStats
 
 REAL_DATA_HINT = (
@@ -63,6 +65,12 @@ def _plays_stills(input_path: str | None) -> bool:
         return are_stills(list_frame_files(input_path))
     except DataError:
         return False  # the source node will say what is wrong with it
+
+
+HELD_ON_STILLS = (
+    "not scored on unrelated stills: the labels the vehicle holds for a still came back for "
+    "another one"
+)
 
 
 class DemoError(RuntimeError):
@@ -181,8 +189,12 @@ def run_demo(
     log_dir = Path(tempfile.mkdtemp(prefix="cloudseg-demo-")) if own_logs else Path(log_dir)
     if keep_logs:  # asked for: said even with quiet (stderr; --json's line is on stdout)
         print(f"node logs: {log_dir}", file=sys.stderr)
+    stats = StreamStats(fps=rate or DEFAULT_FPS, segmenting=cloud != "cloud_bilinear")
+    stop = StopSignals(raising=True).install()  # Ctrl-C: the summary of what ran so far
     try:
         return _stream(
+            stats,
+            stop,
             input_path,
             log_dir,
             logs_hint=(
@@ -212,14 +224,29 @@ def run_demo(
             view=view,
             recording=recording,
         )
+    except KeyboardInterrupt:
+        stats.interrupted = True
+        return stats
     finally:
+        stop.restore()
+        if control:
+            stats.add_knob_log(_read_log(log_dir / "controller.log"))
         if recording is not None:
             recording.close()  # the recorder closed it, unless the demo failed first
         if own_logs and not keep_logs:
             shutil.rmtree(log_dir, ignore_errors=True)
 
 
+def _read_log(path: Path) -> str:
+    try:
+        return path.read_text(errors="replace")
+    except OSError:
+        return ""
+
+
 def _stream(
+    stats: StreamStats,
+    stop: StopSignals,
     input_path: str | None,
     log_dir: Path,
     logs_hint: str,
@@ -246,11 +273,13 @@ def _stream(
     view: tuple[str, int] | None = None,
     recording: McapRecording | None = None,
 ) -> StreamStats:
-    """run_demo's stream, its logs in `log_dir` (`logs_hint` ends its error messages)."""
-    stats = StreamStats(fps=rate or DEFAULT_FPS, segmenting=cloud != "cloud_bilinear")
+    """run_demo's stream into `stats`, its logs in `log_dir` (`logs_hint` ends its error
+    messages). While rclpy runs, a stop signal is a flag that each turn of the loops reads
+    (`stop.check()`: KeyboardInterrupt there, never inside an rclpy callback)."""
     env = local_env()
     os.environ.update(env)
-    if gop is None and codec == "h264" and _plays_stills(input_path):
+    stills = _plays_stills(input_path)
+    if gop is None and codec == "h264" and stills:
         gop = 1
         if not quiet:
             print(STILLS_NOTE, file=sys.stderr)
@@ -267,7 +296,8 @@ def _stream(
         )
         if not quiet:
             print(f"{scorer.describe()}, after the stream", file=sys.stderr)
-    rclpy.init(args=[])
+    stop.raising = False
+    rclpy.init(args=[], signal_handler_options=SignalHandlerOptions.NO)
     monitor = MonitorNode(stats, scorer=scorer, namespace=ns)
     executor = SingleThreadedExecutor()
     executor.add_node(monitor)
@@ -278,9 +308,14 @@ def _stream(
 
         recorder = RecorderNode(recording, ns=ns, report=lambda text: print(text, file=sys.stderr))
         executor.add_node(recorder)
+
+    def spin(seconds: float) -> None:
+        executor.spin_once(timeout_sec=seconds)
+        stop.check()
+
     try:
         viewer = _open_view(view, ns, executor)
-        with NodeProcesses(env=env, log_dir=log_dir, ns=ns) as procs:
+        with NodeProcesses(env=env, log_dir=log_dir, ns=ns, own_group=True) as procs:
             started = procs.start_graph(cloud, cloud_overrides(cloud, sr_bypass, cloud_params))
             vehicle = {
                 "scale": scale,
@@ -295,9 +330,6 @@ def _stream(
             if control:
                 controller = {"controller": dict(controller_params or {})}
                 started += procs.start_graph("controller", controller)
-
-            def spin(seconds: float) -> None:
-                executor.spin_once(timeout_sec=seconds)
 
             def check_nodes() -> None:
                 gone = procs.exited(started)
@@ -330,7 +362,7 @@ def _stream(
             deadline = time.monotonic() + timeout
             checked = time.monotonic()
             while procs.procs["source"].poll() is None and time.monotonic() < deadline:
-                executor.spin_once(timeout_sec=0.05)
+                spin(0.05)
                 if time.monotonic() - checked > 0.5:
                     check_nodes()
                     checked = time.monotonic()
@@ -339,22 +371,27 @@ def _stream(
                 raise DemoError(procs.failure("source", code) + logs_hint)
             stats.source_frames = source_frames_published(log_dir / "source.log")
             bilinear = cloud == "cloud_bilinear"
-            _settle(executor, monitor, 2.0 if bilinear else 5.0, not bilinear, check_nodes)
+            _settle(spin, monitor, 2.0 if bilinear else 5.0, not bilinear, check_nodes)
     finally:
         for node in (monitor, viewer, recorder):
             if node is not None:
                 executor.remove_node(node)
                 node.destroy_node()
         rclpy.try_shutdown()
+    stop.raising = True
+    stop.check()  # a signal during the cleanup
     if scorer is not None:
         scores = scorer.finish_all()
         result = scores["received"]
         stats.miou, stats.miou_gt_classes = result.miou, result.miou_gt_classes
         stats.miou_reference, stats.frames_scored = result.reference, result.frames_scored
         stats.not_scored = result.describe_not_scored()
-        if "held" in scores:
-            stats.miou_held = scores["held"].miou
-            stats.frames_held_scored = scores["held"].frames_scored
+        held = scores.get("held")
+        if stills:  # the labels held for a still came back for another one
+            stats.held_not_scored = HELD_ON_STILLS
+        elif held is not None:
+            stats.miou_held, stats.frames_held_scored = held.miou, held.frames_scored
+            stats.held_not_scored = held.describe_not_scored()
     return stats
 
 
@@ -371,7 +408,7 @@ def _open_view(view: tuple[str, int] | None, ns: str, executor):
 
 
 def _settle(
-    executor,
+    spin: Callable[[float], None],
     monitor: MonitorNode,
     quiet_s: float,
     segmenting: bool,
@@ -388,7 +425,7 @@ def _settle(
     start = last = checked = time.monotonic()
     seen = (stats.frames_received, stats.frames_processed, stats.labels_received)
     while time.monotonic() - start < limit_s:
-        executor.spin_once(timeout_sec=0.05)
+        spin(0.05)
         now = time.monotonic()
         if now - checked > 0.5:
             check()
@@ -405,7 +442,7 @@ def _settle(
         if last_sent is not None and back:
             end = max(now + 0.5, start + quiet_s)  # anything else still on its way
             while time.monotonic() < end:
-                executor.spin_once(timeout_sec=0.05)
+                spin(0.05)
             return
         if stats.frames_received:
             work = stats.latency_ms["decode_restore"], stats.latency_ms["segmentation"]

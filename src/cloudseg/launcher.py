@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -26,6 +27,7 @@ from cloudseg.graph import (
     ready_endpoints,
 )
 from cloudseg.processes import ManagedProcess, stop_all
+from cloudseg.stop_signals import INTERRUPTED_EXIT, StopSignals
 
 
 def local_env(one_host: bool = True) -> dict[str, str]:
@@ -183,17 +185,23 @@ def start_node(
 ) -> ManagedProcess:
     """Start one node process (`node_command` plus `extra_args`, e.g. remappings) as `name`
     (default the node's); its output goes to `log_dir/NAME.log` (None: to ours). `env`: the
-    whole environment (None: ours)."""
+    whole environment (None: ours). `own_group`: in a session of its own (a terminal's Ctrl-C
+    reaches only us, who stop it), ended with us even when we are killed."""
     name = name or node
     cmd = node_command(node, config_file, overrides, ns) + list(extra_args)
     log = None if log_dir is None else log_dir / f"{name}.log"
-    return ManagedProcess.start(cmd, name=name, env=env, log=log, own_group=own_group)
+    return ManagedProcess.start(
+        cmd, name=name, env=env, log=log, own_group=own_group, die_with_parent=own_group
+    )
 
 
 class NodeProcesses:
-    """A set of node processes, stopped together (SIGINT, then SIGKILL after a grace period),
+    """A set of node processes, stopped together (SIGTERM, then SIGKILL after a grace period),
     all in namespace `ns` (default the root); each one's output goes to `log_dir/NAME.log`
-    (None: to ours); with `own_group` each runs in a process group of its own."""
+    (None: to ours); with `own_group` each runs in a session of its own, so that a terminal's
+    Ctrl-C reaches only us and each node gets exactly one signal, from us. SIGTERM, not
+    SIGINT: a node stops on either once it runs (`run_nodes`), and one still importing its
+    modules ends at once instead of printing a KeyboardInterrupt traceback."""
 
     def __init__(
         self,
@@ -267,7 +275,7 @@ class NodeProcesses:
         return self.procs[node].wait_exit(timeout)
 
     def stop_all(self, grace: float = 5.0) -> dict[str, int]:
-        return stop_all(self.procs.values(), grace)
+        return stop_all(self.procs.values(), grace, signal.SIGTERM)
 
     def __enter__(self) -> NodeProcesses:
         return self
@@ -293,32 +301,34 @@ def run_graph(
     vehicle's topics are /car1/camera/image_raw, /car1/cloudseg/frames, ...). `record`: a
     recorder process writes this MCAP file (`start_recorder`), up before the source starts."""
     ns = namespace(ns)
-    env = local_env(one_host=graph == "pipeline" and not dds)
-    if dds:
-        os.environ.pop("ROS_DISCOVERY_SERVER", None)  # the profile's discovery, not this one
-    if dds and "CLOUDSEG_DDS_PEER_ADDRESS" in dds:
-        peer = dds["CLOUDSEG_DDS_PEER_ADDRESS"], int(dds["CLOUDSEG_DDS_PEER_PORT"])
-        print(f"waiting for the cloud to listen at {peer[0]}:{peer[1]}", file=sys.stderr)
-        try:
-            wait_for_tcp_peer(*peer)
-        except KeyboardInterrupt:
-            return 130
     overrides = {k: dict(v) for k, v in (overrides or {}).items()}
     has_source = any(node == "source" for node, _ in GRAPHS[graph])
-    with NodeProcesses(env={**env, **(dds or {})}, ns=ns) as procs:
+    # Ctrl-C reaches only this process (the nodes run in sessions of their own): a flag the
+    # loops below read, then one SIGTERM to each node and one line
+    with StopSignals() as stop:
         try:
-            started = procs.start_graph(graph, overrides, exclude=("source",))
-            if record:
-                start_recorder(procs, record)
-            if has_source:
-                _start_source_when_ready(procs, graph, started, overrides, env)
-            return _supervise(procs, graph)
+            env = local_env(one_host=graph == "pipeline" and not dds)  # imports torch: seconds
+            if dds:
+                os.environ.pop("ROS_DISCOVERY_SERVER", None)  # the profile's, not this one
+            stop.check()
+            if dds and "CLOUDSEG_DDS_PEER_ADDRESS" in dds:
+                peer = dds["CLOUDSEG_DDS_PEER_ADDRESS"], int(dds["CLOUDSEG_DDS_PEER_PORT"])
+                print(f"waiting for the cloud to listen at {peer[0]}:{peer[1]}", file=sys.stderr)
+                while not wait_for_tcp_peer(*peer, timeout=1.0):
+                    stop.check()
+            with NodeProcesses(env={**env, **(dds or {})}, ns=ns, own_group=True) as procs:
+                started = procs.start_graph(graph, overrides, exclude=("source",))
+                if record:
+                    start_recorder(procs, record)
+                if has_source:
+                    _start_source_when_ready(procs, graph, started, overrides, env, stop)
+                return _supervise(procs, stop)
         except NodeFailed as exc:
-            print(f"cloudseg run: {exc}; stopping the {graph} graph", file=sys.stderr)
+            print(f"cloudseg run: {exc}; stopped the {graph} graph", file=sys.stderr)
             return 1
         except KeyboardInterrupt:
-            print(f"stopping the {graph} graph", file=sys.stderr)
-            return 0
+            print(f"cloudseg run: interrupted; stopped the {graph} graph", file=sys.stderr)
+            return INTERRUPTED_EXIT
 
 
 #: the recorder process's name (and its node's: cloudseg.nodes.recorder_node)
@@ -327,7 +337,7 @@ RECORDER = "recorder"
 
 def start_recorder(procs: NodeProcesses, output: str | Path) -> None:
     """`--record`: the recorder (cloudseg.nodes.recorder_node, the default topics) as one
-    more process of `procs`, in their namespace; stopping them (SIGINT) closes its file."""
+    more process of `procs`, in their namespace; stopping them (SIGTERM) closes its file."""
     cmd = [sys.executable, "-m", "cloudseg.nodes.recorder_node", str(output)]
     cmd += ["--namespace", procs.ns]
     log = None if procs.log_dir is None else procs.log_dir / f"{RECORDER}.log"
@@ -342,6 +352,7 @@ def _start_source_when_ready(
     started: list[str],
     overrides: dict[str, dict[str, Any]],
     env: dict[str, str],
+    stop: StopSignals,
 ) -> None:
     from cloudseg.nodes.graph_watch import GraphWatcher  # rclpy, only here
 
@@ -357,7 +368,7 @@ def _start_source_when_ready(
             procs,
             started,
             lambda: watcher.missing(endpoints, procs.ns),
-            time.sleep,
+            lambda seconds: (time.sleep(seconds), stop.check()),
             progress=lambda line: print(line, file=sys.stderr),
             ns=procs.ns,
         )
@@ -370,10 +381,12 @@ def _start_source_when_ready(
     procs.start("source", config_dir() / config, source)
 
 
-def _supervise(procs: NodeProcesses, graph: str) -> int:
-    """Wait while nodes run: a node that fails raises NodeFailed; the source ending is said."""
+def _supervise(procs: NodeProcesses, stop: StopSignals) -> int:
+    """Wait while nodes run: a node that fails raises NodeFailed; the source ending is said;
+    a stop signal raises KeyboardInterrupt."""
     said: set[str] = set()
     while True:
+        stop.check()
         for name, code in procs.exited().items():
             if code:
                 raise NodeFailed(procs.failure(name, code))

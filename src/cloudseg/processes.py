@@ -7,11 +7,14 @@ resident memory and the tail of its log.
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import functools
 import os
 import signal
 import subprocess
+import sys
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -60,6 +63,31 @@ def _default_sigint() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
+_PR_SET_PDEATHSIG = 1
+
+
+@functools.cache
+def _prctl():
+    """libc's prctl (Linux), looked up in the parent: the child only calls it."""
+    return ctypes.CDLL(None, use_errno=True).prctl
+
+
+def _preexec(default_sigint: bool, die_with_parent: bool, prctl) -> Callable[[], None] | None:
+    """What the child runs before exec: SIGINT back to the default, and SIGTERM when the
+    process that started it dies (a child in a session of its own is not reached by what ends
+    ours, e.g. a SIGKILL)."""
+    if not (default_sigint or die_with_parent):
+        return None
+
+    def run() -> None:
+        if default_sigint:
+            _default_sigint()
+        if die_with_parent:
+            prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+    return run
+
+
 @dataclass(frozen=True)
 class Stopped:
     """How a stop went: the exit code, the seconds it took, and the pids left in the process's
@@ -102,17 +130,21 @@ class ManagedProcess:
         stdin: int | None = None,
         default_sigint: bool = False,
         append: bool = False,
+        die_with_parent: bool = False,
     ) -> ManagedProcess:
         """Start `cmd` (run under `prefix`, e.g. `ip netns exec NS`). `env`: the whole
         environment (None: this process's). `log`: a file for its stdout and stderr (None: they
         go where ours go; `append`: after what it holds, e.g. a restarted server's).
         `own_group`: a new session, so that a terminal's Ctrl-C reaches only us and
         `stop`/`kill` reach everything it started. `default_sigint`: SIGINT acts in the
-        child as from a terminal even when we ignore it (a test run started with `cmd &`)."""
+        child as from a terminal even when we ignore it (a test run started with `cmd &`).
+        `die_with_parent`: it gets SIGTERM when we die (Linux), also from a SIGKILL."""
         full = [*prefix, *cmd]
         kwargs: dict = dict(env=None if env is None else dict(env), cwd=cwd, stdin=stdin)
-        if default_sigint:
-            kwargs["preexec_fn"] = _default_sigint
+        prctl = _prctl() if die_with_parent and sys.platform == "linux" else None
+        preexec = _preexec(default_sigint, prctl is not None, prctl)
+        if preexec is not None:
+            kwargs["preexec_fn"] = preexec
         if log is None:
             popen = subprocess.Popen(full, start_new_session=own_group, **kwargs)
         else:
@@ -239,11 +271,13 @@ class ManagedProcess:
         return f"ManagedProcess({self.name!r}, pid={self.pid}, returncode={self.popen.returncode})"
 
 
-def stop_all(processes: Iterable[ManagedProcess], grace: float = 5.0) -> dict[str, int]:
-    """Stop processes together: SIGINT to each, one shared `grace` period, then SIGKILL to
+def stop_all(
+    processes: Iterable[ManagedProcess], grace: float = 5.0, sig: int = signal.SIGINT
+) -> dict[str, int]:
+    """Stop processes together: `sig` to each, one shared `grace` period, then SIGKILL to
     those still running; {name: exit code}."""
     processes = list(processes)
     for p in processes:
-        p.send_signal(signal.SIGINT)
+        p.send_signal(sig)
     deadline = time.monotonic() + grace
     return {p.name: p.stop(max(deadline - time.monotonic(), 0.1), None).code for p in processes}

@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from cloudseg.control.knob import KnobChange, describe_knob_changes, knob_changes_in
+
 STAGES = (
     "encode",
     "transport",
@@ -79,11 +81,20 @@ class StreamStats:
     not_scored: str = ""  # frames not scored and why, e.g. "1 wrong size"
     miou_held: float | None = None  # of the labels the vehicle held for each camera frame
     frames_held_scored: int | None = None
+    held_not_scored: str = ""  # why the held labels were not scored (set by the demo), or ""
     # the adaptive controller (demo --control): Knobs that changed the settings, full frames
     # asked for online profiling, and the cloud's accuracy estimates of those
     knob_changes: int = 0
     full_frames_asked: int = 0
     accuracy_estimates: list[float] = field(default_factory=list)
+    knobs: list[KnobChange] = field(default_factory=list)  # the settings it chose, and why
+    interrupted: bool = False  # Ctrl-C: what ran until then
+
+    def add_knob_log(self, controller_log: str) -> None:
+        """The settings the controller chose and why, from its log (`knob_changes_in`): the
+        monitor sees the Knobs, the log also says why."""
+        self.knobs = knob_changes_in(controller_log)
+        self.knob_changes = max(self.knob_changes, len(self.knobs) - 1)
 
     def add_latency(self, stage: str, ms: float) -> None:
         self.latency_ms[stage].append(float(ms))
@@ -183,6 +194,7 @@ class StreamStats:
         # the result the vehicle waits for: labels when the cloud segments, else the image
         e2e = self.latency_ms["labels_end_to_end"] or self.latency_ms["end_to_end"]
         return {
+            "interrupted": self.interrupted,
             "frames_in": self.frames_in,
             "frames_sent": self.frames_sent,
             "frames_received": self.frames_received,
@@ -207,9 +219,13 @@ class StreamStats:
             "frames_scored": self.frames_scored,
             "miou_held": self.miou_held,
             "frames_held_scored": self.frames_held_scored,
+            **self.missing_scores(),
             "knob_changes": self.knob_changes,
             "full_frames_asked": self.full_frames_asked,
             "accuracy_estimates": [round(a, 3) for a in self.accuracy_estimates],
+            "knobs": [
+                {"seq": k.seq, "settings": k.settings, "reason": k.reason} for k in self.knobs
+            ],
             "stages_ms": {
                 s: {
                     "p50": round(percentile(v, 50), 2),
@@ -249,32 +265,65 @@ class StreamStats:
                 f"labels held per camera frame: {s['camera_labels']} frames, age p50 "
                 f"{s['label_age_ms_p50']:.0f} ms (capture time)"
             )
-        if self.knob_changes or self.full_frames_asked:
+        if self.knob_changes or self.full_frames_asked or self.knobs:
             acc = ", ".join(f"{a:.2f}" for a in self.accuracy_estimates) or "none"
             lines.append(
                 f"controller                  : {self.knob_changes} knob changes, "
                 f"{self.full_frames_asked} full frames asked, accuracy estimates: {acc}"
             )
+        lines += [f"  {line}" for line in describe_knob_changes(self.knobs)]
         if self.miou_reference is not None:
             lines.append(self.score_line())
         return "\n".join(lines)
+
+    def missing_scores(self) -> dict[str, str | None]:
+        """With --score: why `miou` and `miou_held` are null (None where the figure is there),
+        as `miou_missing_reason` and `miou_held_missing_reason`."""
+        if self.miou_reference is None:
+            return {}
+        miou = held = None
+        if self.miou is None:
+            miou = (
+                f"no frame scored: {self.not_scored}"
+                if self.not_scored
+                else "no labels came back"
+                if not self.labels_received
+                else "no frame scored"
+            )
+        if self.miou_held is None:
+            held = self.held_not_scored or (
+                "the vehicle held no labels for any camera frame: the first labels came back "
+                "after the input's last frame (a busy cloud; --rate lower lets it keep up)"
+                if not self.label_age_ms
+                else "no held labels matched a frame of the input"
+            )
+        return {"miou_missing_reason": miou, "miou_held_missing_reason": held}
 
     def score_line(self) -> str:
         """The mIoU of the labels that came back, against what, over how many frames."""
         gt = self.miou_reference == "gt"
         what = "labels mIoU vs ground truth :" if gt else "labels mIoU vs full-res seg :"
         if self.miou is None:
-            text = f"{what} n/a (no frame scored)"
+            text = f"{what} n/a ({self.missing_scores()['miou_missing_reason']})"
         else:
             classes = "GT classes" if gt else "reference classes"
             present = "n/a" if self.miou_gt_classes is None else f"{self.miou_gt_classes:.3f}"
-            text = f"{what} {self.miou:.3f} over {self.frames_scored} frames ({classes} {present})"
-        text += f"; not scored: {self.not_scored}" if self.not_scored else ""
+            sent = max(self.frames_sent, self.frames_scored or 0)
+            text = (
+                f"{what} {self.miou:.3f} over {self.frames_scored} of {sent} frames sent "
+                f"({classes} {present})"
+            )
+            if self.frames_skipped:
+                text += f"; {self.frames_skipped} skipped by the busy cloud came back unlabelled"
+            text += f"; not scored: {self.not_scored}" if self.not_scored else ""
         if self.frames_held_scored:
             text += (
                 f"\nlabels held per camera frame: mIoU {self.miou_held:.3f} over "
                 f"{self.frames_held_scored} camera frames (selection and latency included)"
             )
+        else:
+            why = self.missing_scores()["miou_held_missing_reason"]
+            text += f"\nlabels held per camera frame: n/a ({why})"
         return text
 
     def to_json(self) -> str:

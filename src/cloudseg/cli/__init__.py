@@ -10,16 +10,49 @@ from __future__ import annotations
 
 import logging
 import sys
+from typing import Any
 
-from cloudseg.cli.commands import BENCH_COMMANDS, EXPORT_COMMANDS, TRAIN_COMMANDS
-from cloudseg.cli.parser import build_parser
+from cloudseg.stop_signals import INTERRUPTED_EXIT
 
 __all__ = ["BENCH_COMMANDS", "EXPORT_COMMANDS", "TRAIN_COMMANDS", "build_parser", "main"]
 
+#: The exit status of bad input (an input that does not open, an option out of range), for
+#: every sub-command: argparse's for a usage error.
+BAD_INPUT_EXIT = 2
+
+
+def __getattr__(name: str) -> Any:
+    """The parser and the command tables, imported on first use: `cloudseg` (this package)
+    imports only the standard library, so Ctrl-C while it starts meets `main`'s handling."""
+    if name == "build_parser":
+        from cloudseg.cli.parser import build_parser
+
+        return build_parser
+    if name in ("BENCH_COMMANDS", "EXPORT_COMMANDS", "TRAIN_COMMANDS"):
+        from cloudseg.cli import commands
+
+        return getattr(commands, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def bad_input_errors() -> tuple[type[Exception], ...]:
+    """The exceptions that mean bad input (exit BAD_INPUT_EXIT, the reason in one line)."""
+    from cloudseg.data.frames import DataError
+
+    return (DataError,)
+
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args, rest = parser.parse_known_args(argv)
+    try:
+        from cloudseg.cli.parser import build_parser
+
+        parser = build_parser()
+        args, rest = parser.parse_known_args(argv)
+    except KeyboardInterrupt:  # while it starts (imports): one line, no traceback
+        words = argv if argv is not None else sys.argv[1:]
+        command = next((w for w in words[:1] if not w.startswith("-")), "")
+        print(f"cloudseg {command}: interrupted".replace(" :", ":"), file=sys.stderr)
+        return INTERRUPTED_EXIT
     if rest and not getattr(args, "passes_options", False):
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
     args.rest = rest
@@ -27,12 +60,15 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(levelname)s %(name)s: %(message)s",
     )
+    if not args.verbose:  # torch's INFO lines (its cache statistics at exit) are not for users
+        logging.getLogger("torch").setLevel(logging.WARNING)
     try:
         return int(args.func(args) or 0)
-    except KeyboardInterrupt:
-        return 130
+    except KeyboardInterrupt:  # before a command installed its own handling, or one without
+        print(f"cloudseg {args.command}: interrupted", file=sys.stderr)
+        return INTERRUPTED_EXIT
     except Exception as exc:
         if args.verbose:
             raise
         print(f"cloudseg {args.command}: {exc}", file=sys.stderr)
-        return 1
+        return BAD_INPUT_EXIT if isinstance(exc, bad_input_errors()) else 1

@@ -9,8 +9,10 @@ import argparse
 import importlib
 import sys
 
+from cloudseg.cli import BAD_INPUT_EXIT
 from cloudseg.cli.reference import node_help
 from cloudseg.graph import BAG_IMAGE_TOPIC, GRAPHS, NODES, config_dir, namespace
+from cloudseg.stop_signals import INTERRUPTED_EXIT
 
 #: `demo --restore` beyond the sr node's own choices: the bilinear cloud graph, no segmentation.
 BILINEAR_ONLY = "bilinear-only"
@@ -26,7 +28,7 @@ def demo(args: argparse.Namespace) -> int:
         _check_record(args.record)
     except ValueError as exc:
         print(f"cloudseg demo: {exc}", file=sys.stderr)
-        return 2
+        return BAD_INPUT_EXIT
     stats = run_demo(
         args.input,
         scale=args.scale,
@@ -52,6 +54,9 @@ def demo(args: argparse.Namespace) -> int:
     print(stats.report())
     if args.json:
         print(stats.to_json())
+    if stats.interrupted:
+        print("cloudseg demo: interrupted; the summary covers what ran until then", file=sys.stderr)
+        return INTERRUPTED_EXIT
     return 0 if stats.frames_processed else 1
 
 
@@ -61,10 +66,10 @@ def view(args: argparse.Namespace) -> int:
         ns = namespace(args.namespace)
     except ValueError as exc:
         print(f"cloudseg view: {exc}", file=sys.stderr)
-        return 2
+        return BAD_INPUT_EXIT
     if not 0 <= args.port <= 65535:
         print(f"cloudseg view: --port {args.port}: must be 0..65535", file=sys.stderr)
-        return 2
+        return BAD_INPUT_EXIT
     from cloudseg.nodes.view_node import serve_view
 
     return serve_view(args.host, args.port, ns)
@@ -139,18 +144,18 @@ def run(args: argparse.Namespace) -> int:
         _check_record(args.record)
     except ValueError as exc:
         print(f"cloudseg run: {exc}", file=sys.stderr)
-        return 2
+        return BAD_INPUT_EXIT
     if args.input or args.topic:
         if "source" not in dict(GRAPHS[args.graph]):
             print(
                 f"cloudseg run: --input/--topic: graph {args.graph} has no source", file=sys.stderr
             )
-            return 2
+            return BAD_INPUT_EXIT
         try:
             check_input(args.input, args.topic)
         except DataError as exc:
             print(f"cloudseg run: {exc}", file=sys.stderr)
-            return 2
+            return BAD_INPUT_EXIT
         source = overrides.setdefault("source", {})
         if args.input:
             source["input"] = args.input
@@ -163,12 +168,12 @@ def run(args: argparse.Namespace) -> int:
         side = "vehicle" if args.graph in ("vehicle", "controller") else "cloud"
         if args.graph in ("pipeline", "cloud_split"):
             print(f"--dds {args.dds} runs one side: graph vehicle or cloud", file=sys.stderr)
-            return 2
+            return BAD_INPUT_EXIT
         try:
             dds = dds_env(args.dds, side, args.peer, args.listen, args.public_ip, args.server)
         except (ValueError, OSError) as exc:
             print(f"cloudseg run: {exc}", file=sys.stderr)
-            return 2
+            return BAD_INPUT_EXIT
     return run_graph(args.graph, overrides or None, dds, ns, record=args.record)
 
 

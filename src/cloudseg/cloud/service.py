@@ -127,6 +127,7 @@ class CloudService:
         self.first = first
         self.pipelines: OrderedDict[int, RestorationPipeline] = OrderedDict({4: first})
         self.decoder = StreamDecoder()
+        self._routes: set[tuple] = set()  # (LR size, scale, mode) already said
         log.info("cloud pipeline: %s", first.describe())
 
     @classmethod
@@ -153,6 +154,17 @@ class CloudService:
         """The segmenter's class names by train id (its weights' metadata, else Cityscapes')."""
         info = getattr(self.first.segmenter, "weights_info", None)
         return class_names(getattr(info, "meta", None))
+
+    def new_route(self, lr_shape: tuple[int, ...], scale: int, sr_bypass: bool) -> str | None:
+        """The route of a frame (`RestorationPipeline.route`: the real camera size, known only
+        once frames come) the first time one of its size, scale and mode comes, else None."""
+        pipe = self.pipeline(scale)
+        mode = self.mode(pipe, scale, sr_bypass)
+        key = (tuple(lr_shape[:2]), int(scale), mode)
+        if key in self._routes:
+            return None
+        self._routes.add(key)
+        return pipe.route(lr_shape[1], lr_shape[0], mode)
 
     def limit_scales(self, scales: Iterable[int]) -> None:
         """Serve only these scales from now on (the sr node's `scales` parameter)."""

@@ -149,3 +149,50 @@ class OneShot:
             return False
         self.last = key
         return True
+
+
+# --------------------------------------------------------------------------- the knob log
+
+#: The controller node's log line of a settings change: `knob SEQ: SETTINGS: REASON`, SETTINGS
+#: as `ProfileEntry.describe()` writes it (`x2 crf 23, bilinear (1800 kbit/s, mIoU 0.61,
+#: 40 ms)`). `knob_line` writes it, `knob_changes_in` reads it back (the demo's summary).
+_KNOB_LINE = re.compile(r"\bknob (?P<seq>\d+): (?P<settings>x\d+ .*? ms\)): (?P<reason>.*)$")
+
+
+@dataclass(frozen=True)
+class KnobChange:
+    """One settings change of the controller: its Knob seq, the settings, and why."""
+
+    seq: int
+    settings: str
+    reason: str
+
+    @property
+    def short(self) -> str:
+        """The settings without the profile's figures: `x2 crf 23, bilinear`."""
+        return self.settings.rsplit(" (", 1)[0]
+
+
+def knob_line(seq: int, settings: str, reason: str) -> str:
+    """The log line of a settings change (what `knob_changes_in` reads)."""
+    return f"knob {seq}: {settings}: {reason}"
+
+
+def knob_changes_in(log_text: str) -> list[KnobChange]:
+    """The settings changes a controller's log records, in order (one-shot requests for a
+    full frame are not changes)."""
+    out = []
+    for line in log_text.splitlines():
+        m = _KNOB_LINE.search(line)
+        if m:
+            out.append(KnobChange(int(m["seq"]), m["settings"], m["reason"].strip()))
+    return out
+
+
+def describe_knob_changes(changes: list[KnobChange]) -> list[str]:
+    """One line per change, `from -> to: reason` (the first: where it started, and why)."""
+    lines = []
+    for before, change in zip([None, *changes], changes, strict=False):
+        where = change.settings if before is None else f"{before.short} -> {change.settings}"
+        lines.append(f"knob {change.seq}: {where}: {change.reason}")
+    return lines

@@ -227,6 +227,7 @@ def read_bag_frames(
     reader = _open_reader(path)
     ts = typestore()
     decoded = failed = 0
+    first_failure = ""  # the reason of the first message that failed: in the error line
     try:
         connections = _topic_connections(reader, path, topic)
         try:
@@ -235,6 +236,7 @@ def read_bag_frames(
                     msg = ts.deserialize_cdr(raw, connection.msgtype)
                 except SerdeError as exc:
                     failed += 1
+                    first_failure = first_failure or one_line(exc)
                     log.warning(
                         "%s: skipping undecodable %s message: %s", path, topic, one_line(exc)
                     )
@@ -252,6 +254,7 @@ def read_bag_frames(
                     rgb = convert(msg)
                 except DataError as exc:
                     failed += 1
+                    first_failure = first_failure or one_line(exc)
                     log.warning("%s: skipping %s message: %s", path, topic, exc)
                     continue
                 stamp = _header_stamp_ns(msg) or log_time
@@ -264,7 +267,8 @@ def read_bag_frames(
         if decoded == 0:
             raise DataError(
                 f"rosbag2 {path}: topic {topic} has no readable image "
-                f"({failed} messages failed to decode)"
+                f"({failed} messages failed to decode"
+                + (f"; the first: {first_failure})" if first_failure else ")")
             )
     finally:
         reader.close()

@@ -24,6 +24,16 @@ _CITYSCAPES_FRAME = re.compile(
 )
 
 
+#: The split a Cityscapes root plays as an input (the split `cloudseg eval --data` scores).
+CITYSCAPES_SPLIT = "val"
+
+
+def is_cityscapes_root(path: str | Path) -> bool:
+    """A Cityscapes root (``leftImg8bit/`` in it, ``gtFine/`` beside), as `cloudseg eval
+    --data` takes one: every command that reads frames takes it too (`list_frame_files`)."""
+    return (Path(path) / "leftImg8bit").is_dir()
+
+
 def _natural_key(name: str) -> list[object]:
     return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", name)]
 
@@ -35,13 +45,19 @@ def list_frame_files(path: str | Path) -> list[Path]:
     (city, sequence, frame number); a folder without such names falls back to all its image
     files in natural name order. A folder without images of its own, such as a Cityscapes
     split (``leftImg8bit/val``), plays the Cityscapes-named frames of its subfolders (the
-    cities). Raises DataError for a missing or empty folder.
+    cities). A Cityscapes root plays its split `CITYSCAPES_SPLIT` (``leftImg8bit/val``).
+    Raises DataError for a missing or empty folder.
     """
     folder = Path(path)
     if not folder.exists():
         raise DataError(f"frame folder {folder} does not exist")
     if not folder.is_dir():
         raise DataError(f"{folder} is not a folder of frames")
+    if is_cityscapes_root(folder):
+        split = folder / "leftImg8bit" / CITYSCAPES_SPLIT
+        if not split.is_dir():
+            raise DataError(f"Cityscapes root {folder} has no {CITYSCAPES_SPLIT} split ({split})")
+        folder = split
     images = [p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
     if not images:  # a split folder: <split>/<city>/<city>_<seq>_<frame>_leftImg8bit.png
         images = [

@@ -178,14 +178,19 @@ def open_source(
 
 
 def check_input(path: str | Path | None, topic: str | None = None) -> None:
-    """Check an input before anything starts: it opens, and a bag ``topic`` is asked only of
-    a bag (and exists in it, else DataError listing the bag's image topics)."""
+    """Check an input before anything starts: it opens, its first frame decodes (a bag of
+    broken images is refused with the first one's reason), and a bag ``topic`` is asked only
+    of a bag (and exists in it, else DataError listing the bag's image topics)."""
     if topic and not (path and is_bag(path)):
         raise DataError(
             f"--topic {topic} picks a rosbag2's image topic; {path or 'the input'} is not a bag"
         )
     if path:
-        open_source(path, topic=topic or BAG_IMAGE_TOPIC)
+        frames = iter(open_source(path, topic=topic or BAG_IMAGE_TOPIC, limit=1))
+        try:
+            next(frames, None)
+        finally:
+            frames.close()  # the reader's own cleanup (a bag's reader) runs now
 
 
 # --------------------------------------------------------------------------- pacing

@@ -7,7 +7,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cloudseg.data.bag import is_bag
 from cloudseg.data.cityscapes import list_pairs
+from cloudseg.data.folder import is_cityscapes_root
 from cloudseg.data.sources import open_source
 from cloudseg.eval.config import EvalConfig, EvalError
 from cloudseg.train.stream_data import is_low_res_root, list_low_res_frames
@@ -46,7 +48,7 @@ def _sequence_frames(path: Path, config: EvalConfig) -> list[EvalFrame]:
     from cloudseg.data.folder import list_frame_files
 
     names: list[str] | None = None
-    if path.is_dir():
+    if path.is_dir() and not is_bag(path):  # a frame folder (a rosbag2 folder is a bag)
         names = [f.name for f in list_frame_files(path)]
     frames = []
     for frame in open_source(path, limit=config.limit or None):
@@ -71,7 +73,7 @@ def eval_frames(config: EvalConfig) -> tuple[str, list[EvalFrame]]:
             raise EvalError("give one low-resolution root on its own")
         listed = list_low_res_frames(config.data[0], config.low_res_list)[: config.limit or None]
         return "gt", [EvalFrame(f.id, f.image_path, f.label_path, f.id) for f in listed]
-    roots = [p for p in config.data if (p / "leftImg8bit").is_dir()]
+    roots = [p for p in config.data if is_cityscapes_root(p)]
     if roots:
         if len(config.data) > 1:
             raise EvalError("give one Cityscapes root, or any number of sequences")

@@ -153,6 +153,9 @@ class CloudSRNode(CloudIngest):
         if hasattr(self.inference, "overlay_alpha"):
             self.inference.overlay_alpha = self.outputs.params["overlay_alpha"]
         first = frames[0]
+        new_route = self.service.new_route(first.lr.shape, first.scale, first.sr_bypass)
+        if new_route:
+            self.get_logger().info(new_route)
         result = self.inference.infer(
             np.stack([f.lr for f in frames]),
             first.scale,

@@ -18,9 +18,14 @@ import rclpy
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+from rclpy.signals import SignalHandlerOptions
 
 from cloudseg.graph import TOPICS
 from cloudseg.guard import BadInput, BadInputCounter, check_stamp
+from cloudseg.stop_signals import StopSignals
+
+#: How long one turn of a node's executor waits for work (s): a stop signal is seen within it.
+SPIN_TURN_S = 0.1
 
 
 def _best_effort(depth: int = 5) -> QoSProfile:
@@ -161,36 +166,48 @@ def forward_logs(logger_name: str, node: Node) -> None:
 def run_nodes(
     factory: Callable[[], list[Node]], args: list[str] | None = None, name: str | None = None
 ) -> int:
-    """Init rclpy, spin the nodes `factory` makes in one executor until Ctrl-C, shutdown, or
-    a node's `finished` future (a player that ends); clean up; return an exit code."""
+    """Init rclpy, spin the nodes `factory` makes in one executor until Ctrl-C or SIGTERM,
+    or a node's `finished` future (a player that ends); clean up; return an exit code.
+
+    The signals go through `StopSignals`, not rclpy's handlers: a signal while the nodes are
+    made stops the start (KeyboardInterrupt); once they spin, it is a flag the loop reads
+    between turns, so the context stays valid until every node (and its worker threads) is
+    destroyed, and no exception lands inside rclpy's callbacks. Either way: exit 0, no
+    traceback, a second signal ignored."""
     # `kill -USR1 <pid>` prints every thread's stack to stderr (the node's log): a node that
     # hangs can be looked at without stopping it
     faulthandler.register(signal.SIGUSR1, all_threads=True)
-    rclpy.init(args=args if args is not None else sys.argv)
+    stop = StopSignals(raising=True).install()
     nodes: list[Node] = []
-    executor = SingleThreadedExecutor()
+    executor: SingleThreadedExecutor | None = None
     try:
+        rclpy.init(
+            args=args if args is not None else sys.argv,
+            signal_handler_options=SignalHandlerOptions.NO,
+        )
+        executor = SingleThreadedExecutor()
         nodes = factory()
         for node in nodes:
             executor.add_node(node)
         finished = next((n.finished for n in nodes if getattr(n, "finished", None)), None)
-        if finished is None:
-            executor.spin()
-        else:
-            executor.spin_until_future_complete(finished)
-            return int(finished.result() or 0)
+        stop.raising = False  # from here a signal is read between turns of the executor
+        while stop.requested is None:
+            executor.spin_once(timeout_sec=SPIN_TURN_S)
+            if finished is not None and finished.done():
+                return int(finished.result() or 0)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     except Exception as exc:  # a failed start: one line, no traceback
-        if not rclpy.ok():  # SIGTERM / SIGINT shut the context down under the executor (rclpy
-            return 0  # then raises "failed to initialize wait set ..."): a clean stop
+        if stop.requested is not None or not rclpy.ok():
+            return 0  # stopped while starting: a clean stop
         print(f"{name or getattr(factory, '__name__', 'cloudseg')}: {exc}", file=sys.stderr)
         return 1
     finally:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not break cleanup
+        stop.raising = False  # a second Ctrl-C must not break cleanup
         for node in nodes:
             node.destroy_node()
-        executor.shutdown(timeout_sec=1.0)
+        if executor is not None:
+            executor.shutdown(timeout_sec=1.0)
         if rclpy.ok():
             rclpy.try_shutdown()
     return 0

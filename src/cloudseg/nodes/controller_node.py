@@ -15,6 +15,7 @@ from pathlib import Path
 from rclpy.node import Node
 
 from cloudseg.control.controller import Controller, ControllerSettings, Decision
+from cloudseg.control.knob import knob_line
 from cloudseg.control.profile import PROFILE_FILE, ProfileEntry, load_profile
 from cloudseg.control.window import Measurements, StatSample
 from cloudseg.graph import CONTROLLER, KNOB_TOPIC, STATS_TOPIC, config_dir
@@ -149,7 +150,7 @@ class ControllerNode(Node):
         knob.header.stamp = self.get_clock().now().to_msg()
         self.pub.publish(knob)
         if d.changed:
-            self.get_logger().info(f"knob {self.seq}: {d.entry.describe()}: {d.reason}")
+            self.get_logger().info(knob_line(self.seq, d.entry.describe(), d.reason))
         else:
             self.get_logger().info(f"knob {self.seq}: one full-resolution frame (online profiling)")
             self.get_logger().debug(d.reason)

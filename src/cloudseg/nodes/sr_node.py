@@ -69,6 +69,9 @@ class SRNode(CloudIngest):
 
     def restore_job(self, f: StreamFrame, skipped: int) -> None:
         """The worker: restore one frame (the newest when the worker was free)."""
+        route = self.service.new_route(f.lr.shape, f.scale, f.sr_bypass)
+        if route:
+            self.get_logger().info(route)
         image = self.service.restore_image(f.lr, f.scale, f.sr_bypass)
         k = image.reduced_by
         size = (max(1, f.width // k), max(1, f.height // k))

@@ -258,11 +258,6 @@ class RestorationPipeline:
         if self.seg_size == "trained" and self.trained_resolution is not None:
             w, h = self.trained_resolution
             text += f"; {verb} its trained resolution {w}x{h}"
-            k = max(1, round(2048 / w))
-            if self.sr is not None and self.scale > k:
-                direct = self.sr_route == "direct" and self.scale % k == 0
-                how = f"SR x{self.scale // k}" if direct else f"SR x{self.scale}, then 1/{k}"
-                text += f" (a 2048x1024 camera: {how})"
         else:
             text += f"; {verb} the camera size"
         if self.cpu_max_width is not None and not self.cuda:
@@ -270,6 +265,23 @@ class RestorationPipeline:
         if self.untrained:
             text += f" [UNTRAINED: {', '.join(self.untrained)} has random weights]"
         return text
+
+    def route(self, lr_width: int, lr_height: int, mode: str = "sr") -> str:
+        """How a frame of this low-resolution size is restored and segmented, said for the
+        camera it came from (the stream is 1/scale of it; mode "full": the camera frame)."""
+        scale = 1 if mode == "full" else self.scale
+        camera = (lr_width * scale, lr_height * scale)
+        k = self._reduction(lr_width, mode)
+        if scale == 1 or k >= scale:
+            how = "no upsampling" + (f" (the stream at 1/{k // scale})" if k > scale else "")
+        else:
+            direct = self.scale % k == 0 and (self.sr_route == "direct" or mode == "bilinear")
+            up = "SR" if mode == "sr" else "bilinear"
+            how = f"{up} x{scale // k}" if direct else f"{up} x{scale}, then 1/{k}"
+        return (
+            f"a {camera[0]}x{camera[1]} camera (x{scale} stream, {lr_width}x{lr_height}): "
+            f"{how}, segmented at {camera[0] // k}x{camera[1] // k}"
+        )
 
     # --- processing -------------------------------------------------------------------------
 
