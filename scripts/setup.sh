@@ -127,7 +127,7 @@ fi
 
 # The package (messages + code): rebuilt only when its sources changed.
 pkg_stamp="$venv/.cloudseg-pkg"
-pkg_key=$(cd "$root" && find CMakeLists.txt package.xml pyproject.toml msg src launch config scripts weights \
+pkg_key=$(cd "$root" && find CMakeLists.txt package.xml pyproject.toml msg src launch config scripts weights interfaces/cmake \
   -type f -not -path '*/__pycache__/*' -print0 | sort -z | xargs -0 sha256sum | sha256sum)
 if [[ ! -f "$pkg_stamp" || "$(cat "$pkg_stamp")" != "$pkg_key" ]]; then
   step "building the cloudseg messages and installing the package" \

@@ -1,4 +1,5 @@
-# Shared by the interface packages in interfaces/: build against the ROS 2 pip wheels.
+# Shared by the interface packages in interfaces/ and the cloudseg package (../../CMakeLists.txt):
+# build against the ROS 2 pip wheels.
 #   include(../cmake/pip_wheels.cmake) before find_package(ament_cmake): without a sourced ROS
 #   install, the ROS prefix is the Python environment itself.
 #   cloudseg_fix_wheel_includes() after ament_package(): the wheels export
