@@ -69,6 +69,11 @@ class ControllerSettings:
     # full-resolution IDR (~100 kB) blocks a thin link for about a second
     climb_factor: float = 2.0  # a step up reaches at most this x the current rate (1: one entry)
     ceiling_s: float = 15.0  # after a step down, no step up above the link's ceiling this long
+    probe_gain: float = 1.25  # a probe aims at this x the measured goodput (BBR's probe gain)
+    overuse_backoff: float = 0.85  # on delay over-use: this x the rate reaching the cloud
+    overuse_hold_s: float = 1.0  # after a back-off, over-use is not acted on again this long
+    rate_steps: bool = False  # within a scale, follow the target with H.264 bitrate steps
+    frame_budget_s: float = 0.0  # Knob.max_frame_bytes = target rate x this (0: no cap)
 
     def __post_init__(self) -> None:
         if not 0 < self.safety <= 1:
@@ -79,6 +84,10 @@ class ControllerSettings:
             raise ValueError(f"climb_factor must be >= 1, got {self.climb_factor}")
         if not self.ceiling_s >= 0:
             raise ValueError(f"ceiling_s must be >= 0, got {self.ceiling_s}")
+        if not 1 <= self.probe_gain <= self.climb_factor:
+            raise ValueError(f"probe_gain must be in [1, climb_factor], got {self.probe_gain}")
+        if not 0 < self.overuse_backoff < 1:
+            raise ValueError(f"overuse_backoff must be in (0, 1), got {self.overuse_backoff}")
 
 
 @dataclass(frozen=True)
@@ -88,7 +97,9 @@ class Decision:
     entry: ProfileEntry
     reason: str
     request_full_frame: bool = False
-    changed: bool = False  # the entry differs from the previous decision's
+    changed: bool = False  # the entry (or bitrate) differs from the previous decision's
+    bitrate_kbps: int = 0  # H.264 bitrate step within the entry's scale (0: the entry's own)
+    max_frame_bytes: int = 0  # per-frame size budget for the compressor (0: none)
 
 
 RATE_SCALE_MIN, RATE_SCALE_MAX = 0.5, 2.0
@@ -109,7 +120,7 @@ class _State:
     bad: int = 0
     good: int = 0
     last_change_s: float = -math.inf
-    probing: ProfileEntry | None = None  # the entry of the last probe up, until it holds
+    probing: tuple[ProfileEntry, int] | None = None  # the last probe up (entry, bitrate)
     backoff_s: float = 0.0  # the last failed probe's back-off (0: none failed since one held)
     blocked_kbps: float = math.inf  # a failed probe's rate: it and the rates above are blocked
     blocked_until_s: float = -math.inf
@@ -122,6 +133,9 @@ class _State:
     ceiling_kbps: float = math.inf  # what the link carried when it was last overrun
     ceiling_until_s: float = -math.inf  # ... trusted until then
     rate_scale: float = 1.0  # measured / profiled rate of the entries (smoothed)
+    bitrate_kbps: int = 0  # the bitrate step in force (0: the entry's own rate control)
+    overuse_until_s: float = -math.inf  # over-use is not acted on before this (queue drains)
+    held: int = 0  # probes in a row that held (two: the next probe aims at probe_gain**2)
 
 
 class Controller:
@@ -137,6 +151,10 @@ class Controller:
         s = settings
         fits = [e for e in self.entries if rate_kbps(e) <= s.start_kbps]
         self.entry = max(fits, key=lambda e: e.miou) if fits else self.entries[0]
+
+    def start(self) -> Decision:
+        """The first decision: the start entry, with its per-frame budget."""
+        return self._decision("start", changed=True)
 
     # -- helpers ------------------------------------------------------------------------------
     def _effective(self, e: ProfileEntry) -> ProfileEntry:
@@ -171,13 +189,86 @@ class Controller:
                 return e
         return self.entry
 
-    def _change(self, now: float, entry: ProfileEntry, reason: str, full: bool) -> Decision:
+    def _change(
+        self, now: float, entry: ProfileEntry, reason: str, full: bool, bitrate: int = 0
+    ) -> Decision:
         entry = self._effective(entry)
-        changed = entry != self.entry
+        st = self.state
+        changed = entry != self.entry or bitrate != st.bitrate_kbps
         if changed:
-            self.entry = entry
-            self.state.last_change_s = now
-        return Decision(entry, reason, full, changed)
+            self.entry, st.bitrate_kbps = entry, bitrate
+            st.last_change_s = now
+        return self._decision(reason, full, changed)
+
+    def _decision(self, reason: str, full: bool = False, changed: bool = False) -> Decision:
+        """A decision for the entry and bitrate in force, with the per-frame budget."""
+        budget = int(self.current_kbps() * 1000 / 8 * self.settings.frame_budget_s)
+        if not math.isfinite(self.current_kbps()):
+            budget = 0
+        bitrate = self.state.bitrate_kbps
+        return Decision(self.entry, reason, full, changed, bitrate, budget)
+
+    def current_kbps(self) -> float:
+        """The rate the stream is set to send: the bitrate step, else the entry's rate."""
+        return float(self.state.bitrate_kbps) if self.state.bitrate_kbps else self.rate(self._base())
+
+    def _pick(self, target: float, cands: list[ProfileEntry]) -> tuple[ProfileEntry, int]:
+        """The entry (and bitrate step) for a target rate: the most accurate entry whose rate
+        fits it (the lowest when none does); with ``rate_steps``, a bitrate of the target
+        within that scale's profiled range when the entry alone sends clearly less."""
+        fitting = [e for e in cands if self.rate(e) <= target]
+        entry = max(fitting, key=lambda e: (e.miou, -rate_kbps(e))) if fitting else cands[0]
+        if not self.settings.rate_steps or target <= 1.1 * self.rate(entry):
+            return entry, 0
+        top = max(self.rate(e) for e in self.all_entries if e.scale == entry.scale)
+        return entry, int(round(min(target, top))) if top > 1.1 * self.rate(entry) else 0
+
+    def overuse(self, now: float, incoming_kbps: float, why: str = "") -> Decision:
+        """The delay detector says a queue is growing: back off at once to ``overuse_backoff``
+        x the rate reaching the cloud (at least one step down), unless a back-off happened
+        within ``overuse_hold_s`` (its queue is still draining)."""
+        s, st = self.settings, self.state
+        if now < st.overuse_until_s:
+            return self._decision(f"over-use: backed off {s.overuse_hold_s:g} s ago, draining")
+        current = self.current_kbps()
+        measured = incoming_kbps if math.isfinite(incoming_kbps) and incoming_kbps > 0 else current
+        target = s.overuse_backoff * min(measured, current)
+        st.overuse_until_s = now + s.overuse_hold_s
+        st.bad, st.good, st.held = 0, 0, 0
+        note = self._fail_probe(now)
+        cands, _ = self._candidates_all()
+        entry, bitrate = self._pick(target, cands)
+        if s.ceiling_s > 0:
+            st.ceiling_kbps, st.ceiling_until_s = measured, now + s.ceiling_s
+        if (entry, bitrate) == (self._base(), st.bitrate_kbps):
+            return self._decision(f"over-use{why}: already at the lowest entry{note}")
+        return self._change(
+            now,
+            entry,
+            f"back off (delay over-use{why}): {s.overuse_backoff:g} x {measured:.0f} kbit/s "
+            f"reaching the cloud = {target:.0f} kbit/s{note}",
+            False,
+            bitrate,
+        )
+
+    def _candidates_all(self) -> tuple[list[ProfileEntry], str]:
+        """The entries allowed without a window's latency (the worst case's scale cap)."""
+        st = self.state
+        es = [e for e in self.entries if st.max_scale is None or e.scale <= st.max_scale]
+        return es or list(self.entries), ""
+
+    def _fail_probe(self, now: float) -> str:
+        """When the entry in force is a probe, it failed: block its rate for a back-off."""
+        s, st = self.settings, self.state
+        if st.probing is None or st.probing != (self._base(), st.bitrate_kbps):
+            return ""
+        st.backoff_s = 2 * st.backoff_s if st.backoff_s else s.probe_backoff_s
+        if now >= st.blocked_until_s:
+            st.blocked_kbps = math.inf
+        st.blocked_kbps = min(st.blocked_kbps, self.current_kbps())
+        st.blocked_until_s = now + st.backoff_s
+        st.probing = None
+        return f"; probe failed, not retried for {st.backoff_s:.0f} s"
 
     # -- the decision -------------------------------------------------------------------------
     def decide(self, now: float, w: Window, accuracy: float | None = None) -> Decision:
@@ -205,9 +296,7 @@ class Controller:
             elif not st.confirming:
                 st.confirming = True
                 st.next_full_s = now + s.full_frame_every_s if s.full_frame_every_s > 0 else 0
-                return Decision(
-                    self.entry,
-                    f"accuracy estimate {accuracy:.2f} below the floor {s.accuracy_floor:.2f}: "
+                return self._decision(f"accuracy estimate {accuracy:.2f} below the floor {s.accuracy_floor:.2f}: "
                     "asking for another full frame to confirm",
                     True,
                 )
@@ -233,8 +322,7 @@ class Controller:
                     return self._change(
                         now, best, f"{floor} with SR bypassed: raise resolution", full
                     )
-                return Decision(
-                    self.entry, f"{floor} with SR bypassed; no finer entry fits the rate", full
+                return self._decision(f"{floor} with SR bypassed; no finer entry fits the rate", full
                 )
 
         # 2. step down, fast
@@ -251,24 +339,25 @@ class Controller:
             st.good = 0
             severe = stalled or w.loss >= s.loss_severe
             if not severe and st.bad < s.bad_windows:
-                return Decision(
-                    self.entry,
-                    f"bad window {st.bad}/{s.bad_windows} ({', '.join(bad_why)}): holding",
+                return self._decision(f"bad window {st.bad}/{s.bad_windows} ({', '.join(bad_why)}): holding",
                     full,
                 )
             return self._step_down(now, w, ", ".join(bad_why), stalled, full)
+        if w.overuse:  # the node acts on the signal at once; a window fed alone acts here
+            return self.overuse(now, w.incoming_kbps, " in the window")
         if w.samples == 0:
-            return Decision(self.entry, "no stats in this window: holding", full)
+            return self._decision("no stats in this window: holding", full)
 
         # 3. step up, carefully
         st.bad = 0
         st.good += 1
         if st.probing is not None and st.good >= s.up_windows:  # the probe held
-            if rate_kbps(st.probing) >= st.blocked_kbps:  # where one failed: the link grew
+            if self._probe_kbps() >= st.blocked_kbps:  # where one failed: the link grew
                 st.backoff_s, st.blocked_kbps = 0.0, math.inf
             if w.goodput_kbps > st.ceiling_kbps:
                 st.ceiling_kbps, st.ceiling_until_s = math.inf, -math.inf
             st.probing = None
+            st.held += 1
         cands, note = self._candidates(w)
         base = self._base()
         if base not in cands:  # the latency bound no longer admits the current entry
@@ -278,43 +367,51 @@ class Controller:
                 now, best, f"latency: predicted over {s.latency_bound_ms:.0f} ms{note}", full
             )
         if st.good < s.up_windows or now - st.last_change_s < s.hold_s:
-            return Decision(self.entry, f"holding: {w.describe()}", full)
-        up = [e for e in cands if rate_kbps(e) > rate_kbps(base) and e.miou > base.miou]
-        if not up:
-            return Decision(self.entry, f"at the top that fits{note}: {w.describe()}", full)
+            return self._decision(f"holding: {w.describe()}", full)
+        # BBR's probe: a little above what really arrives (x probe_gain; x probe_gain**2
+        # after two probes in a row held, at most climb_factor), never far above it
+        gain = min(s.probe_gain ** (2 if st.held >= 2 else 1), s.climb_factor)
+        current = self.current_kbps()
+        target = gain * min(current, w.goodput_kbps)
+        caps = []
         if now < st.blocked_until_s:  # a failed probe blocks its rate and the ones above
-            up = [e for e in up if rate_kbps(e) < st.blocked_kbps]
-            if not up:
-                return Decision(
-                    self.entry,
-                    f"holding: the probe up failed, next try in {st.blocked_until_s - now:.0f} s",
-                    full,
-                )
-        if now < st.ceiling_until_s:
-            cap = s.safety * st.ceiling_kbps
-            up = [e for e in up if self.rate(e) <= cap]
-            if not up:
-                return Decision(
-                    self.entry,
-                    f"holding: at the top under {s.safety:g} x the link's ceiling "
-                    f"{st.ceiling_kbps:.0f} kbit/s for {st.ceiling_until_s - now:.0f} s more",
-                    full,
-                )
-        reach = s.climb_factor * min(self.rate(base), w.goodput_kbps)  # what really arrives
-        if math.isfinite(st.ceiling_kbps):  # above an old ceiling: one entry at a time
-            reach = min(reach, s.safety * st.ceiling_kbps)
-        near = [e for e in up if self.rate(e) <= reach]
-        nxt = max(near, key=lambda e: e.miou) if near else min(up, key=rate_kbps)
+            target = min(target, 0.97 * st.blocked_kbps)
+            caps.append(f"under the failed probe's {st.blocked_kbps:.0f} kbit/s")
+        if now < st.ceiling_until_s:  # the link's ceiling when it was last overrun
+            target = min(target, s.safety * st.ceiling_kbps)
+            caps.append(f"under {s.safety:g} x the link's ceiling {st.ceiling_kbps:.0f} kbit/s")
+        entry, bitrate = self._pick(target, cands)
+        rate = float(bitrate) if bitrate else self.rate(entry)
+        better = entry.miou > base.miou or (entry == base and bitrate > st.bitrate_kbps)
+        if not better or rate <= current * 1.02:  # no step that small: the next entry up,
+            # if within climb_factor x what arrives (a sparse profile without rate steps)
+            reach = s.climb_factor * min(current, w.goodput_kbps)
+            up = [e for e in cands if e.miou > base.miou and current < self.rate(e) <= reach]
+            up = [e for e in up if self.rate(e) <= target / gain * s.climb_factor]
+            if up and not caps:
+                entry, bitrate = min(up, key=self.rate), 0
+                rate, better = self.rate(entry), True
+        if not better or rate <= current * 1.02:
+            why = f" ({'; '.join(caps)})" if caps else ""
+            return self._decision(f"at the top that fits{why}{note}: {w.describe()}", full)
         st.good = 0
-        st.probing = nxt
+        st.probing = (entry, bitrate)
         return self._change(
             now,
-            nxt,
-            f"probe up: {s.up_windows} good windows (loss {w.loss:.0%}, latency trend "
-            f"{w.trend_ms_per_s:+.0f} ms/s, goodput {w.goodput_kbps:.0f} kbit/s)"
+            entry,
+            f"probe up to {rate:.0f} kbit/s ({gain:.2f} x min(rate, goodput)): {s.up_windows} "
+            f"good windows (loss {w.loss:.0%}, latency trend {w.trend_ms_per_s:+.0f} ms/s, "
+            f"goodput {w.goodput_kbps:.0f} kbit/s, queue {w.queue_ms:.0f} ms)"
             f"{self._rates_note()}{note}",
             full,
+            bitrate,
         )
+
+    def _probe_kbps(self) -> float:
+        probe = self.state.probing
+        if probe is None:
+            return math.nan
+        return float(probe[1]) if probe[1] else self.rate(probe[0])
 
     def rate(self, e: ProfileEntry) -> float:
         """An entry's rate as this stream sends it: the profiled rate x the measured ratio."""
@@ -346,38 +443,29 @@ class Controller:
 
     def _step_down(self, now: float, w: Window, why: str, stalled: bool, full: bool) -> Decision:
         s, st = self.settings, self.state
-        st.bad = 0
-        base = self._base()
-        if st.probing is not None and st.probing == base:  # the probe failed: back off
-            st.backoff_s = 2 * st.backoff_s if st.backoff_s else s.probe_backoff_s
-            if now >= st.blocked_until_s:
-                st.blocked_kbps = math.inf
-            st.blocked_kbps = min(st.blocked_kbps, rate_kbps(base))
-            st.blocked_until_s = now + st.backoff_s
-            st.probing = None
-            why += f"; probe failed, not retried for {st.backoff_s:.0f} s"
+        st.bad, st.held = 0, 0
+        current = self.current_kbps()
+        why += self._fail_probe(now)
         cands, note = self._candidates(w)
-        lower = [e for e in cands if rate_kbps(e) < rate_kbps(base)]
         if stalled:
-            target = cands[0]
+            target, bitrate = cands[0], 0
             fit = "the lowest entry"
         else:
-            cap = self.settings.safety * w.goodput_kbps
-            fitting = [e for e in lower if self.rate(e) <= cap]
-            if fitting:
-                target = max(fitting, key=lambda e: (e.miou, -rate_kbps(e)))
-                fit = (
-                    f"fits {s.safety:g} x goodput {w.goodput_kbps:.0f} = {cap:.0f} kbit/s"
-                    f"{self._rates_note()}"
-                )
-            elif lower:
-                target = lower[0]
-                fit = f"nothing fits {cap:.0f} kbit/s: the lowest entry"
-            else:
-                return Decision(self.entry, f"{why}: already at the lowest entry", full)
-        if rate_kbps(target) >= rate_kbps(base):
-            return Decision(self.entry, f"{why}: already at the lowest entry", full)
+            cap = s.safety * w.goodput_kbps
+            target, bitrate = self._pick(cap, cands)
+            fit = (
+                f"fits {s.safety:g} x goodput {w.goodput_kbps:.0f} = {cap:.0f} kbit/s"
+                f"{self._rates_note()}"
+            )
+            if (bitrate or self.rate(target)) >= current:
+                lower = [e for e in cands if self.rate(e) < current]
+                if not lower:
+                    return self._decision(f"{why}: already at the lowest entry", full)
+                target, bitrate = max(lower, key=self.rate), 0
+                fit = f"nothing fits {cap:.0f} kbit/s: the next lower entry"
+        if (bitrate or self.rate(target)) >= current:
+            return self._decision(f"{why}: already at the lowest entry", full)
         if s.ceiling_s > 0:  # what the link carried when overrun: no climb above it for a while
-            st.ceiling_kbps = self.rate(base) if stalled else w.goodput_kbps
+            st.ceiling_kbps = current if stalled else w.goodput_kbps
             st.ceiling_until_s = now + s.ceiling_s
-        return self._change(now, target, f"step down ({why}): {fit}{note}", full)
+        return self._change(now, target, f"step down ({why}): {fit}{note}", full, bitrate)
