@@ -210,7 +210,9 @@ class Controller:
 
     def current_kbps(self) -> float:
         """The rate the stream is set to send: the bitrate step, else the entry's rate."""
-        return float(self.state.bitrate_kbps) if self.state.bitrate_kbps else self.rate(self._base())
+        return (
+            float(self.state.bitrate_kbps) if self.state.bitrate_kbps else self.rate(self._base())
+        )
 
     def _pick(self, target: float, cands: list[ProfileEntry]) -> tuple[ProfileEntry, int]:
         """The entry (and bitrate step) for a target rate: the most accurate entry whose rate
@@ -220,7 +222,11 @@ class Controller:
         entry = max(fitting, key=lambda e: (e.miou, -rate_kbps(e))) if fitting else cands[0]
         if not self.settings.rate_steps or target <= 1.1 * self.rate(entry):
             return entry, 0
+        # the scale's bitrate range: up to its dearest profiled entry, and across a gap up to
+        # the next more accurate entry (the scale changes where that entry fits)
         top = max(self.rate(e) for e in self.all_entries if e.scale == entry.scale)
+        above = [self.rate(e) for e in cands if e.miou > entry.miou and self.rate(e) > target]
+        top = max([top, min(above)] if above else [top])
         return entry, int(round(min(target, top))) if top > 1.1 * self.rate(entry) else 0
 
     def overuse(self, now: float, incoming_kbps: float, why: str = "") -> Decision:
@@ -238,8 +244,8 @@ class Controller:
         note = self._fail_probe(now)
         cands, _ = self._candidates_all()
         entry, bitrate = self._pick(target, cands)
-        if s.ceiling_s > 0:
-            st.ceiling_kbps, st.ceiling_until_s = measured, now + s.ceiling_s
+        # no ceiling here: a back-off before loss measured the link, not a depressed goodput;
+        # a failed probe blocks its rate instead
         if (entry, bitrate) == (self._base(), st.bitrate_kbps):
             return self._decision(f"over-use{why}: already at the lowest entry{note}")
         return self._change(
@@ -262,7 +268,8 @@ class Controller:
         s, st = self.settings, self.state
         if st.probing is None or st.probing != (self._base(), st.bitrate_kbps):
             return ""
-        st.backoff_s = 2 * st.backoff_s if st.backoff_s else s.probe_backoff_s
+        # doubling, at most 4x: a link that grew is found again within a minute
+        st.backoff_s = min(2 * st.backoff_s, 4 * s.probe_backoff_s) or s.probe_backoff_s
         if now >= st.blocked_until_s:
             st.blocked_kbps = math.inf
         st.blocked_kbps = min(st.blocked_kbps, self.current_kbps())
@@ -296,7 +303,8 @@ class Controller:
             elif not st.confirming:
                 st.confirming = True
                 st.next_full_s = now + s.full_frame_every_s if s.full_frame_every_s > 0 else 0
-                return self._decision(f"accuracy estimate {accuracy:.2f} below the floor {s.accuracy_floor:.2f}: "
+                return self._decision(
+                    f"accuracy estimate {accuracy:.2f} below the floor {s.accuracy_floor:.2f}: "
                     "asking for another full frame to confirm",
                     True,
                 )
@@ -322,7 +330,8 @@ class Controller:
                     return self._change(
                         now, best, f"{floor} with SR bypassed: raise resolution", full
                     )
-                return self._decision(f"{floor} with SR bypassed; no finer entry fits the rate", full
+                return self._decision(
+                    f"{floor} with SR bypassed; no finer entry fits the rate", full
                 )
 
         # 2. step down, fast
@@ -339,7 +348,8 @@ class Controller:
             st.good = 0
             severe = stalled or w.loss >= s.loss_severe
             if not severe and st.bad < s.bad_windows:
-                return self._decision(f"bad window {st.bad}/{s.bad_windows} ({', '.join(bad_why)}): holding",
+                return self._decision(
+                    f"bad window {st.bad}/{s.bad_windows} ({', '.join(bad_why)}): holding",
                     full,
                 )
             return self._step_down(now, w, ", ".join(bad_why), stalled, full)
@@ -383,12 +393,12 @@ class Controller:
         entry, bitrate = self._pick(target, cands)
         rate = float(bitrate) if bitrate else self.rate(entry)
         better = entry.miou > base.miou or (entry == base and bitrate > st.bitrate_kbps)
-        if not better or rate <= current * 1.02:  # no step that small: the next entry up,
-            # if within climb_factor x what arrives (a sparse profile without rate steps)
+        if not better or rate <= current * 1.02:  # without rate steps: the next entry up,
+            # if within climb_factor x what arrives (else a sparse profile never climbs)
             reach = s.climb_factor * min(current, w.goodput_kbps)
             up = [e for e in cands if e.miou > base.miou and current < self.rate(e) <= reach]
             up = [e for e in up if self.rate(e) <= target / gain * s.climb_factor]
-            if up and not caps:
+            if up and not caps and not s.rate_steps:
                 entry, bitrate = min(up, key=self.rate), 0
                 rate, better = self.rate(entry), True
         if not better or rate <= current * 1.02:

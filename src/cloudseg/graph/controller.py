@@ -63,8 +63,8 @@ CONTROLLER = NodeSpec(
         ),
         Param(
             "probe_backoff_s",
-            20.0,
-            "a failed probe up is not retried for this long (doubling each time)",
+            5.0,
+            "a failed probe up is not retried for this long (doubling each time, at most 4x)",
             min=0.0,
             max=3600.0,
         ),
