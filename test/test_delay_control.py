@@ -3,6 +3,7 @@ through a simulated bottleneck (a FIFO at the link rate, IDRs every 17 frames)."
 
 from __future__ import annotations
 
+import itertools
 import random
 
 from cloudseg.control.controller import Controller, ControllerSettings
@@ -96,7 +97,7 @@ def test_probes_stay_within_the_gain_of_the_measured_goodput() -> None:
     for t in range(60):  # a link of 8 Mbit/s: everything sent arrives
         ctl.decide(t, window(ctl.current_kbps()))
         rates.append(ctl.current_kbps())
-    ups = [(a, b) for a, b in zip(rates, rates[1:], strict=False) if b > a]
+    ups = [(a, b) for a, b in itertools.pairwise(rates) if b > a]
     assert ups and all(b <= 1.25**2 * a + 1 for a, b in ups)  # never far above what arrives
     assert rates[-1] >= 4000  # yet it climbs: bitrate steps bridge the gaps between entries
     assert ctl.state.bitrate_kbps > 0 or ctl.entry.kbps == 8900

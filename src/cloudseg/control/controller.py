@@ -227,7 +227,7 @@ class Controller:
         top = max(self.rate(e) for e in self.all_entries if e.scale == entry.scale)
         above = [self.rate(e) for e in cands if e.miou > entry.miou and self.rate(e) > target]
         top = max([top, min(above)] if above else [top])
-        return entry, int(round(min(target, top))) if top > 1.1 * self.rate(entry) else 0
+        return entry, round(min(target, top)) if top > 1.1 * self.rate(entry) else 0
 
     def overuse(self, now: float, incoming_kbps: float, why: str = "") -> Decision:
         """The delay detector says a queue is growing: back off at once to ``overuse_backoff``

@@ -154,10 +154,10 @@ class DelayDetector:
             else:
                 self._over_ms += arrival_delta_ms
             self._over_count += 1
-            if self._over_ms > s.overuse_ms and self._over_count > 1:
-                if self.trend >= self._prev_trend:
-                    self._over_ms, self._over_count = 0.0, 0
-                    self.state = Usage.OVERUSE
+            lasting = self._over_ms > s.overuse_ms and self._over_count > 1
+            if lasting and self.trend >= self._prev_trend:
+                self._over_ms, self._over_count = 0.0, 0
+                self.state = Usage.OVERUSE
         elif self.modified_trend < -self.threshold:
             self._over_ms, self._over_count = -1.0, 0
             self.state = Usage.UNDERUSE
