@@ -13,6 +13,8 @@ cloud and every Knob, and publishes the Knobs of the bench's own policies:
   the measured goodput and loss, probing a finer scale after a quiet spell
   (:class:`cloudseg.bench.adapt_analysis.ResolutionPolicy`; 8 because scale 4 at CRF 23
   needs ~1.1 Mbit/s, over a 1 Mbit/s link);
+* ``gcc``: a GCC-style baseline, pure delay-based rate control over the H.264 bitrate at
+  scale 2 (:mod:`cloudseg.bench.adapt_gcc`), as WebRTC would do it;
 * ``controller``: the project's adaptive controller node (``cloudseg node controller``).
 
 Without a GPU the cloud runs ``cloud_bilinear`` (decode + bilinear restoration, no
@@ -250,13 +252,15 @@ def score_policy(
 
 def _print_seconds(policy: str, seconds: list[dict]) -> None:
     print(f"policy {policy}: per second")
-    print("    t  link  offered  goodput  sent  back  scale  latency_ms  accuracy")
+    print("    t  link  offered  goodput  sent  back  lost  scale  latency_ms  queue_ms  accuracy")
     for r in seconds:
         lat = "-" if r["latency_ms"] is None else f"{r['latency_ms']:.0f}"
+        queue = "-" if r["queue_ms"] is None else f"{r['queue_ms']:.0f}"
         acc = "n/a" if r["accuracy"] is None else f"{r['accuracy']:.3f}"
         print(
             f"{r['t']:5d} {r['link_kbps']:5.0f} {r['offered_kbps']:8.0f} {r['goodput_kbps']:8.0f}"
-            f" {r['sent']:5d} {r['arrived']:5d} {r['scale'] or '-':>6} {lat:>11}  {acc}"
+            f" {r['sent']:5d} {r['arrived']:5d} {r['lost']:5d} {r['scale'] or '-':>6} {lat:>11}"
+            f" {queue:>9}  {acc}"
         )
 
 
@@ -264,7 +268,9 @@ def _print_result(r: dict) -> None:
     print(
         f"policy {r['policy']}: collapsed {r['collapsed']}, offered/link max "
         f"{r['offered_over_link_max']:.2f}, latency p50 {r['latency_ms_p50']} ms, p95 "
-        f"{r['latency_ms_p95']} ms, frames lost {r['frames_lost']}"
+        f"{r['latency_ms_p95']} ms, frames lost {r['frames_lost']} ({r['lost_pct']}%), "
+        f"offered/link max per 1-s window after 2 s of a step {r['offered_over_link_max_1s']}, "
+        f"queue delay p95 {r['queue_ms_p95']} ms, goodput {r['goodput_kbps']} kbit/s"
         + (f", mIoU {r['miou']:.3f} (vs full-resolution labels)" if r.get("miou") else "")
     )
     for s in r["steps"]:
@@ -331,7 +337,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--policy",
         default="controller",
         choices=(*POLICIES, "all"),
-        help="controller (default), full, fixed4, resolution, or all four in turn",
+        help="controller (default), full, fixed4, resolution, gcc, or all five in turn",
     )
     parser.add_argument("--input", default=DEFAULT_SEQUENCE, help="sequence played on a loop")
     parser.add_argument("--rate", type=float, default=17.0, help="camera rate, Hz (17)")
