@@ -16,6 +16,12 @@ gamma for two frames in a row and rising: OVERUSE (a queue is growing on the lin
 loss); below -gamma: UNDERUSE (a queue is draining); else NORMAL. Spikes far above gamma
 (> gamma + 15) do not move gamma, so one big IDR does not teach the detector to ignore a queue.
 
+At video frame rates (8-17 frames a second here, not WebRTC's packet groups every few ms) the
+trend lags by about a second, so a second signal catches a standing queue sooner: the floor of
+the queue estimate over the last ``standing_s`` (0.4 s) of arrivals above ``standing_ms``
+(50 ms) and not falling, two frames in a row, is OVERUSE too (one IDR's queue drains within
+that span; an overrun link's does not).
+
 The detector also measures the incoming rate at the cloud (payload bytes per arrival time over
 the last ``rate_window_s``) and the queue delay estimate (the accumulated delay above its
 minimum so far), which the controller uses for a back-off target and the bench reports.
@@ -55,6 +61,8 @@ class DelaySettings:
     overuse_ms: float = 10.0  # the trend must stay over gamma this long (and 2 frames)
     rate_window_s: float = 1.0  # incoming rate over the arrivals of this long
     floor_frames: int = 8  # the trend is fitted to the minimum over this many frames
+    standing_s: float = 0.4  # a standing queue: its floor over this long of arrivals ...
+    standing_ms: float = 50.0  # ... above this and rising (0: off)
 
 
 def linear_slope(xs: list[float], ys: list[float]) -> float:
@@ -89,6 +97,9 @@ class DelayDetector:
         self._last_update_ms: float | None = None
         self._arrivals: deque[tuple[int, int]] = deque()  # (arrival_ns, bytes)
         self._recent: deque[float] = deque(maxlen=max(self.settings.floor_frames, 1))
+        self._standing: deque[tuple[float, float]] = deque()  # (arrival ms, queue ms)
+        self._standing_floor = 0.0
+        self._standing_rises = 0
 
     @property
     def queue_ms(self) -> float:
@@ -142,6 +153,25 @@ class DelayDetector:
             xs, ys = zip(*self._points, strict=True)
             self.trend = linear_slope(list(xs), list(ys))
         self._detect(now_ms, arrival_delta_ms)
+        if self._standing_queue(now_ms):
+            self.state = Usage.OVERUSE
+
+    def _standing_queue(self, now_ms: float) -> bool:
+        """A queue that stays: the floor of the queue estimate over the last `standing_s` of
+        arrivals (two frames at least) above `standing_ms` and not lower than at the frame
+        before, twice in a row. At 8 fps the trend over a few frames lags by a second; one
+        IDR's queue drains within that floor's span, a link overrun lifts it."""
+        s = self.settings
+        if s.standing_ms <= 0:
+            return False
+        self._standing.append((now_ms, self.queue_ms))
+        while len(self._standing) > 2 and self._standing[0][0] < now_ms - s.standing_s * 1e3:
+            self._standing.popleft()
+        floor = min(q for _, q in self._standing)
+        rising = floor > s.standing_ms and floor >= self._standing_floor
+        self._standing_floor = floor
+        self._standing_rises = self._standing_rises + 1 if rising else 0
+        return self._standing_rises >= 2
 
     def _detect(self, now_ms: float, arrival_delta_ms: float) -> None:
         s = self.settings
