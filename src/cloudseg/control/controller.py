@@ -41,7 +41,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from cloudseg.control.profile import ProfileEntry, pareto_front
 from cloudseg.control.window import Window
@@ -133,7 +133,10 @@ class _State:
     ceiling_kbps: float = math.inf  # what the link carried when it was last overrun
     ceiling_until_s: float = -math.inf  # ... trusted until then
     rate_scale: float = 1.0  # measured / profiled rate of the entries (smoothed)
-    bitrate_scale: float = 1.0  # measured rate / H.264 bitrate of a bitrate step (smoothed)
+    # per entry: measured rate / H.264 bitrate of its bitrate steps (smoothed; the selector
+    # drops frames the encoder counted on, more under an fps cap); 1 until measured (CBR
+    # sends at most its bitrate, so 1 never under-estimates)
+    bitrate_scales: dict = field(default_factory=dict)
     bitrate_kbps: int = 0  # the bitrate step in force (0: the entry's own rate control)
     overuse_until_s: float = -math.inf  # over-use is not acted on before this (queue drains)
     held: int = 0  # probes in a row that held (two: the next probe aims at probe_gain**2)
@@ -212,7 +215,12 @@ class Controller:
     def current_kbps(self) -> float:
         """The rate the stream is set to send: the bitrate step, else the entry's rate."""
         st = self.state
-        return st.bitrate_kbps * st.bitrate_scale if st.bitrate_kbps else self.rate(self._base())
+        base = self._base()
+        return st.bitrate_kbps * self.bitrate_scale(base) if st.bitrate_kbps else self.rate(base)
+
+    def bitrate_scale(self, e: ProfileEntry) -> float:
+        """What a bitrate step of entry `e` really sends per kbit/s asked (1 until measured)."""
+        return self.state.bitrate_scales.get(e, 1.0)
 
     def _range(self, scale: int, cands: list[ProfileEntry]) -> tuple[float, float]:
         """A scale's bitrate range (rates as sent): from its cheapest entry on the Pareto front
@@ -222,11 +230,11 @@ class Controller:
 
     def _pick(self, target: float, cands: list[ProfileEntry]) -> tuple[ProfileEntry, int]:
         """The entry (and bitrate step) for a target rate. Without ``rate_steps``: the most
-        accurate entry whose rate fits it (the lowest when none does). With them: the entry in
-        force at a bitrate of the target while the target is within its scale's range (a
-        scale change costs an IDR and a new restoration path), else that most accurate entry,
-        at a bitrate of the target when it alone sends clearly less (up to its scale's top,
-        or across a gap up to the next more accurate entry)."""
+        accurate entry whose rate fits it (the lowest when none does). With them, always a
+        bitrate (so the encoder never sends more than asked): the entry in force while the
+        target is within its scale's range (a scale change costs an IDR and a new restoration
+        path), else that most accurate entry, up to its scale's top or across a gap up to the
+        next more accurate entry."""
         fitting = [e for e in cands if self.rate(e) <= target]
         entry = max(fitting, key=lambda e: (e.miou, -rate_kbps(e))) if fitting else cands[0]
         if not self.settings.rate_steps:
@@ -235,13 +243,11 @@ class Controller:
         if base in cands:
             low, top = self._range(base.scale, cands)
             if low <= target <= top:
-                return base, round(target / self.state.bitrate_scale)  # it sends: target
+                return base, max(round(target / self.bitrate_scale(base)), 1)  # sends: target
         _, top = self._range(entry.scale, cands)
         above = [self.rate(e) for e in cands if e.miou > entry.miou and self.rate(e) > target]
         top = max([top, min(above)] if above else [top])
-        if target <= 1.1 * self.rate(entry) or top <= 1.1 * self.rate(entry):
-            return entry, 0
-        return entry, round(min(target, top) / self.state.bitrate_scale)
+        return entry, max(round(min(target, top) / self.bitrate_scale(entry)), 1)
 
     def overuse(self, now: float, incoming_kbps: float, why: str = "") -> Decision:
         """The delay detector says a queue is growing: back off at once to ``overuse_backoff``
@@ -405,7 +411,7 @@ class Controller:
             target = min(target, s.safety * st.ceiling_kbps)
             caps.append(f"under {s.safety:g} x the link's ceiling {st.ceiling_kbps:.0f} kbit/s")
         entry, bitrate = self._pick(target, cands)
-        rate = bitrate * st.bitrate_scale if bitrate else self.rate(entry)
+        rate = bitrate * self.bitrate_scale(entry) if bitrate else self.rate(entry)
         better = entry.miou > base.miou or (entry == base and bitrate > st.bitrate_kbps)
         if not better or rate <= current * 1.02:  # without rate steps: the next entry up,
             # if within climb_factor x what arrives (else a sparse profile never climbs)
@@ -435,7 +441,7 @@ class Controller:
         probe = self.state.probing
         if probe is None:
             return math.nan
-        return probe[1] * self.state.bitrate_scale if probe[1] else self.rate(probe[0])
+        return probe[1] * self.bitrate_scale(probe[0]) if probe[1] else self.rate(probe[0])
 
     def rate(self, e: ProfileEntry) -> float:
         """An entry's rate as this stream sends it: the profiled rate x the measured ratio."""
@@ -452,9 +458,11 @@ class Controller:
         clean = w.samples >= 3 and w.loss == 0 and st.last_change_s <= w.start_s
         clean = clean and not w.overuse and w.goodput_kbps > 0
         if clean and st.bitrate_kbps:  # a bitrate step: what it really sends (the selector
-            # drops frames the encoder's rate control counted on), 0.3..1.5
-            ratio = min(max(w.goodput_kbps / st.bitrate_kbps, 0.3), 1.5)
-            st.bitrate_scale += RATE_SCALE_ALPHA * (ratio - st.bitrate_scale)
+            # drops frames the encoder's rate control counted on), 0.3..1
+            ratio = min(max(w.goodput_kbps / st.bitrate_kbps, 0.3), 1.0)
+            base = self._base()
+            old = self.bitrate_scale(base)
+            st.bitrate_scales[base] = old + RATE_SCALE_ALPHA * (ratio - old)
             return
         nominal = rate_kbps(self._base())
         if clean and math.isfinite(nominal) and nominal > 0:
@@ -487,13 +495,13 @@ class Controller:
                 f"fits {s.safety:g} x goodput {w.goodput_kbps:.0f} = {cap:.0f} kbit/s"
                 f"{self._rates_note()}"
             )
-            if (bitrate * st.bitrate_scale or self.rate(target)) >= current:
+            if (bitrate * self.bitrate_scale(target) or self.rate(target)) >= current:
                 lower = [e for e in cands if self.rate(e) < current]
                 if not lower:
                     return self._decision(f"{why}: already at the lowest entry", full)
                 target, bitrate = max(lower, key=self.rate), 0
                 fit = f"nothing fits {cap:.0f} kbit/s: the next lower entry"
-        if (bitrate * st.bitrate_scale or self.rate(target)) >= current:
+        if (bitrate * self.bitrate_scale(target) or self.rate(target)) >= current:
             return self._decision(f"{why}: already at the lowest entry", full)
         if s.ceiling_s > 0:  # what the link carried when overrun: no climb above it for a while
             st.ceiling_kbps = current if stalled else w.goodput_kbps
