@@ -101,6 +101,7 @@ def test_analyse_per_second_and_result() -> None:
         "lost_pct",
         "goodput_kbps",
         "queue_ms_p95",
+        "frames_skipped_by_cloud",
     }
     assert r["policy"] == "fixed4" and not r["collapsed"] and r["frames_lost"] == 0
     assert r["offered_over_link_max"] == pytest.approx(0.8, rel=0.05)

@@ -237,6 +237,8 @@ def analyse(events: Sequence[dict], steps: Sequence[Step], t0: float, policy: st
         "lost_pct": round(100 * len(lost) / len(sent), 2) if sent else 0.0,
         "goodput_kbps": round(statistics.fmean(r["goodput_kbps"] for r in seconds), 1),
         "queue_ms_p95": _pct(list(queue.values()), 95),
+        # of the frames lost, those the cloud received but skipped (it was busy: CPU, not link)
+        "frames_skipped_by_cloud": _counted(arrived, "skip"),
     }
     return {"result": result, "seconds": seconds}
 
@@ -253,6 +255,12 @@ def _ratio_max(rows: Sequence[dict], step: Step, settle: float = SETTLE_S) -> fl
         if r["t"] >= step.start + settle and r["t"] + 1 <= step.end + 1e-9
     ]
     return round(max(ratios, default=0.0), 3)
+
+
+def _counted(arrived: Sequence[dict], key: str) -> int | None:
+    """How much one of the cloud's counters (in the back events) grew over the run."""
+    values = [e[key] for e in sorted(arrived, key=lambda e: e["seq"]) if key in e]
+    return values[-1] - values[0] if values else None
 
 
 def queue_delays(arrived: Sequence[dict]) -> dict[int, float]:

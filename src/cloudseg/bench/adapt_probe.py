@@ -102,7 +102,11 @@ class AdaptProbe(Node):
             "bytes": int(s.payload_bytes),
             "lat_ms": round(latency_ms, 2),
             "sent_ns": int(s.sent_ns),  # the vehicle's clock
-            "arr_ns": int(s.arrival_ns),  # the cloud's clock: arrival - sent is the one-way
+            "arr_ns": int(s.arrival_ns),
+            "rx": int(s.frames_received),  # the cloud's counters: frames it received ...
+            "skip": int(
+                s.frames_skipped
+            ),  # ... and skipped (a newer one was waiting)  # the cloud's clock: arrival - sent is the one-way
             # delay up to the clocks' offset (the queue delay: relative to its minimum)
         }
         accuracy = float(getattr(s, "accuracy_estimate", -1.0))  # newer FrameStats carry it

@@ -139,6 +139,7 @@ class _State:
     bitrate_scales: dict = field(default_factory=dict)
     bitrate_kbps: int = 0  # the bitrate step in force (0: the entry's own rate control)
     overuse_until_s: float = -math.inf  # over-use is not acted on before this (queue drains)
+    overuse_s: float = -math.inf  # the last back-off on delay over-use
     held: int = 0  # probes in a row that held (two: the next probe aims at probe_gain**2)
 
 
@@ -259,7 +260,7 @@ class Controller:
         current = self.current_kbps()
         measured = incoming_kbps if math.isfinite(incoming_kbps) and incoming_kbps > 0 else current
         target = s.overuse_backoff * min(measured, current)
-        st.overuse_until_s = now + s.overuse_hold_s
+        st.overuse_until_s, st.overuse_s = now + s.overuse_hold_s, now
         st.bad, st.good, st.held = 0, 0, 0
         note = self._fail_probe(now)
         cands, _ = self._candidates_all()
@@ -399,8 +400,10 @@ class Controller:
         if st.good < s.up_windows or now - st.last_change_s < s.hold_s:
             return self._decision(f"holding: {w.describe()}", full)
         # BBR's probe: a little above what really arrives (x probe_gain; x probe_gain**2
-        # after two probes in a row held, at most climb_factor), never far above it
-        gain = min(s.probe_gain ** (2 if st.held >= 2 else 1), s.climb_factor)
+        # after two probes in a row held far from any over-use, at most climb_factor)
+        # near a rate where a queue grew (an over-use within ceiling_s): the plain gain
+        far = now - st.overuse_s > s.ceiling_s
+        gain = min(s.probe_gain ** (2 if st.held >= 2 and far else 1), s.climb_factor)
         current = self.current_kbps()
         target = gain * min(current, w.goodput_kbps)
         caps = []
