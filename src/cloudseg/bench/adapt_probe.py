@@ -101,13 +101,13 @@ class AdaptProbe(Node):
             "seq": int(s.seq),
             "bytes": int(s.payload_bytes),
             "lat_ms": round(latency_ms, 2),
-            "sent_ns": int(s.sent_ns),  # the vehicle's clock
+            # the vehicle's and the cloud's clocks: arrival - sent is the one-way delay up
+            # to the clocks' offset (the queue delay: relative to its minimum in the run)
+            "sent_ns": int(s.sent_ns),
             "arr_ns": int(s.arrival_ns),
-            "rx": int(s.frames_received),  # the cloud's counters: frames it received ...
-            "skip": int(
-                s.frames_skipped
-            ),  # ... and skipped (a newer one was waiting)  # the cloud's clock: arrival - sent is the one-way
-            # delay up to the clocks' offset (the queue delay: relative to its minimum)
+            # the cloud's counters: frames it received, and skipped (a newer one was waiting)
+            "rx": int(s.frames_received),
+            "skip": int(s.frames_skipped),
         }
         accuracy = float(getattr(s, "accuracy_estimate", -1.0))  # newer FrameStats carry it
         if accuracy >= 0:
