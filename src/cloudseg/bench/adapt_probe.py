@@ -16,6 +16,7 @@ import contextlib
 import json
 import sys
 import time
+from collections import deque
 from typing import IO
 
 import rclpy
@@ -29,6 +30,7 @@ from cloudseg.msg import Frame, FrameStats, Knob
 from cloudseg.nodes.common import qos_for, stamp_ns
 
 TICK_S = 0.5  # the bench policies decide this often
+LOSS_SPAN_S = 1.5  # the gcc policy's loss over this long
 
 
 class AdaptProbe(Node):
@@ -44,6 +46,7 @@ class AdaptProbe(Node):
         self.scale = 0
         self.resolution = ResolutionPolicy() if policy == "resolution" else None
         self.gcc = GccPolicy() if policy == "gcc" else None
+        self.counters: deque[tuple[float, int, int]] = deque()  # (t, seq, frames received)
         self.create_subscription(Frame, FRAMES_TOPIC, self.on_frame, qos_for(FRAMES_TOPIC))
         self.create_subscription(FrameStats, STATS_TOPIC, self.on_stats, qos_for(STATS_TOPIC))
         self.create_subscription(Knob, KNOB_TOPIC, self.on_knob, qos_for(KNOB_TOPIC))
@@ -113,6 +116,9 @@ class AdaptProbe(Node):
         if accuracy >= 0:
             record["acc"] = round(accuracy, 4)
         self.write(record)
+        self.counters.append((now, int(s.seq), int(s.frames_received)))
+        while len(self.counters) > 2 and self.counters[0][0] < now - LOSS_SPAN_S:
+            self.counters.popleft()
         if self.gcc is not None:
             self.gcc.on_stats(
                 int(s.seq), int(s.sent_ns), int(s.arrival_ns), int(s.payload_bytes), now
@@ -134,9 +140,19 @@ class AdaptProbe(Node):
             }
         )
 
+    def link_loss(self) -> float:
+        """Frames lost on the link over the last LOSS_SPAN_S: sent (seq) but not received by
+        the cloud (its counter; frames it received and skipped because it was busy are not
+        the link's loss, GCC's loss-based part must not see them)."""
+        if len(self.counters) < 2:
+            return 0.0
+        (_, seq0, rx0), (_, seq1, rx1) = self.counters[0], self.counters[-1]
+        sent = seq1 - seq0
+        return min(max(1.0 - (rx1 - rx0) / sent, 0.0), 1.0) if sent > 0 and rx0 else 0.0
+
     def tick(self) -> None:
         if self.gcc is not None and self.window.back_seqs:
-            loss = self.window.summary(time.time())["loss"]
+            loss = self.link_loss()
             self.publish_rate(self.gcc.update(time.time(), TICK_S, loss))
         if self.resolution is not None and self.window.back_seqs:  # not before the stream is up
             w = self.window.summary(time.time())
