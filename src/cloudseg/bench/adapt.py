@@ -37,9 +37,10 @@ Also per second: frames lost and the queue delay (the frame's arrival at the clo
 send time, two clocks, relative to the smallest in the run;
 :func:`cloudseg.bench.adapt_analysis.queue_delays`). ``--json``: one line per policy with
 ``steps`` = one summary per trace step; the goals' figures ``offered_over_link_max_1s`` (1-s
-windows from 2 s into a step), ``lost_pct``, ``latency_ms_p95``, ``queue_ms_p95``; ``offered_over_link_max`` = the largest offered/link ratio over any 3-s window that starts
-3 s or more after a step starts and ends within that step; ``collapsed`` = no FrameStats
-arrived for more than 2 s while the link was up.
+windows from 2 s into a step), ``lost_pct``, ``latency_ms_p95``, ``queue_ms_p95``;
+``offered_over_link_max`` = the largest offered/link ratio over any 3-s window that starts 3 s
+or more after a step starts and ends within that step; ``collapsed`` = no FrameStats arrived
+for more than 2 s while the link was up.
 """
 
 from __future__ import annotations
