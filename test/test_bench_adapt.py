@@ -161,6 +161,13 @@ def test_gcc_policy_backs_off_on_a_growing_queue_and_climbs_on_a_clear_link() ->
     knobs = [climbing.update(t * 0.5, 0.5, 0.0) for t in range(1, 21)]
     assert climbing.rate_kbps == pytest.approx(500 * 1.08**10, rel=0.01)  # 8 %/s for 10 s
     assert sum(k is not None for k in knobs) < 10  # only on 10 % moves: each one is an IDR
+    app_limited = GccPolicy(rate_kbps=1000.0)  # sends half of what it is asked for
+    app_limited.update(0.0, 0.0, 0.0)
+    for seq in range(1, 40):
+        app_limited.on_stats(seq, seq * 60_000_000, 10**15 + seq * 60_000_000, 3_000, 0.0)
+    for t in range(1, 11):
+        app_limited.update(t * 0.5, 0.5, 0.0)
+    assert app_limited.rate_kbps == 1000.0  # over 1.5 x the 400 arriving: holds, no decrease
     lossy = GccPolicy(rate_kbps=1000.0)
     lossy.update(0.0, 0.0, 0.0)
     assert lossy.update(0.5, 0.5, 0.4) == 800  # GCC's loss-based part: x (1 - loss / 2)

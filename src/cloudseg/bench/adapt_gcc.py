@@ -6,8 +6,8 @@ Control does it (draft-ietf-rmcat-gcc): the same over-use detector as the contro
 * over-use: decrease at once to ``beta`` (0.85) x the rate reaching the cloud;
 * under-use: hold (a queue is draining);
 * normal: increase, multiplicatively (``increase_per_s``, 8 %/s) while far above the rate of
-  the last over-use, additively (``near_per_s``, 2 %/s of it) within 10 % of it; never above
-  1.5 x the rate reaching the cloud (as GCC);
+  the last over-use, additively (``near_per_s``, 2 %/s of it) within 10 % of it; no increase
+  while above 1.5 x the rate reaching the cloud (as GCC);
 * loss (GCC's loss-based part): over 10 % of the frames of the last window, x (1 - loss / 2).
 
 WebRTC changes its encoder's bitrate without a key frame; here a new bitrate restarts the
@@ -58,14 +58,15 @@ class GccPolicy:
         if loss > 0.1:
             self.rate_kbps *= 1 - loss / 2
         elif usage is Usage.NORMAL and now >= self.decreased_until:
-            near = math.isfinite(self.overuse_kbps) and self.rate_kbps > 0.9 * self.overuse_kbps
-            if near:
-                self.rate_kbps += self.near_per_s * self.overuse_kbps * dt
-            else:
-                self.rate_kbps *= (1 + self.increase_per_s) ** dt
             incoming = self.detector.incoming_kbps()
-            if math.isfinite(incoming) and incoming > 0:
-                self.rate_kbps = min(self.rate_kbps, 1.5 * incoming)
+            # no increase while far above what arrives (GCC: at most 1.5 x the incoming
+            # rate); a stream that sends less than asked is not a reason to decrease
+            room = not math.isfinite(incoming) or self.rate_kbps < 1.5 * incoming
+            near = math.isfinite(self.overuse_kbps) and self.rate_kbps > 0.9 * self.overuse_kbps
+            if room and near:
+                self.rate_kbps += self.near_per_s * self.overuse_kbps * dt
+            elif room:
+                self.rate_kbps *= (1 + self.increase_per_s) ** dt
         self.rate_kbps = min(max(self.rate_kbps, self.min_kbps), self.max_kbps)
         moved = abs(self.rate_kbps - self.published_kbps) >= self.publish_step * self.published_kbps
         if self.published_kbps and not moved:
