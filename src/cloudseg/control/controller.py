@@ -6,35 +6,29 @@ the Frame stream, the trend of the transport latency, the cloud's time per frame
 accuracy estimate of online profiling (the agreement of labels from the restored
 low-resolution frame with those of a full-resolution frame the vehicle sent once).
 
-Rules (`Controller.decide`), in order:
+Rules, in order:
 
 1. Worst case (the paper's Figure 4): an accuracy estimate below ``accuracy_floor`` is confirmed
-   with a second full frame; confirmed, SR is bypassed (bilinear restoration), and if it already
-   was, the resolution is raised (a smaller scale that fits the rate). Held ``accuracy_hold_s``.
-2. Step down, fast: a window is bad with loss above ``loss_bad`` or the latency rising faster
-   than ``trend_bad_ms_per_s``. After ``bad_windows`` bad windows in a row (one is ignored as
-   noise) or one severe window (loss >= ``loss_severe``, or no stats at all for ``stall_s``), it
-   moves to the most accurate entry whose rate fits ``safety`` x the measured goodput, at least
-   one step down (the stall time grows to 3x the cloud's time per frame when the cloud is slow,
-   e.g. on a CPU). A probe that fails blocks its rate and every higher one for
-   ``probe_backoff_s`` (doubling with each failure, back to the start when a probe at that
-   rate holds).
-3. Step up, carefully: after ``up_windows`` good windows in a row (no loss, latency flat) and
-   ``hold_s`` since the last change, it moves to the most accurate entry whose rate is at most
-   ``climb_factor`` x the current one or the measured goodput, whichever is lower (several
-   entries at once when they are that close; the next entry up when none is). For
-   ``ceiling_s`` after a step down it climbs no higher than ``safety`` x the goodput the link
-   carried when it was overrun (its ceiling; for a stall, the rate that stalled), and never to
-   or above a probe that failed within its back-off. Above an old ceiling it climbs one entry
-   at a time, until a probe holds there (then the ceiling, and the back-off, are forgotten).
+   with a second full frame; confirmed, SR is bypassed, and if it already was, the resolution
+   is raised. Held ``accuracy_hold_s``.
+2. Delay over-use (:mod:`cloudseg.control.delay`; `Controller.overuse`, called by the node at
+   once from the stats callback, or a window that carries the signal): back off to
+   ``overuse_backoff`` x the rate reaching the cloud, not again within ``overuse_hold_s``.
+3. Loss and stalls, the last line of defence: a window is bad with loss above ``loss_bad`` or
+   the latency rising faster than ``trend_bad_ms_per_s``; ``bad_windows`` in a row, one severe
+   window (``loss_severe``) or ``stall_s`` without stats step down to ``safety`` x goodput (a
+   stall: the lowest entry), and set the link's ceiling for ``ceiling_s``.
+4. Probe (BBR-like), after ``up_windows`` good windows and ``hold_s``: to ``probe_gain`` x
+   min(rate in force, goodput) (squared after two probes held far from any over-use), under a
+   failed probe's rate (``probe_backoff_s``, doubling to 4x) and the ceiling; a probe that
+   meets over-use or loss failed, and the back-off drains it.
 
-Entries whose predicted latency (measured transport + the entry's cloud time, corrected by the
-ratio of measured to profiled cloud time) exceeds ``latency_bound_ms`` are not chosen, unless
-none fits. The profile's rates are corrected online: a clean window (no loss, the entry in force
-throughout) measures what the current entry really sends against its profiled rate, and that
-ratio (smoothed, 0.5..2) scales every entry's rate where it is compared with the goodput or the
-link's ceiling (a scene that costs more bits than the profiled clips makes every entry dearer).
-Every decision carries a human-readable reason.
+With ``rate_steps`` every decision carries an H.264 bitrate: the entry (scale) in force is
+kept while the target lies in its scale's range, else the most accurate entry that fits
+(`_pick`); what a bitrate really sends is learned per entry. ``max_frame_bytes`` = the target
+x ``frame_budget_s``. Entries whose predicted latency exceeds ``latency_bound_ms`` are not
+chosen unless none fits; the profile's rates are corrected online by what clean windows
+measure (smoothed, 0.5..2). Every decision carries a human-readable reason.
 """
 
 from __future__ import annotations
@@ -168,10 +162,8 @@ class Controller:
 
     def _candidates(self, w: Window) -> tuple[list[ProfileEntry], str]:
         """The entries allowed now (scale cap of the worst case, latency bound), by rate."""
-        st, s = self.state, self.settings
-        es = [e for e in self.entries if st.max_scale is None or e.scale <= st.max_scale]
-        if st.max_scale is not None and not es:
-            es = list(self.entries)
+        s = self.settings
+        es = self._allowed()
         if s.latency_bound_ms <= 0 or not math.isfinite(w.transport_ms):
             return es, ""
         ratio = 1.0
@@ -263,10 +255,7 @@ class Controller:
         st.overuse_until_s, st.overuse_s = now + s.overuse_hold_s, now
         st.bad, st.good, st.held = 0, 0, 0
         note = self._fail_probe(now)
-        cands, _ = self._candidates_all()
-        entry, bitrate = self._pick(target, cands)
-        # no ceiling here: a back-off before loss measured the link, not a depressed goodput;
-        # a failed probe blocks its rate instead
+        entry, bitrate = self._pick(target, self._allowed())  # no ceiling: a failed probe blocks
         if (entry, bitrate) == (self._base(), st.bitrate_kbps):
             return self._decision(f"over-use{why}: already at the lowest entry{note}")
         return self._change(
@@ -278,11 +267,10 @@ class Controller:
             bitrate,
         )
 
-    def _candidates_all(self) -> tuple[list[ProfileEntry], str]:
-        """The entries allowed without a window's latency (the worst case's scale cap)."""
-        st = self.state
-        es = [e for e in self.entries if st.max_scale is None or e.scale <= st.max_scale]
-        return es or list(self.entries), ""
+    def _allowed(self) -> list[ProfileEntry]:
+        """The entries the worst case's scale cap allows (all when it allows none)."""
+        cap = self.state.max_scale
+        return [e for e in self.entries if cap is None or e.scale <= cap] or list(self.entries)
 
     def _fail_probe(self, now: float) -> str:
         """When the entry in force is a probe, it failed: block its rate for a back-off."""
@@ -339,7 +327,7 @@ class Controller:
                         now, self._base(), f"{floor} twice: bypass SR (bilinear)", full
                     )
                 cands, _ = self._candidates(w)
-                cap = self._capacity(w)
+                cap = s.safety * w.goodput_kbps if w.samples else None
                 finer = [
                     e
                     for e in cands
@@ -477,10 +465,6 @@ class Controller:
         collapse is met within ``stall_s``, not up to a window later)."""
         st = self.state
         return silent_s >= max(self.settings.stall_s, 3 * st.cloud_ms / 1e3)  # 0: no stats yet
-
-    def _capacity(self, w: Window) -> float | None:
-        """The rate that fits: safety x goodput, when the window measured one."""
-        return self.settings.safety * w.goodput_kbps if w.samples else None
 
     def _step_down(self, now: float, w: Window, why: str, stalled: bool, full: bool) -> Decision:
         s, st = self.settings, self.state
