@@ -22,6 +22,7 @@ from cloudseg.bench.adapt_analysis import (
     offered_over_link_max,
     parse_trace,
 )
+from cloudseg.bench.adapt_gcc import GccPolicy
 
 # --- pure parts ------------------------------------------------------------------------------
 
@@ -95,6 +96,12 @@ def test_analyse_per_second_and_result() -> None:
         "latency_ms_p50",
         "latency_ms_p95",
         "frames_lost",
+        "offered_over_link_max_1s",
+        "frames_sent",
+        "lost_pct",
+        "goodput_kbps",
+        "queue_ms_p95",
+        "frames_skipped_by_cloud",
     }
     assert r["policy"] == "fixed4" and not r["collapsed"] and r["frames_lost"] == 0
     assert r["offered_over_link_max"] == pytest.approx(0.8, rel=0.05)
@@ -106,6 +113,64 @@ def test_analyse_per_second_and_result() -> None:
     assert sec["arrived"] == 10 and sec["accuracy"] is None
     lost = analyse(_events(100.0, 20, 800, lost_after=16.0), steps, 100.0, "full")["result"]
     assert lost["collapsed"] and lost["frames_lost"] == 20  # sent 16..17.9 s, 2 s before the end
+
+
+def test_per_window_queue_delay_loss_and_the_goals_figures() -> None:
+    """Queue delay from arrival minus send (two clocks, an offset of hours) relative to its
+    minimum; lost frames per second; offered/link per 1-s window after 2 s of a step."""
+    steps = [Step(0, 5, 2000), Step(5, 5, 1000)]
+    events, t0, offset = [], 100.0, 7_200 * 10**9
+    for seq in range(100):  # 10 frames a second of 1500 kbit/s: over the 1000 link at 5 s
+        t = t0 + seq / 10
+        events.append({"e": "sent", "t": t, "seq": seq, "bytes": 18_750, "scale": 2})
+        queue_ms = 0.0 if seq < 50 else 30.0 * (seq - 50)  # a queue builds from 5 s
+        if seq >= 50 and seq % 5 == 0 and seq < 75:
+            continue  # lost
+        sent_ns = int(seq * 1e8)
+        back = {"e": "back", "t": t + 0.06 + queue_ms / 1e3, "seq": seq, "bytes": 18_750}
+        back.update(lat_ms=60.0 + queue_ms, sent_ns=sent_ns, arr_ns=sent_ns + offset + int(5e7))
+        back["arr_ns"] += int(queue_ms * 1e6)
+        events.append(back)
+    out = analyse(events, steps, t0, "controller")
+    r, secs = out["result"], out["seconds"]
+    assert [s["queue_ms"] for s in secs[:5]] == [0.0] * 5  # no queue over the 2000 link
+    assert 200 < secs[6]["queue_ms"] < 600  # the frames arriving in second 6 waited 0.2-0.6 s
+    assert [s["lost"] for s in secs] == [0] * 5 + [2, 2, 1, 0, 0]
+    assert r["frames_sent"] == 100 and r["lost_pct"] == 5.0
+    assert r["steps"][0]["offered_over_link_max_1s"] == pytest.approx(0.75)
+    assert r["offered_over_link_max_1s"] == pytest.approx(1.5)  # the 1000 link, t >= 7 s
+    assert r["queue_ms_p95"] > 900 and r["steps"][0]["queue_ms_p95"] == 0.0
+
+
+def test_gcc_policy_backs_off_on_a_growing_queue_and_climbs_on_a_clear_link() -> None:
+    gcc = GccPolicy(rate_kbps=1000.0)
+    assert gcc.update(0.0, 0.0, 0.0) == 1000  # the first Knob
+    now, sent, arrival = 0.0, 0, 5 * 10**15
+    for seq in range(1, 120):  # 60 ms apart, 1 s of a clear link, then +20 ms a frame
+        now += 0.06
+        sent += 60_000_000
+        arrival += 60_000_000 + (20_000_000 if seq > 60 else 0)
+        gcc.on_stats(seq, sent, arrival, 7_000, now)
+        if gcc.rate_kbps < 0.9 * gcc.published_kbps:
+            break
+    assert 60 < seq < 80 and gcc.rate_kbps < 0.9 * 1000  # before tbf's 0.4 s queue is full
+    knob = gcc.update(now, 0.0, 0.0)
+    assert knob is not None and knob < 900
+    climbing = GccPolicy(rate_kbps=500.0)
+    climbing.update(0.0, 0.0, 0.0)
+    knobs = [climbing.update(t * 0.5, 0.5, 0.0) for t in range(1, 21)]
+    assert climbing.rate_kbps == pytest.approx(500 * 1.08**10, rel=0.01)  # 8 %/s for 10 s
+    assert sum(k is not None for k in knobs) < 10  # only on 10 % moves: each one is an IDR
+    app_limited = GccPolicy(rate_kbps=1000.0)  # sends half of what it is asked for
+    app_limited.update(0.0, 0.0, 0.0)
+    for seq in range(1, 40):
+        app_limited.on_stats(seq, seq * 60_000_000, 10**15 + seq * 60_000_000, 3_000, 0.0)
+    for t in range(1, 11):
+        app_limited.update(t * 0.5, 0.5, 0.0)
+    assert app_limited.rate_kbps == 1000.0  # over 1.5 x the 400 arriving: holds, no decrease
+    lossy = GccPolicy(rate_kbps=1000.0)
+    lossy.update(0.0, 0.0, 0.0)
+    assert lossy.update(0.5, 0.5, 0.4) == 800  # GCC's loss-based part: x (1 - loss / 2)
 
 
 def test_window_and_resolution_policy_step_down_and_probe() -> None:

@@ -13,6 +13,8 @@ cloud and every Knob, and publishes the Knobs of the bench's own policies:
   the measured goodput and loss, probing a finer scale after a quiet spell
   (:class:`cloudseg.bench.adapt_analysis.ResolutionPolicy`; 8 because scale 4 at CRF 23
   needs ~1.1 Mbit/s, over a 1 Mbit/s link);
+* ``gcc``: a GCC-style baseline, pure delay-based rate control over the H.264 bitrate at
+  scale 2 (:mod:`cloudseg.bench.adapt_gcc`), as WebRTC would do it;
 * ``controller``: the project's adaptive controller node (``cloudseg node controller``).
 
 Without a GPU the cloud runs ``cloud_bilinear`` (decode + bilinear restoration, no
@@ -31,10 +33,14 @@ Reported per second: link rate, offered kbit/s (Frame bytes sent), goodput (payl
 the frames whose FrameStats came back), knob in force (scale), capture-to-result latency (the
 FrameStats' arrival on the vehicle minus the capture stamp) and accuracy estimate (the newest
 ``accuracy_estimate`` of the FrameStats, from the cloud's profiling frames; null without one).
-``--json``: one line per policy with ``steps`` = one summary per trace
-step; ``offered_over_link_max`` = the largest offered/link ratio over any 3-s window that starts
-3 s or more after a step starts and ends within that step; ``collapsed`` = no FrameStats
-arrived for more than 2 s while the link was up.
+Also per second: frames lost and the queue delay (the frame's arrival at the cloud minus its
+send time, two clocks, relative to the smallest in the run;
+:func:`cloudseg.bench.adapt_analysis.queue_delays`). ``--json``: one line per policy with
+``steps`` = one summary per trace step; the goals' figures ``offered_over_link_max_1s`` (1-s
+windows from 2 s into a step), ``lost_pct``, ``latency_ms_p95``, ``queue_ms_p95``;
+``offered_over_link_max`` = the largest offered/link ratio over any 3-s window that starts 3 s
+or more after a step starts and ends within that step; ``collapsed`` = no FrameStats arrived
+for more than 2 s while the link was up.
 """
 
 from __future__ import annotations
@@ -250,13 +256,15 @@ def score_policy(
 
 def _print_seconds(policy: str, seconds: list[dict]) -> None:
     print(f"policy {policy}: per second")
-    print("    t  link  offered  goodput  sent  back  scale  latency_ms  accuracy")
+    print("    t  link  offered  goodput  sent  back  lost  scale  latency_ms  queue_ms  accuracy")
     for r in seconds:
         lat = "-" if r["latency_ms"] is None else f"{r['latency_ms']:.0f}"
+        queue = "-" if r["queue_ms"] is None else f"{r['queue_ms']:.0f}"
         acc = "n/a" if r["accuracy"] is None else f"{r['accuracy']:.3f}"
         print(
             f"{r['t']:5d} {r['link_kbps']:5.0f} {r['offered_kbps']:8.0f} {r['goodput_kbps']:8.0f}"
-            f" {r['sent']:5d} {r['arrived']:5d} {r['scale'] or '-':>6} {lat:>11}  {acc}"
+            f" {r['sent']:5d} {r['arrived']:5d} {r['lost']:5d} {r['scale'] or '-':>6} {lat:>11}"
+            f" {queue:>9}  {acc}"
         )
 
 
@@ -264,7 +272,9 @@ def _print_result(r: dict) -> None:
     print(
         f"policy {r['policy']}: collapsed {r['collapsed']}, offered/link max "
         f"{r['offered_over_link_max']:.2f}, latency p50 {r['latency_ms_p50']} ms, p95 "
-        f"{r['latency_ms_p95']} ms, frames lost {r['frames_lost']}"
+        f"{r['latency_ms_p95']} ms, frames lost {r['frames_lost']} ({r['lost_pct']}%), "
+        f"offered/link max per 1-s window after 2 s of a step {r['offered_over_link_max_1s']}, "
+        f"queue delay p95 {r['queue_ms_p95']} ms, goodput {r['goodput_kbps']} kbit/s"
         + (f", mIoU {r['miou']:.3f} (vs full-resolution labels)" if r.get("miou") else "")
     )
     for s in r["steps"]:
@@ -331,7 +341,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--policy",
         default="controller",
         choices=(*POLICIES, "all"),
-        help="controller (default), full, fixed4, resolution, or all four in turn",
+        help="controller (default), full, fixed4, resolution, gcc, or all five in turn",
     )
     parser.add_argument("--input", default=DEFAULT_SEQUENCE, help="sequence played on a loop")
     parser.add_argument("--rate", type=float, default=17.0, help="camera rate, Hz (17)")

@@ -15,7 +15,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 #: policy -> the scale the vehicle starts with
-POLICIES: dict[str, int] = {"controller": 4, "full": 1, "fixed4": 4, "resolution": 2}
+POLICIES: dict[str, int] = {
+    "controller": 4,
+    "full": 1,
+    "fixed4": 4,
+    "resolution": 2,
+    "gcc": 2,
+}
 DEFAULT_TRACE = ((8000.0,), (2000.0,), (1000.0,), (4000.0,))
 COLLAPSE_GAP_S = 2.0
 WINDOW_DELAY_S = 3.0
@@ -163,6 +169,7 @@ def analyse(events: Sequence[dict], steps: Sequence[Step], t0: float, policy: st
         return frames[-1]["scale"] if frames else None
 
     estimates = sorted((e["t"], e["acc"]) for e in back.values() if "acc" in e)
+    queue = queue_delays(arrived)
 
     def accuracy_at(t: float) -> float | None:
         """The newest accuracy estimate from the cloud (profiling frames), None before one."""
@@ -183,6 +190,8 @@ def analyse(events: Sequence[dict], steps: Sequence[Step], t0: float, policy: st
                 "arrived": len(b_in),
                 "scale": knob_at(t0 + k + 1, s_in),
                 "latency_ms": _pct([e["lat_ms"] for e in b_in], 50),
+                "queue_ms": _pct([queue[e["seq"]] for e in b_in if e["seq"] in queue], 50),
+                "lost": sum(1 for e in lost if k <= e["t"] - t0 < k + 1),
                 "accuracy": accuracy_at(t0 + k + 1),
             }
         )
@@ -203,6 +212,9 @@ def analyse(events: Sequence[dict], steps: Sequence[Step], t0: float, policy: st
                 "lost": sum(1 for e in lost if s.start <= e["t"] - t0 < s.end),
                 "scales": scales,
                 "latency_ms_p50": _pct([e["lat_ms"] for e in b_in], 50),
+                "latency_ms_p95": _pct([e["lat_ms"] for e in b_in], 95),
+                "queue_ms_p95": _pct([queue[e["seq"]] for e in b_in if e["seq"] in queue], 95),
+                "offered_over_link_max_1s": _ratio_max(rows, s),
             }
         )
     lat = [e["lat_ms"] for e in arrived]
@@ -216,8 +228,54 @@ def analyse(events: Sequence[dict], steps: Sequence[Step], t0: float, policy: st
         "latency_ms_p50": _pct(lat, 50),
         "latency_ms_p95": _pct(lat, 95),
         "frames_lost": len(lost),
+        # the goals' figures: offered/link per 1-s window after the first 2 s of each step,
+        # lost % of the frames sent, capture-to-stats p95 (above), queue delay p95
+        "offered_over_link_max_1s": max(
+            (x["offered_over_link_max_1s"] for x in summaries), default=0.0
+        ),
+        "frames_sent": len(sent),
+        "lost_pct": round(100 * len(lost) / len(sent), 2) if sent else 0.0,
+        "goodput_kbps": round(statistics.fmean(r["goodput_kbps"] for r in seconds), 1),
+        "queue_ms_p95": _pct(list(queue.values()), 95),
+        # of the frames lost, those the cloud received but skipped (it was busy: CPU, not link)
+        "frames_skipped_by_cloud": _counted(arrived, "skip"),
     }
     return {"result": result, "seconds": seconds}
+
+
+SETTLE_S = 2.0
+"""The goal's 1-s windows start this long after a step starts."""
+
+
+def _ratio_max(rows: Sequence[dict], step: Step, settle: float = SETTLE_S) -> float:
+    """Largest offered/link over the 1-s rows that start `settle` s or more into `step`."""
+    ratios = [
+        r["offered_kbps"] / step.kbps
+        for r in rows
+        if r["t"] >= step.start + settle and r["t"] + 1 <= step.end + 1e-9
+    ]
+    return round(max(ratios, default=0.0), 3)
+
+
+def _counted(arrived: Sequence[dict], key: str) -> int | None:
+    """How much one of the cloud's counters (in the back events) grew over the run."""
+    values = [e[key] for e in sorted(arrived, key=lambda e: e["seq"]) if key in e]
+    return values[-1] - values[0] if values else None
+
+
+def queue_delays(arrived: Sequence[dict]) -> dict[int, float]:
+    """Per frame (seq) that came back with both times: its one-way delay (arrival at the
+    cloud, cloud clock, minus send, vehicle clock) above the smallest in the run, ms: the time
+    it spent in queues (the clocks' offset cancels; serialisation of the frame included)."""
+    raw = {
+        e["seq"]: (e["arr_ns"] - e["sent_ns"]) / 1e6
+        for e in arrived
+        if e.get("sent_ns") and e.get("arr_ns")
+    }
+    if not raw:
+        return {}
+    base = min(raw.values())
+    return {seq: round(v - base, 1) for seq, v in raw.items()}
 
 
 @dataclass

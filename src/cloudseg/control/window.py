@@ -9,6 +9,8 @@ import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from cloudseg.control.delay import DelayDetector, Usage
+
 __all__ = ["Measurements", "StatSample", "Window", "theil_sen_slope"]
 
 
@@ -25,6 +27,8 @@ class StatSample:
     frames_received: int = 0  # cloud's count of frames received so far (0: not counted)
     bytes_received: int = 0  # cloud's count of payload bytes received so far
     accuracy: float = -1.0  # label agreement of a profiling frame (-1: none)
+    sent_ns: int = 0  # the Frame's send time, vehicle clock (0: unknown)
+    arrival_ns: int = 0  # its arrival at the cloud, cloud clock (0: unknown)
 
 
 @dataclass(frozen=True)
@@ -43,12 +47,16 @@ class Window:
     cloud_ms: float  # median cloud processing time
     accuracy: float | None  # newest accuracy estimate in the window, if any
     silent_s: float  # seconds since the last stats arrived (at end_s)
+    overuse: bool = False  # the delay detector signalled over-use in the window
+    incoming_kbps: float = math.nan  # the detector's rate at the cloud (last second of arrivals)
+    queue_ms: float = 0.0  # the detector's queueing delay estimate at the window's end
 
     def describe(self) -> str:
         return (
             f"{self.samples} stats, goodput {self.goodput_kbps:.0f} kbit/s, loss "
             f"{self.loss:.0%}, latency trend {self.trend_ms_per_s:+.0f} ms/s, transport "
-            f"{self.transport_ms:.0f} ms, cloud {self.cloud_ms:.0f} ms"
+            f"{self.transport_ms:.0f} ms, cloud {self.cloud_ms:.0f} ms, queue "
+            f"{self.queue_ms:.0f} ms{', over-use' if self.overuse else ''}"
         )
 
 
@@ -66,15 +74,21 @@ def theil_sen_slope(xs: Sequence[float], ys: Sequence[float]) -> float:
 class Measurements:
     """Aggregates FrameStats into windows: call `add` per stats, `take` once per window."""
 
-    def __init__(self) -> None:
+    def __init__(self, detector: DelayDetector | None = None) -> None:
+        self.detector = detector or DelayDetector()
+        self._overuse = False  # over-use signalled since the last take
         self._samples: list[StatSample] = []
         self._base: StatSample | None = None  # the last sample of the previous window
         self._last_take: float | None = None
         self._last_arrival: float | None = None
 
-    def add(self, s: StatSample) -> None:
+    def add(self, s: StatSample) -> Usage:
+        """One FrameStats; returns what the delay detector says after it."""
         self._samples.append(s)
         self._last_arrival = s.arrival_s
+        usage = self.detector.update(s.seq, s.sent_ns, s.arrival_ns, s.payload_bytes)
+        self._overuse = self._overuse or usage is Usage.OVERUSE
+        return usage
 
     def silent_s(self, now: float) -> float:
         """Seconds since the last stats arrived (0 before any)."""
@@ -93,9 +107,15 @@ class Measurements:
         base = self._base
         if samples:
             self._base = samples[-1]
+        delay = {
+            "overuse": self._overuse,
+            "incoming_kbps": self.detector.incoming_kbps(),
+            "queue_ms": self.detector.queue_ms,
+        }
+        self._overuse = False
         if not samples:
             return Window(
-                start, now, 0, 0, 0.0, 0.0, 0.0, math.nan, math.nan, math.nan, None, silent
+                start, now, 0, 0, 0.0, 0.0, 0.0, math.nan, math.nan, math.nan, None, silent, **delay
             )
         last = samples[-1]
         counted = last.frames_received > 0 and (base is None or base.frames_received > 0)
@@ -127,4 +147,5 @@ class Measurements:
             cloud_ms=statistics.median(s.total_ms for s in samples),
             accuracy=acc[-1] if acc else None,
             silent_s=silent,
+            **delay,
         )
