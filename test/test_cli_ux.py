@@ -128,3 +128,10 @@ def test_a_cityscapes_root_is_an_input_as_for_eval(shared_data):
     assert first.rgb.shape == (1024, 2048, 3)
     scorer = LabelScorer(root)
     assert scorer.reference == "gt" and scorer.files == sorted(p.image_path for p in pairs)
+
+
+def test_a_knob_line_with_the_rate_in_force_is_read_back_whole():
+    """The controller appends the bitrate it runs an entry at (`... ms) at 640 kbit/s`)."""
+    line = knob_line(4, "x4 750 kbit/s (750 kbit/s, mIoU 0.300, 0 ms) at 640 kbit/s", "over-use")
+    (change,) = knob_changes_in(f"[INFO] [2.0] [controller]: {line}")
+    assert change.settings.endswith("at 640 kbit/s") and change.reason == "over-use"

@@ -156,7 +156,9 @@ class OneShot:
 #: The controller node's log line of a settings change: `knob SEQ: SETTINGS: REASON`, SETTINGS
 #: as `ProfileEntry.describe()` writes it (`x2 crf 23, bilinear (1800 kbit/s, mIoU 0.61,
 #: 40 ms)`). `knob_line` writes it, `knob_changes_in` reads it back (the demo's summary).
-_KNOB_LINE = re.compile(r"\bknob (?P<seq>\d+): (?P<settings>x\d+ .*? ms\)): (?P<reason>.*)$")
+_KNOB_LINE = re.compile(
+    r"\bknob (?P<seq>\d+): (?P<settings>x\d+ .*? ms\)(?: at \d+ kbit/s)?): (?P<reason>.*)$"
+)
 
 
 @dataclass(frozen=True)

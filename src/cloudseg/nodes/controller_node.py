@@ -15,8 +15,8 @@ from pathlib import Path
 from rclpy.node import Node
 
 from cloudseg.control.controller import Controller, ControllerSettings, Decision
-from cloudseg.control.knob import knob_line
 from cloudseg.control.delay import Usage
+from cloudseg.control.knob import knob_line
 from cloudseg.control.profile import PROFILE_FILE, ProfileEntry, load_profile
 from cloudseg.control.window import Measurements, StatSample
 from cloudseg.graph import CONTROLLER, KNOB_TOPIC, STATS_TOPIC, config_dir
