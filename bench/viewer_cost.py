@@ -53,10 +53,10 @@ def stream_costs(frames: list[np.ndarray], repeat: int) -> tuple[float, float]:
         out = compressor.compress(rgb)
         encode.append((time.perf_counter() - t0) * 1e3)
 
-        def viewers(payload: bytes = out.payload, size=(out.width, out.height)) -> None:
+        def viewers(payload: bytes = out.payload, size=(out.width, out.height), pts=i) -> None:
             key = check_access_unit(payload)
             serialize_message(compressed_video(payload, header))
-            serialize_message(ffmpeg_packet(payload, header, size, i, key))
+            serialize_message(ffmpeg_packet(payload, header, size, pts, key))
 
         extras.append(_ms(viewers, repeat))
     return statistics.median(encode), statistics.median(extras)
@@ -68,9 +68,7 @@ def label_costs(size: tuple[int, int], repeat: int) -> tuple[float, float]:
     labels = rng.integers(0, 19, (size[1], size[0]), dtype=np.uint8)
     header = Header(frame_id="camera")
     mono = _ms(lambda: serialize_message(numpy_to_image(labels, "mono8", header)), repeat)
-    color = _ms(
-        lambda: serialize_message(numpy_to_image(colorize(labels), "rgb8", header)), repeat
-    )
+    color = _ms(lambda: serialize_message(numpy_to_image(colorize(labels), "rgb8", header)), repeat)
     return mono, color
 
 
