@@ -126,6 +126,15 @@ COMPRESSOR = NodeSpec(
             max=100_000,
         ),
         Param(
+            "max_frame_bytes",
+            0,
+            "a fixed per-frame size budget in bytes (0 = none): H.264 frames are encoded under a "
+            "VBV of one frame's budget, a frame over it is not sent and the next is an IDR; "
+            "a Knob's max_frame_bytes (the controller's) lowers it further",
+            min=0,
+            max=10_000_000,
+        ),
+        Param(
             "gop",
             17,
             "H.264 keyframe interval in frames (1: every frame a stream of its own)",
@@ -161,6 +170,7 @@ COMPRESSOR = NodeSpec(
             "bitrate_kbps",
             "crf",
             "maxrate_kbps",
+            "max_frame_bytes",
             "gop",
             "intra_refresh",
             "preset",
