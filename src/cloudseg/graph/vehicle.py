@@ -156,6 +156,23 @@ COMPRESSOR = NodeSpec(
         ),
         Param("quality", 80, "JPEG quality (PNG: compression level 0..9)", min=0, max=100),
         Param(
+            "link_timeout",
+            7.0,
+            "vehicle process: after this many seconds with no subscriber on the frames topic, or "
+            "no stats back for frames sent, say the link is down (one line) and recover "
+            "(cloudseg.link_health); 0 = no watch",
+            min=0.0,
+            max=600.0,
+        ),
+        Param(
+            "link_retry",
+            10.0,
+            "vehicle process: while nothing matches, re-create the DDS participant every this "
+            "many seconds",
+            min=1.0,
+            max=3600.0,
+        ),
+        Param(
             "publish_compressed",
             True,
             "also publish JPEG/PNG frames as sensor_msgs/CompressedImage on "

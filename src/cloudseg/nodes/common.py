@@ -158,27 +158,44 @@ def forward_logs(logger_name: str, node: Node) -> None:
     logger.propagate = False
 
 
+#: The result of a node's `finished` future that asks `run_nodes` for a new ROS context (a new
+#: DDS participant) and new nodes, e.g. when discovery never matched (cloudseg.link_health).
+RESTART_CONTEXT = "restart-context"
+
+
 def run_nodes(
     factory: Callable[[], list[Node]], args: list[str] | None = None, name: str | None = None
 ) -> int:
     """Init rclpy, spin the nodes `factory` makes in one executor until Ctrl-C, shutdown, or
-    a node's `finished` future (a player that ends); clean up; return an exit code."""
+    a node's `finished` future (a player that ends); clean up; return an exit code. A
+    `finished` result of RESTART_CONTEXT shuts the context down and starts again: new
+    participant, new nodes from `factory`."""
     # `kill -USR1 <pid>` prints every thread's stack to stderr (the node's log): a node that
     # hangs can be looked at without stopping it
     faulthandler.register(signal.SIGUSR1, all_threads=True)
-    rclpy.init(args=args if args is not None else sys.argv)
+    args = args if args is not None else sys.argv
+    rclpy.init(args=args)
     nodes: list[Node] = []
     executor = SingleThreadedExecutor()
     try:
-        nodes = factory()
-        for node in nodes:
-            executor.add_node(node)
-        finished = next((n.finished for n in nodes if getattr(n, "finished", None)), None)
-        if finished is None:
-            executor.spin()
-        else:
+        while True:
+            nodes = factory()
+            for node in nodes:
+                executor.add_node(node)
+            finished = next((n.finished for n in nodes if getattr(n, "finished", None)), None)
+            if finished is None:
+                executor.spin()
+                break
             executor.spin_until_future_complete(finished)
-            return int(finished.result() or 0)
+            if finished.result() != RESTART_CONTEXT:
+                return int(finished.result() or 0)
+            for node in nodes:
+                node.destroy_node()
+            nodes = []
+            executor.shutdown(timeout_sec=1.0)
+            rclpy.try_shutdown()
+            rclpy.init(args=args)
+            executor = SingleThreadedExecutor()
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     except Exception as exc:  # a failed start: one line, no traceback

@@ -4,18 +4,62 @@ The frame_selector receives each camera image once over DDS; the frames it selec
 compressor by a function call with their level (KEY: an H.264 IDR), and every camera frame
 goes to camera_labels, which publishes the newest labels for it. Each node keeps its name and
 parameters, so config/vehicle.yaml configures them as if they ran apart.
+
+Connection health (`cloudseg.link_health`): the compressor also subscribes to the cloud's
+FrameStats and, once a second, tells `LinkHealth` what it sent, what came back and what matched.
+A down link is one warning line, its return one line; when discovery has not matched, the
+process re-creates its ROS context (a new DDS participant: `run_nodes`, RESTART_CONTEXT).
 """
 
 from __future__ import annotations
 
+import time
+
+from rclpy.task import Future
+
+from cloudseg.graph import STATS_TOPIC
+from cloudseg.link_health import LinkHealth
+from cloudseg.msg import FrameStats
 from cloudseg.nodes.camera_labels_node import CameraLabelsNode
-from cloudseg.nodes.common import run_nodes
+from cloudseg.nodes.common import RESTART_CONTEXT, qos_for, run_nodes
 from cloudseg.nodes.compressor_node import CompressorNode
 from cloudseg.nodes.frame_selector_node import FrameSelectorNode
 
 
-def compose() -> list:
-    """The three nodes, wired: the selector feeds the compressor and camera_labels."""
+class LinkWatch:
+    """Feeds the compressor's counters to `LinkHealth` once a second and acts on it."""
+
+    def __init__(self, compressor: CompressorNode, health: LinkHealth) -> None:
+        self.node, self.health, self.stats = compressor, health, 0
+        self.sub = compressor.create_subscription(
+            FrameStats, STATS_TOPIC, self.on_stats, qos_for(STATS_TOPIC)
+        )
+        compressor.finished = Future()  # run_nodes waits on it: RESTART_CONTEXT re-creates
+        compressor.create_timer(1.0, self.check)
+
+    def on_stats(self, _msg: FrameStats) -> None:
+        self.stats += 1
+
+    def check(self) -> None:
+        now, node = time.time(), self.node
+        event = self.health.observe(
+            now,
+            node.seq,
+            self.stats,
+            node.frame_pub.get_subscription_count(),
+            self.sub.get_publisher_count(),
+        )
+        if event is not None:
+            log = node.get_logger()
+            (log.info if event.up else log.warning)(event.line)
+        if self.health.recreate_due(now) and not node.finished.done():
+            self.health.restarted(now)
+            node.finished.set_result(RESTART_CONTEXT)
+
+
+def compose(health: LinkHealth | None = None) -> list:
+    """The three nodes, wired: the selector feeds the compressor and camera_labels; with
+    `health`, the compressor watches the link (kept across re-created contexts)."""
     compressor = CompressorNode(in_process=True)
     labels = CameraLabelsNode(in_process=True)
 
@@ -23,11 +67,23 @@ def compose() -> list:
         compressor.send(header, rgb, int(decision.level), decision.deviation)
 
     selector = FrameSelectorNode(handoff=send, on_camera=labels.on_camera)
+    if health is not None:
+        LinkWatch(compressor, health)
     return [selector, compressor, labels]
 
 
 def main(args: list[str] | None = None) -> int:
-    return run_nodes(compose, args, name="vehicle_node")
+    health: list[LinkHealth] = []
+
+    def factory() -> list:
+        nodes = compose(health[0] if health else None)
+        timeout, retry = (nodes[1].params[k] for k in ("link_timeout", "link_retry"))
+        if not health and timeout > 0:  # the first context: the watch's settings are params
+            health.append(LinkHealth(timeout, retry))
+            LinkWatch(nodes[1], health[0])
+        return nodes
+
+    return run_nodes(factory, args, name="vehicle_node")
 
 
 if __name__ == "__main__":
