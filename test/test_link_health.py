@@ -52,3 +52,34 @@ def test_frames_that_get_stats_keep_the_link_up():
     assert events == [] and health.up
     with pytest.raises(ValueError):
         LinkHealth(timeout_s=0)
+
+
+@pytest.mark.dds
+def test_the_vehicle_process_reports_recreates_its_participant_and_reports_the_return(
+    tmp_path, ros
+):
+    """No cloud: one "down" line, new participants (the process lives on); a frames
+    subscriber appears: one "back" line."""
+    import os
+    import sys
+
+    from cloudseg.graph import FRAMES_TOPIC
+    from cloudseg.msg import Frame
+    from cloudseg.nodes.common import qos_for
+    from cloudseg.processes import ManagedProcess
+    from support import spin_until
+
+    log = tmp_path / "vehicle.log"
+    cmd = [sys.executable, "-m", "cloudseg.nodes.vehicle_node", "--ros-args"]
+    cmd += ["-p", "link_timeout:=2.0", "-p", "link_retry:=3.0"]
+    vehicle = ManagedProcess.start(cmd, env=dict(os.environ), log=log)
+    try:
+        assert spin_until(ros, lambda: log.read_text().count("[compressor]: compressing") >= 2, 30)
+        text = log.read_text()
+        assert text.count("link to the cloud down: no subscriber matched") == 1, text
+        assert vehicle.alive()
+        ros.create_subscription(Frame, FRAMES_TOPIC, lambda m: None, qos_for(FRAMES_TOPIC))
+        assert spin_until(ros, lambda: "link to the cloud back after" in log.read_text(), 20)
+        assert "participant re-creation(s)" in log.read_text()
+    finally:
+        vehicle.stop(grace=5)

@@ -40,13 +40,25 @@ class LinkWatch:
     def on_stats(self, _msg: FrameStats) -> None:
         self.stats += 1
 
+    def remote_subscribers(self) -> int:
+        """Subscribers of the frames topic outside this process (camera_labels here reads the
+        frames too): those of another DDS participant (GUID prefix: the first 12 bytes)."""
+        node, topic = self.node, self.node.frame_pub.topic_name
+        own = {
+            bytes(i.endpoint_gid[:12])
+            for i in node.get_publishers_info_by_topic(topic)
+            if (i.node_name, i.node_namespace) == (node.get_name(), node.get_namespace())
+        }
+        subs = node.get_subscriptions_info_by_topic(topic)
+        return sum(bytes(i.endpoint_gid[:12]) not in own for i in subs)
+
     def check(self) -> None:
         now, node = time.time(), self.node
         event = self.health.observe(
             now,
             node.seq,
             self.stats,
-            node.frame_pub.get_subscription_count(),
+            self.remote_subscribers(),
             self.sub.get_publisher_count(),
         )
         if event is not None:
