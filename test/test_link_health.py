@@ -26,7 +26,10 @@ def test_no_match_is_one_line_then_recreate_every_retry_and_one_line_back():
     assert "re-creating the DDS participant" in events[0].line
     dues = [t for t in range(5, 30) if health.recreate_due(T0 + t)]
     assert dues == [5, 15, 25]
-    health.restarted(T0 + 25)
+    # the process starts again in place: a new LinkHealth goes on from the old one's state
+    health, state = LinkHealth(timeout_s=5.0, retry_s=10.0, start=T0 + 26), health.state()
+    health.resume(state, T0 + 26)
+    assert not health.recreate_due(T0 + 27) and health.up is False
     back = _watch(health, [27], subs=1, pubs=1)
     assert len(back) == 1 and back[0].up
     assert "back after 27.0 s down, 3 participant re-creation(s)" in back[0].line

@@ -10,8 +10,9 @@ does about it.
   with the TCP profiles (docs/deployment.md): Fast DDS 3.2.2's TCP client sometimes stalls right
   after the connection is bound (68 bytes each way, then nothing: it never asks for the cloud's
   logical ports), and no later announcement un-sticks it. A new participant does, so the action
-  is ``recreate``: the vehicle process re-creates its ROS context (`run_nodes`), at most once per
-  ``retry_s`` while nothing matches.
+  is ``recreate``: the vehicle process starts again in place (`run_nodes`, `restart_in_place`:
+  the same pid and log, a new participant; tearing the stalled one down hangs in rmw), at most
+  once per ``retry_s`` while nothing matches; :meth:`state` / :meth:`resume` carry the state over.
 * A subscriber, but no stats for frames sent ``timeout_s`` ago or more: the frames go somewhere
   that does not answer (a cloud that is down or overloaded, or only a recorder or viewer
   subscribes): reported, action ``wait``. A new participant would not help here, and a vehicle
@@ -131,9 +132,13 @@ class LinkHealth:
         self.recreations += 1
         return True
 
-    def restarted(self, now: float) -> None:
-        """A new participant (and nodes): their counters start at zero, discovery again."""
-        self._sent = self._stats = 0
-        self._waiting_since = None
-        if self._unmatched_since is None:
-            self._unmatched_since = now
+    def state(self) -> str:
+        """What a restarted process needs to go on (`resume`): "down_since,recreations"."""
+        return f"{self.down_since:.3f},{self.recreations}"
+
+    def resume(self, state: str, now: float) -> None:
+        """Go on after a re-creation (a new process, counters at zero): still down since
+        then, the next re-creation ``retry_s`` from ``now``."""
+        since, count = state.split(",")
+        self.up, self.down_since, self.recreations = False, float(since), int(count)
+        self._unmatched_since, self._action, self._last_recreate = float(since), RECREATE, now

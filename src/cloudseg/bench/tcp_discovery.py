@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -125,6 +126,9 @@ def one_start(
         )
         if matched_at is None:
             sockets = _sockets(port)
+            if side != "plain" and vehicle.alive():  # where it is: run_nodes dumps the stacks
+                vehicle.send_signal(signal.SIGUSR1)
+                time.sleep(1.0)
         time.sleep(0.5)  # the vehicle's "back" line follows the match within its 1-s check
     finally:
         for proc in (vehicle, cloud):
@@ -146,7 +150,7 @@ def run(
     side: str = "vehicle_node",
     wait_s: float = 30.0,
     domain: int = 190,
-    link_timeout: float = 7.0,
+    link_timeout: float = 10.0,
     work: Path | None = None,
     echo: bool = True,
 ) -> list[Start]:
@@ -181,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--side", choices=("vehicle_node", "plain"), default="vehicle_node")
     parser.add_argument("--wait", type=float, default=30.0, help="seconds to wait for a match")
     parser.add_argument("--domain", type=int, default=190, help="ROS domain id")
-    parser.add_argument("--link-timeout", type=float, default=7.0)
+    parser.add_argument("--link-timeout", type=float, default=10.0)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     results = run(args.starts, args.side, args.wait, args.domain, args.link_timeout)

@@ -157,7 +157,7 @@ COMPRESSOR = NodeSpec(
         Param("quality", 80, "JPEG quality (PNG: compression level 0..9)", min=0, max=100),
         Param(
             "link_timeout",
-            7.0,
+            10.0,
             "vehicle process: after this many seconds with no subscriber on the frames topic, or "
             "no stats back for frames sent, say the link is down (one line) and recover "
             "(cloudseg.link_health); 0 = no watch",

@@ -7,6 +7,7 @@ from __future__ import annotations
 import faulthandler
 import functools
 import logging
+import os
 import signal
 import sys
 import traceback
@@ -158,9 +159,22 @@ def forward_logs(logger_name: str, node: Node) -> None:
     logger.propagate = False
 
 
-#: The result of a node's `finished` future that asks `run_nodes` for a new ROS context (a new
-#: DDS participant) and new nodes, e.g. when discovery never matched (cloudseg.link_health).
+#: The result of a node's `finished` future that asks `run_nodes` to start the process again
+#: in place (a new DDS participant), e.g. when discovery never matched (cloudseg.link_health).
 RESTART_CONTEXT = "restart-context"
+
+
+def restart_in_place() -> None:
+    """Replace this process with a fresh run of its own command line (same pid, same log).
+
+    Not a teardown: destroying the nodes of a participant whose TCP discovery stalled hangs in
+    rmw (measured: `destroy_node` never returns), so nothing is destroyed. Every descriptor but
+    stdin/stdout/stderr is closed first, so the kernel drops the stalled TCP connection and
+    Fast DDS's shared-memory locks, and the next participant starts clean."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.closerange(3, 1 << 16)
+    os.execv(sys.executable, [sys.executable, *sys.orig_argv[1:]])
 
 
 def run_nodes(
@@ -168,34 +182,25 @@ def run_nodes(
 ) -> int:
     """Init rclpy, spin the nodes `factory` makes in one executor until Ctrl-C, shutdown, or
     a node's `finished` future (a player that ends); clean up; return an exit code. A
-    `finished` result of RESTART_CONTEXT shuts the context down and starts again: new
-    participant, new nodes from `factory`."""
+    `finished` result of RESTART_CONTEXT starts the process again (`restart_in_place`)."""
     # `kill -USR1 <pid>` prints every thread's stack to stderr (the node's log): a node that
     # hangs can be looked at without stopping it
     faulthandler.register(signal.SIGUSR1, all_threads=True)
-    args = args if args is not None else sys.argv
-    rclpy.init(args=args)
+    rclpy.init(args=args if args is not None else sys.argv)
     nodes: list[Node] = []
     executor = SingleThreadedExecutor()
     try:
-        while True:
-            nodes = factory()
-            for node in nodes:
-                executor.add_node(node)
-            finished = next((n.finished for n in nodes if getattr(n, "finished", None)), None)
-            if finished is None:
-                executor.spin()
-                break
+        nodes = factory()
+        for node in nodes:
+            executor.add_node(node)
+        finished = next((n.finished for n in nodes if getattr(n, "finished", None)), None)
+        if finished is None:
+            executor.spin()
+        else:
             executor.spin_until_future_complete(finished)
-            if finished.result() != RESTART_CONTEXT:
-                return int(finished.result() or 0)
-            for node in nodes:
-                node.destroy_node()
-            nodes = []
-            executor.shutdown(timeout_sec=1.0)
-            rclpy.try_shutdown()
-            rclpy.init(args=args)
-            executor = SingleThreadedExecutor()
+            if finished.result() == RESTART_CONTEXT:
+                restart_in_place()
+            return int(finished.result() or 0)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     except Exception as exc:  # a failed start: one line, no traceback

@@ -8,11 +8,12 @@ parameters, so config/vehicle.yaml configures them as if they ran apart.
 Connection health (`cloudseg.link_health`): the compressor also subscribes to the cloud's
 FrameStats and, once a second, tells `LinkHealth` what it sent, what came back and what matched.
 A down link is one warning line, its return one line; when discovery has not matched, the
-process re-creates its ROS context (a new DDS participant: `run_nodes`, RESTART_CONTEXT).
+process starts again in place (a new DDS participant: `run_nodes`, RESTART_CONTEXT).
 """
 
 from __future__ import annotations
 
+import os
 import time
 
 from rclpy.task import Future
@@ -24,6 +25,9 @@ from cloudseg.nodes.camera_labels_node import CameraLabelsNode
 from cloudseg.nodes.common import RESTART_CONTEXT, qos_for, run_nodes
 from cloudseg.nodes.compressor_node import CompressorNode
 from cloudseg.nodes.frame_selector_node import FrameSelectorNode
+
+#: The link's state handed to the process that replaces this one (`LinkHealth.state`).
+LINK_STATE_ENV = "CLOUDSEG_LINK_STATE"
 
 
 class LinkWatch:
@@ -65,13 +69,13 @@ class LinkWatch:
             log = node.get_logger()
             (log.info if event.up else log.warning)(event.line)
         if self.health.recreate_due(now) and not node.finished.done():
-            self.health.restarted(now)
+            os.environ[LINK_STATE_ENV] = self.health.state()  # for the restarted process
             node.finished.set_result(RESTART_CONTEXT)
 
 
 def compose(health: LinkHealth | None = None) -> list:
     """The three nodes, wired: the selector feeds the compressor and camera_labels; with
-    `health`, the compressor watches the link (kept across re-created contexts)."""
+    `health`, the compressor watches the link."""
     compressor = CompressorNode(in_process=True)
     labels = CameraLabelsNode(in_process=True)
 
@@ -85,14 +89,16 @@ def compose(health: LinkHealth | None = None) -> list:
 
 
 def main(args: list[str] | None = None) -> int:
-    health: list[LinkHealth] = []
+    resumed = os.environ.pop(LINK_STATE_ENV, "")  # set by the process this one replaced
 
     def factory() -> list:
-        nodes = compose(health[0] if health else None)
+        nodes = compose()
         timeout, retry = (nodes[1].params[k] for k in ("link_timeout", "link_retry"))
-        if not health and timeout > 0:  # the first context: the watch's settings are params
-            health.append(LinkHealth(timeout, retry))
-            LinkWatch(nodes[1], health[0])
+        if timeout > 0:
+            health = LinkHealth(timeout, retry)
+            if resumed:
+                health.resume(resumed, time.time())
+            LinkWatch(nodes[1], health)
         return nodes
 
     return run_nodes(factory, args, name="vehicle_node")
