@@ -162,6 +162,8 @@ def run(
         results.append(result)
         if echo:
             when = "-" if result.matched_s is None else f"{result.matched_s:.1f} s"
+            if result.recovered_s is not None:
+                when += f", {result.recovered_s:.1f} s after the down line"
             print(
                 f"start {i}: {result.outcome} ({when}; down lines {result.down_lines}, "
                 f"back lines {result.back_lines})",
