@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import shutil
 import signal
 import socket
@@ -78,6 +79,7 @@ class Start:
     back_lines: int
     outcome: str  # "matched", "recovered" or "missed"
     recovered_s: float | None = None  # the "down" line -> the cloud's subscriber matched
+    recreations: int = 0  # new participants it took (the "back" line says)
     sockets: str = ""
 
 
@@ -142,7 +144,9 @@ def one_start(
     if down and matched_at is not None:  # ROS log lines: [LEVEL] [<unix time>] [node]: text
         line = next(line for line in vlog.splitlines() if DOWN in line)
         recovered = matched_at - float(line.split("] [")[1])
-    return Start(index, matched, down, back, outcome, recovered, sockets)
+    counts = re.findall(r"(\d+) participant re-creation", vlog)
+    recreations = int(counts[-1]) if counts else 0
+    return Start(index, matched, down, back, outcome, recovered, recreations, sockets)
 
 
 def run(
