@@ -131,7 +131,14 @@ def one_start(
             if side != "plain" and vehicle.alive():  # where it is: run_nodes dumps the stacks
                 vehicle.send_signal(signal.SIGUSR1)
                 time.sleep(1.0)
-        time.sleep(0.5)  # the vehicle's "back" line follows the match within its 1-s check
+        # the vehicle's "back" line follows the match at its next 1-s check (after a new
+        # participant, once the process that replaced it is up)
+        until = time.monotonic() + (20.0 if DOWN in logs["vehicle"].read_text() else 0.5)
+        while time.monotonic() < until and matched_at is not None:
+            vlog = logs["vehicle"].read_text()
+            if DOWN not in vlog or BACK in vlog:
+                break
+            time.sleep(0.2)
     finally:
         for proc in (vehicle, cloud):
             if proc is not None:
