@@ -166,7 +166,7 @@ COMPRESSOR = NodeSpec(
         ),
         Param(
             "link_retry",
-            5.0,
+            3.0,
             "vehicle process: while nothing matches, re-create the DDS participant every this "
             "many seconds",
             min=1.0,
