@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import cv2
 import numpy as np
 import pytest
@@ -140,3 +142,21 @@ def test_bench_codec_help_exits_0():
     with pytest.raises(SystemExit) as exc:
         cli_main(["bench", "codec", "--help"])
     assert exc.value.code == 0
+
+
+def test_bench_cli_frame_budget(tmp_path, capsys):
+    """--frame-budget: uncapped, each budget, and the budgets in turn; no frame over."""
+    for i, rgb in enumerate(_clip(n=4, w=256, h=128)):
+        cv2.imwrite(str(tmp_path / f"frame_{i:03d}.png"), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    rc = cli_main(
+        ["bench", "codec", "--input", str(tmp_path), "--no-miou", "--scale", "2",
+         "--frame-budget", "3000", "2000", "--json"]
+    )  # fmt: skip
+    assert rc == 0
+    rows = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["rows"]
+    assert [r["config"] for r in rows] == [
+        "veryfast crf25", "veryfast crf25 <=3000B", "veryfast crf25 <=2000B",
+        "veryfast crf25 <=3000/2000B",
+    ]  # fmt: skip
+    for row, budget in zip(rows[1:3], (3000, 2000), strict=True):
+        assert row["extra"]["max_bytes"] <= budget and row["extra"]["over_budget"].startswith("0")

@@ -74,6 +74,12 @@ def cloud_profile_with_wan_addr(public_ip: str, out_dir: Path | None = None) -> 
     return out
 
 
+#: the TCP vehicle profile's cloud address (set by `dds_env`; read by the profile XML, the
+#: launcher's wait for the cloud and the vehicle's link watch)
+PEER_ADDRESS_ENV = "CLOUDSEG_DDS_PEER_ADDRESS"
+PEER_PORT_ENV = "CLOUDSEG_DDS_PEER_PORT"
+
+
 def dds_env(
     mode: str,
     side: str,
@@ -108,8 +114,8 @@ def dds_env(
             if not peer:
                 raise ValueError("--dds tcp on the vehicle needs --peer HOST:PORT (the cloud)")
             host, port = parse_host_port(peer, DEFAULT_DDS_PORT)
-            env["CLOUDSEG_DDS_PEER_ADDRESS"] = host
-            env["CLOUDSEG_DDS_PEER_PORT"] = str(port)
+            env[PEER_ADDRESS_ENV] = host
+            env[PEER_PORT_ENV] = str(port)
     elif mode == "tls":
         env = {"FASTDDS_DEFAULT_PROFILES_FILE": str(config_dir() / TLS_DDS_PROFILES[side])}
         if public_ip:
@@ -129,8 +135,8 @@ def dds_env(
                     f"--dds tls: --peer is the vehicle's own TLS gate (127.0.0.1:PORT), not "
                     f"{peer}; the cloud's address goes to the gate (tls_gate client --to)"
                 )
-            env["CLOUDSEG_DDS_PEER_ADDRESS"] = host
-            env["CLOUDSEG_DDS_PEER_PORT"] = str(port)
+            env[PEER_ADDRESS_ENV] = host
+            env[PEER_PORT_ENV] = str(port)
     elif mode == "discovery":
         if not server:
             raise ValueError("--dds discovery needs --server HOST:PORT (the discovery server)")

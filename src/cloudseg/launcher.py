@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from cloudseg.fastdds import one_host_env, wait_for_tcp_peer
+from cloudseg.fastdds import PEER_ADDRESS_ENV, PEER_PORT_ENV, one_host_env, wait_for_tcp_peer
 from cloudseg.graph import (
     FRAMES_TOPIC,
     GRAPHS,
@@ -311,8 +311,8 @@ def run_graph(
             if dds:
                 os.environ.pop("ROS_DISCOVERY_SERVER", None)  # the profile's, not this one
             stop.check()
-            if dds and "CLOUDSEG_DDS_PEER_ADDRESS" in dds:
-                peer = dds["CLOUDSEG_DDS_PEER_ADDRESS"], int(dds["CLOUDSEG_DDS_PEER_PORT"])
+            if dds and PEER_ADDRESS_ENV in dds:
+                peer = dds[PEER_ADDRESS_ENV], int(dds[PEER_PORT_ENV])
                 print(f"waiting for the cloud to listen at {peer[0]}:{peer[1]}", file=sys.stderr)
                 while not wait_for_tcp_peer(*peer, timeout=1.0):
                     stop.check()

@@ -14,6 +14,12 @@ GOP 17), decoded, and restored bilinearly to full size. Reported per configurati
 * encode ms per frame: CPU time of the encode call (colour conversion included), median,
   with the process pinned to one core while encoding.
 
+``--frame-budget B ...`` (frames that fit, issue 19) instead compares the compressor's default
+encoder (veryfast, CRF 25) without a cap, with each per-frame budget B bytes
+(`H264Encoder.set_frame_budget`: a VBV of one frame), and with the budgets in turn, each for
+``BUDGET_STEP`` frames (every change down costs an IDR): frames over budget (not sent: the
+previous picture stays, the next frame is an IDR), PSNR and encode ms, same run.
+
 Rate controls: CRF; capped CRF (CRF with maxrate/bufsize = maxrate x 0.5 s); CBR-like
 (bitrate = maxrate, same VBV buffer).
 """
@@ -47,6 +53,7 @@ FPS = 17.0
 GOP = 17
 DEFAULT_INPUT = Path("/work/shared/data/sequences/aachen_seq0000")
 PRESETS = ("ultrafast", "superfast", "veryfast", "faster")
+BUDGET_STEP = 10  # frames per budget when the budgets take turns
 Segmenter = Callable[[list[np.ndarray], str], list[np.ndarray]]
 """(LR frames, mode "bilinear" or "sr") -> labels at the reference labels' resolution."""
 
@@ -82,10 +89,19 @@ class Config:
     preset: str
     rate: RateControl
     intra_refresh: bool = False
+    budgets: tuple[int, ...] = ()  # per-frame budgets in bytes, taking turns (none: no cap)
 
     @property
     def name(self) -> str:
-        return f"{self.preset} {self.rate.name}{' ir' if self.intra_refresh else ''}"
+        cap = "/".join(str(b) for b in self.budgets)
+        cap = f" <={cap}B" if cap else ""
+        return f"{self.preset} {self.rate.name}{' ir' if self.intra_refresh else ''}{cap}"
+
+    def budget(self, seq: int) -> int:
+        """The budget of frame ``seq`` (0: none)."""
+        if not self.budgets:
+            return 0
+        return self.budgets[(seq // BUDGET_STEP) % len(self.budgets)]
 
     def encoder(self) -> H264Encoder:
         return H264Encoder(
@@ -95,6 +111,15 @@ class Config:
             intra_refresh=self.intra_refresh,
             **self.rate.params(),
         )
+
+
+def budget_configs(budgets: Sequence[int], preset: str = "veryfast") -> list[Config]:
+    """The compressor's default encoder uncapped, under each budget, and the budgets in turn."""
+    rate = RateControl("crf25", crf=25)
+    configs = [Config(preset, rate)] + [Config(preset, rate, budgets=(b,)) for b in budgets]
+    if len(budgets) > 1:
+        configs.append(Config(preset, rate, budgets=tuple(budgets)))
+    return configs
 
 
 def all_configs(
@@ -147,28 +172,41 @@ def encode_clip(
 ) -> tuple[dict[str, Any], dict[int, np.ndarray]]:
     """Encode + decode one clip in stream order; numbers and the decoded LR frames in ``keep``."""
     encoder, decoder = config.encoder(), H264Decoder()
-    sizes, enc_ms, scores, idr = [], [], [], 0
+    sizes, enc_ms, scores, idr, over, dropped, sent = [], [], [], 0, 0, 0, 0
     kept: dict[int, np.ndarray] = {}
+    decoded = None
     for seq, frame in enumerate(frames):
         lr = _even(downsample(frame, scale, "area"))
+        budget = config.budget(seq)
         t0 = time.process_time()
+        encoder.set_frame_budget(budget)
         encoded = encoder.encode(lr)
         enc_ms.append((time.process_time() - t0) * 1e3)
-        decoded = decoder.decode(encoded.payload, seq)
-        if decoded is None:
-            raise CodecError(f"{config.name}: decoder dropped frame {seq} of a loss-free stream")
-        sizes.append(len(encoded.payload))
-        idr += int(encoded.keyframe)
+        too_big = bool(budget) and len(encoded.payload) > budget
+        over += too_big
+        if too_big and not encoded.keyframe:  # as FrameCompressor: not sent, the next is an IDR
+            encoder.request_keyframe()
+            dropped += 1
+        else:
+            decoded = decoder.decode(encoded.payload, sent)
+            sent += 1
+            sizes.append(len(encoded.payload))
+            idr += int(encoded.keyframe)
+        if decoded is None:  # nothing got through yet: the cloud has no picture (mid-grey)
+            decoded = np.full_like(lr, 128)
         scores.append(psnr(upsample_bilinear(decoded, (frame.shape[1], frame.shape[0])), frame))
         if seq in keep:
             kept[seq] = decoded
     numbers = {
         "frames": len(frames),
         "bytes": sum(sizes),
-        "peak_kb": max(sizes[1:] or sizes) / 1000,  # after the first IDR: bursts mid-stream
+        "peak_kb": max(sizes[1:] or sizes or [0]) / 1000,
+        "max_bytes": max(sizes or [0]),  # after the first IDR: bursts mid-stream
         "psnr_sum": sum(scores),
         "encode_ms": enc_ms,
         "idr_frames": idr,
+        "over_budget": over,
+        "dropped": dropped,
     }
     return numbers, kept
 
@@ -214,6 +252,10 @@ def run_bench(
                 encode_ms=statistics.median([ms for p in parts for ms in p["encode_ms"]]),
                 idr_frames=sum(p["idr_frames"] for p in parts),
             )
+            if config.budgets:
+                over, dropped = (sum(p[k] for p in parts) for k in ("over_budget", "dropped"))
+                row.extra["over_budget"] = f"{over} ({dropped} not sent)"
+                row.extra["max_bytes"] = max(p["max_bytes"] for p in parts)
             if segment is not None:
                 modes = ["bilinear"] + (["sr"] if config.name in sr_for else [])
                 for mode in modes:
@@ -268,12 +310,20 @@ _COLUMNS = (
 
 
 def format_markdown(rows: list[Row]) -> str:
-    """A markdown table (also readable as plain text)."""
-    header = [title for _, title, _ in _COLUMNS]
-    align = ["---" if key == "config" else "---:" for key, _, _ in _COLUMNS]
+    """A markdown table (also readable as plain text); frames over budget when any had one."""
+    columns = _COLUMNS
+    if any("over_budget" in r.extra for r in rows):
+        columns += (("max_bytes", "max B", "{}"), ("over_budget", "over budget", "{}"))
+    header = [title for _, title, _ in columns]
+    align = ["---" if key == "config" else "---:" for key, _, _ in columns]
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join(align) + "|"]
     for r in rows:
-        cells = [fmt.format(getattr(r, key)) for key, _, fmt in _COLUMNS]
+        cells = [
+            fmt.format(
+                r.extra.get(key, "-") if key in r.extra or not hasattr(r, key) else getattr(r, key)
+            )
+            for key, _, fmt in columns
+        ]
         lines.append("| " + " | ".join(c.replace("nan", "-") for c in cells) + " |")
     return "\n".join(lines)
 
@@ -300,6 +350,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--sr", nargs="*", default=[], metavar="CONFIG", help="also score these configs with SR"
     )
     parser.add_argument("--backend", default="espnetv2", help="segmenter (default espnetv2)")
+    parser.add_argument(
+        "--frame-budget",
+        nargs="+",
+        type=int,
+        default=[],
+        metavar="BYTES",
+        help="compare the compressor's encoder (veryfast CRF 25) uncapped, capped at each "
+        "per-frame budget, and with the budgets taking turns every 10 frames",
+    )
     parser.add_argument("--json", action="store_true", help='also print {"rows": [...]} last')
     return parser
 
@@ -327,7 +386,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 seq = load_labelled_sequence(path, args.backend, "cpu")
                 clips.append((seq.frames[: args.frames], seq.labels[: args.frames]))
         segment = None if args.no_miou else pipeline_segmenter(args.backend, args.scale)
-        configs = all_configs(args.presets)
+        if any(b < 1 for b in args.frame_budget):
+            parser.error("--frame-budget: budgets must be >= 1 byte")
+        configs = (
+            budget_configs(args.frame_budget) if args.frame_budget else all_configs(args.presets)
+        )
         known = {c.name for c in configs}
         unknown = [n for n in args.sr if n not in known]
         if unknown:

@@ -6,6 +6,8 @@ ranges (:mod:`cloudseg.graph`), so a Knob can ask for nothing a parameter file c
 Fields that mean "keep the current setting": ``codec`` "", ``selection_mode`` "", ``crf`` 0,
 ``quality`` 0 (with codec h264 or ""), ``key_threshold`` and ``useful_threshold`` both 0.
 ``scale`` has no "keep": it must be one of :data:`cloudseg.graph.SCALES`.
+``max_frame_bytes`` 0 means no budget from the controller (the compressor's own
+``max_frame_bytes`` parameter, a fixed cap, still holds: the lower of the two applies).
 
 **One-shot requests.** ``request_full_frame`` asks for one full-resolution frame. Knobs are
 reliable and transient-local, so a node that (re)starts gets the last Knob again; a request in
@@ -47,6 +49,7 @@ class KnobSettings:
     quality: int
     sr_bypass: bool
     request_full_frame: bool
+    max_frame_bytes: int = 0
 
     @property
     def h264_crf(self) -> int | None:
@@ -95,6 +98,11 @@ def check_knob(knob: Any) -> KnobSettings:
     crf = int(knob.crf)
     if crf:  # 0: keep
         field("crf", COMPRESSOR.param("crf").check, crf)
+    budget = field(
+        "max_frame_bytes",
+        param(COMPRESSOR, "max_frame_bytes", int),
+        getattr(knob, "max_frame_bytes", 0),  # a Knob built before the field existed: none
+    )
     quality = int(knob.quality)
     if codec in QUALITY_RANGE:
         low, high = QUALITY_RANGE[codec]
@@ -119,12 +127,24 @@ def check_knob(knob: Any) -> KnobSettings:
         quality=quality,
         sr_bypass=bool(knob.sr_bypass),
         request_full_frame=bool(knob.request_full_frame),
+        max_frame_bytes=budget,
     )
 
 
-def compressor_changes(k: KnobSettings) -> dict[str, Any]:
-    """What a checked Knob changes of the compressor's settings (`CompressorSettings`)."""
-    changes: dict[str, Any] = {"scale": k.scale, "bitrate_kbps": k.bitrate_kbps}
+def frame_budget(fixed: int, knob: int) -> int:
+    """The per-frame budget in force: the lower of a fixed cap and the Knob's (0 = none)."""
+    caps = [int(b) for b in (fixed, knob) if b]
+    return min(caps) if caps else 0
+
+
+def compressor_changes(k: KnobSettings, fixed_budget: int = 0) -> dict[str, Any]:
+    """What a checked Knob changes of the compressor's settings (`CompressorSettings`);
+    ``fixed_budget``: the compressor's own max_frame_bytes parameter."""
+    changes: dict[str, Any] = {
+        "scale": k.scale,
+        "bitrate_kbps": k.bitrate_kbps,
+        "max_frame_bytes": frame_budget(fixed_budget, k.max_frame_bytes),
+    }
     if k.codec:
         changes["codec"] = k.codec
     if k.crf:

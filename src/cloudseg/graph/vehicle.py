@@ -126,6 +126,15 @@ COMPRESSOR = NodeSpec(
             max=100_000,
         ),
         Param(
+            "max_frame_bytes",
+            0,
+            "a fixed per-frame size budget in bytes (0 = none): H.264 frames are encoded under a "
+            "VBV of one frame's budget, a frame over it is not sent and the next is an IDR; "
+            "a Knob's max_frame_bytes (the controller's) lowers it further",
+            min=0,
+            max=10_000_000,
+        ),
+        Param(
             "gop",
             17,
             "H.264 keyframe interval in frames (1: every frame a stream of its own)",
@@ -147,6 +156,23 @@ COMPRESSOR = NodeSpec(
         ),
         Param("quality", 80, "JPEG quality (PNG: compression level 0..9)", min=0, max=100),
         Param(
+            "link_timeout",
+            10.0,
+            "vehicle process: after this many seconds with no subscriber on the frames topic, or "
+            "no stats back for frames sent, say the link is down (one line) and recover "
+            "(cloudseg.link_health); 0 = no watch",
+            min=0.0,
+            max=600.0,
+        ),
+        Param(
+            "link_retry",
+            3.0,
+            "vehicle process: while nothing matches, re-create the DDS participant every this "
+            "many seconds",
+            min=1.0,
+            max=3600.0,
+        ),
+        Param(
             "publish_compressed",
             True,
             "also publish JPEG/PNG frames as sensor_msgs/CompressedImage on "
@@ -161,6 +187,7 @@ COMPRESSOR = NodeSpec(
             "bitrate_kbps",
             "crf",
             "maxrate_kbps",
+            "max_frame_bytes",
             "gop",
             "intra_refresh",
             "preset",

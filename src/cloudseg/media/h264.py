@@ -65,6 +65,16 @@ class H264Encoder:
     bursts on the link. Only the first frame of an encoder is an IDR and the only frame flagged
     ``keyframe`` (x264 flags refresh starts as key frames; they are not decodable on their own):
     a forced keyframe (:meth:`request_keyframe`, a new encoder) is still an IDR.
+
+    ``max_frame_bytes`` > 0 (:meth:`set_frame_budget`) caps every frame: x264's VBV with a
+    buffer of one frame's budget (``vbv-bufsize`` = budget, ``vbv-maxrate`` = budget x fps, on
+    top of the rate control above), so x264 raises the QP of the frame it is coding until it
+    fits, IDRs included (``cloudseg bench codec --frame-budget``: no frame over on Cityscapes
+    at x4). PyAV cannot change the VBV of an open encoder, so a new budget needs a new encoder
+    (an IDR): a lower budget takes effect at the next frame, a higher one at the next GOP
+    boundary (where a periodic IDR was due anyway). A frame can still overshoot a budget below
+    what x264 can reach at QP 51: :attr:`EncodedFrame.payload` says so by its length; the
+    caller decides (`cloudseg.media.stream.FrameCompressor` drops it and asks for an IDR).
     """
 
     codec = "h264"
@@ -80,10 +90,12 @@ class H264Encoder:
         vbv_seconds: float = 0.5,
         maxrate_kbps: float | None = None,
         intra_refresh: bool = False,
+        max_frame_bytes: int = 0,
     ) -> None:
         self._ctx: av.VideoCodecContext | None = None
         self._pts = 0
         self._settings: dict[str, object] = {}
+        self._raised_budget: int | None = None  # a higher budget waiting for a GOP boundary
         self.reconfigure(
             bitrate_kbps=bitrate_kbps,
             crf=crf,
@@ -93,6 +105,7 @@ class H264Encoder:
             vbv_seconds=vbv_seconds,
             maxrate_kbps=maxrate_kbps,
             intra_refresh=intra_refresh,
+            max_frame_bytes=max_frame_bytes,
         )
 
     @property
@@ -114,6 +127,27 @@ class H264Encoder:
     @property
     def intra_refresh(self) -> bool:
         return bool(self._settings["intra_refresh"])
+
+    @property
+    def max_frame_bytes(self) -> int:
+        """The per-frame budget in force (bytes, 0 = none)."""
+        return int(self._settings["max_frame_bytes"])  # type: ignore[call-overload]
+
+    def set_frame_budget(self, max_frame_bytes: int) -> None:
+        """Cap every frame at ``max_frame_bytes`` (0 = no cap): lower now (the next frame is an
+        IDR that fits), higher at the next GOP boundary (no IDR beyond the periodic one)."""
+        budget = int(max_frame_bytes)
+        if budget < 0:
+            raise CodecError(f"H.264 max_frame_bytes must be >= 0 (0: no cap), got {budget}")
+        current = self.max_frame_bytes
+        self._raised_budget = None
+        if budget == current:
+            return
+        if current and (budget == 0 or budget > current):
+            self._raised_budget = budget  # the lower cap stays safe until then
+            return
+        self._settings["max_frame_bytes"] = budget
+        self._close()
 
     @property
     def rate_control(self) -> str:
@@ -144,6 +178,7 @@ class H264Encoder:
             "vbv_seconds",
             "maxrate_kbps",
             "intra_refresh",
+            "max_frame_bytes",
         }
         unknown = set(changes) - known
         if unknown:
@@ -167,11 +202,15 @@ class H264Encoder:
             raise CodecError(f"H.264 maxrate_kbps must be >= 0 (0: no cap), got {maxrate}")
         settings["maxrate_kbps"] = float(maxrate) if maxrate else None
         settings["intra_refresh"] = bool(settings.get("intra_refresh"))
+        settings["max_frame_bytes"] = int(settings.get("max_frame_bytes") or 0)
+        if settings["max_frame_bytes"] < 0:
+            raise CodecError("H.264 max_frame_bytes must be >= 0 (0: no cap)")
         if int(settings["gop"]) < 1:
             raise CodecError(f"H.264 gop must be >= 1, got {settings['gop']}")
         if not float(settings["fps"]) > 0 or not float(settings["vbv_seconds"]) > 0:
             raise CodecError("H.264 fps and vbv_seconds must be > 0")
         self._settings = settings
+        self._raised_budget = None
         self._close()
 
     def request_keyframe(self) -> None:
@@ -194,17 +233,25 @@ class H264Encoder:
         options = {"preset": str(s["preset"]), "tune": "zerolatency"}
         if s["intra_refresh"]:
             options["x264-params"] = "intra-refresh=1"
+        maxrate = bufsize = None
         if s["crf"] is not None:
             options["crf"] = f"{float(s['crf']):g}"
             if s["maxrate_kbps"]:
-                cap = int(float(s["maxrate_kbps"]) * 1000)
-                options["maxrate"] = str(cap)
-                options["bufsize"] = str(int(cap * float(s["vbv_seconds"])))
+                maxrate = int(float(s["maxrate_kbps"]) * 1000)
         else:
-            bits = int(float(s["bitrate_kbps"]) * 1000)
-            ctx.bit_rate = bits
-            options["maxrate"] = str(bits)
-            options["bufsize"] = str(int(bits * float(s["vbv_seconds"])))
+            maxrate = int(float(s["bitrate_kbps"]) * 1000)
+        if maxrate:
+            bufsize = int(maxrate * float(s["vbv_seconds"]))
+        if s["max_frame_bytes"]:  # a VBV buffer of one frame's budget: no frame exceeds it
+            # x264 counts the buffer in whole kbit (rounded down): at least 1 kbit, or no VBV
+            frame_bits = max(int(s["max_frame_bytes"]) * 8, 1000)
+            maxrate = min(maxrate or 2**31 - 1, int(frame_bits * float(s["fps"])))
+            bufsize = min(bufsize or frame_bits, frame_bits)
+        if s["crf"] is None:
+            ctx.bit_rate = maxrate
+        if maxrate:
+            options["maxrate"] = str(maxrate)
+            options["bufsize"] = str(bufsize)
         ctx.options = options
         try:
             ctx.open()
@@ -220,6 +267,10 @@ class H264Encoder:
             raise CodecError(
                 f"H.264 yuv420p needs an even width and height, got {width}x{height}; crop first"
             )
+        if self._raised_budget is not None and self._pts % self.gop == 0:
+            self._settings["max_frame_bytes"] = self._raised_budget  # a GOP boundary: apply it
+            self._raised_budget = None
+            self._close()
         if self._ctx is not None and (width, height) != self.size:
             log.info("frame size changed %s -> %dx%d: new H.264 encoder", self.size, width, height)
             self._close()

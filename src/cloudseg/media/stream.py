@@ -54,6 +54,7 @@ class CompressorSettings:
     H.264 rate control: ``bitrate_kbps`` > 0 is CBR-like; else ``crf``, capped at
     ``maxrate_kbps`` when that is > 0. ``intra_refresh``: periodic intra refresh (every
     ``gop`` frames) instead of periodic IDRs; forced keyframes are still IDRs.
+    ``max_frame_bytes`` > 0: no frame sent is larger (`FrameCompressor`).
     """
 
     scale: int = 4
@@ -66,6 +67,7 @@ class CompressorSettings:
     quality: int = 80
     maxrate_kbps: int = 0
     intra_refresh: bool = False
+    max_frame_bytes: int = 0
 
     def __post_init__(self) -> None:
         if self.codec not in CODECS:
@@ -80,8 +82,8 @@ class CompressorSettings:
             raise ValueError(f"quality must be 0..100, got {self.quality}")
         if self.codec == "jpeg" and self.quality < 1:
             raise ValueError(f"JPEG quality must be 1..100, got {self.quality}")
-        if self.bitrate_kbps < 0 or self.maxrate_kbps < 0 or self.gop < 1:
-            raise ValueError("bitrate_kbps and maxrate_kbps must be >= 0, gop >= 1")
+        if min(self.bitrate_kbps, self.maxrate_kbps, self.max_frame_bytes) < 0 or self.gop < 1:
+            raise ValueError("bitrate_kbps, maxrate_kbps, max_frame_bytes must be >= 0, gop >= 1")
 
     @classmethod
     def from_params(cls, params: dict[str, Any]) -> CompressorSettings:
@@ -120,10 +122,28 @@ class CompressedFrame:
     height: int
     encode_ms: float  # downsampling + encoding
     encoded_size: tuple[int, int] = (0, 0)  # (width, height) of the picture encoded
+    over_budget: bool = False  # larger than max_frame_bytes: not sent unless a keyframe
+
+    @property
+    def droppable(self) -> bool:
+        """Over budget and not an H.264 IDR: not to be sent (the next H.264 frame is an IDR)."""
+        return self.over_budget and not (self.keyframe and self.codec == "h264")
 
 
 class FrameCompressor:
-    """Downsample + encode one stream, keeping the encoder across frames."""
+    """Downsample + encode one stream, keeping the encoder across frames.
+
+    Frames that fit (``max_frame_bytes`` > 0, Salsify's idea with what PyAV allows): H.264
+    frames are encoded under a VBV of one frame's budget (`H264Encoder.set_frame_budget`; a
+    new budget changes no other setting, a lower one costs an IDR that fits it). A frame
+    larger than the budget even so comes back ``over_budget``. Measured (`cloudseg bench
+    codec --frame-budget`, Cityscapes at x4): P-frames always fit; only the first IDR of a new
+    encoder overshoots budgets below ~850 bytes (x264's floor for a cold 512x256 IDR, ~110
+    kbit/s at 17 fps). So: an over-budget keyframe is sent (nothing smaller restarts the
+    stream); an over-budget P-frame (or JPEG/PNG frame) is not (``droppable``: the caller
+    drops it) and the next H.264 frame is an IDR, as the decoder
+    never gets the picture the encoder now references. ``over_budget_frames`` counts both.
+    """
 
     def __init__(self, settings: CompressorSettings) -> None:
         self.settings = settings
@@ -131,6 +151,7 @@ class FrameCompressor:
         self._encoder = None
         self._encoder_key: tuple | None = None
         self._keyframe_requested = False
+        self.over_budget_frames = 0
 
     def apply(self, settings: CompressorSettings) -> None:
         """Use `settings` from the next frame on."""
@@ -167,8 +188,14 @@ class FrameCompressor:
         if key != self._encoder_key or (s.codec == "h264" and (s.gop == 1 or keyframe)):
             self._encoder = make_encoder(s.codec, **s.encoder_params())
             self._encoder_key = key
+        if s.codec == "h264":
+            self._encoder.set_frame_budget(s.max_frame_bytes)
         encoded = self._encoder.encode(small)
         ms = (time.perf_counter() - t0) * 1e3
+        over = bool(s.max_frame_bytes) and len(encoded.payload) > s.max_frame_bytes
+        if over:
+            self.over_budget_frames += 1
+            self._keyframe_requested |= not encoded.keyframe  # dropped: restart the stream
         return CompressedFrame(
             encoded.payload,
             encoded.keyframe,
@@ -178,6 +205,7 @@ class FrameCompressor:
             rgb.shape[0],
             ms,
             (small.shape[1], small.shape[0]),
+            over,
         )
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import faulthandler
 import functools
 import logging
+import os
 import signal
 import sys
 import traceback
@@ -163,6 +164,24 @@ def forward_logs(logger_name: str, node: Node) -> None:
     logger.propagate = False
 
 
+#: The result of a node's `finished` future that asks `run_nodes` to start the process again
+#: in place (a new DDS participant), e.g. when discovery never matched (cloudseg.link_health).
+RESTART_CONTEXT = "restart-context"
+
+
+def restart_in_place() -> None:
+    """Replace this process with a fresh run of its own command line (same pid, same log).
+
+    Not a teardown: destroying the nodes of a participant whose TCP discovery stalled hangs in
+    rmw (measured: `destroy_node` never returns), so nothing is destroyed. Every descriptor but
+    stdin/stdout/stderr is closed first, so the kernel drops the stalled TCP connection and
+    Fast DDS's shared-memory locks, and the next participant starts clean."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.closerange(3, 1 << 16)
+    os.execv(sys.executable, [sys.executable, *sys.orig_argv[1:]])
+
+
 def run_nodes(
     factory: Callable[[], list[Node]], args: list[str] | None = None, name: str | None = None
 ) -> int:
@@ -173,7 +192,8 @@ def run_nodes(
     made stops the start (KeyboardInterrupt); once they spin, it is a flag the loop reads
     between turns, so the context stays valid until every node (and its worker threads) is
     destroyed, and no exception lands inside rclpy's callbacks. Either way: exit 0, no
-    traceback, a second signal ignored."""
+    traceback, a second signal ignored. A `finished` result of RESTART_CONTEXT starts the
+    process again (`restart_in_place`)."""
     # `kill -USR1 <pid>` prints every thread's stack to stderr (the node's log): a node that
     # hangs can be looked at without stopping it
     faulthandler.register(signal.SIGUSR1, all_threads=True)
@@ -194,6 +214,8 @@ def run_nodes(
         while stop.requested is None:
             executor.spin_once(timeout_sec=SPIN_TURN_S)
             if finished is not None and finished.done():
+                if finished.result() == RESTART_CONTEXT:
+                    restart_in_place()
                 return int(finished.result() or 0)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass

@@ -15,7 +15,9 @@ image_transport 'compressed' topic of their own base topic, cloudseg/lowres) for
 H.264 frames go, only while someone subscribes, as Foxglove's CompressedVideo to
 cloudseg/lowres/foxglove and as image_transport's FFMPEGPacket to cloudseg/lowres/ffmpeg; a new
 subscriber there asks for an IDR like the cloud does, and gets nothing before it
-(`recovery.ViewerJoins`).
+(`recovery.ViewerJoins`). Frames that fit: the lower of the `max_frame_bytes` parameter and the
+Knob's caps every frame (`FrameCompressor`); a P-frame over it anyway is not sent (one line, then
+rate-limited) and the next is an IDR.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from rclpy.node import Node
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
 
-from cloudseg.control.knob import OneShot, check_knob, compressor_changes
+from cloudseg.control.knob import OneShot, check_knob, compressor_changes, frame_budget
 from cloudseg.graph import (
     COMPRESSED_TOPIC,
     COMPRESSOR,
@@ -38,6 +40,7 @@ from cloudseg.graph import (
     KEYFRAME_REQUEST_TOPIC,
     KNOB_TOPIC,
 )
+from cloudseg.guard import BadInput
 from cloudseg.media.codecs import CodecError
 from cloudseg.media.image_codecs import compressed_format
 from cloudseg.media.stream import CompressedFrame, CompressorSettings, FrameCompressor
@@ -56,6 +59,7 @@ class CompressorNode(Node):
         self.compressor = FrameCompressor(CompressorSettings.from_params(self.params))
         self.seq = 0
         self.knob_seq = 0
+        self.knob_budget = 0  # the last Knob's max_frame_bytes
         self.full_frame_requested = False
         self.one_shot = OneShot(self.get_clock().now().nanoseconds)
         self.keyframes = KeyframeOnRequest()
@@ -91,15 +95,18 @@ class CompressorNode(Node):
         here: a refused combination changes nothing)."""
         names = CompressorSettings.__dataclass_fields__
         codec = {k: v for k, v in changes.items() if k in names}
+        if "max_frame_bytes" in codec:  # the fixed cap; a Knob's budget may lower it
+            codec["max_frame_bytes"] = frame_budget(codec["max_frame_bytes"], self.knob_budget)
         if codec:
             self.compressor.apply(self.compressor.next_settings.with_changes(**codec))
 
     @boundary("knob")
     def on_knob(self, knob: Knob) -> None:
         k = check_knob(knob)  # refused as a whole: the previous settings stay
-        new = self.compressor.next_settings.with_changes(**compressor_changes(k))
+        changes = compressor_changes(k, self.params["max_frame_bytes"])
+        new = self.compressor.next_settings.with_changes(**changes)
         self.compressor.apply(new)
-        self.knob_seq = k.seq
+        self.knob_seq, self.knob_budget = k.seq, k.max_frame_bytes
         if self.one_shot.fire(k):
             self.full_frame_requested = True
             self.get_logger().info(f"knob {k.seq}: the next frame goes at full resolution")
@@ -142,6 +149,11 @@ class CompressorNode(Node):
         except (CodecError, ValueError) as exc:
             self.keyframes.pending |= asked  # still owed at the next frame
             drop_input(self, "image", exc, what=f"image {_stamp(header)}")
+            return None
+        if out.droppable:  # over budget, not sent: the next is an IDR (FrameCompressor asked)
+            budget = self.compressor.settings.max_frame_bytes
+            why = f"{len(out.payload)} bytes, over the {budget}-byte budget; the next is an IDR"
+            drop_input(self, "frame", BadInput(why, "budget"), what=f"frame {_stamp(header)}")
             return None
         if level is None:
             level = Frame.LEVEL_KEY if out.keyframe else Frame.LEVEL_USEFUL
