@@ -74,8 +74,10 @@ class LinkWatch:
             self.sub.get_publisher_count(),
         )
         if event is not None:
-            log = node.get_logger()
-            (log.info if event.up else log.warning)(event.line)
+            if event.up:  # one call site per severity (rclpy refuses a mix)
+                node.get_logger().info(event.line)
+            else:
+                node.get_logger().warning(event.line)
         if (
             self.health.up is False
             and not node.finished.done()
