@@ -167,8 +167,8 @@ COMPRESSOR = NodeSpec(
         Param(
             "link_retry",
             3.0,
-            "vehicle process: while nothing matches, re-create the DDS participant every this "
-            "many seconds",
+            "vehicle process, TCP profile: while nothing matches and the cloud's port accepts "
+            "connections, re-create the DDS participant every this many seconds",
             min=1.0,
             max=3600.0,
         ),
