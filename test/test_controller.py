@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
 import math
+from dataclasses import replace
 
 import pytest
 
@@ -66,6 +68,28 @@ def test_steps_down_within_two_windows_after_a_bandwidth_drop() -> None:
     assert not ds[2].changed
     ds = run(ctl, [400] * 2, t0=8)  # 73% loss: severe, at once
     assert ds[0].changed and ds[0].entry.kbps == 300
+
+
+def test_steps_up_after_recovery_without_flapping() -> None:
+    ctl = Controller(PROFILE, settings(start_kbps=10_000))
+    run(ctl, [1000] * 4)
+    assert ctl.entry.kbps == 600
+    ds = run(ctl, [8000] * 40, t0=4)
+    assert ctl.entry.kbps == 4000
+    ups = [(i, d) for i, d in enumerate(ds) if d.changed]
+    assert len(ups) == 2 and all("probe up" in d.reason for _, d in ups)
+    assert ups[1][0] - ups[0][0] >= ctl.settings.hold_s  # one step at a time, held
+
+
+def test_a_link_between_two_entries_does_not_flap() -> None:
+    ctl = Controller(PROFILE, settings(start_kbps=600))
+    ds = run(ctl, [1000] * 120)
+    changes = [d for d in ds if d.changed]
+    # probes to 1500 fail and are backed off 20 s, 40 s, 80 s: 3 probes in 2 min
+    assert len(changes) == 6
+    assert all(d.entry.kbps in (600, 1500) for d in changes)  # never past the failed one
+    assert any("probe failed" in d.reason for d in changes)
+    assert ctl.entry.kbps == 600
 
 
 def test_ignores_a_single_noisy_window() -> None:
@@ -156,11 +180,100 @@ LADDER = [  # close entries, as a measured profile has them
 ]
 
 
+def test_climbs_several_close_entries_at_once() -> None:
+    ctl = Controller(LADDER, settings())
+    ds = run(ctl, [10_000] * 40)
+    ups = [d for d in ds if d.changed]
+    assert ctl.entry.kbps == 3800
+    assert len(ups) < len(LADDER) - 1 and all("probe up" in d.reason for d in ups)
+    rates = [300.0] + [d.entry.kbps for d in ups]
+    assert all(b <= 2 * a for a, b in itertools.pairwise(rates))  # at most 2x the current rate
+    one_step = Controller(LADDER, settings(climb_factor=1.0))
+    run(one_step, [10_000] * 40)
+    assert one_step.entry.kbps < 3800  # the one-entry climb is still on its way
+
+
+def test_no_climb_above_the_links_ceiling_after_a_drop() -> None:
+    ctl = Controller(PROFILE, settings(start_kbps=10_000))
+    run(ctl, [8000] * 3)
+    ds = run(ctl, [2000] * 40, t0=3)  # 50% loss at 4000: down to 1500 at once
+    assert ds[0].changed and ds[0].entry.kbps == 1500
+    ceiling = [i for i, d in enumerate(ds) if "link's ceiling 2000" in d.reason]
+    assert ceiling and ceiling[-1] <= 15  # held under 0.8 x 2000 for ceiling_s
+    probes = [i for i, d in enumerate(ds) if d.changed and "probe up" in d.reason]
+    assert probes and probes[0] >= 15  # then it tries again
+    no_ceiling = Controller(PROFILE, settings(start_kbps=10_000, ceiling_s=0.0))
+    run(no_ceiling, [8000] * 3)
+    ds = run(no_ceiling, [2000] * 15, t0=3)
+    assert any(d.changed and "probe up" in d.reason for d in ds)  # after hold_s, not later
+
+
+def test_a_long_silence_does_not_hold_the_climb_down() -> None:
+    """Stall windows after the step to the lowest entry set no ceiling at the lowest rate."""
+    ctl = Controller(PROFILE, settings(start_kbps=1500))
+    ctl.decide(0, window(1500))
+    silences = [ctl.decide(t, window(0, samples=0, silent=t - 0.5)) for t in (2, 3, 4, 5)]
+    assert silences[0].changed and ctl.entry.kbps == 300
+    assert not any(d.changed for d in silences[1:])
+    ds = run(ctl, [8000] * 12, t0=6)
+    ups = [i for i, d in enumerate(ds) if d.changed]
+    assert ups and ups[0] <= 4  # after up_windows and hold_s, not ceiling_s
+    assert ds[ups[0]].entry.kbps == 600  # 2 x 300: one entry (the ceiling of 0.8 x 1500 allows)
+
+
 def test_stalled_after_stall_s_or_three_cloud_times() -> None:
     ctl = Controller(PROFILE, settings(stall_s=1.0))
     assert not ctl.stalled(0.0) and not ctl.stalled(0.9) and ctl.stalled(1.0)
     ctl.decide(0, Window(0, 1, 1, 1, 4000, 0.0, 0.0, 30.0, 2000.0, 1500.0, None, 0.1))
     assert not ctl.stalled(4.0) and ctl.stalled(4.5)  # a 1.5 s cloud is not a stall
+
+
+def test_profile_rates_are_corrected_by_what_the_stream_really_sends() -> None:
+    """The scene costs 1.3x the profiled bits: the corrected controller settles on the entry
+    that really fits instead of probing one that only fits on paper."""
+
+    def run_dear(ctl: Controller, seconds: int) -> list:
+        out = []
+        for t in range(1, seconds + 1):
+            w = replace(link(1.3 * rate_kbps(ctl.entry), 1000), start_s=t - 1, end_s=t)
+            out.append(ctl.decide(t, w))
+        return out
+
+    ctl = Controller(LADDER, settings(start_kbps=500))
+    ds = run_dear(ctl, 120)
+    assert ctl.state.rate_scale == pytest.approx(1.3, abs=0.05)
+    assert any("profile rates x1.3" in d.reason for d in ds if d.changed)
+    downs = [d.entry.kbps for d in ds if d.changed and "step down" in d.reason]
+    assert downs and all(1.3 * r <= 1000 for r in downs)  # every step down really fits
+    naive = Controller(LADDER, settings(start_kbps=500))
+    naive.rate = rate_kbps  # no correction
+    naive_downs = [d.entry.kbps for d in run_dear(naive, 120) if "step down" in d.reason]
+    assert any(1.3 * r > 1000 for r in naive_downs)  # 800 "fits" 0.8 x 1000 on paper only
+
+
+def test_above_an_old_ceiling_one_entry_then_the_climb_speeds_up_again() -> None:
+    ctl = Controller(LADDER, settings(start_kbps=2200))
+    run(ctl, [1000] * 30)  # overrun: the ceiling is 1000
+    assert ctl.entry.kbps <= 800
+    ds = run(ctl, [10_000] * 40, t0=30)
+    ups = [d.entry.kbps for d in ds if d.changed]
+    ladder = [e.kbps for e in LADDER]
+    first = ladder.index(ups[0])
+    assert ladder[first - 1] <= 0.8 * 1000 < ups[0]  # one entry above the old ceiling
+    assert any(ladder.index(b) - ladder.index(a) > 1 for a, b in itertools.pairwise(ups))
+    assert ctl.entry.kbps == 3800
+
+
+def test_a_failed_probe_blocks_the_entries_above_it() -> None:
+    ctl = Controller(LADDER, settings(start_kbps=800, climb_factor=3.0, ceiling_s=0.0))
+    ds = run(ctl, [1200] * 60)  # 1300 and up do not fit
+    ups = [d.entry.kbps for d in ds if d.changed and "probe up" in d.reason]
+    # each failure blocks its rate and those above: the probes come down until one holds
+    assert ups[:4] == [2200, 1700, 1300, 1000]
+    assert ctl.entry.kbps == 1000
+
+
+# -- Measurements -----------------------------------------------------------------------------
 
 
 def sample(seq: int, t: float, size: int = 1000, transport: float = 20.0, **kw) -> StatSample:

@@ -96,46 +96,10 @@ def test_controller_steps_down_after_a_bandwidth_drop(tmp_path, ros):
     assert first.scale == 1 and first.codec == "h264", log
     down = [k for _, k in knobs if k.scale == 4]
     assert down, log
-    assert down[0].seq == first.seq + 1, log
-    # x4 (600 kbit/s at CRF 23) with a bitrate step to 0.8 x the goodput (~1300): rate steps
-    # fill the gap up to the next entry (1500)
-    assert 600 < down[0].bitrate_kbps <= 0.8 * 1500 and down[0].crf == 0, log
-    assert down[0].max_frame_bytes == int(down[0].bitrate_kbps * 1000 / 8 * 0.2), log
+    assert (down[0].crf, down[0].seq) == (23, first.seq + 1), log  # 600 <= 0.8 x 1300
     assert down[0].selection_mode == "" and down[0].quality == 0  # keep
     assert "step down (loss " in log and "goodput" in log, log  # ~20% loss, by window
     assert "Traceback" not in log
-
-
-def test_delay_over_use_backs_off_at_once_before_any_loss(tmp_path, ros):
-    """Every frame arrives, but each waits 30 ms longer than the one before (a queue grows on
-    the link): the controller backs off within a second, in the middle of a long window."""
-    from cloudseg.msg import FrameStats
-
-    with controller_running(ros, tmp_path, window_s=30.0) as (node, knobs, pub):
-        sent0, arrival0 = 10**12, 5 * 10**15  # the two hosts' clocks differ by days
-        t0 = time.monotonic()
-        seq = 0
-        while time.monotonic() - t0 < 6 and len(knobs) < 2:
-            seq += 1
-            delay_ns = (30_000_000 * (seq - 40)) if seq > 40 else 0  # a queue from frame 40
-            stats = FrameStats(
-                seq=seq,
-                codec="h264",
-                payload_bytes=25_000,
-                frames_received=seq,
-                bytes_received=seq * 25_000,
-                transport_ms=20.0,
-                total_ms=40.0,
-                sent_ns=sent0 + seq * 50_000_000,
-                arrival_ns=arrival0 + seq * 50_000_000 + delay_ns,
-            )
-            stats.header.stamp = node.get_clock().now().to_msg()
-            pub.publish(stats)
-            spin_for(node, 0.05, spin_s=0.01)
-    log = (tmp_path / "controller.log").read_text()
-    assert len(knobs) >= 2 and seq < 80, log  # within ~40 frames of the queue starting
-    assert "back off (delay over-use)" in log, log
-    assert knobs[1][1].scale > 1 or knobs[1][1].bitrate_kbps < 4000, log
 
 
 def test_a_stall_steps_down_between_windows(tmp_path, ros):

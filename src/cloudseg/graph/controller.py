@@ -32,8 +32,8 @@ CONTROLLER = NodeSpec(
             min=0.0,
             max=1_000_000.0,
         ),
-        Param("hold_s", 2.0, "no step up sooner than this after a change", min=0.0, max=600.0),
-        Param("up_windows", 2, "good windows in a row before a probe up", min=1, max=100),
+        Param("hold_s", 5.0, "no step up sooner than this after a change", min=0.0, max=600.0),
+        Param("up_windows", 3, "good windows in a row before a probe up", min=1, max=100),
         Param(
             "bad_windows",
             2,
@@ -63,8 +63,8 @@ CONTROLLER = NodeSpec(
         ),
         Param(
             "probe_backoff_s",
-            5.0,
-            "a failed probe up is not retried for this long (doubling each time, at most 4x)",
+            20.0,
+            "a failed probe up is not retried for this long (doubling each time)",
             min=0.0,
             max=3600.0,
         ),
@@ -110,50 +110,9 @@ CONTROLLER = NodeSpec(
             min=0.0,
             max=3600.0,
         ),
-        Param(
-            "probe_gain",
-            1.25,
-            "a probe up aims at this x the measured goodput (BBR's gain; squared after two "
-            "probes in a row held, at most climb_factor)",
-            min=1.0,
-            max=2.0,
-        ),
-        Param(
-            "overuse_backoff",
-            0.85,
-            "on delay over-use (a growing queue, before loss): back off at once to this x the "
-            "rate reaching the cloud",
-            min=0.1,
-            max=0.99,
-        ),
-        Param(
-            "overuse_hold_s",
-            1.0,
-            "after a back-off, over-use is not acted on again for this long (the queue drains)",
-            min=0.0,
-            max=60.0,
-        ),
-        Param(
-            "rate_steps",
-            True,
-            "within a scale, follow the rate target with H.264 bitrate steps (the scale changes "
-            "only where the profile's most accurate entry for the target changes)",
-        ),
-        Param(
-            "frame_budget_s",
-            0.2,
-            "Knob.max_frame_bytes = target rate x this (what the link drains in this long; "
-            "0 = no cap)",
-            min=0.0,
-            max=10.0,
-        ),
     ),
     live=frozenset(
         (
-            "probe_gain",
-            "overuse_backoff",
-            "overuse_hold_s",
-            "frame_budget_s",
             "safety",
             "latency_bound_ms",
             "hold_s",

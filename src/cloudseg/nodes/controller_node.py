@@ -15,7 +15,6 @@ from pathlib import Path
 from rclpy.node import Node
 
 from cloudseg.control.controller import Controller, ControllerSettings, Decision
-from cloudseg.control.delay import Usage
 from cloudseg.control.knob import knob_line
 from cloudseg.control.profile import PROFILE_FILE, ProfileEntry, load_profile
 from cloudseg.control.window import Measurements, StatSample
@@ -52,12 +51,11 @@ def knob_for(decision: Decision, seq: int) -> Knob:
         useful_threshold=float(e.useful_threshold),
         selection_mode="",  # keep
         codec="h264",
-        bitrate_kbps=int(decision.bitrate_kbps or e.bitrate_kbps),
-        crf=0 if decision.bitrate_kbps else int(e.crf),
+        bitrate_kbps=int(e.bitrate_kbps),
+        crf=int(e.crf),
         quality=0,  # keep
         sr_bypass=bool(e.sr_bypass),
         request_full_frame=decision.request_full_frame,
-        max_frame_bytes=int(decision.max_frame_bytes),
     )
 
 
@@ -76,7 +74,7 @@ class ControllerNode(Node):
         self.window = self.create_timer(float(p["window_s"]), self.on_window)
         self.create_timer(STALL_CHECK_S, self.on_stall_check)
         self.stall_handled = False  # the current silence was already acted on
-        self.publish(self.controller.start())
+        self.publish(Decision(self.controller.entry, "start", changed=True))
 
     def on_parameters(self, changes: dict) -> None:
         """`ros2 param set`: the controller's thresholds apply from the next window."""
@@ -114,8 +112,6 @@ class ControllerNode(Node):
             frames_received=int(s.frames_received),
             bytes_received=int(s.bytes_received),
             accuracy=float(s.accuracy_estimate),
-            sent_ns=int(s.sent_ns),
-            arrival_ns=int(s.arrival_ns),
         )
         bad = [
             name
@@ -124,10 +120,7 @@ class ControllerNode(Node):
         ]
         if bad or sample.total_ms < 0 or sample.accuracy > 1:
             raise BadInput(f"stats of frame {sample.seq}: {', '.join(bad) or 'range'}", "stats")
-        if self.measurements.add(sample) is Usage.OVERUSE:  # a queue grows: act now
-            d = self.controller.overuse(self.now_s(), self.measurements.detector.incoming_kbps())
-            if d.changed:
-                self.publish(d)
+        self.measurements.add(sample)
 
     @boundary("stall")
     def on_stall_check(self) -> None:
@@ -157,8 +150,7 @@ class ControllerNode(Node):
         knob.header.stamp = self.get_clock().now().to_msg()
         self.pub.publish(knob)
         if d.changed:
-            rate = f" at {d.bitrate_kbps} kbit/s" if d.bitrate_kbps else ""
-            self.get_logger().info(knob_line(self.seq, d.entry.describe() + rate, d.reason))
+            self.get_logger().info(knob_line(self.seq, d.entry.describe(), d.reason))
         else:
             self.get_logger().info(f"knob {self.seq}: one full-resolution frame (online profiling)")
             self.get_logger().debug(d.reason)
