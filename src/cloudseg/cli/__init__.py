@@ -9,8 +9,9 @@ export and serve.
 from __future__ import annotations
 
 import logging
+import os
 import sys
-from typing import Any
+from typing import Any, NoReturn
 
 from cloudseg.stop_signals import INTERRUPTED_EXIT
 
@@ -42,6 +43,18 @@ def bad_input_errors() -> tuple[type[Exception], ...]:
     return (DataError,)
 
 
+def _exit_interrupted(line: str) -> NoReturn:
+    """One line, then exit 130 at once. A Ctrl-C that lands while modules import can set
+    CPython's "unhandled KeyboardInterrupt" flag (inside code extension modules run through
+    PyRun_*) even though `main` caught it; Python would then end by killing itself with SIGINT
+    (status -2) instead of the 130 callers read. Nothing has started yet, so nothing needs the
+    interpreter's finalisation."""
+    print(line, file=sys.stderr)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(INTERRUPTED_EXIT)
+
+
 def main(argv: list[str] | None = None) -> int:
     try:
         from cloudseg.cli.parser import build_parser
@@ -51,8 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:  # while it starts (imports): one line, no traceback
         words = argv if argv is not None else sys.argv[1:]
         command = next((w for w in words[:1] if not w.startswith("-")), "")
-        print(f"cloudseg {command}: interrupted".replace(" :", ":"), file=sys.stderr)
-        return INTERRUPTED_EXIT
+        _exit_interrupted(f"cloudseg {command}: interrupted".replace(" :", ":"))
     if rest and not getattr(args, "passes_options", False):
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
     args.rest = rest
@@ -65,8 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:  # before a command installed its own handling, or one without
-        print(f"cloudseg {args.command}: interrupted", file=sys.stderr)
-        return INTERRUPTED_EXIT
+        _exit_interrupted(f"cloudseg {args.command}: interrupted")
     except Exception as exc:
         if args.verbose:
             raise
