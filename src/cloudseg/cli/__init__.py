@@ -8,10 +8,12 @@ export and serve.
 
 from __future__ import annotations
 
-import logging
 import os
 import sys
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # `main` guards every other import: Ctrl-C while they run is handled
+    from typing import Any, NoReturn
 
 from cloudseg.stop_signals import INTERRUPTED_EXIT
 
@@ -47,8 +49,8 @@ def _exit_interrupted(line: str) -> NoReturn:
     """One line, then exit 130 at once. A Ctrl-C that lands while modules import can set
     CPython's "unhandled KeyboardInterrupt" flag (inside code extension modules run through
     PyRun_*) even though `main` caught it; Python would then end by killing itself with SIGINT
-    (status -2) instead of the 130 callers read. Nothing has started yet, so nothing needs the
-    interpreter's finalisation."""
+    (status -2) instead of the 130 callers read. Commands stop what they started on the way out
+    (`finally`), so nothing here needs the interpreter's finalisation."""
     print(line, file=sys.stderr)
     sys.stdout.flush()
     sys.stderr.flush()
@@ -65,6 +67,8 @@ def main(argv: list[str] | None = None) -> int:
         words = argv if argv is not None else sys.argv[1:]
         command = next((w for w in words[:1] if not w.startswith("-")), "")
         _exit_interrupted(f"cloudseg {command}: interrupted".replace(" :", ":"))
+    import logging
+
     if rest and not getattr(args, "passes_options", False):
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
     args.rest = rest
