@@ -54,8 +54,8 @@ class ControllerSettings:
     safety: float = 0.8  # use at most this fraction of the measured goodput
     latency_bound_ms: float = 500.0  # transport + cloud time per frame (0: no bound)
     start_kbps: float = 0.0  # start at the most accurate entry under this (0: the lowest)
-    hold_s: float = 5.0  # no step up sooner than this after a change
-    up_windows: int = 3  # good windows in a row before a probe up
+    hold_s: float = 3.0  # no step up sooner than this after a change
+    up_windows: int = 2  # good windows in a row before a probe up
     bad_windows: int = 2  # bad windows in a row before a step down (1 is noise)
     loss_bad: float = 0.05  # a window with more loss is bad
     loss_severe: float = 0.3  # ... and with this much, step down at once
@@ -69,6 +69,9 @@ class ControllerSettings:
     # full-resolution IDR (~100 kB) blocks a thin link for about a second
     climb_factor: float = 2.0  # a step up reaches at most this x the current rate (1: one entry)
     ceiling_s: float = 15.0  # after a step down, no step up above the link's ceiling this long
+    queue_severe_ms: float = 60.0  # delay over-use with this much queue: step down at once
+    probe_gain: float = 1.5  # a probe sends at most this x what arrives, raised per good window
+    frame_burst: float = 3.0  # no frame larger than this x the entry's mean frame (0: no cap)
 
     def __post_init__(self) -> None:
         if not 0 < self.safety <= 1:
@@ -79,6 +82,10 @@ class ControllerSettings:
             raise ValueError(f"climb_factor must be >= 1, got {self.climb_factor}")
         if not self.ceiling_s >= 0:
             raise ValueError(f"ceiling_s must be >= 0, got {self.ceiling_s}")
+        if not (self.probe_gain == 0 or self.probe_gain > 1):
+            raise ValueError(f"probe_gain must be 0 (off) or > 1, got {self.probe_gain}")
+        if not (self.frame_burst == 0 or self.frame_burst >= 1):
+            raise ValueError(f"frame_burst must be 0 (no cap) or >= 1, got {self.frame_burst}")
 
 
 @dataclass(frozen=True)
@@ -89,12 +96,25 @@ class Decision:
     reason: str
     request_full_frame: bool = False
     changed: bool = False  # the entry differs from the previous decision's
+    frame_budget: int = 0  # the largest frame to send, bytes (0: no cap)
 
 
 RATE_SCALE_MIN, RATE_SCALE_MAX = 0.5, 2.0
 """Bounds of the online correction of the profile's rates."""
 RATE_SCALE_ALPHA = 0.3
 """Smoothing of the online correction (weight of one clean window)."""
+DRAIN_MIN = 0.25
+"""A step down that drains a queue keeps at least this share of the link."""
+DRAINED_MS = 20.0
+"""A queue estimate under this is drained."""
+CEILING_GAIN = 1.15
+"""A probe's gain per window above the link's last ceiling."""
+RAMP_BINDS = 0.7
+"""A probe's cap binds while what arrives is at least this share of it."""
+MIN_LOSS_FRAMES = 4
+"""A window's loss counts from this many frames sent (a window closed early has few)."""
+DRAIN_GRACE_S = 0.5
+"""After a step down, over-use is ignored while the queue it left drains (plus this)."""
 
 
 def rate_kbps(e: ProfileEntry) -> float:
@@ -122,6 +142,12 @@ class _State:
     ceiling_kbps: float = math.inf  # what the link carried when it was last overrun
     ceiling_until_s: float = -math.inf  # ... trusted until then
     rate_scale: float = 1.0  # measured / profiled rate of the entries (smoothed)
+    fps: float = 0.0  # frames sent per second (smoothed; 0: not measured yet)
+    draining: bool = False  # stepped below the link to drain its queue: climb back when empty
+    frame_budget: int = 0  # the budget of the entry in force
+    ramp_kbps: float = math.inf  # a paced probe's rate cap (inf: none)
+    ramp_idle: int = 0  # windows in a row that sent well under the cap
+    drain_until_s: float = -math.inf  # over-use before then is the queue of a step down
 
 
 class Controller:
@@ -177,7 +203,54 @@ class Controller:
         if changed:
             self.entry = entry
             self.state.last_change_s = now
-        return Decision(entry, reason, full, changed)
+            self.state.frame_budget = self.frame_budget(entry)
+        return Decision(entry, reason, full, changed, self.state.frame_budget)
+
+    def _hold(self, reason: str, full: bool = False) -> Decision:
+        return Decision(self.entry, reason, full, False, self.state.frame_budget)
+
+    def frame_budget(self, e: ProfileEntry) -> int:
+        """Frames that fit: at most ``frame_burst`` x the entry's mean frame (its rate over the
+        frame rate it sends at), so one frame (an IDR after a change included) never fills the
+        link's queue for long. 0 (no cap) until the frame rate is measured."""
+        fps = self.state.fps
+        if e.max_fps > 0:
+            fps = min(fps, e.max_fps)
+        burst = self.settings.frame_burst * self.rate(e)
+        rate = min(burst, self.state.ramp_kbps) if burst > 0 else self.state.ramp_kbps
+        if fps <= 0 or not math.isfinite(rate):
+            return 0
+        return int(rate * 1000 / 8 / fps)
+
+    def _gain(self) -> float:
+        """A probe's gain: ``probe_gain``; above a link's ceiling (what it carried when last
+        overrun) at most CEILING_GAIN, so a link that did not grow is overrun by little."""
+        g = self.settings.probe_gain
+        return min(g, CEILING_GAIN) if math.isfinite(self.state.ceiling_kbps) else g
+
+    def _ramp(self, w: Window, full: bool) -> Decision | None:
+        """A paced probe's next step: after a good window its rate cap grows by
+        ``probe_gain``, until the entry's own frames fit (the probe then counts its good
+        windows). None when no probe is ramping."""
+        st = self.state
+        if not math.isfinite(st.ramp_kbps):
+            return None
+        binds = w.goodput_kbps >= RAMP_BINDS * st.ramp_kbps
+        st.ramp_idle = 0 if binds else st.ramp_idle + 1
+        # the next cap from what arrived under this one (BBR's gain on the delivery rate)
+        ramp = max(st.ramp_kbps, self._gain() * w.goodput_kbps)
+        st.good = 0
+        if ramp >= self.rate(self.entry) or st.ramp_idle >= 2:  # the cap no longer binds
+            st.ramp_kbps = math.inf
+            st.frame_budget = self.frame_budget(self.entry)
+            return self._hold(f"probe ramp done: the entry's own rate fits ({w.describe()})", full)
+        st.ramp_kbps = ramp
+        st.frame_budget = self.frame_budget(self.entry)
+        return self._hold(
+            f"probe ramp: up to {st.ramp_kbps:.0f} kbit/s, frames up to {st.frame_budget} B "
+            f"({w.describe()})",
+            full,
+        )
 
     # -- the decision -------------------------------------------------------------------------
     def decide(self, now: float, w: Window, accuracy: float | None = None) -> Decision:
@@ -192,6 +265,7 @@ class Controller:
         if w.samples and math.isfinite(w.cloud_ms):
             st.cloud_ms = w.cloud_ms
         self._learn_rate(w)
+        self._learn_fps(w)
 
         # 1. the worst case: the accuracy estimate below the floor
         if st.worst_until_s != -math.inf and now >= st.worst_until_s:
@@ -205,8 +279,7 @@ class Controller:
             elif not st.confirming:
                 st.confirming = True
                 st.next_full_s = now + s.full_frame_every_s if s.full_frame_every_s > 0 else 0
-                return Decision(
-                    self.entry,
+                return self._hold(
                     f"accuracy estimate {accuracy:.2f} below the floor {s.accuracy_floor:.2f}: "
                     "asking for another full frame to confirm",
                     True,
@@ -233,36 +306,45 @@ class Controller:
                     return self._change(
                         now, best, f"{floor} with SR bypassed: raise resolution", full
                     )
-                return Decision(
-                    self.entry, f"{floor} with SR bypassed; no finer entry fits the rate", full
-                )
+                return self._hold(f"{floor} with SR bypassed; no finer entry fits the rate", full)
 
         # 2. step down, fast
         stalled = self.stalled(w.silent_s)  # also when stats stopped within the window
         bad_why = []
-        if w.samples and w.loss > s.loss_bad:
+        counted = w.samples and w.frames_sent >= MIN_LOSS_FRAMES  # 1 of 2 lost is no rate
+        counted = counted and now >= st.drain_until_s  # loss of the overrun a step down ended
+        if counted and w.loss > s.loss_bad:
             bad_why.append(f"loss {w.loss:.0%}")
         if w.samples and w.trend_ms_per_s > s.trend_bad_ms_per_s:
             bad_why.append(f"latency rising {w.trend_ms_per_s:.0f} ms/s")
+        if w.samples and w.overuse and now >= st.drain_until_s:
+            bad_why.append(f"delay over-use, queue {w.queue_ms:.0f} ms")
         if stalled:
             bad_why.append(f"no stats for {w.silent_s:.1f} s")
         if bad_why:
             st.bad += 1
             st.good = 0
-            severe = stalled or w.loss >= s.loss_severe
+            queued = w.overuse and w.queue_ms >= s.queue_severe_ms and now >= st.drain_until_s
+            severe = stalled or (counted and w.loss >= s.loss_severe) or queued
             if not severe and st.bad < s.bad_windows:
-                return Decision(
-                    self.entry,
+                return self._hold(
                     f"bad window {st.bad}/{s.bad_windows} ({', '.join(bad_why)}): holding",
                     full,
                 )
             return self._step_down(now, w, ", ".join(bad_why), stalled, full)
         if w.samples == 0:
-            return Decision(self.entry, "no stats in this window: holding", full)
+            return self._hold("no stats in this window: holding", full)
+
+        if (w.overuse or w.loss > s.loss_bad) and now < st.drain_until_s:  # neither good nor bad
+            st.bad = st.good = 0
+            return self._hold(f"draining the queue the step down left: {w.describe()}", full)
 
         # 3. step up, carefully
         st.bad = 0
         st.good += 1
+        ramp = self._ramp(w, full)
+        if ramp is not None:
+            return ramp
         if st.probing is not None and st.good >= s.up_windows:  # the probe held
             if rate_kbps(st.probing) >= st.blocked_kbps:  # where one failed: the link grew
                 st.backoff_s, st.blocked_kbps = 0.0, math.inf
@@ -271,6 +353,8 @@ class Controller:
             st.probing = None
         cands, note = self._candidates(w)
         base = self._base()
+        if st.draining and w.queue_ms < DRAINED_MS:
+            return self._after_drain(now, w, cands, full)
         if base not in cands:  # the latency bound no longer admits the current entry
             lower = [e for e in cands if rate_kbps(e) <= rate_kbps(base)] or cands[:1]
             best = max(lower, key=lambda e: e.miou)
@@ -278,15 +362,14 @@ class Controller:
                 now, best, f"latency: predicted over {s.latency_bound_ms:.0f} ms{note}", full
             )
         if st.good < s.up_windows or now - st.last_change_s < s.hold_s:
-            return Decision(self.entry, f"holding: {w.describe()}", full)
+            return self._hold(f"holding: {w.describe()}", full)
         up = [e for e in cands if rate_kbps(e) > rate_kbps(base) and e.miou > base.miou]
         if not up:
-            return Decision(self.entry, f"at the top that fits{note}: {w.describe()}", full)
+            return self._hold(f"at the top that fits{note}: {w.describe()}", full)
         if now < st.blocked_until_s:  # a failed probe blocks its rate and the ones above
             up = [e for e in up if rate_kbps(e) < st.blocked_kbps]
             if not up:
-                return Decision(
-                    self.entry,
+                return self._hold(
                     f"holding: the probe up failed, next try in {st.blocked_until_s - now:.0f} s",
                     full,
                 )
@@ -294,8 +377,7 @@ class Controller:
             cap = s.safety * st.ceiling_kbps
             up = [e for e in up if self.rate(e) <= cap]
             if not up:
-                return Decision(
-                    self.entry,
+                return self._hold(
                     f"holding: at the top under {s.safety:g} x the link's ceiling "
                     f"{st.ceiling_kbps:.0f} kbit/s for {st.ceiling_until_s - now:.0f} s more",
                     full,
@@ -307,6 +389,8 @@ class Controller:
         nxt = max(near, key=lambda e: e.miou) if near else min(up, key=rate_kbps)
         st.good = 0
         st.probing = nxt
+        if s.probe_gain > 0:  # paced: frames capped at probe_gain x what arrives, then raised
+            st.ramp_kbps, st.ramp_idle = self._gain() * w.goodput_kbps, 0
         return self._change(
             now,
             nxt,
@@ -334,6 +418,34 @@ class Controller:
             ratio = min(max(w.goodput_kbps / nominal, RATE_SCALE_MIN), RATE_SCALE_MAX)
             st.rate_scale += RATE_SCALE_ALPHA * (ratio - st.rate_scale)
 
+    def _learn_fps(self, w: Window) -> None:
+        """The frame rate the vehicle sends at (frame budgets divide an entry's rate by it)."""
+        duration = w.end_s - w.start_s
+        if w.samples >= 2 and w.frames_sent > 0 and duration > 0:
+            fps = w.frames_sent / duration
+            st = self.state
+            st.fps = fps if st.fps <= 0 else st.fps + 0.3 * (fps - st.fps)
+
+    def _after_drain(
+        self, now: float, w: Window, cands: list[ProfileEntry], full: bool
+    ) -> Decision:
+        """The queue a step down left has drained: back to the most accurate entry under
+        ``safety`` x the link's ceiling, without waiting for ``hold_s``."""
+        s, st = self.settings, self.state
+        st.draining = False
+        cap = s.safety * st.ceiling_kbps
+        fits = [e for e in cands if self.rate(e) <= cap and e.miou > self._base().miou]
+        if not fits:
+            return self._hold(f"queue drained: {w.describe()}", full)
+        best = max(fits, key=lambda e: (e.miou, -rate_kbps(e)))
+        return self._change(
+            now,
+            best,
+            f"queue drained: back to {s.safety:g} x the link's {st.ceiling_kbps:.0f} "
+            f"kbit/s = {cap:.0f} kbit/s",
+            full,
+        )
+
     def stalled(self, silent_s: float) -> bool:
         """Whether `silent_s` without stats is a stall (the node checks between windows, so a
         collapse is met within ``stall_s``, not up to a window later)."""
@@ -347,6 +459,9 @@ class Controller:
     def _step_down(self, now: float, w: Window, why: str, stalled: bool, full: bool) -> Decision:
         s, st = self.settings, self.state
         st.bad = 0
+        if math.isfinite(st.ramp_kbps):  # a paced probe failed: its cap goes with it
+            st.ramp_kbps = math.inf
+            st.frame_budget = self.frame_budget(self.entry)
         base = self._base()
         if st.probing is not None and st.probing == base:  # the probe failed: back off
             st.backoff_s = 2 * st.backoff_s if st.backoff_s else s.probe_backoff_s
@@ -358,26 +473,35 @@ class Controller:
             why += f"; probe failed, not retried for {st.backoff_s:.0f} s"
         cands, note = self._candidates(w)
         lower = [e for e in cands if rate_kbps(e) < rate_kbps(base)]
+        link = w.goodput_kbps if w.samples else math.inf  # what arrives in the window, or
+        if math.isfinite(w.incoming_kbps) and w.incoming_kbps > 0:  # the last second's (a
+            link = w.incoming_kbps  # window closed early at an over-use is too short to tell)
+        # drain what queued (within about a second: BBR's drain; after a stall, at the lowest
+        # entry), then climb back at once
+        share = max(DRAIN_MIN, min(s.safety, 1 - w.queue_ms / 1000)) if w.overuse else s.safety
+        st.draining = (share < s.safety or stalled) and s.ceiling_s > 0
+        # the queue drains at (1 - share) x the link: until then over-use is that queue
+        st.drain_until_s = now + DRAIN_GRACE_S + w.queue_ms / 1000 / max(1 - share, 0.2)
         if stalled:
             target = cands[0]
             fit = "the lowest entry"
         else:
-            cap = self.settings.safety * w.goodput_kbps
+            cap = share * link
             fitting = [e for e in lower if self.rate(e) <= cap]
             if fitting:
                 target = max(fitting, key=lambda e: (e.miou, -rate_kbps(e)))
                 fit = (
-                    f"fits {s.safety:g} x goodput {w.goodput_kbps:.0f} = {cap:.0f} kbit/s"
-                    f"{self._rates_note()}"
+                    f"fits {share:.2g} x goodput {link:.0f} = {cap:.0f} kbit/s"
+                    f"{' (draining the queue)' if st.draining else ''}{self._rates_note()}"
                 )
             elif lower:
                 target = lower[0]
                 fit = f"nothing fits {cap:.0f} kbit/s: the lowest entry"
             else:
-                return Decision(self.entry, f"{why}: already at the lowest entry", full)
+                return self._hold(f"{why}: already at the lowest entry", full)
         if rate_kbps(target) >= rate_kbps(base):
-            return Decision(self.entry, f"{why}: already at the lowest entry", full)
+            return self._hold(f"{why}: already at the lowest entry", full)
         if s.ceiling_s > 0:  # what the link carried when overrun: no climb above it for a while
-            st.ceiling_kbps = self.rate(base) if stalled else w.goodput_kbps
+            st.ceiling_kbps = min(link, self.rate(base)) if stalled else link
             st.ceiling_until_s = now + s.ceiling_s
         return self._change(now, target, f"step down ({why}): {fit}{note}", full)

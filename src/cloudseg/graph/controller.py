@@ -32,8 +32,8 @@ CONTROLLER = NodeSpec(
             min=0.0,
             max=1_000_000.0,
         ),
-        Param("hold_s", 5.0, "no step up sooner than this after a change", min=0.0, max=600.0),
-        Param("up_windows", 3, "good windows in a row before a probe up", min=1, max=100),
+        Param("hold_s", 3.0, "no step up sooner than this after a change", min=0.0, max=600.0),
+        Param("up_windows", 2, "good windows in a row before a probe up", min=1, max=100),
         Param(
             "bad_windows",
             2,
@@ -110,6 +110,30 @@ CONTROLLER = NodeSpec(
             min=0.0,
             max=3600.0,
         ),
+        Param(
+            "queue_severe_ms",
+            60.0,
+            "delay over-use (the cloud's arrival times) with a queue estimate this long: step down "
+            "at once, below the link until the queue drained",
+            min=1.0,
+            max=10000.0,
+        ),
+        Param(
+            "probe_gain",
+            1.5,
+            "paced probes: a step up sends at most this x what arrives (a per-frame budget), "
+            "raised by this factor per good window until the entry's own frames fit (0 = off)",
+            min=0.0,
+            max=10.0,
+        ),
+        Param(
+            "frame_burst",
+            3.0,
+            "frames that fit: no frame larger than this x the entry's mean frame (its rate over "
+            "the frame rate), IDRs included; the Knob's max_frame_bytes (0 = no cap)",
+            min=0.0,
+            max=100.0,
+        ),
     ),
     live=frozenset(
         (
@@ -129,6 +153,9 @@ CONTROLLER = NodeSpec(
             "full_frame_min_kbps",
             "climb_factor",
             "ceiling_s",
+            "queue_severe_ms",
+            "probe_gain",
+            "frame_burst",
         )
     ),
     ready=(Endpoint("controller", "sub", STATS_TOPIC),),

@@ -188,11 +188,14 @@ class FrameCompressor:
         if key != self._encoder_key or (s.codec == "h264" and (s.gop == 1 or keyframe)):
             self._encoder = make_encoder(s.codec, **s.encoder_params())
             self._encoder_key = key
+        # the profiling frame is measured as the full-resolution stream would send it: a budget
+        # sized for low-resolution frames would blur it and the accuracy it estimates
+        budget = 0 if full_resolution else s.max_frame_bytes
         if s.codec == "h264":
-            self._encoder.set_frame_budget(s.max_frame_bytes)
+            self._encoder.set_frame_budget(budget)
         encoded = self._encoder.encode(small)
         ms = (time.perf_counter() - t0) * 1e3
-        over = bool(s.max_frame_bytes) and len(encoded.payload) > s.max_frame_bytes
+        over = bool(budget) and len(encoded.payload) > budget
         if over:
             self.over_budget_frames += 1
             self._keyframe_requested |= not encoded.keyframe  # dropped: restart the stream

@@ -15,6 +15,7 @@ from pathlib import Path
 from rclpy.node import Node
 
 from cloudseg.control.controller import Controller, ControllerSettings, Decision
+from cloudseg.control.delay import Usage
 from cloudseg.control.knob import knob_line
 from cloudseg.control.profile import PROFILE_FILE, ProfileEntry, load_profile
 from cloudseg.control.window import Measurements, StatSample
@@ -56,6 +57,7 @@ def knob_for(decision: Decision, seq: int) -> Knob:
         quality=0,  # keep
         sr_bypass=bool(e.sr_bypass),
         request_full_frame=decision.request_full_frame,
+        max_frame_bytes=decision.frame_budget,
     )
 
 
@@ -69,11 +71,13 @@ class ControllerNode(Node):
         self.controller = Controller(profile, settings)
         self.measurements = Measurements()
         self.seq = 0
+        self.published_budget = 0  # the frame budget of the last Knob
         self.pub = self.create_publisher(Knob, KNOB_TOPIC, qos_for(KNOB_TOPIC))
         self.create_subscription(FrameStats, STATS_TOPIC, self.on_stats, qos_for(STATS_TOPIC))
         self.window = self.create_timer(float(p["window_s"]), self.on_window)
         self.create_timer(STALL_CHECK_S, self.on_stall_check)
         self.stall_handled = False  # the current silence was already acted on
+        self.queue_handled = False  # the current over-use was already acted on
         self.publish(Decision(self.controller.entry, "start", changed=True))
 
     def on_parameters(self, changes: dict) -> None:
@@ -112,6 +116,8 @@ class ControllerNode(Node):
             frames_received=int(s.frames_received),
             bytes_received=int(s.bytes_received),
             accuracy=float(s.accuracy_estimate),
+            sent_ns=int(s.sent_ns),
+            arrival_ns=int(s.arrival_ns),
         )
         bad = [
             name
@@ -120,7 +126,14 @@ class ControllerNode(Node):
         ]
         if bad or sample.total_ms < 0 or sample.accuracy > 1:
             raise BadInput(f"stats of frame {sample.seq}: {', '.join(bad) or 'range'}", "stats")
-        self.measurements.add(sample)
+        usage = self.measurements.add(sample)
+        queue_ms = self.measurements.detector.queue_ms
+        if usage is not Usage.OVERUSE or queue_ms < self.controller.settings.queue_severe_ms:
+            self.queue_handled = False
+        elif not self.queue_handled:  # a queue is growing: act now, not at the window's end
+            self.queue_handled = True
+            self.window.reset()
+            self.on_window()
 
     @boundary("stall")
     def on_stall_check(self) -> None:
@@ -138,7 +151,8 @@ class ControllerNode(Node):
         now = self.now_s()
         window = self.measurements.take(now)
         decision = self.controller.decide(now, window)
-        if decision.changed or decision.request_full_frame:
+        budget_moved = decision.frame_budget != self.published_budget
+        if decision.changed or decision.request_full_frame or budget_moved:
             self.publish(decision)
         else:
             self.get_logger().debug(decision.reason)
@@ -146,11 +160,14 @@ class ControllerNode(Node):
     def publish(self, d: Decision) -> None:
         self.seq += 1
         knob = knob_for(d, self.seq)
+        self.published_budget = d.frame_budget
         # the stamp tells a (re)started compressor whether a one-shot request is for it
         knob.header.stamp = self.get_clock().now().to_msg()
         self.pub.publish(knob)
         if d.changed:
             self.get_logger().info(knob_line(self.seq, d.entry.describe(), d.reason))
+        elif not d.request_full_frame:
+            self.get_logger().info(f"knob {self.seq}: {d.reason}")
         else:
             self.get_logger().info(f"knob {self.seq}: one full-resolution frame (online profiling)")
             self.get_logger().debug(d.reason)
