@@ -362,3 +362,87 @@ def test_accuracy_estimate_compares_the_streamed_frame_with_the_full_one() -> No
     assert label_agreement(full, 1 - full) == 0.0
     with pytest.raises(ValueError):
         label_agreement(full, full[:10])
+
+
+def timed(
+    t: float,
+    goodput: float,
+    *,
+    loss: float = 0.0,
+    frames: int = 10,
+    overuse: bool = False,
+    incoming: float = math.nan,
+    queue_ms: float = 0.0,
+) -> Window:
+    """The window [t, t + 1) of a stream at 10 frames/s, with the delay detector's view."""
+    return Window(
+        t, t + 1, frames, frames, goodput, loss, 0.0, 30.0, 100.0, 50.0, None, 0.1,
+        overuse=overuse, incoming_kbps=incoming, queue_ms=queue_ms,
+    )  # fmt: skip
+
+
+def test_overuse_with_a_queue_steps_down_at_once_drains_and_climbs_back() -> None:
+    ctl = Controller(PROFILE, settings(start_kbps=10_000))
+    ctl.decide(0, timed(0, 4000))
+    down = ctl.decide(1, timed(1, 3000, overuse=True, incoming=2000, queue_ms=400))
+    # one window suffices; under (1 - 0.4) x 2000 = 1200 kbit/s, so the queue drains
+    assert down.changed and down.entry.kbps == 600
+    assert "delay over-use, queue 400 ms" in down.reason and "draining the queue" in down.reason
+    held = ctl.decide(2, timed(2, 600, overuse=True, incoming=1500, queue_ms=200, loss=0.1))
+    assert not held.changed and "draining" in held.reason  # that queue: neither good nor bad
+    back = ctl.decide(3, timed(3, 600, incoming=900, queue_ms=5))
+    assert back.changed and back.entry.kbps == 1500  # at once under 0.8 x 2000, no hold_s
+    assert "queue drained" in back.reason
+
+
+def test_overuse_without_a_queue_needs_two_windows() -> None:
+    ctl = Controller(PROFILE, settings(start_kbps=10_000))
+    ctl.decide(0, timed(0, 4000))
+    first = ctl.decide(1, timed(1, 4000, overuse=True, incoming=4000, queue_ms=20))
+    assert not first.changed and "bad window 1/2" in first.reason
+    second = ctl.decide(2, timed(2, 4000, overuse=True, incoming=4000, queue_ms=20))
+    assert second.changed and second.entry.kbps == 1500  # under 0.8 x 4000
+
+
+def test_loss_in_a_window_of_few_frames_is_not_counted() -> None:
+    ctl = Controller(PROFILE, settings(start_kbps=10_000))
+    ctl.decide(0, timed(0, 4000))
+    d = ctl.decide(1, timed(1, 4000, loss=0.5, frames=2))  # 1 of 2: a window closed early
+    assert not d.changed and "bad window" not in d.reason
+    assert ctl.decide(2, timed(2, 4000, loss=0.5)).changed  # 5 of 10 is a rate
+
+
+def test_every_entry_gets_a_frame_budget_of_frame_burst_mean_frames() -> None:
+    ctl = Controller(PROFILE, settings(start_kbps=600))
+    assert ctl.decide(0, timed(0, 600)).frame_budget == 0  # no frame rate measured yet
+    assert ctl.frame_budget(ctl.entry) == 3 * 600 * 1000 // 8 // 10  # 3 mean frames at 10 fps
+    d = ctl.decide(1, timed(1, 100, loss=0.6))
+    assert d.changed and d.frame_budget == 3 * 300 * 1000 // 8 // 10
+    assert Controller(PROFILE, settings(frame_burst=0.0)).frame_budget(PROFILE[0]) == 0
+
+
+def test_a_probe_is_paced_by_its_frame_budget() -> None:
+    ctl = Controller(PROFILE, settings(start_kbps=600))
+    t, d = 0, None
+    while d is None or not d.changed:  # good windows at 600 kbit/s until it probes up
+        d = ctl.decide(t, timed(t, 600))
+        t += 1
+    assert d.entry.kbps == 1500 and "probe up" in d.reason
+    assert d.frame_budget == 900 * 1000 // 8 // 10  # 1.5 x what arrived, not 1500 kbit/s
+    ramp = ctl.decide(t, timed(t, 880))  # the cap binds: raised to 1.5 x what arrived
+    assert not ramp.changed and "probe ramp: up to 1320 kbit/s" in ramp.reason
+    assert ramp.frame_budget == 1320 * 1000 // 8 // 10
+    done = ctl.decide(t + 1, timed(t + 1, 1300))  # 1.5 x 1300 is over the entry's rate
+    assert "probe ramp done" in done.reason
+    assert done.frame_budget == ctl.frame_budget(ctl.entry) > ramp.frame_budget
+
+
+def test_a_failed_paced_probe_drops_its_cap() -> None:
+    ctl = Controller(PROFILE, settings(start_kbps=600))
+    t, d = 0, None
+    while d is None or not d.changed:
+        d = ctl.decide(t, timed(t, 600))
+        t += 1
+    down = ctl.decide(t, timed(t, 700, loss=0.5))
+    assert down.changed and down.entry.kbps <= 600 and "probe failed" in down.reason
+    assert down.frame_budget == ctl.frame_budget(down.entry)

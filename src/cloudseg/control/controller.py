@@ -11,23 +11,29 @@ Rules (`Controller.decide`), in order:
 1. Worst case (the paper's Figure 4): an accuracy estimate below ``accuracy_floor`` is confirmed
    with a second full frame; confirmed, SR is bypassed (bilinear restoration), and if it already
    was, the resolution is raised (a smaller scale that fits the rate). Held ``accuracy_hold_s``.
-2. Step down, fast: a window is bad with loss above ``loss_bad`` or the latency rising faster
-   than ``trend_bad_ms_per_s``. After ``bad_windows`` bad windows in a row (one is ignored as
-   noise) or one severe window (loss >= ``loss_severe``, or no stats at all for ``stall_s``), it
-   moves to the most accurate entry whose rate fits ``safety`` x the measured goodput, at least
-   one step down (the stall time grows to 3x the cloud's time per frame when the cloud is slow,
-   e.g. on a CPU). A probe that fails blocks its rate and every higher one for
-   ``probe_backoff_s`` (doubling with each failure, back to the start when a probe at that
-   rate holds).
-3. Step up, carefully: after ``up_windows`` good windows in a row (no loss, latency flat) and
-   ``hold_s`` since the last change, it moves to the most accurate entry whose rate is at most
-   ``climb_factor`` x the current one or the measured goodput, whichever is lower (several
-   entries at once when they are that close; the next entry up when none is). For
-   ``ceiling_s`` after a step down it climbs no higher than ``safety`` x the goodput the link
-   carried when it was overrun (its ceiling; for a stall, the rate that stalled), and never to
-   or above a probe that failed within its back-off. Above an old ceiling it climbs one entry
-   at a time, until a probe holds there (then the ceiling, and the back-off, are forgotten).
+2. Step down, fast: a window is bad with loss above ``loss_bad`` (from MIN_LOSS_FRAMES frames),
+   the latency rising faster than ``trend_bad_ms_per_s``, or delay over-use (GCC's detector,
+   :mod:`cloudseg.control.delay`). After ``bad_windows`` bad windows in a row (one is noise)
+   or one severe window (loss >= ``loss_severe``, over-use with a queue of ``queue_severe_ms``,
+   which the node acts on at the stats that show it, or no stats for ``stall_s``) it moves to
+   the most accurate entry under ``safety`` x the link (the cloud's arrival rate); with a
+   queue, under ``1 - queue`` x the link so the queue drains (BBR's drain), and back under
+   ``safety`` x the link as soon as it has; over-use and loss while it drains are that queue.
+   A stall goes to the lowest entry (the stall time grows to 3x the cloud's time per frame on
+   a slow cloud). A probe that fails blocks its rate and every higher one for
+   ``probe_backoff_s`` (doubling with each failure, back to the start when one holds).
+3. Step up, paced: after ``up_windows`` good windows in a row and ``hold_s`` since the last
+   change, it moves to the most accurate entry whose rate is at most ``climb_factor`` x the
+   current one or the goodput, whichever is lower (the next entry up when none is), with its
+   frames capped at ``probe_gain`` x what arrives; each good window raises the cap by that gain
+   over what arrived under it, until the entry's own frames fit (BBR's paced probe). For
+   ``ceiling_s`` after a step down it climbs no higher than ``safety`` x the link it measured
+   then (its ceiling), and above an old ceiling the gain is CEILING_GAIN, one entry at a time,
+   until a probe holds there (then the ceiling, and the back-off, are forgotten).
 
+Frames that fit (Salsify's idea): every decision carries a frame budget, ``frame_burst`` x the
+entry's mean frame (its rate over the measured frame rate), or the probe's cap; the compressor
+makes x264 fit each frame under it, IDRs included.
 Entries whose predicted latency (measured transport + the entry's cloud time, corrected by the
 ratio of measured to profiled cloud time) exceeds ``latency_bound_ms`` are not chosen, unless
 none fits. The profile's rates are corrected online: a clean window (no loss, the entry in force
@@ -44,48 +50,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 from cloudseg.control.profile import ProfileEntry, pareto_front
+from cloudseg.control.settings import ControllerSettings
 from cloudseg.control.window import Window
 
-
-@dataclass(frozen=True)
-class ControllerSettings:
-    """The controller's parameters (the controller node's, see cloudseg.graph.CONTROLLER)."""
-
-    safety: float = 0.8  # use at most this fraction of the measured goodput
-    latency_bound_ms: float = 500.0  # transport + cloud time per frame (0: no bound)
-    start_kbps: float = 0.0  # start at the most accurate entry under this (0: the lowest)
-    hold_s: float = 3.0  # no step up sooner than this after a change
-    up_windows: int = 2  # good windows in a row before a probe up
-    bad_windows: int = 2  # bad windows in a row before a step down (1 is noise)
-    loss_bad: float = 0.05  # a window with more loss is bad
-    loss_severe: float = 0.3  # ... and with this much, step down at once
-    trend_bad_ms_per_s: float = 50.0  # a window whose transport latency rises faster is bad
-    stall_s: float = 1.0  # no stats for this long (after some arrived): step to the lowest entry
-    probe_backoff_s: float = 20.0  # a failed probe is not repeated for this long (doubling)
-    accuracy_floor: float = 0.6  # worst case below this accuracy estimate (0: off)
-    accuracy_hold_s: float = 30.0  # how long the worst-case setting is kept
-    full_frame_every_s: float = 10.0  # online profiling: a full frame this often (0: never)
-    full_frame_min_kbps: float = 3000.0  # ... only while the goodput is at least this: a
-    # full-resolution IDR (~100 kB) blocks a thin link for about a second
-    climb_factor: float = 2.0  # a step up reaches at most this x the current rate (1: one entry)
-    ceiling_s: float = 15.0  # after a step down, no step up above the link's ceiling this long
-    queue_severe_ms: float = 60.0  # delay over-use with this much queue: step down at once
-    probe_gain: float = 1.5  # a probe sends at most this x what arrives, raised per good window
-    frame_burst: float = 3.0  # no frame larger than this x the entry's mean frame (0: no cap)
-
-    def __post_init__(self) -> None:
-        if not 0 < self.safety <= 1:
-            raise ValueError(f"safety must be in (0, 1], got {self.safety}")
-        if self.up_windows < 1 or self.bad_windows < 1:
-            raise ValueError("up_windows and bad_windows must be >= 1")
-        if not self.climb_factor >= 1:
-            raise ValueError(f"climb_factor must be >= 1, got {self.climb_factor}")
-        if not self.ceiling_s >= 0:
-            raise ValueError(f"ceiling_s must be >= 0, got {self.ceiling_s}")
-        if not (self.probe_gain == 0 or self.probe_gain > 1):
-            raise ValueError(f"probe_gain must be 0 (off) or > 1, got {self.probe_gain}")
-        if not (self.frame_burst == 0 or self.frame_burst >= 1):
-            raise ValueError(f"frame_burst must be 0 (no cap) or >= 1, got {self.frame_burst}")
+__all__ = ["Controller", "ControllerSettings", "Decision", "rate_kbps"]
 
 
 @dataclass(frozen=True)
@@ -414,6 +382,7 @@ class Controller:
         st = self.state
         nominal = rate_kbps(self._base())
         clean = w.samples >= 3 and w.loss == 0 and st.last_change_s <= w.start_s
+        clean = clean and not math.isfinite(st.ramp_kbps)  # a probe's cap, not the entry
         if clean and math.isfinite(nominal) and nominal > 0 and w.goodput_kbps > 0:
             ratio = min(max(w.goodput_kbps / nominal, RATE_SCALE_MIN), RATE_SCALE_MAX)
             st.rate_scale += RATE_SCALE_ALPHA * (ratio - st.rate_scale)
