@@ -124,3 +124,33 @@ def test_a_stall_steps_down_between_windows(tmp_path, ros):
     assert (down.scale, down.crf) == (4, 28), log  # the lowest entry
     assert 0.9 <= at - last_stats <= 2.5, (at - last_stats, log)  # window_s is 6
     assert "no stats for" in log
+
+
+def test_a_growing_queue_steps_down_at_once_with_a_frame_budget(tmp_path, ros):
+    """Arrival minus send times grow 20 ms a frame (a queue building on the link): the delay
+    detector's over-use steps down at the stats that show it, long before the window's end,
+    and the Knob carries a frame budget for the new entry."""
+    from cloudseg.msg import FrameStats
+
+    with controller_running(ros, tmp_path, window_s=6.0) as (node, knobs, pub):
+        t0 = time.monotonic()
+        base_ns = time.time_ns()
+        for seq in range(1, 61):  # 20 frames/s for up to 3 s
+            stats = FrameStats(seq=seq, codec="h264", payload_bytes=20000, total_ms=40.0)
+            stats.frames_received, stats.bytes_received = seq, seq * 20000
+            stats.transport_ms = 20.0
+            stats.sent_ns = base_ns + seq * 50_000_000
+            queue_ms = 20 * max(seq - 20, 0)  # steady for 1 s, then a queue grows
+            stats.arrival_ns = stats.sent_ns + 20_000_000 + queue_ms * 1_000_000
+            stats.header.stamp = node.get_clock().now().to_msg()
+            pub.publish(stats)
+            spin_for(node, 0.05, spin_s=0.01)
+            if len(knobs) >= 2:
+                break
+        at = time.monotonic() - t0
+    log = (tmp_path / "controller.log").read_text()
+    assert len(knobs) >= 2, log
+    down = knobs[1][1]
+    assert down.scale > 1 and "delay over-use" in log, log
+    assert at < 4.0, (at, log)  # window_s is 6
+    assert down.max_frame_bytes > 0, log
