@@ -82,7 +82,7 @@ def test_steps_up_after_recovery_without_flapping() -> None:
 
 
 def test_a_link_between_two_entries_does_not_flap() -> None:
-    ctl = Controller(PROFILE, settings(start_kbps=600))
+    ctl = Controller(PROFILE, settings(start_kbps=600, probe_backoff_s=20.0))
     ds = run(ctl, [1000] * 120)
     changes = [d for d in ds if d.changed]
     # probes to 1500 fail and are backed off 20 s, 40 s, 80 s: 3 probes in 2 min
@@ -195,14 +195,14 @@ def test_climbs_several_close_entries_at_once() -> None:
 
 
 def test_no_climb_above_the_links_ceiling_after_a_drop() -> None:
-    ctl = Controller(PROFILE, settings(start_kbps=10_000))
+    ctl = Controller(PROFILE, settings(start_kbps=10_000, ceiling_s=15.0))
     run(ctl, [8000] * 3)
     ds = run(ctl, [2000] * 40, t0=3)  # 50% loss at 4000: down to 1500 at once
     assert ds[0].changed and ds[0].entry.kbps == 1500
-    ceiling = [i for i, d in enumerate(ds) if "link's ceiling 2000" in d.reason]
-    assert ceiling and ceiling[-1] <= 15  # held under 0.8 x 2000 for ceiling_s
     probes = [i for i, d in enumerate(ds) if d.changed and "probe up" in d.reason]
     assert probes and probes[0] >= 15  # then it tries again
+    ceiling = [i for i, d in enumerate(ds[: probes[0]]) if "link's ceiling 2000" in d.reason]
+    assert ceiling and ceiling[-1] <= 15  # held under 0.8 x 2000 for ceiling_s
     no_ceiling = Controller(PROFILE, settings(start_kbps=10_000, ceiling_s=0.0))
     run(no_ceiling, [8000] * 3)
     ds = run(no_ceiling, [2000] * 15, t0=3)
@@ -252,17 +252,18 @@ def test_profile_rates_are_corrected_by_what_the_stream_really_sends() -> None:
     assert any(1.3 * r > 1000 for r in naive_downs)  # 800 "fits" 0.8 x 1000 on paper only
 
 
-def test_above_an_old_ceiling_one_entry_then_the_climb_speeds_up_again() -> None:
-    ctl = Controller(LADDER, settings(start_kbps=2200))
+def test_above_an_old_ceiling_the_probe_is_gentler() -> None:
+    ctl = Controller(LADDER, settings(start_kbps=2200, probe_backoff_s=20.0, ceiling_s=15.0))
     run(ctl, [1000] * 30)  # overrun: the ceiling is 1000
-    assert ctl.entry.kbps <= 800
-    ds = run(ctl, [10_000] * 40, t0=30)
-    ups = [d.entry.kbps for d in ds if d.changed]
-    ladder = [e.kbps for e in LADDER]
-    first = ladder.index(ups[0])
-    assert ladder[first - 1] <= 0.8 * 1000 < ups[0]  # one entry above the old ceiling
-    assert any(ladder.index(b) - ladder.index(a) > 1 for a, b in itertools.pairwise(ups))
-    assert ctl.entry.kbps == 3800
+    assert ctl.entry.kbps <= 800 and math.isfinite(ctl.state.ceiling_kbps)
+    t, before = 30, ctl.entry.kbps
+    while not (d := ctl.decide(t, timed(t, before))).changed:
+        t += 1
+    assert "probe up" in d.reason  # capped at 1.15 x what arrives, not probe_gain (1.5)
+    assert d.frame_budget == int(1.15 * before * 1000 / 8 / 10)
+    ds = run(ctl, [10_000] * 40, t0=t + 1)
+    assert ctl.entry.kbps == 3800 and not math.isfinite(ctl.state.ceiling_kbps)
+    assert any("probe up" in d.reason for d in ds)
 
 
 def test_a_failed_probe_blocks_the_entries_above_it() -> None:
@@ -429,10 +430,10 @@ def test_a_probe_is_paced_by_its_frame_budget() -> None:
         t += 1
     assert d.entry.kbps == 1500 and "probe up" in d.reason
     assert d.frame_budget == 900 * 1000 // 8 // 10  # 1.5 x what arrived, not 1500 kbit/s
-    ramp = ctl.decide(t, timed(t, 880))  # the cap binds: raised to 1.5 x what arrived
-    assert not ramp.changed and "probe ramp: up to 1320 kbit/s" in ramp.reason
-    assert ramp.frame_budget == 1320 * 1000 // 8 // 10
-    done = ctl.decide(t + 1, timed(t + 1, 1300))  # 1.5 x 1300 is over the entry's rate
+    ramp = ctl.decide(t, timed(t, 880))  # the cap binds: raised by 1.5
+    assert not ramp.changed and "probe ramp: up to 1350 kbit/s" in ramp.reason
+    assert ramp.frame_budget == 1350 * 1000 // 8 // 10
+    done = ctl.decide(t + 1, timed(t + 1, 1300))  # 1.5 x 1350 is over the entry's rate
     assert "probe ramp done" in done.reason
     assert done.frame_budget == ctl.frame_budget(ctl.entry) > ramp.frame_budget
 
@@ -446,3 +447,17 @@ def test_a_failed_paced_probe_drops_its_cap() -> None:
     down = ctl.decide(t, timed(t, 700, loss=0.5))
     assert down.changed and down.entry.kbps <= 600 and "probe failed" in down.reason
     assert down.frame_budget == ctl.frame_budget(down.entry)
+
+
+def test_a_probe_cap_that_does_not_bind_ends_the_ramp() -> None:
+    """Frames well under the cap for two windows: the entry's own frames fit; the budget
+    never goes down while the cap holds (a lower budget costs an IDR)."""
+    ctl = Controller(PROFILE, settings(start_kbps=600))
+    t, d = 0, None
+    while d is None or not d.changed:
+        d = ctl.decide(t, timed(t, 600))
+        t += 1
+    first = ctl.decide(t, timed(t, 400, frames=11))  # under 0.7 x 900, the frame rate moved
+    assert "probe ramp: up to 900" in first.reason and first.frame_budget == d.frame_budget
+    done = ctl.decide(t + 1, timed(t + 1, 400))
+    assert "probe ramp done" in done.reason

@@ -21,15 +21,16 @@ Rules (`Controller.decide`), in order:
    ``safety`` x the link as soon as it has; over-use and loss while it drains are that queue.
    A stall goes to the lowest entry (the stall time grows to 3x the cloud's time per frame on
    a slow cloud). A probe that fails blocks its rate and every higher one for
-   ``probe_backoff_s`` (doubling with each failure, back to the start when one holds).
+   ``probe_backoff_s`` (doubling with each failure up to MAX_BACKOFF x, back to the start
+   when one holds).
 3. Step up, paced: after ``up_windows`` good windows in a row and ``hold_s`` since the last
    change, it moves to the most accurate entry whose rate is at most ``climb_factor`` x the
    current one or the goodput, whichever is lower (the next entry up when none is), with its
    frames capped at ``probe_gain`` x what arrives; each good window raises the cap by that gain
    over what arrived under it, until the entry's own frames fit (BBR's paced probe). For
    ``ceiling_s`` after a step down it climbs no higher than ``safety`` x the link it measured
-   then (its ceiling), and above an old ceiling the gain is CEILING_GAIN, one entry at a time,
-   until a probe holds there (then the ceiling, and the back-off, are forgotten).
+   then (its ceiling); above an old ceiling the probe's gain is CEILING_GAIN, until a probe
+   holds there (then the ceiling, and the back-off, are forgotten).
 
 Frames that fit (Salsify's idea): every decision carries a frame budget, ``frame_burst`` x the
 entry's mean frame (its rate over the measured frame rate), or the probe's cap; the compressor
@@ -75,6 +76,9 @@ DRAIN_MIN = 0.25
 """A step down that drains a queue keeps at least this share of the link."""
 DRAINED_MS = 20.0
 """A queue estimate under this is drained."""
+MAX_BACKOFF = 4
+"""A failed probe's back-off doubles up to this x ``probe_backoff_s`` (a paced probe that
+fails costs one window at its cap, so a link that grew is found again within seconds)."""
 CEILING_GAIN = 1.15
 """A probe's gain per window above the link's last ceiling."""
 RAMP_BINDS = 0.7
@@ -205,15 +209,17 @@ class Controller:
             return None
         binds = w.goodput_kbps >= RAMP_BINDS * st.ramp_kbps
         st.ramp_idle = 0 if binds else st.ramp_idle + 1
-        # the next cap from what arrived under this one (BBR's gain on the delivery rate)
-        ramp = max(st.ramp_kbps, self._gain() * w.goodput_kbps)
+        # what arrived under the cap came through: the next cap is the gain above it (a
+        # per-frame cap sends less than it on average, so the cap, not the goodput, grows)
+        ramp = st.ramp_kbps * self._gain() if binds else st.ramp_kbps
         st.good = 0
         if ramp >= self.rate(self.entry) or st.ramp_idle >= 2:  # the cap no longer binds
             st.ramp_kbps = math.inf
             st.frame_budget = self.frame_budget(self.entry)
             return self._hold(f"probe ramp done: the entry's own rate fits ({w.describe()})", full)
-        st.ramp_kbps = ramp
-        st.frame_budget = self.frame_budget(self.entry)
+        if ramp > st.ramp_kbps:  # a new budget only when the cap moves (a lower one is an IDR)
+            st.ramp_kbps = ramp
+            st.frame_budget = self.frame_budget(self.entry)
         return self._hold(
             f"probe ramp: up to {st.ramp_kbps:.0f} kbit/s, frames up to {st.frame_budget} B "
             f"({w.describe()})",
@@ -351,8 +357,6 @@ class Controller:
                     full,
                 )
         reach = s.climb_factor * min(self.rate(base), w.goodput_kbps)  # what really arrives
-        if math.isfinite(st.ceiling_kbps):  # above an old ceiling: one entry at a time
-            reach = min(reach, s.safety * st.ceiling_kbps)
         near = [e for e in up if self.rate(e) <= reach]
         nxt = max(near, key=lambda e: e.miou) if near else min(up, key=rate_kbps)
         st.good = 0
@@ -433,7 +437,8 @@ class Controller:
             st.frame_budget = self.frame_budget(self.entry)
         base = self._base()
         if st.probing is not None and st.probing == base:  # the probe failed: back off
-            st.backoff_s = 2 * st.backoff_s if st.backoff_s else s.probe_backoff_s
+            doubled = min(2 * st.backoff_s, MAX_BACKOFF * s.probe_backoff_s)
+            st.backoff_s = doubled if st.backoff_s else s.probe_backoff_s
             if now >= st.blocked_until_s:
                 st.blocked_kbps = math.inf
             st.blocked_kbps = min(st.blocked_kbps, rate_kbps(base))

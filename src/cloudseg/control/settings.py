@@ -20,14 +20,14 @@ class ControllerSettings:
     loss_severe: float = 0.3  # ... and with this much, step down at once
     trend_bad_ms_per_s: float = 50.0  # a window whose transport latency rises faster is bad
     stall_s: float = 1.0  # no stats for this long (after some arrived): step to the lowest entry
-    probe_backoff_s: float = 20.0  # a failed probe is not repeated for this long (doubling)
+    probe_backoff_s: float = 5.0  # a failed probe is not repeated for this long (doubling, 4x max)
     accuracy_floor: float = 0.6  # worst case below this accuracy estimate (0: off)
     accuracy_hold_s: float = 30.0  # how long the worst-case setting is kept
     full_frame_every_s: float = 10.0  # online profiling: a full frame this often (0: never)
     full_frame_min_kbps: float = 3000.0  # ... only while the goodput is at least this: a
     # full-resolution IDR (~100 kB) blocks a thin link for about a second
     climb_factor: float = 2.0  # a step up reaches at most this x the current rate (1: one entry)
-    ceiling_s: float = 15.0  # after a step down, no step up above the link's ceiling this long
+    ceiling_s: float = 6.0  # after a step down, no step up above the link's ceiling this long
     queue_severe_ms: float = 60.0  # delay over-use with this much queue: step down at once
     probe_gain: float = 1.5  # a probe sends at most this x what arrives, raised per good window
     frame_burst: float = 3.0  # no frame larger than this x the entry's mean frame (0: no cap)

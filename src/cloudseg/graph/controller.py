@@ -63,8 +63,8 @@ CONTROLLER = NodeSpec(
         ),
         Param(
             "probe_backoff_s",
-            20.0,
-            "a failed probe up is not retried for this long (doubling each time)",
+            5.0,
+            "a failed probe up is not retried for this long (doubling each time, up to 4x)",
             min=0.0,
             max=3600.0,
         ),
@@ -104,7 +104,7 @@ CONTROLLER = NodeSpec(
         ),
         Param(
             "ceiling_s",
-            15.0,
+            6.0,
             "after a step down, no step up above safety x the goodput the link carried when it "
             "was overrun, for this long (0 = off)",
             min=0.0,
