@@ -6,6 +6,7 @@ test_cli.py."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -34,6 +35,31 @@ def test_stop_signals_raise_once_or_only_record():
         assert stop.requested == signal.SIGTERM
         with pytest.raises(KeyboardInterrupt):
             stop.check()
+
+
+
+def test_a_stop_recorded_before_a_handler_took_over_moves_to_it():
+    """A swallowed KeyboardInterrupt (a library catching everything around an import) still
+    stops: the start-up guard recorded it, and the command's own StopSignals takes it over
+    (raising mode: at once; flag mode: at its first check), once."""
+    before = signal.getsignal(signal.SIGINT)
+    guard = StopSignals(raising=True).install()
+    try:
+        with contextlib.suppress(KeyboardInterrupt):  # swallowed, as a bare `except:` would
+            os.kill(os.getpid(), signal.SIGINT)
+        assert guard.requested == signal.SIGINT
+        with pytest.raises(KeyboardInterrupt):
+            StopSignals(raising=True).install()
+        assert guard.requested is None  # taken over: said once, by the command
+        assert signal.getsignal(signal.SIGINT) == guard._handle  # the raising one put it back
+        os.kill(os.getpid(), signal.SIGINT)  # the guard raises only once: now recorded
+        with StopSignals() as stop:  # flag mode (the launcher): recorded, raised at check()
+            assert stop.requested == signal.SIGINT
+            with pytest.raises(KeyboardInterrupt):
+                stop.check()
+    finally:
+        guard.restore()
+    assert signal.getsignal(signal.SIGINT) is before
 
 
 CONTROLLER_LOG = "\n".join(

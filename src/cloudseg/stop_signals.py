@@ -36,8 +36,18 @@ class StopSignals:
         self._previous: dict[int, object] = {}
 
     def install(self) -> StopSignals:
+        """Take the signals over. A stop that an enclosing StopSignals recorded (a signal
+        before this one took over, e.g. `cloudseg`'s start-up guard) moves here: recorded, and
+        raised now in raising mode (after the previous handlers are back)."""
         for sig in self.signals:
-            self._previous[sig] = signal.signal(sig, self._handle)
+            previous = signal.signal(sig, self._handle)
+            self._previous[sig] = previous
+            owner = getattr(previous, "__self__", None)
+            if isinstance(owner, StopSignals) and owner.requested is not None:
+                self.requested, owner.requested = owner.requested, None  # taken over
+        if self.requested is not None and self.raising:
+            self.restore()
+            raise KeyboardInterrupt
         return self
 
     def restore(self) -> None:

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:  # `main` guards every other import: Ctrl-C while they run is handled
     from typing import Any, NoReturn
 
-from cloudseg.stop_signals import INTERRUPTED_EXIT
+from cloudseg.stop_signals import INTERRUPTED_EXIT, StopSignals
 
 __all__ = ["BENCH_COMMANDS", "EXPORT_COMMANDS", "TRAIN_COMMANDS", "build_parser", "main"]
 
@@ -58,14 +58,26 @@ def _exit_interrupted(line: str) -> NoReturn:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # Ctrl-C while it starts: recorded as well as raised, since a library that catches every
+    # exception around an optional import would swallow the KeyboardInterrupt; a command's own
+    # StopSignals takes a recorded stop over (cloudseg.stop_signals)
+    guard = StopSignals(raising=True).install()
+    try:
+        return _main(argv, guard)
+    finally:
+        guard.restore()
+
+
+def _main(argv: list[str] | None, guard: StopSignals) -> int:
+    words = argv if argv is not None else sys.argv[1:]
+    command = next((w for w in words[:1] if not w.startswith("-")), "")
     try:
         from cloudseg.cli.parser import build_parser
 
         parser = build_parser()
         args, rest = parser.parse_known_args(argv)
+        guard.check()
     except KeyboardInterrupt:  # while it starts (imports): one line, no traceback
-        words = argv if argv is not None else sys.argv[1:]
-        command = next((w for w in words[:1] if not w.startswith("-")), "")
         _exit_interrupted(f"cloudseg {command}: interrupted".replace(" :", ":"))
     import logging
 
@@ -79,7 +91,9 @@ def main(argv: list[str] | None = None) -> int:
     if not args.verbose:  # torch's INFO lines (its cache statistics at exit) are not for users
         logging.getLogger("torch").setLevel(logging.WARNING)
     try:
-        return int(args.func(args) or 0)
+        code = int(args.func(args) or 0)
+        guard.check()  # a stop that a command without its own handling did not see
+        return code
     except KeyboardInterrupt:  # before a command installed its own handling, or one without
         _exit_interrupted(f"cloudseg {args.command}: interrupted")
     except Exception as exc:
