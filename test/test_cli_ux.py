@@ -37,7 +37,6 @@ def test_stop_signals_raise_once_or_only_record():
             stop.check()
 
 
-
 def test_a_stop_recorded_before_a_handler_took_over_moves_to_it():
     """A swallowed KeyboardInterrupt (a library catching everything around an import) still
     stops: the start-up guard recorded it, and the command's own StopSignals takes it over
