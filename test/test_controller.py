@@ -420,6 +420,10 @@ def test_every_entry_gets_a_frame_budget_of_frame_burst_mean_frames() -> None:
     d = ctl.decide(1, timed(1, 100, loss=0.6))
     assert d.changed and d.frame_budget == 3 * 300 * 1000 // 8 // 10
     assert Controller(PROFILE, settings(frame_burst=0.0)).frame_budget(PROFILE[0]) == 0
+    tiny = Controller(PROFILE, settings(start_kbps=600))
+    tiny.decide(0, timed(0, 20))  # a small camera's stream: 20 kbit/s
+    tiny.state.ramp_kbps = 30.0  # a probe's cap at 1.5 x that: 375 B a frame
+    assert tiny.frame_budget(tiny.entry) == 4000  # the floor: x264 could not fit the frames
 
 
 def test_a_probe_is_paced_by_its_frame_budget() -> None:

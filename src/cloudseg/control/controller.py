@@ -79,6 +79,10 @@ DRAINED_MS = 20.0
 MAX_BACKOFF = 4
 """A failed probe's back-off doubles up to this x ``probe_backoff_s`` (a paced probe that
 fails costs one window at its cap, so a link that grew is found again within seconds)."""
+MIN_FRAME_BUDGET = 4000
+"""No frame budget below this many bytes: under it x264 cannot fit a frame (a cold 512x256
+IDR is ~800 B, a small camera's stream runs far under the profile's rates) and a P-frame over
+budget is dropped."""
 CEILING_GAIN = 1.15
 """A probe's gain per window above the link's last ceiling."""
 RAMP_BINDS = 0.7
@@ -192,7 +196,7 @@ class Controller:
         rate = min(burst, self.state.ramp_kbps) if burst > 0 else self.state.ramp_kbps
         if fps <= 0 or not math.isfinite(rate):
             return 0
-        return int(rate * 1000 / 8 / fps)
+        return max(int(rate * 1000 / 8 / fps), MIN_FRAME_BUDGET)
 
     def _gain(self) -> float:
         """A probe's gain: ``probe_gain``; above a link's ceiling (what it carried when last
