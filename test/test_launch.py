@@ -383,8 +383,12 @@ def test_pipeline_launch_waits_for_the_cloud_and_reads_the_bag_topic(
         lambda m: received.append(m.frames_received),
         qos_for(STATS_TOPIC),
     )
+    # the controller holds its start entry: a probe up within these 2 s could bring an entry
+    # whose frame selection (<= 8.5 fps, thresholds) keeps some of the 8 frames back
     params = _fast_cloud_params(
-        tmp_path / "fast.yaml", "/**/source:\n  ros__parameters:\n    rate: 4.0\n"
+        tmp_path / "fast.yaml",
+        "/**/source:\n  ros__parameters:\n    rate: 4.0\n"
+        "/**/controller:\n  ros__parameters:\n    hold_s: 600.0\n",
     )
     arguments = [f"input:={front_bag}", "input_topic:=/front/image_raw", f"params_file:={params}"]
     launch = Launch(env, tmp_path / "wait.log", "pipeline.launch.py", "namespace:=car5", *arguments)

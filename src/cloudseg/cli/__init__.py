@@ -97,6 +97,8 @@ def _main(argv: list[str] | None, guard: StopSignals) -> int:
     except KeyboardInterrupt:  # before a command installed its own handling, or one without
         _exit_interrupted(f"cloudseg {args.command}: interrupted")
     except Exception as exc:
+        if guard.requested is not None:  # Ctrl-C inside an import that reports it as a failure
+            _exit_interrupted(f"cloudseg {args.command}: interrupted")
         if args.verbose:
             raise
         print(f"cloudseg {args.command}: {exc}", file=sys.stderr)
